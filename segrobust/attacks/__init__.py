@@ -1,0 +1,29 @@
+"""Segmentation attacks as torchattacks-compatible classes.
+
+All attacks share :class:`SegAttack` (validation, masks with ``ignore_index``,
+per-pixel targeted modes, best-iterate tracking) and the pure functions of
+:mod:`segrobust.attacks.functional`.
+"""
+
+from segrobust.attacks import functional
+from segrobust.attacks.ama import AMA
+from segrobust.attacks.base import AttackStats, IterateTracker, LinfSegAttack, SegAttack
+from segrobust.attacks.cospgd import CosPGD
+from segrobust.attacks.eroseg import EroSeg
+from segrobust.attacks.multi import SegMultiAttack
+from segrobust.attacks.naa import NAA
+from segrobust.attacks.segpgd import SegPGD
+
+__all__ = [
+    "AMA",
+    "NAA",
+    "AttackStats",
+    "CosPGD",
+    "EroSeg",
+    "IterateTracker",
+    "LinfSegAttack",
+    "SegAttack",
+    "SegMultiAttack",
+    "SegPGD",
+    "functional",
+]

@@ -1,0 +1,323 @@
+"""The segmentation attack engine: :class:`SegAttack` and the L∞ PGD loop that NAA, AMA,
+SegPGD, CosPGD and EroSeg share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torchattacks.attack import Attack as _TorchattacksAttack
+from torch import nn
+
+from segrobust.attacks import functional as AF
+from segrobust.metrics.functional import per_image_pixel_accuracy
+from segrobust.utils import model_mode_preserved, segmentation_logits
+from segrobust.validation import check_class_ids, check_images, check_masks, check_unit_interval
+
+__all__ = ["AttackStats", "IterateTracker", "LinfSegAttack", "SafeAttributeMixin", "SegAttack"]
+
+
+@dataclass
+class AttackStats:
+    """What an attack saw at each iterate, for plots and diagnostics.
+
+    Row ``t`` describes iterate ``x_t`` (row 0 is the start point, the last row
+    the final iterate). ``loss`` is the mean cross-entropy over valid pixels
+    w.r.t. the reference labels (true labels, or target labels when targeted);
+    ``pixel_accuracy`` is the fraction of valid pixels predicted as those labels.
+    ``best_step`` is the iterate returned for each image.
+    """
+
+    loss: torch.Tensor  # (steps + 1, N)
+    pixel_accuracy: torch.Tensor  # (steps + 1, N)
+    best_step: torch.Tensor  # (N,)
+
+    def batch_means(self) -> dict[str, list[float]]:
+        """Per-step batch means, ready for ``plt.plot``."""
+        return {
+            "loss": self.loss.mean(dim=1).tolist(),
+            "pixel_accuracy": self.pixel_accuracy.mean(dim=1).tolist(),
+        }
+
+
+class IterateTracker:
+    """Keeps, per image, the best iterate seen so far, from logits already computed.
+
+    "Best" means lowest pixel accuracy w.r.t. the reference labels for an attack
+    ascending the loss (``direction=+1``), highest for one descending it
+    (``direction=-1``: AMA, targeted attacks); ties go to the iterate with the
+    more extreme loss, so a saturated attack still returns its strongest point.
+    """
+
+    def __init__(self, start: torch.Tensor, labels: torch.Tensor, ignore_index: int, direction: int, steps: int):
+        n = start.shape[0]
+        self.labels = labels
+        self.ignore_index = ignore_index
+        self.direction = direction
+        self.best = start.detach().clone()
+        self._best_acc_key = torch.full((n,), float("inf"), device=start.device)
+        self._best_loss_key = torch.full((n,), float("inf"), device=start.device)
+        self.best_step = torch.zeros(n, dtype=torch.long, device=start.device)
+        self.loss = torch.zeros(steps + 1, n, device=start.device)
+        self.pixel_accuracy = torch.zeros(steps + 1, n, device=start.device)
+
+    def update(self, iterate: torch.Tensor, logits: torch.Tensor, pixel_loss: torch.Tensor, index: int) -> None:
+        valid = AF.valid_mask(self.labels, self.ignore_index)
+        loss = AF.masked_mean(pixel_loss.detach().float(), valid, per_image=True)
+        acc = per_image_pixel_accuracy(logits.detach(), self.labels, self.ignore_index)
+        self.loss[index] = loss
+        self.pixel_accuracy[index] = acc
+        acc_key, loss_key = self.direction * acc, -self.direction * loss
+        better = (acc_key < self._best_acc_key) | ((acc_key == self._best_acc_key) & (loss_key < self._best_loss_key))
+        self._best_acc_key = torch.where(better, acc_key, self._best_acc_key)
+        self._best_loss_key = torch.where(better, loss_key, self._best_loss_key)
+        self.best_step = torch.where(better, torch.full_like(self.best_step, index), self.best_step)
+        self.best = torch.where(better.view(-1, *([1] * (iterate.dim() - 1))), iterate.detach(), self.best)
+
+    def stats(self) -> AttackStats:
+        return AttackStats(self.loss, self.pixel_accuracy, self.best_step)
+
+
+def _nested_attacks(value: Any, seen: set[int]) -> list[_TorchattacksAttack]:
+    """Attacks held by ``value`` (itself, or inside lists, tuples and dicts), by identity."""
+    if id(value) in seen:
+        return []
+    seen.add(id(value))
+    if isinstance(value, _TorchattacksAttack):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.keys()) + list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [atk for item in value for atk in _nested_attacks(item, seen)]
+    return []
+
+
+class SafeAttributeMixin:
+    """Registers sub-attacks for setter forwarding without torchattacks' scan of every value.
+
+    torchattacks' ``Attack.__setattr__`` compares each new attribute value with
+    ``in`` against a list that persists across calls (a mutable default): it
+    grows forever and raises on tensors ("Boolean value of Tensor ... is
+    ambiguous"). This version looks for attacks by identity only.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        registry = self.__dict__.get("_attacks")
+        if registry is None:
+            return
+        for number, attack in enumerate(_nested_attacks(value, set())):
+            if attack is self:
+                continue
+            registry[f"{name}.{number}"] = attack
+            for sub_name, sub_attack in attack.__dict__.get("_attacks", {}).items():
+                registry[f"{name}.{sub_name}"] = sub_attack
+
+
+class SegAttack(SafeAttributeMixin, _TorchattacksAttack):
+    """Base class of every segmentation attack in segrobust (a ``torchattacks.Attack``).
+
+    It fixes what stock torchattacks gets wrong for segmentation: logits are
+    ``(N, K, H, W)`` (tuple outputs of smp ``aux_params`` models and
+    ``{"out": ...}`` dicts are reduced to them), labels are masks ``(N, H, W)``
+    with ``ignore_index`` pixels that add nothing to any loss, targeted modes
+    work per pixel, inputs are validated with clear errors, the model's
+    per-module train/eval flags are restored exactly, and the best iterate per
+    image is returned rather than the last one.
+
+    Subclasses implement :meth:`_attack_batch`.
+
+    Call: ``attack(images, masks=None, *, return_stats=False)`` with images
+    ``(N, C, H, W)`` float in ``[0, 1]`` (or normalised, after
+    ``set_normalization_used``) and masks ``(N, H, W)`` integer; ``masks=None``
+    attacks the model's own prediction on the clean images. Returns adversarial
+    images of the same shape, dtype and device (and an :class:`AttackStats`
+    with ``return_stats=True``).
+    """
+
+    _loss_sign = 1  # +1: ascend the loss on the reference labels; -1: descend it
+
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        alpha: Optional[float] = 2 / 255,
+        steps: int = 10,
+        random_start: bool = True,
+        ignore_index: int = 255,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        super().__init__(name, model)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        self.eps = check_unit_interval(eps, "eps")
+        self.steps = steps
+        self.alpha = 2.5 * self.eps / max(steps, 1) if alpha is None else check_unit_interval(alpha, "alpha")
+        self.random_start = bool(random_start)
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+            raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+        self.ignore_index = ignore_index
+        self.supported_mode = ["default", "targeted"]
+        self._pending_checks: list[tuple[str, torch.Tensor]] = []
+
+    # ------------------------------------------------------------------ calling
+    def __call__(
+        self, images: torch.Tensor, labels: Optional[torch.Tensor] = None, *, return_stats: bool = False
+    ) -> Union[torch.Tensor, tuple[torch.Tensor, AttackStats]]:
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a torch.Tensor (N, C, H, W), got {type(images).__name__}")
+        normalised = self._normalization_applied is True
+        with model_mode_preserved(self.model):
+            self._change_model_mode(self.model.training)
+            pixels = self.inverse_normalize(images) if normalised and images.dim() == 4 else images
+            check_images(pixels, "images")
+            if labels is not None:
+                check_masks(labels, images, "masks")
+            device = self.device if self.device is not None else images.device
+            x = pixels.detach().to(device).clamp(0, 1)
+            y = labels.detach().to(device) if labels is not None else None
+            if normalised:
+                self._set_normalization_applied(False)
+            try:
+                adv, stats = self._attack_with_targets(x, y)
+            finally:
+                self._pending_checks = []
+                if normalised:
+                    self._set_normalization_applied(True)
+            if normalised:
+                adv = self.normalize(adv)
+        adv = adv.to(device=images.device, dtype=images.dtype)
+        return (adv, stats) if return_stats else adv
+
+    def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """torchattacks entry point: images already in ``[0, 1]`` on the attack's device."""
+        return self._attack_with_targets(images, labels)[0]
+
+    def _attack_with_targets(
+        self, images: torch.Tensor, labels: Optional[torch.Tensor]
+    ) -> tuple[torch.Tensor, AttackStats]:
+        if labels is None:
+            with torch.no_grad():
+                labels = self._logits(images).argmax(dim=1)
+        elif not (self.targeted and self.attack_mode == "targeted(label)"):
+            self._pending_checks.append(("masks", labels))
+        if self.targeted:
+            if self.attack_mode == "targeted(label)":
+                self._pending_checks.append(("target masks", labels))
+                reference = labels
+            else:
+                reference = self.get_target_label(images, labels)
+                check_masks(reference, images, "target masks")
+                self._pending_checks.append(("target masks", reference))
+        else:
+            reference = labels
+        direction = self._loss_sign * (-1 if self.targeted else 1)
+        return self._attack_batch(images, reference.long(), direction)
+
+    def _attack_batch(self, images: torch.Tensor, labels: torch.Tensor, direction: int) -> tuple[torch.Tensor, AttackStats]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ model
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Segmentation logits of the model; validates pending masks against them once."""
+        logits = segmentation_logits(self.get_logits(images))
+        if self._pending_checks:
+            checks, self._pending_checks = self._pending_checks, []
+            for name, masks in checks:
+                if logits.shape[0] != masks.shape[0] or logits.shape[2:] != masks.shape[1:]:
+                    raise ValueError(
+                        f"model output {tuple(logits.shape)} does not match {name} {tuple(masks.shape)}: "
+                        "expected logits (N, K, H, W) at the masks' resolution (upsample inside the model)"
+                    )
+                check_class_ids(masks, logits.shape[1], self.ignore_index, name)
+        return logits
+
+    # ------------------------------------------------------------------ targets
+    def _clean_logits_and_labels(
+        self, images: torch.Tensor, labels: Optional[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            logits = self._logits(images)
+        if labels is None:
+            labels = logits.argmax(dim=1)
+        return logits, labels
+
+    @torch.no_grad()
+    def get_random_target_label(self, inputs: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """A random class per pixel, never the true one; ignored pixels stay ignored."""
+        logits, labels = self._clean_logits_and_labels(inputs, labels)
+        num_classes = logits.shape[1]
+        if num_classes < 2:
+            raise ValueError("a random targeted attack needs a model with at least 2 classes")
+        valid = labels != self.ignore_index
+        offset = torch.randint(1, num_classes, labels.shape, device=labels.device)
+        target = (labels.clamp(0, num_classes - 1) + offset) % num_classes
+        return torch.where(valid, target, labels).long()
+
+    @torch.no_grad()
+    def get_least_likely_label(self, inputs: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The class with the ``kth_min``-smallest logit per pixel, never the true one."""
+        logits, labels = self._clean_logits_and_labels(inputs, labels)
+        num_classes = logits.shape[1]
+        if not 1 <= self._kth_min < num_classes:
+            raise ValueError(f"kth_min must be in [1, {num_classes - 1}] for {num_classes} classes, got {self._kth_min}")
+        valid = labels != self.ignore_index
+        safe = torch.where(valid, labels, torch.zeros_like(labels)).long()
+        excluded = logits.float().scatter(1, safe.unsqueeze(1), float("inf"))
+        target = excluded.kthvalue(self._kth_min, dim=1).indices
+        return torch.where(valid, target, labels).long()
+
+    def get_target_label(self, inputs: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.attack_mode == "targeted(custom)" and self._target_map_function is None:
+            return labels
+        if self.attack_mode == "targeted(custom)":
+            target = self._target_map_function(inputs, labels)
+            if not isinstance(target, torch.Tensor):
+                raise TypeError(f"the target map function must return a mask tensor (N, H, W), got {type(target).__name__}")
+            return target.to(inputs.device).long()
+        return super().get_target_label(inputs, labels)
+
+
+class LinfSegAttack(SegAttack):
+    """Projected signed-gradient attack in the L∞ ball on a weighted pixel loss.
+
+    One step costs one forward and one backward pass; the best iterate and the
+    statistics come from the logits of that pass (the final iterate is scored
+    by one extra forward without gradient). Subclasses choose the pixel weights
+    (:meth:`_pixel_weights`) and the sign of the step (``_loss_sign``).
+    """
+
+    def _init_state(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        return {}
+
+    def _pixel_weights(
+        self, logits: torch.Tensor, labels: torch.Tensor, step: int, state: dict[str, Any]
+    ) -> Optional[torch.Tensor]:
+        """Detached weights ``(N, H, W)`` of the pixel losses at ``step`` (1-based); None for uniform."""
+        return None
+
+    def _attack_batch(self, images: torch.Tensor, labels: torch.Tensor, direction: int) -> tuple[torch.Tensor, AttackStats]:
+        valid = AF.valid_mask(labels, self.ignore_index)
+        adv = AF.random_linf_start(images, self.eps) if self.random_start else images.clone()
+        tracker = IterateTracker(adv, labels, self.ignore_index, direction, self.steps)
+        state = self._init_state(images, labels)
+        for step in range(1, self.steps + 1):
+            adv.requires_grad_(True)
+            logits = self._logits(adv)
+            pixel_loss = AF.pixel_cross_entropy(logits, labels, self.ignore_index)
+            weights = self._pixel_weights(logits.detach(), labels, step, state)
+            objective = AF.weighted_pixel_loss(pixel_loss, weights, valid)
+            (grad,) = torch.autograd.grad(objective, adv)
+            adv = adv.detach()
+            tracker.update(adv, logits, pixel_loss, step - 1)
+            adv = AF.project_linf(AF.sign_step(adv, grad, direction * self.alpha), images, self.eps)
+        with torch.no_grad():
+            logits = self._logits(adv)
+            tracker.update(adv, logits, AF.pixel_cross_entropy(logits, labels, self.ignore_index), self.steps)
+        return tracker.best, tracker.stats()
+
+
+TargetFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -1,0 +1,58 @@
+"""Worst case over several segmentation attacks, as a torchattacks.MultiAttack."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torchattacks
+
+from segrobust.attacks.base import SafeAttributeMixin, SegAttack
+from segrobust.metrics.functional import per_image_pixel_accuracy
+from segrobust.utils import model_mode_preserved, segmentation_logits
+
+__all__ = ["SegMultiAttack"]
+
+
+class SegMultiAttack(SafeAttributeMixin, torchattacks.MultiAttack):
+    r"""Per-image worst case over several segmentation attacks.
+
+    Stock ``torchattacks.MultiAttack`` decides success per sample from one
+    class label, which has no meaning for ``(N, H, W)`` masks. This subclass
+    runs every attack on the whole batch and keeps, per image, the adversarial
+    image with the lowest pixel accuracy over valid pixels (the evaluation
+    protocol's worst case). Setter calls (``set_normalization_used``,
+    ``set_model_training_mode``, targeted modes) still reach every attack.
+
+    Example:
+        >>> atk = SegMultiAttack([NAA(model), SegPGD(model), EroSeg(model)])  # doctest: +SKIP
+        >>> worst_images = atk(images, masks)  # doctest: +SKIP
+    """
+
+    def __init__(self, attacks: list[SegAttack], verbose: bool = False):
+        for attack in attacks:
+            if not isinstance(attack, SegAttack):
+                raise TypeError(f"SegMultiAttack takes segrobust SegAttack objects, got {type(attack).__name__}")
+        super().__init__(attacks, verbose)
+        self.ignore_index = attacks[0].ignore_index
+
+    def __call__(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        with model_mode_preserved(self.model):
+            return super().__call__(images, labels)
+
+    def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if labels is None:
+            with torch.no_grad():
+                labels = segmentation_logits(self.get_logits(images.to(self.device))).argmax(1)
+        best = images.detach().clone()
+        best_acc = torch.full((images.shape[0],), float("inf"), device=images.device)
+        for attack in self.attacks:
+            adv = attack(images, labels)
+            with torch.no_grad():
+                logits = segmentation_logits(self.get_logits(adv.to(self.device)))
+            acc = per_image_pixel_accuracy(logits, labels.to(logits.device), self.ignore_index).to(images.device)
+            better = acc < best_acc
+            best_acc = torch.where(better, acc, best_acc)
+            best = torch.where(better.view(-1, 1, 1, 1), adv.to(images.device), best)
+        self.last_pixel_accuracy = best_acc
+        return best

@@ -1,0 +1,55 @@
+"""NAA: Negative Adversarial Attack (PEARL paper)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import nn
+
+from segrobust.attacks.base import LinfSegAttack
+
+__all__ = ["NAA"]
+
+
+class NAA(LinfSegAttack):
+    r"""Negative Adversarial Attack from the PEARL paper (rain + adversarial robustness).
+
+    L∞ PGD that ascends the mean per-pixel cross-entropy over valid pixels,
+    ``x ← Π(x + α·sign ∇ mean L_pix(f(x), y))``: "negative" because it pushes
+    the image's information against its labels. As defined in
+    ``ALGORITHMS.md``; :class:`~segrobust.attacks.AMA` is the same attack with
+    the opposite sign.
+
+    Threat model: white-box, ``‖x_adv − x‖∞ ≤ eps``, ``x_adv ∈ [0, 1]``.
+
+    Args:
+        model: segmentation model returning logits ``(N, K, H, W)`` (or a tuple
+            / ``{"out": ...}`` dict holding them).
+        eps: L∞ budget in ``(0, 1]``.
+        alpha: step size; ``None`` uses ``2.5 · eps / steps``.
+        steps: number of gradient steps.
+        random_start: start from a uniform point in the ``eps`` ball.
+        ignore_index: mask label whose pixels add nothing to the loss.
+
+    Shape:
+        - images: ``(N, C, H, W)`` float in ``[0, 1]``
+        - masks: ``(N, H, W)`` integer class ids or ``ignore_index``
+        - output: ``(N, C, H, W)``, the best iterate per image (lowest pixel accuracy)
+
+    Example:
+        >>> atk = NAA(model, eps=8/255, alpha=2/255, steps=10)  # doctest: +SKIP
+        >>> adv_images = atk(images, masks)  # doctest: +SKIP
+    """
+
+    _loss_sign = 1
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        alpha: Optional[float] = 2 / 255,
+        steps: int = 10,
+        random_start: bool = True,
+        ignore_index: int = 255,
+    ):
+        super().__init__(type(self).__name__, model, eps, alpha, steps, random_start, ignore_index)

@@ -1,0 +1,47 @@
+"""SegPGD (Gu et al., ECCV 2022)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from segrobust.attacks import functional as AF
+from segrobust.attacks.base import LinfSegAttack
+
+__all__ = ["SegPGD"]
+
+
+class SegPGD(LinfSegAttack):
+    r"""SegPGD: Gu, Zhao, Tresp, Torr, "SegPGD: An Effective and Efficient Adversarial
+    Attack for Evaluating and Boosting Segmentation Robustness", ECCV 2022.
+
+    L∞ PGD on the pixel loss re-weighted at step ``t`` of ``T`` by
+    ``λ_t = (t − 1)/(2T)``: correctly classified pixels weigh ``1 − λ_t`` and
+    already fooled pixels ``λ_t`` (targeted: pixels not yet on target weigh
+    ``1 − λ_t``), so early steps spend the budget where the model still holds.
+
+    Threat model: white-box, ``‖x_adv − x‖∞ ≤ eps``, ``x_adv ∈ [0, 1]``.
+    Arguments, shapes and output: as :class:`~segrobust.attacks.NAA`.
+
+    Example:
+        >>> atk = SegPGD(model, eps=8/255, alpha=2/255, steps=20)  # doctest: +SKIP
+        >>> adv_images = atk(images, masks)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        alpha: Optional[float] = 2 / 255,
+        steps: int = 10,
+        random_start: bool = True,
+        ignore_index: int = 255,
+    ):
+        super().__init__("SegPGD", model, eps, alpha, steps, random_start, ignore_index)
+
+    def _pixel_weights(
+        self, logits: torch.Tensor, labels: torch.Tensor, step: int, state: dict[str, Any]
+    ) -> torch.Tensor:
+        return AF.segpgd_weights(logits, labels, step, self.steps, targeted=self.targeted)
