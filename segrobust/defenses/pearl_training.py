@@ -1,0 +1,287 @@
+"""Training recipes of the PEARL paper on the shared trainer: NAT, PEARL and PEARL+AMA.
+
+- :func:`train_nat` trains the segmenter itself on rainy images perturbed by
+  NAA (Madry min-max): ``min_θ E max_δ L(f_θ(rain(x) + δ), y)``.
+- :func:`train_pearl` freezes the segmenter ``f`` and trains a derainer ``D`` in
+  front of it on NAA examples crafted against ``f ∘ D`` from rainy inputs,
+  with loss ``λ_rec·‖D(x̃) − t‖₁ + λ_seg·CE(f(D(x̃)), y)``. The target ``t`` is
+  the clean image, or with ``ama=True`` its AMA image (computed against ``f``
+  before training and cached on disk).
+
+Rain comes from :class:`~segrobust.rain.RandomRainStreaks` on the fly, as the
+trainer's ``input_transform``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from segrobust.defenses.pearl import PEARL
+from segrobust.training import AdversarialTrainer, as_batch, masked_cross_entropy, poly_lr
+from segrobust.utils import model_mode_preserved, segmentation_logits
+
+__all__ = ["AMATargetDataset", "compute_ama_targets", "train_nat", "train_pearl"]
+
+RainSpec = Union[str, Mapping[str, Any], nn.Module, None]
+
+
+def _rain_transform(rain: RainSpec) -> Optional[nn.Module]:
+    """A rain augmentation applied to every training image (``p=1``)."""
+    if rain is None or isinstance(rain, nn.Module):
+        return rain
+    from segrobust.rain import RandomRainStreaks
+
+    if isinstance(rain, str):
+        return RandomRainStreaks.from_preset(rain, p=1.0)
+    if isinstance(rain, Mapping):
+        return RandomRainStreaks(**{"p": 1.0, **dict(rain)})
+    raise TypeError(f"rain must be a preset name, a mapping of RandomRainStreaks arguments, a module or None, got {type(rain).__name__}")
+
+
+def train_nat(
+    model: nn.Module,
+    train_loader: Any,
+    *,
+    rain: RainSpec = "medium",
+    eps: float = 4 / 255,
+    alpha: Optional[float] = None,
+    steps: int = 3,
+    epochs: int = 1,
+    lr: float = 0.01,
+    num_classes: Optional[int] = None,
+    ignore_index: int = 255,
+    trainer_kwargs: Optional[Mapping[str, Any]] = None,
+) -> list[dict[str, Any]]:
+    """NAT, PEARL's baseline: adversarial training of the segmenter on rainy images with NAA.
+
+    Each batch gets rain from ``rain`` (a :class:`~segrobust.rain.RandomRainStreaks`
+    preset name, its arguments, or any module), then NAA (``eps``, ``alpha``
+    — ``None`` for ``2.5·eps/steps`` — and ``steps``) against the model being
+    trained. The model is trained in place; returns the trainer's history.
+
+    Example:
+        >>> history = train_nat(model, loader, rain="heavy", eps=4/255, steps=3, epochs=5)  # doctest: +SKIP
+    """
+    from segrobust.training import train_pgd_at
+
+    return train_pgd_at(
+        model, train_loader, eps=eps, alpha=2.5 * eps / max(steps, 1) if alpha is None else alpha, steps=steps,
+        epochs=epochs, lr=lr, num_classes=num_classes, ignore_index=ignore_index,
+        input_transform=_rain_transform(rain), trainer_kwargs=trainer_kwargs,
+    )
+
+
+class _PEARLTrainingView(nn.Module):
+    """``f ∘ D`` returning ``{"out": logits, "derained": D(x)}``; the frozen segmenter stays in eval mode."""
+
+    def __init__(self, pearl: PEARL):
+        super().__init__()
+        self.pearl = pearl
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        derained = self.pearl.derainer(images)
+        return {"out": segmentation_logits(self.pearl.segmenter(derained)), "derained": derained}
+
+    def train(self, mode: bool = True) -> _PEARLTrainingView:
+        super().train(mode)
+        self.pearl.segmenter.eval()  # frozen: its BatchNorm statistics must not move
+        return self
+
+
+def _fingerprint(dataset: Dataset, segmenter: nn.Module, settings: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256(repr(sorted(settings.items())).encode())
+    for name, tensor in segmenter.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(str(len(dataset)).encode())
+    for index in range(len(dataset)):
+        item = as_batch(_as_pair(dataset[index]))
+        digest.update(item["image"].contiguous().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _as_pair(item: Any) -> Any:
+    if isinstance(item, Mapping):
+        return {"image": item["image"][None], "mask": item["mask"][None]}
+    return (item[0][None], item[1][None])
+
+
+def compute_ama_targets(
+    segmenter: nn.Module,
+    dataset: Dataset,
+    *,
+    eps: float = 4 / 255,
+    alpha: Optional[float] = None,
+    steps: int = 10,
+    batch_size: int = 8,
+    ignore_index: int = 255,
+    cache_dir: Union[str, os.PathLike, None] = None,
+    device: Union[str, torch.device, None] = None,
+) -> torch.Tensor:
+    """AMA images ``x + δ_AMA`` of every sample of ``dataset`` against ``segmenter``, ``(N, 3, H, W)``.
+
+    Computed in dataset order without random start, so they are reproducible.
+    With ``cache_dir`` they are stored there (atomically, float16) under a key
+    made of the dataset's images, the segmenter's weights and the AMA settings,
+    and reused by later calls, e.g. a resumed run. The dataset must be
+    deterministic (no random augmentation) and its images share one size.
+
+    Example:
+        >>> targets = compute_ama_targets(segmenter, train_set, eps=4/255, cache_dir="runs/cache")  # doctest: +SKIP
+    """
+    from segrobust.attacks import AMA
+
+    settings = {"eps": eps, "alpha": alpha, "steps": steps, "ignore_index": ignore_index, "version": 1}
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"ama_targets_{_fingerprint(dataset, segmenter, settings)}.pt"
+        if path.exists():
+            return torch.load(path, weights_only=True).float()
+    device = torch.device(device) if device is not None else next(segmenter.parameters()).device
+    attack = AMA(segmenter, eps=eps, alpha=alpha, steps=steps, random_start=False, ignore_index=ignore_index)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    chunks = []
+    with model_mode_preserved(segmenter):
+        segmenter.eval()
+        for raw in loader:
+            batch = as_batch(raw, device)
+            chunks.append(attack(batch["image"], batch["mask"]).cpu())
+    targets = torch.cat(chunks)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save(targets.half(), tmp)
+        os.replace(tmp, path)
+        targets = targets.half().float()  # identical to what a cache hit returns
+    return targets
+
+
+class AMATargetDataset(Dataset):
+    """Adds ``"target"`` (the reconstruction target of sample ``i``) to each item of a dataset.
+
+    Example:
+        >>> import torch
+        >>> base = [{"image": torch.zeros(3, 2, 2), "mask": torch.zeros(2, 2, dtype=torch.long)}]
+        >>> AMATargetDataset(base, torch.ones(1, 3, 2, 2))[0]["target"].shape
+        torch.Size([3, 2, 2])
+    """
+
+    def __init__(self, dataset: Any, targets: torch.Tensor):
+        if len(dataset) != targets.shape[0]:
+            raise ValueError(f"targets has {targets.shape[0]} images but the dataset has {len(dataset)} samples")
+        self.dataset = dataset
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        item = dict(item) if isinstance(item, Mapping) else {"image": item[0], "mask": item[1]}
+        item["target"] = self.targets[index]
+        return item
+
+
+def _pearl_loss(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any], *, lambda_rec: float,
+                lambda_seg: float, ignore_index: int) -> dict[str, torch.Tensor]:
+    target = batch["target"] if "target" in batch else batch["image"]
+    reconstruction = (outputs["derained"] - target.to(outputs["derained"].dtype)).abs().mean()
+    segmentation = masked_cross_entropy(outputs["out"], batch["mask"], ignore_index)
+    return {"loss": lambda_rec * reconstruction + lambda_seg * segmentation,
+            "reconstruction": reconstruction.detach(), "segmentation": segmentation.detach()}
+
+
+def train_pearl(
+    segmenter: nn.Module,
+    derainer: nn.Module,
+    train_data: Any,
+    *,
+    ama: bool = False,
+    rain: RainSpec = "medium",
+    eps: float = 4 / 255,
+    alpha: Optional[float] = None,
+    steps: int = 3,
+    ama_eps: Optional[float] = None,
+    ama_steps: int = 10,
+    lambda_rec: float = 1.0,
+    lambda_seg: float = 0.1,
+    epochs: int = 1,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    num_classes: Optional[int] = None,
+    ignore_index: int = 255,
+    cache_dir: Union[str, os.PathLike, None] = None,
+    trainer_kwargs: Optional[Mapping[str, Any]] = None,
+) -> tuple[PEARL, list[dict[str, Any]]]:
+    """Train a PEARL derainer in front of a frozen segmenter; returns ``(PEARL(segmenter, derainer), history)``.
+
+    Each step: rain is added to the clean batch (``rain``), NAA (``eps``,
+    ``alpha``, ``steps``) is crafted against the whole pipeline ``f ∘ D``, and
+    ``D`` minimises ``lambda_rec·‖D(x̃) − t‖₁ + lambda_seg·CE(f(D(x̃)), y)``.
+    ``t`` is the clean image, or with ``ama=True`` its AMA image against ``f``
+    (``ama_eps`` defaults to ``eps``; ``ama_steps`` steps), computed once before
+    training and cached in ``cache_dir``. The segmenter's parameters and
+    buffers are never changed (frozen, kept in eval mode); its
+    ``requires_grad`` flags are restored afterwards.
+
+    Args:
+        segmenter: the trained segmentation model ``f``.
+        derainer: the image-to-image network ``D`` to train (e.g. ``PReNet()``).
+        train_data: a map-style dataset of ``{"image", "mask"}`` items (needed
+            for AMA targets), or a loader when ``ama=False``.
+        trainer_kwargs: passed to :class:`~segrobust.training.AdversarialTrainer`
+            (``eval_loader``, ``checkpoint_dir``, ``resume``, ``device``...).
+
+    Example:
+        >>> pearl, history = train_pearl(segmenter, PReNet(), train_set, ama=True, epochs=10)  # doctest: +SKIP
+    """
+    pearl = PEARL(segmenter, derainer)
+    flags = [p.requires_grad for p in segmenter.parameters()]
+    trainer_kwargs = dict(trainer_kwargs or {})
+    data = train_data
+    try:
+        for p in segmenter.parameters():
+            p.requires_grad_(False)
+        if ama:
+            if isinstance(train_data, DataLoader):
+                train_data = train_data.dataset
+            if not hasattr(train_data, "__getitem__") or not hasattr(train_data, "__len__"):
+                raise TypeError("train_pearl(ama=True) needs a map-style dataset (indexable, with len) to cache AMA targets")
+            targets = compute_ama_targets(
+                segmenter, train_data, eps=ama_eps if ama_eps is not None else eps, steps=ama_steps,
+                batch_size=batch_size, ignore_index=ignore_index, cache_dir=cache_dir,
+                device=trainer_kwargs.get("device"),
+            )
+            data = AMATargetDataset(train_data, targets)
+        if not isinstance(data, DataLoader) and hasattr(data, "__getitem__"):
+            trainer_kwargs.setdefault("batch_size", batch_size)
+        view = _PEARLTrainingView(pearl)
+        from segrobust.attacks import NAA
+
+        attack = functools.partial(
+            NAA, eps=eps, alpha=2.5 * eps / max(steps, 1) if alpha is None else alpha, steps=steps,
+            ignore_index=ignore_index,
+        )
+        optimizer = torch.optim.Adam(derainer.parameters(), lr=lr)
+        trainer = AdversarialTrainer(
+            view, optimizer, data, attack=attack, epochs=epochs, scheduler=trainer_kwargs.pop("scheduler", poly_lr()),
+            num_classes=num_classes, ignore_index=ignore_index, input_transform=_rain_transform(rain),
+            loss_fn=functools.partial(_pearl_loss, lambda_rec=lambda_rec, lambda_seg=lambda_seg, ignore_index=ignore_index),
+            **trainer_kwargs,
+        )
+        history = trainer.fit()
+    finally:
+        for p, flag in zip(segmenter.parameters(), flags):
+            p.requires_grad_(flag)
+    return pearl, history
