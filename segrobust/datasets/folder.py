@@ -1,0 +1,141 @@
+"""FolderDataset: your own images and masks in two folders.
+
+Layout::
+
+    root/images/<stem>.png | .jpg | .jpeg
+    root/masks/<stem>.png            single-channel uint8 class ids (L or P mode)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from segrobust.datasets.camvid import _index, _load_labels, _load_rgb, _to_image_tensor
+from segrobust.datasets.functional import IGNORE_INDEX, check_size, resize_image, resize_mask
+
+__all__ = ["FolderDataset"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_LAYOUT = "expected <root>/images/<stem>.png|.jpg|.jpeg and <root>/masks/<stem>.png (uint8 class ids)"
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class FolderDataset(Dataset):
+    """Image/mask pairs from ``root/images`` and ``root/masks`` (same file stem).
+
+    Args:
+        root: folder holding ``images/`` and ``masks/``.
+        size: ``None`` keeps each file's size (then all must match to batch);
+            ``(H, W)`` resizes (antialiased bilinear image, nearest mask).
+        ignore_index: label of pixels that do not count; mask pixels holding
+            it are kept as is.
+        num_classes: when given, any mask value outside ``[0, num_classes)``
+            other than ``ignore_index`` raises a ``ValueError`` naming the file.
+        cache: keep decoded (and resized) uint8 data in memory.
+        transform: optional callable applied to each item dict.
+
+    Items:
+        ``{"image": (3, H, W) float32 in [0, 1], "mask": (H, W) int64, "name": str}``.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from pathlib import Path
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "images").mkdir(); (root / "masks").mkdir()
+        >>> Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / "a.png")
+        >>> Image.fromarray(np.ones((8, 8), np.uint8)).save(root / "masks" / "a.png")
+        >>> item = FolderDataset(root, num_classes=2)[0]
+        >>> item["image"].shape, int(item["mask"].max()), item["name"]
+        (torch.Size([3, 8, 8]), 1, 'a')
+    """
+
+    def __init__(
+        self,
+        root: PathLike,
+        size: Optional[Sequence[int]] = None,
+        ignore_index: int = IGNORE_INDEX,
+        num_classes: Optional[int] = None,
+        cache: bool = False,
+        transform: Optional[Callable[[dict], dict]] = None,
+    ) -> None:
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"root must be a path, got {type(root).__name__}")
+        self.root = Path(root).expanduser()
+        images_dir, masks_dir = self.root / "images", self.root / "masks"
+        for folder in (self.root, images_dir, masks_dir):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"folder {str(folder)!r} not found; {_LAYOUT}")
+        images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise FileNotFoundError(f"no .png/.jpg/.jpeg images in {str(images_dir)!r}; {_LAYOUT}")
+        stems = [p.stem for p in images]
+        duplicates = sorted({s for s in stems if stems.count(s) > 1})
+        if duplicates:
+            raise ValueError(f"several images share the stem(s) {duplicates[:5]} in {str(images_dir)!r}")
+        masks = {p.stem: p for p in masks_dir.iterdir() if p.suffix.lower() == ".png"}
+        missing = [s for s in stems if s not in masks]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} image(s) have no mask: expected {str(masks_dir / (missing[0] + '.png'))!r}"
+                f" (missing stems: {missing[:5]}{' ...' if len(missing) > 5 else ''}); {_LAYOUT}"
+            )
+        self.pairs: List[Tuple[Path, Path]] = [(p, masks[p.stem]) for p in images]
+        self.names = stems
+        self.size = None if size is None else check_size(size)
+        if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
+            raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+        self.ignore_index = int(ignore_index)
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.cache = bool(cache)
+        self.transform = transform
+        self._store: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _load(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        if index in self._store:
+            rgb, labels = self._store[index]
+            return _to_image_tensor(rgb), torch.from_numpy(labels.astype(np.int64))
+        image_path, mask_path = self.pairs[index]
+        rgb, labels = _load_rgb(image_path), _load_labels(mask_path)
+        if rgb.shape[:2] != labels.shape[:2]:
+            raise ValueError(
+                f"image {str(image_path)!r} is {rgb.shape[:2]} (H, W) but mask {str(mask_path)!r} is "
+                f"{labels.shape[:2]}"
+            )
+        if self.num_classes is not None:
+            bad = (labels >= self.num_classes) & (labels != self.ignore_index) | (labels < 0)
+            if bad.any():
+                values = sorted(set(np.unique(labels[bad]).tolist()))[:10]
+                raise ValueError(
+                    f"mask {str(mask_path)!r} holds values {values} outside [0, {self.num_classes}) "
+                    f"that are not ignore_index={self.ignore_index}"
+                )
+        image = _to_image_tensor(rgb)
+        mask = torch.from_numpy(labels.astype(np.int64))
+        if self.size is not None:
+            image = resize_image(image, self.size)
+            mask = resize_mask(mask, self.size)
+        if self.cache:
+            self._store[index] = (
+                (image * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy(),
+                mask.to(torch.int32).numpy(),
+            )
+            return self._load(index)
+        return image, mask
+
+    def __getitem__(self, index: int) -> dict:
+        index = _index(index, len(self))
+        image, mask = self._load(index)
+        item = {"image": image, "mask": mask, "name": self.names[index]}
+        return self.transform(item) if self.transform is not None else item
