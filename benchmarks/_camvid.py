@@ -1,0 +1,115 @@
+"""Shared set-up of the CamVid benchmarks: data at reduced resolution and cached trained models.
+
+Models are trained with the library's own recipes (resumable checkpoints), and
+cached under ``$SEGROBUST_BENCH_CACHE`` (default ``~/.cache/segrobust/benchmarks``),
+keyed by recipe and settings, so the benchmarks that share a model train it once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import Dataset
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CAMVID = Path(os.environ.get("SEGROBUST_CAMVID", REPO.parent / "shared" / "data" / "camvid"))
+CACHE = Path(os.environ.get("SEGROBUST_BENCH_CACHE", Path.home() / ".cache" / "segrobust" / "benchmarks"))
+RESULTS = REPO / "benchmarks" / "results"
+NUM_CLASSES = 11
+
+
+class RandomFlip(Dataset):
+    """Horizontal flip of image and mask with probability 0.5 (global torch RNG: replayable under resume)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.dataset[index])
+        if torch.rand(()) < 0.5:
+            item["image"] = item["image"].flip(-1)
+            item["mask"] = item["mask"].flip(-1)
+        return item
+
+
+def camvid(split: str, size: tuple[int, int], root: Path = DEFAULT_CAMVID):
+    from segrobust.datasets import CamVid
+
+    if not (root / f"{split}.txt").exists():
+        raise SystemExit(f"CamVid not found at {root} (set SEGROBUST_CAMVID or --data-root)")
+    return CamVid(root, split=split, size=size, cache=True)
+
+
+def build_model(arch: str, encoder: str) -> torch.nn.Module:
+    import segmentation_models_pytorch as smp
+
+    return smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=NUM_CLASSES)
+
+
+def trained_model(
+    name: str,
+    arch: str,
+    encoder: str,
+    size: tuple[int, int],
+    epochs: int,
+    recipe: Callable[..., Any],
+    recipe_kwargs: dict[str, Any] | None = None,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    root: Path = DEFAULT_CAMVID,
+    log: Callable[[str], None] = print,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train (or load from the cache) ``arch-encoder`` on CamVid train with ``recipe``; returns (model, info)."""
+    from torch.utils.data import DataLoader
+
+    from segrobust.training import poly_lr
+
+    key = f"{name}_{arch}-{encoder}_{size[0]}x{size[1]}_e{epochs}"
+    final = CACHE / f"{key}.pt"
+    info_path = CACHE / f"{key}.json"
+    model = build_model(arch, encoder)
+    if final.exists():
+        model.load_state_dict(torch.load(final, weights_only=True))
+        log(f"loaded cached model {final}")
+        return model.eval(), json.loads(info_path.read_text()) if info_path.exists() else {}
+    train = RandomFlip(camvid("train", size, root))
+    loader = DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    start = time.time()
+    history = recipe(
+        model, loader, epochs=epochs, optimizer=optimizer, scheduler=poly_lr(), num_classes=NUM_CLASSES,
+        trainer_kwargs={"checkpoint_dir": CACHE / f"{key}_ckpt", "resume": True, "progress": False,
+                        "logger": lambda r: log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}))},
+        **(recipe_kwargs or {}),
+    )
+    info = {"key": key, "train_seconds": round(time.time() - start, 1), "epochs": epochs,
+            "final_train_loss": history[-1]["loss"] if history else None}
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, final)
+    info_path.write_text(json.dumps(info, indent=2))
+    return model.eval(), info
+
+
+def environment() -> dict[str, Any]:
+    import segrobust
+
+    return {"torch": torch.__version__, "segrobust": segrobust.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    return path

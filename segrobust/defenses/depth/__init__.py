@@ -1,0 +1,61 @@
+"""Depth multi-task defence (Klingner et al., CVPRW 2020 / SGDepth; monodepth2 loss).
+
+:class:`DepthMultiTask` adds a self-supervised depth branch to any smp
+segmentation model; :class:`DepthLoss` (or the functional
+:func:`self_supervised_depth_loss`) trains it on frame triplets;
+:func:`depth_multitask_loss` is the joint objective a training recipe calls.
+The functional core lives in :mod:`segrobust.defenses.depth.functional`.
+"""
+
+from .functional import (
+    DepthLossTerms,
+    ScaleGradient,
+    depth_loss_terms,
+    disparity_to_depth,
+    edge_aware_smoothness,
+    invert_pose,
+    median_scaled_abs_rel,
+    photometric_error,
+    pose_vec_to_matrix,
+    reprojection_loss,
+    scale_gradient,
+    self_supervised_depth_loss,
+    warp_to_target,
+)
+from .modules import DepthLoss, GradientScale, PoseNet, predict_poses
+from .multitask import (
+    SUPPORTED_ARCHITECTURES,
+    DepthMultiTask,
+    DepthMultiTaskCriterion,
+    DepthMultiTaskOutput,
+    MultiTaskLossTerms,
+    depth_multitask_loss,
+    multitask_inputs,
+)
+
+__all__ = [
+    "SUPPORTED_ARCHITECTURES",
+    "DepthLoss",
+    "DepthLossTerms",
+    "DepthMultiTask",
+    "DepthMultiTaskCriterion",
+    "DepthMultiTaskOutput",
+    "GradientScale",
+    "MultiTaskLossTerms",
+    "PoseNet",
+    "ScaleGradient",
+    "depth_loss_terms",
+    "depth_multitask_loss",
+    "disparity_to_depth",
+    "edge_aware_smoothness",
+    "invert_pose",
+    "median_scaled_abs_rel",
+    "multitask_inputs",
+    "photometric_error",
+    "pose_vec_to_matrix",
+    "predict_poses",
+    "reprojection_loss",
+    "scale_gradient",
+    "self_supervised_depth_loss",
+    "warp_to_target",
+]
