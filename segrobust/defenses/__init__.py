@@ -8,6 +8,7 @@ from .depth import (
     PoseNet,
     depth_multitask_loss,
     self_supervised_depth_loss,
+    train_depth_multitask,
 )
 from .derain import PReNet, ResidualUNet, build_derainer
 from .pearl import PEARL
@@ -27,6 +28,7 @@ __all__ = [
     "compute_ama_targets",
     "depth_multitask_loss",
     "self_supervised_depth_loss",
+    "train_depth_multitask",
     "train_nat",
     "train_pearl",
 ]

@@ -32,6 +32,7 @@ from .multitask import (
     depth_multitask_loss,
     multitask_inputs,
 )
+from .training import TripletSegmentationView, train_depth_multitask
 
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
@@ -44,6 +45,7 @@ __all__ = [
     "MultiTaskLossTerms",
     "PoseNet",
     "ScaleGradient",
+    "TripletSegmentationView",
     "depth_loss_terms",
     "depth_multitask_loss",
     "disparity_to_depth",
@@ -57,5 +59,6 @@ __all__ = [
     "reprojection_loss",
     "scale_gradient",
     "self_supervised_depth_loss",
+    "train_depth_multitask",
     "warp_to_target",
 ]
