@@ -1,0 +1,35 @@
+"""Every example runs in its --fast mode, so none can rot (others are run by their feature's tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _run(script: str, *args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--fast", *args], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_quickstart_attack_example():
+    out = _run("quickstart_attack.py")
+    assert "NAA 4/255" in out and "AMA 4/255" in out
+
+
+def test_compare_attacks_example_writes_figure(tmp_path):
+    out = _run("compare_attacks.py", "--out", str(tmp_path / "gallery.png"))
+    assert "EroSeg" in out and (tmp_path / "gallery.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_every_example_has_a_fast_mode(script):
+    assert "--fast" in (EXAMPLES / script).read_text(), f"{script} must accept --fast"
