@@ -7,11 +7,18 @@ per-pixel targeted modes, best-iterate tracking) and the pure functions of
 
 from segrobust.attacks import functional
 from segrobust.attacks.ama import AMA
-from segrobust.attacks.base import AttackStats, IterateTracker, LinfSegAttack, SegAttack
+from segrobust.attacks.base import (
+    AttackStats,
+    IterateTracker,
+    LinfSegAttack,
+    SafeAttributeMixin,
+    SegAttack,
+)
 from segrobust.attacks.cospgd import CosPGD
 from segrobust.attacks.eroseg import EroSeg
 from segrobust.attacks.multi import SegMultiAttack
 from segrobust.attacks.naa import NAA
+from segrobust.attacks.rain import RainAttack
 from segrobust.attacks.segpgd import SegPGD
 
 __all__ = [
@@ -22,6 +29,8 @@ __all__ = [
     "EroSeg",
     "IterateTracker",
     "LinfSegAttack",
+    "RainAttack",
+    "SafeAttributeMixin",
     "SegAttack",
     "SegMultiAttack",
     "SegPGD",
