@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _camvid import NUM_CLASSES, camvid, environment, trained_model, write_results  # noqa: E402
+from _camvid import NUM_CLASSES, camvid, environment, trained_model, write_results
 
 
 def attack_factory(name: str, model, eps: float, steps: int):
@@ -57,7 +57,7 @@ def main(argv=None):
     parser.add_argument("--arch", default="Linknet")
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--size", type=int, nargs=2, default=(96, 128))
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--eps", type=float, nargs="+", default=(2, 4, 8), help="in 1/255 units")
     parser.add_argument("--steps", type=int, nargs="+", default=(10, 20))
     parser.add_argument("--attacks", nargs="+", default=("PGD", "NAA", "SegPGD", "CosPGD", "EroSeg"))
