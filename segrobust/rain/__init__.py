@@ -9,6 +9,7 @@ replayable parameter dict; ``RandomRainStreaks`` wraps both as a kornia
 
 from segrobust.rain.augmentation import RandomRainStreaks
 from segrobust.rain.functional import (
+    PRESET_REFERENCE_HEIGHT,
     RAIN_PARAM_KEYS,
     RainParams,
     clamp_rain_params,
@@ -18,6 +19,7 @@ from segrobust.rain.functional import (
     render_rain,
     resolve_rain_ranges,
     sample_rain_params,
+    scale_rain_ranges,
     streak_layer,
 )
 from segrobust.rain.presets import (
@@ -29,6 +31,7 @@ from segrobust.rain.presets import (
 
 __all__ = [
     "CONTINUOUS_RAIN_PARAMS",
+    "PRESET_REFERENCE_HEIGHT",
     "RAIN_PARAM_BOUNDS",
     "RAIN_PARAM_KEYS",
     "RAIN_PRESETS",
@@ -42,5 +45,6 @@ __all__ = [
     "render_rain",
     "resolve_rain_ranges",
     "sample_rain_params",
+    "scale_rain_ranges",
     "streak_layer",
 ]

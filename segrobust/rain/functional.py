@@ -757,3 +757,30 @@ def rain_params_for_optimization(
             copy.requires_grad_(True)
         leaves[key] = copy
     return leaves
+
+
+#: Image height the presets are tuned for (CamVid, 360×480).
+PRESET_REFERENCE_HEIGHT = 360
+
+
+def scale_rain_ranges(
+    ranges: Union[str, Mapping[str, object], None], height: int, reference_height: int = PRESET_REFERENCE_HEIGHT
+) -> Dict[str, object]:
+    """Resolve ``ranges`` and scale the pixel-sized ``length`` range from ``reference_height`` to ``height``.
+
+    The presets are tuned for 360-pixel-high images; on a 96-pixel-high image
+    the same streaks must be about a quarter as long to look the same. The
+    result stays inside :data:`RAIN_PARAM_BOUNDS`.
+
+    Example:
+        >>> scale_rain_ranges({"length": (20.0, 40.0)}, height=180)["length"]
+        (10.0, 20.0)
+    """
+    if not isinstance(height, int) or height < 1 or not isinstance(reference_height, int) or reference_height < 1:
+        raise ValueError(f"height and reference_height must be positive ints, got {height!r}, {reference_height!r}")
+    resolved = resolve_rain_ranges(ranges)
+    low_bound, high_bound = RAIN_PARAM_BOUNDS["length"]
+    low, high = resolved["length"]
+    scale = height / reference_height
+    resolved["length"] = (min(max(low * scale, low_bound), high_bound), min(max(high * scale, low_bound), high_bound))
+    return resolved

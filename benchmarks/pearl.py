@@ -1,0 +1,138 @@
+"""PEARL on CamVid: segmenter alone vs NAT vs PEARL vs PEARL+AMA under rain and attacks.
+
+The segmenter is the standard CamVid model of ``attack_strength.py`` (trained or
+loaded from the cache). NAT fine-tunes a copy of it for ``--epochs`` epochs on
+rainy images with NAA; PEARL and PEARL+AMA train a PReNet derainer in front of
+the frozen segmenter for the same number of epochs. Rain: the ``--rain``
+preset with streak lengths scaled to the image height, a fixed draw per image.
+
+Columns (val split, mIoU): clean / rainy / rainy + NAA / rainy + EroSeg (eps,
+10 steps) / rain attack (RainAttack over the same preset's ranges, 10 steps).
+
+Usage:
+    python benchmarks/pearl.py                    # writes benchmarks/results/pearl.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _camvid import (
+    CACHE,
+    NUM_CLASSES,
+    RandomFlip,
+    camvid,
+    environment,
+    trained_model,
+    write_results,
+)
+
+
+def rainy_images(images: torch.Tensor, ranges, seed: int) -> torch.Tensor:
+    from segrobust.rain import render_rain, sample_rain_params
+
+    generator = torch.Generator().manual_seed(seed)
+    params = sample_rain_params(images.shape[0], images.shape[-2:], ranges, generator=generator)
+    return render_rain(images, params)
+
+
+def evaluate(model, dataset, ranges, condition: str, eps: float, steps: int = 10, batch_size: int = 16):
+    from segrobust.attacks import NAA, EroSeg, RainAttack
+    from segrobust.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(NUM_CLASSES)
+    torch.manual_seed(0)
+    for b, batch in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
+        images, masks = batch["image"], batch["mask"]
+        if condition == "clean":
+            x = images
+        elif condition == "rain attack":
+            x = RainAttack(model, ranges=ranges, steps=steps)(images, masks)
+        else:
+            x = rainy_images(images, ranges, seed=1000 + b)
+            if condition == "rainy + NAA":
+                x = NAA(model, eps=eps, alpha=2.5 * eps / steps, steps=steps)(x, masks)
+            elif condition == "rainy + EroSeg":
+                x = EroSeg(model, eps=eps, alpha=2.5 * eps / steps, steps=steps)(x, masks)
+        with torch.no_grad():
+            cm.update(model(x), masks)
+    return cm.compute().miou
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="Linknet")
+    parser.add_argument("--encoder", default="resnet18")
+    parser.add_argument("--size", type=int, nargs=2, default=(96, 128))
+    parser.add_argument("--base-epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=5, help="NAT fine-tuning and derainer training epochs")
+    parser.add_argument("--eps", type=float, default=4.0, help="in 1/255 units")
+    parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--rain", default="medium")
+    parser.add_argument("--derainer", default="prenet")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from segrobust.defenses import PEARL, build_derainer, train_nat, train_pearl
+    from segrobust.rain import scale_rain_ranges
+    from segrobust.training import train_standard
+
+    size = tuple(args.size)
+    eps = args.eps / 255
+    ranges = scale_rain_ranges(args.rain, size[0])
+    start = time.time()
+    segmenter, _ = trained_model("standard", args.arch, args.encoder, size, args.base_epochs, train_standard)
+    train_set, val = camvid("train", size), camvid("val", size)
+    common = {"num_classes": NUM_CLASSES}
+    models = {"segmenter alone": segmenter}
+
+    def nat_recipe(model, loader, **kw):
+        kw.pop("optimizer", None)
+        model.load_state_dict(segmenter.state_dict())  # NAT fine-tunes the standard model
+        return train_nat(model, loader, rain=ranges, eps=eps, steps=args.train_steps, lr=1e-3, **kw)
+
+    nat, _ = trained_model(f"nat{args.eps:g}s{args.train_steps}-{args.rain}-from-e{args.base_epochs}", args.arch,
+                           args.encoder, size, args.epochs, nat_recipe)
+    models["NAT"] = nat
+    for ama in (False, True):
+        name = "PEARL+AMA" if ama else "PEARL"
+        path = CACHE / f"pearl{'-ama' if ama else ''}_{args.derainer}_{args.rain}_{size[0]}x{size[1]}_e{args.epochs}.pt"
+        derainer = build_derainer(args.derainer)
+        if path.exists():
+            derainer.load_state_dict(torch.load(path, weights_only=True))
+            pearl = PEARL(segmenter, derainer)
+        else:
+            pearl, _history = train_pearl(
+                copy.deepcopy(segmenter), derainer, RandomFlip(train_set) if not ama else train_set, ama=ama,
+                rain=ranges, eps=eps, steps=args.train_steps, epochs=args.epochs, cache_dir=CACHE,
+                trainer_kwargs={"progress": False, "checkpoint_dir": CACHE / f"{path.stem}_ckpt", "resume": True,
+                                "logger": lambda r: print(r, flush=True)}, **common,
+            )
+            torch.save(derainer.state_dict(), path)
+        models[name] = pearl.eval()
+
+    conditions = ["clean", "rainy", "rainy + NAA", "rainy + EroSeg", "rain attack"]
+    rows = []
+    for name, model in models.items():
+        row = {"model": name}
+        for condition in conditions:
+            row[condition] = evaluate(model, val, ranges, condition, eps)
+            print(f"{name:16s} {condition:15s} mIoU {row[condition]:.4f}", flush=True)
+        rows.append(row)
+    payload = {"command": "python benchmarks/pearl.py " + " ".join(argv or sys.argv[1:]),
+               "settings": {**vars(args), "rain_ranges": {k: list(v) if isinstance(v, tuple) else v for k, v in ranges.items()}},
+               "conditions": conditions, "rows": rows, "total_seconds": round(time.time() - start, 1),
+               "environment": environment()}
+    print(f"wrote {write_results('pearl', payload)}")
+
+
+if __name__ == "__main__":
+    main()
