@@ -19,7 +19,7 @@ def segmentation_logits(output: Any) -> torch.Tensor:
     torchvision models return ``{"out": ..., "aux": ...}``. Both are reduced to
     the segmentation tensor; a plain tensor is returned as is.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.zeros(1, 3, 4, 4)
         >>> segmentation_logits((logits, torch.zeros(1, 3))).shape
@@ -59,7 +59,7 @@ def model_mode_preserved(model: nn.Module) -> Iterator[None]:
     ``model.train(given)`` alone would lose per-module choices such as a frozen
     BatchNorm inside a model in training mode.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)).train()
         >>> net[1].eval()

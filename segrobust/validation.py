@@ -17,7 +17,7 @@ __all__ = ["check_class_ids", "check_images", "check_masks", "check_unit_interva
 def check_images(images: object, name: str = "images", tol: float = 1e-5) -> torch.Tensor:
     """Check a float batch ``(N, C, H, W)`` with finite values in ``[0, 1]``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> check_images(torch.rand(2, 3, 4, 4)).shape
         torch.Size([2, 3, 4, 4])
@@ -53,7 +53,7 @@ def check_masks(
 ) -> torch.Tensor:
     """Check an integer mask batch ``(N, H, W)`` matching ``images`` in size and device.
 
-    Example:
+    Examples:
         >>> import torch
         >>> check_masks(torch.zeros(2, 4, 4, dtype=torch.long), torch.rand(2, 3, 4, 4)).dtype
         torch.int64
@@ -79,7 +79,7 @@ def check_masks(
 def check_class_ids(masks: torch.Tensor, num_classes: int, ignore_index: int, name: str = "masks") -> None:
     """Every id must be in ``[0, num_classes)`` or equal ``ignore_index``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> check_class_ids(torch.tensor([[[0, 255]]]), num_classes=2, ignore_index=255)
         >>> check_class_ids(torch.tensor([[[0, 7]]]), num_classes=2, ignore_index=255)
@@ -102,7 +102,7 @@ def check_class_ids(masks: torch.Tensor, num_classes: int, ignore_index: int, na
 def check_unit_interval(value: object, name: str, *, allow_zero: bool = False) -> float:
     """A budget such as ``eps`` in ``(0, 1]`` (``[0, 1]`` with ``allow_zero``).
 
-    Example:
+    Examples:
         >>> check_unit_interval(8 / 255, "eps") == 8 / 255
         True
     """

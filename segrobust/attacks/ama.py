@@ -24,7 +24,7 @@ class AMA(NAA):
 
     Arguments, shapes: as :class:`NAA`.
 
-    Example:
+    Examples:
         >>> atk = AMA(model, eps=4/255, alpha=1/255, steps=10)  # doctest: +SKIP
         >>> positive_images = atk(images, masks)  # doctest: +SKIP
     """

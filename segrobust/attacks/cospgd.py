@@ -25,7 +25,7 @@ class CosPGD(LinfSegAttack):
     Threat model: white-box, ``‖x_adv − x‖∞ ≤ eps``, ``x_adv ∈ [0, 1]``.
     Arguments, shapes and output: as :class:`~segrobust.attacks.NAA`.
 
-    Example:
+    Examples:
         >>> atk = CosPGD(model, eps=8/255, alpha=2/255, steps=20)  # doctest: +SKIP
         >>> adv_images = atk(images, masks)  # doctest: +SKIP
     """

@@ -42,7 +42,7 @@ class EroSeg(LinfSegAttack):
     Shape: images ``(N, C, H, W)`` in ``[0, 1]``, masks ``(N, H, W)``; returns
     the best iterate per image (lowest pixel accuracy).
 
-    Example:
+    Examples:
         >>> atk = EroSeg(model, eps=8/255, alpha=2/255, steps=20, q0=0.2)  # doctest: +SKIP
         >>> adv_images = atk(images, masks)  # doctest: +SKIP
     """

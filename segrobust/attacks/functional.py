@@ -39,7 +39,7 @@ def valid_mask(labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
 def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
     """Per-pixel cross-entropy ``(N, H, W)``, zero on ignored pixels.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.zeros(1, 2, 1, 2)
         >>> pixel_cross_entropy(logits, torch.tensor([[[0, 255]]]))
@@ -53,7 +53,7 @@ def masked_mean(values: torch.Tensor, valid: torch.Tensor, per_image: bool = Fal
 
     Zero where there is no valid pixel, so gradients stay finite.
 
-    Example:
+    Examples:
         >>> import torch
         >>> masked_mean(torch.tensor([[[1.0, 3.0]]]), torch.tensor([[[True, False]]]))
         tensor(1.)
@@ -97,7 +97,7 @@ def segpgd_weights(
     untargeted attack "not succeeded" means correctly classified, giving the
     paper's ``(1 − λ_t)·c + λ_t·(1 − c)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 2.0]]]])  # predicts 0, 1
         >>> segpgd_weights(logits, torch.tensor([[[0, 0]]]), step=3, steps=4)
@@ -121,7 +121,7 @@ def cospgd_weights(
     ``cos(softmax(logits), one_hot(labels))``, which for a one-hot vector is
     ``p_y / ‖p‖₂``; targeted attacks use ``1 − cos``. Ignored pixels get weight 0.
 
-    Example:
+    Examples:
         >>> import torch
         >>> w = cospgd_weights(torch.zeros(1, 2, 1, 1), torch.tensor([[[1]]]))
         >>> round(float(w), 4)  # p = (0.5, 0.5): 0.5 / sqrt(0.5)
@@ -139,7 +139,7 @@ def cospgd_weights(
 def project_linf(adv: torch.Tensor, images: torch.Tensor, eps: Union[float, torch.Tensor]) -> torch.Tensor:
     """Projection onto ``{‖adv − images‖∞ ≤ eps} ∩ [0, 1]``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> project_linf(torch.tensor([0.9, 0.0]), torch.tensor([0.5, 0.05]), eps=0.1)
         tensor([0.6000, 0.0000])
@@ -168,7 +168,7 @@ def pixel_confidence(
 ) -> torch.Tensor:
     """Per-pixel confidence ``(N, H, W)``, detached: ``softmax[y]`` (``"true_prob"``) or ``max softmax`` (``"max_prob"``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[[[0.0]], [[0.0]]]])
         >>> pixel_confidence(logits, torch.tensor([[[1]]]))
@@ -189,7 +189,7 @@ def lowest_fraction_mask(score: torch.Tensor, valid: torch.Tensor, fraction: flo
     The threshold is the per-image order statistic at rank ``ceil(fraction · n_valid)``
     (ties at the threshold are included); ``fraction ≥ 1`` selects every valid pixel.
 
-    Example:
+    Examples:
         >>> import torch
         >>> score = torch.tensor([[[0.1, 0.9, 0.5, 0.3]]])
         >>> lowest_fraction_mask(score, torch.ones_like(score, dtype=torch.bool), 0.5)
@@ -210,7 +210,7 @@ def lowest_fraction_mask(score: torch.Tensor, valid: torch.Tensor, fraction: flo
 def dilate_mask(mask: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Morphological dilation of a boolean ``(N, H, W)`` mask by a ``k×k`` square (kornia.morphology).
 
-    Example:
+    Examples:
         >>> import torch
         >>> m = torch.zeros(1, 3, 3, dtype=torch.bool); m[0, 1, 1] = True
         >>> int(dilate_mask(m, 3).sum())

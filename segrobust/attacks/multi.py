@@ -24,7 +24,7 @@ class SegMultiAttack(SafeAttributeMixin, torchattacks.MultiAttack):
     protocol's worst case). Setter calls (``set_normalization_used``,
     ``set_model_training_mode``, targeted modes) still reach every attack.
 
-    Example:
+    Examples:
         >>> atk = SegMultiAttack([NAA(model), SegPGD(model), EroSeg(model)])  # doctest: +SKIP
         >>> worst_images = atk(images, masks)  # doctest: +SKIP
     """

@@ -36,7 +36,7 @@ class NAA(LinfSegAttack):
         - masks: ``(N, H, W)`` integer class ids or ``ignore_index``
         - output: ``(N, C, H, W)``, the best iterate per image (lowest pixel accuracy)
 
-    Example:
+    Examples:
         >>> atk = NAA(model, eps=8/255, alpha=2/255, steps=10)  # doctest: +SKIP
         >>> adv_images = atk(images, masks)  # doctest: +SKIP
     """

@@ -127,7 +127,7 @@ class RainAttack(SegAttack):
         - masks: ``(N, H, W)`` integer class ids or ``ignore_index``
         - output: ``(N, C, H, W)``, the best iterate per image (lowest pixel accuracy)
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> model = nn.Conv2d(3, 4, 1).eval()

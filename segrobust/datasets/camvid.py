@@ -52,7 +52,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 def default_camvid_root() -> Optional[Path]:
     """The CamVid folder named by the environment variable ``SEGROBUST_CAMVID``, if set.
 
-    Example:
+    Examples:
         >>> import os
         >>> os.environ.pop("SEGROBUST_CAMVID", None) and None
         >>> default_camvid_root() is None
@@ -69,7 +69,7 @@ def camvid_intrinsics(size: Optional[Sequence[int]] = None,
     A centred pinhole with square pixels and the given horizontal field of
     view (an estimate, see :data:`CAMVID_HORIZONTAL_FOV_DEG`).
 
-    Example:
+    Examples:
         >>> K = camvid_intrinsics((360, 480))
         >>> round(float(K[0, 0]), 1), float(K[0, 2]), float(K[1, 2])
         (415.7, 239.5, 179.5)
@@ -188,7 +188,7 @@ class CamVid(Dataset):
         ``{"image": (3, H, W) float32 in [0, 1], "mask": (H, W) int64, "name": str}``
         where ``name`` is the file stem, ``SEQUENCE_FRAME``.
 
-    Example:
+    Examples:
         >>> data = CamVid("/path/to/camvid", split="val", size=(96, 128))  # doctest: +SKIP
         >>> data[0]["image"].shape, data[0]["mask"].dtype  # doctest: +SKIP
         (torch.Size([3, 96, 128]), torch.int64)
@@ -267,7 +267,7 @@ def _index(index: object, length: int) -> int:
 def parse_frame_name(name: str) -> Tuple[str, int]:
     """Split a CamVid file stem ``SEQUENCE_FRAME`` into ``(sequence, frame number)``.
 
-    Example:
+    Examples:
         >>> parse_frame_name("0006R0_f00930"), parse_frame_name("0016E5_07959")
         (('0006R0', 930), ('0016E5', 7959))
     """
@@ -284,7 +284,7 @@ def find_triplets(names: Sequence[str], max_gap: int) -> List[Tuple[int, int, in
     both its predecessor and successor exist and each lies at most
     ``max_gap`` video frames away (this drops jumps across gaps in a sequence).
 
-    Example:
+    Examples:
         >>> find_triplets(["a_00030", "a_00000", "a_00060", "a_09000", "b_00010"], max_gap=45)
         [(1, 0, 2)]
     """
@@ -327,7 +327,7 @@ class CamVidTriplets(Dataset):
         int64 of the current frame, "K": (3, 3) float32, "frame_gaps": (2,) int64
         video frames from previous to current and current to next, "name": str}``.
 
-    Example:
+    Examples:
         >>> triplets = CamVidTriplets("/path/to/camvid", "train", size=(96, 128))  # doctest: +SKIP
         >>> triplets[0]["frames"].shape  # doctest: +SKIP
         torch.Size([3, 3, 96, 128])

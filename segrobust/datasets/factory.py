@@ -39,7 +39,7 @@ def build_dataset(
 
     Extra keyword arguments go to the class (e.g. ``n``, ``seed``, ``cache``).
 
-    Example:
+    Examples:
         >>> data = build_dataset("synthetic", split="val", size=(24, 32), n=3)
         >>> len(data), data[0]["image"].shape
         (3, torch.Size([3, 24, 32]))

@@ -43,7 +43,7 @@ class FolderDataset(Dataset):
     Items:
         ``{"image": (3, H, W) float32 in [0, 1], "mask": (H, W) int64, "name": str}``.
 
-    Example:
+    Examples:
         >>> import tempfile, numpy as np
         >>> from pathlib import Path
         >>> from PIL import Image

@@ -77,7 +77,7 @@ ArrayOrTensor = Union[np.ndarray, torch.Tensor]
 def check_size(size: object, name: str = "size") -> Size:
     """Validate an ``(H, W)`` pair of positive ints and return it as a tuple.
 
-    Example:
+    Examples:
         >>> check_size([48, 64])
         (48, 64)
     """
@@ -110,7 +110,7 @@ def colorize(
         uint8 RGB ``(..., H, W, 3)`` (channels last, ready for ``PIL.Image.fromarray``),
         of the same kind (tensor or array) as ``mask``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> colorize(torch.tensor([[0, 3], [255, 8]])).tolist()[0]
         [[128, 128, 128], [128, 64, 128]]
@@ -137,7 +137,7 @@ def colorize(
 def resize_image(image: torch.Tensor, size: Size) -> torch.Tensor:
     """Resize ``(C, H, W)`` or ``(N, C, H, W)`` float images bilinearly, antialiased when shrinking.
 
-    Example:
+    Examples:
         >>> resize_image(torch.rand(3, 360, 480), (48, 64)).shape
         torch.Size([3, 48, 64])
     """
@@ -159,7 +159,7 @@ def resize_mask(mask: torch.Tensor, size: Size) -> torch.Tensor:
     ``nearest-exact`` samples at pixel centres, so label maps stay aligned with
     the bilinearly resized image (plain ``nearest`` shifts them by half a pixel).
 
-    Example:
+    Examples:
         >>> resize_mask(torch.zeros(360, 480, dtype=torch.long), (48, 64)).shape
         torch.Size([48, 64])
     """
@@ -181,7 +181,7 @@ def camera_intrinsics(size: Size, horizontal_fov_deg: float = 60.0) -> torch.Ten
     ``fx = fy = (W / 2) / tan(fov / 2)`` and the principal point is the image
     centre ``((W - 1) / 2, (H - 1) / 2)`` (pixel centres at integer coordinates).
 
-    Example:
+    Examples:
         >>> K = camera_intrinsics((96, 128), horizontal_fov_deg=90.0)
         >>> [round(v, 3) for v in K[0].tolist()], K[1, 2].item()
         ([64.0, 0.0, 63.5], 47.5)
@@ -201,7 +201,7 @@ def scale_intrinsics(K: torch.Tensor, from_size: Size, to_size: Size) -> torch.T
 
     Keeps the pixel-centre convention: ``u' + 0.5 = (u + 0.5) * W' / W``.
 
-    Example:
+    Examples:
         >>> K = camera_intrinsics((360, 480))
         >>> torch.allclose(scale_intrinsics(K, (360, 480), (96, 128)), camera_intrinsics((96, 128)))
         True
@@ -228,7 +228,7 @@ def relative_pose(cam_to_world_src: torch.Tensor, cam_to_world_dst: torch.Tensor
     :func:`kornia.geometry.depth.warp_frame_depth` needs to warp the previous
     image onto the current one (kornia's "dst" is the frame holding the depth).
 
-    Example:
+    Examples:
         >>> forward = torch.eye(4); forward[2, 3] = 1.0  # a camera 1 m further along z
         >>> relative_pose(torch.eye(4), forward)[:3, 3].tolist()
         [0.0, 0.0, -1.0]

@@ -15,7 +15,7 @@ __all__ = ["depth_to_rgb", "preview_grid"]
 def depth_to_rgb(depth: torch.Tensor, max_depth: float = 100.0) -> np.ndarray:
     """Log-scaled depth ``(1, H, W)`` or ``(H, W)`` as a uint8 ``(H, W, 3)`` image, near = bright.
 
-    Example:
+    Examples:
         >>> depth_to_rgb(torch.tensor([[1.0, 100.0]])).tolist()
         [[[255, 255, 255], [0, 0, 0]]]
     """
@@ -42,7 +42,7 @@ def preview_grid(
     middle frame is shown) and ``"mask"``. Save it with
     ``PIL.Image.fromarray(grid).save("preview.png")``.
 
-    Example:
+    Examples:
         >>> from segrobust.datasets import SyntheticStreets
         >>> preview_grid(SyntheticStreets(n=2, size=(12, 16)), n=2, columns=1).shape
         (24, 48, 3)

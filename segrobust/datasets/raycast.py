@@ -616,7 +616,7 @@ def render_street(
         ``{"image": (3, H, W) float32 in [0, 1], "mask": (H, W) int64 CamVid ids,
         "depth": (1, H, W) float32 camera-z depth in metres}``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from segrobust.datasets.functional import camera_intrinsics
         >>> from segrobust.datasets.street_scene import sample_street_scene

@@ -114,7 +114,7 @@ class StreetScene:
     used for the street-canyon sun shadows. Build one with
     :func:`sample_street_scene`.
 
-    Example:
+    Examples:
         >>> scene = sample_street_scene(np.random.default_rng(0))
         >>> scene.box_lo.shape[1], scene.box_hi.shape == scene.box_lo.shape
         (3, True)
@@ -213,7 +213,7 @@ def camera_to_world(x: float, y: float, height: float, yaw: float = 0.0, pitch: 
     world ``-Y`` (right) and its ``y`` axis down. ``yaw`` (radians) turns left,
     ``pitch`` looks up, ``roll`` turns clockwise as seen by the camera.
 
-    Example:
+    Examples:
         >>> pose = camera_to_world(0.0, 0.0, 1.5)
         >>> pose[:3, 2].tolist(), pose[:3, 3].tolist()  # optical axis, centre
         ([1.0, 0.0, 0.0], [0.0, 0.0, 1.5])
@@ -372,7 +372,7 @@ def sample_street_scene(rng: np.random.Generator, travel: float = 0.0) -> Street
         travel: metres the camera will drive forward along ``+X`` from its
             start; the road ahead of it over that stretch is kept clear.
 
-    Example:
+    Examples:
         >>> a = sample_street_scene(np.random.default_rng(3))
         >>> b = sample_street_scene(np.random.default_rng(3))
         >>> bool(np.array_equal(a.box_lo, b.box_lo)), a.camera_height == b.camera_height

@@ -125,7 +125,7 @@ class SyntheticStreets(Dataset):
         0..10, "depth": (1, H, W) float32 metres (camera z), "K": (3, 3) float32,
         "name": str}``.
 
-    Example:
+    Examples:
         >>> data = SyntheticStreets(n=2, size=(24, 32), seed=0)
         >>> item = data[0]
         >>> item["image"].shape, item["mask"].shape, item["depth"].shape, item["K"].shape
@@ -215,7 +215,7 @@ class SyntheticStreetVideo(Dataset):
         metres, "K": (3, 3), "cam_to_world": (L, 4, 4) camera-to-world poses
         (OpenCV camera axes; world X forward, Y left, Z up), "name": str}``.
 
-    Example:
+    Examples:
         >>> video = SyntheticStreetVideo(num_sequences=1, length=3, size=(24, 32))
         >>> seq = video[0]
         >>> seq["frames"].shape, seq["cam_to_world"].shape
@@ -324,7 +324,7 @@ class SyntheticStreetTriplets(Dataset):
         int64, "depth": (1, H, W) float32, "K": (3, 3) float32, "poses": (2, 4, 4)
         float32 = (T_{cur->prev}, T_{cur->next}), "name": str}``.
 
-    Example:
+    Examples:
         >>> triplets = SyntheticStreetTriplets(n=1, size=(24, 32))
         >>> item = triplets[0]
         >>> item["frames"].shape, item["poses"].shape

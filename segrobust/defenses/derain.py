@@ -37,7 +37,7 @@ class PReNet(nn.Module):
         stages: number of recurrent stages (6 in the paper).
         blocks: residual blocks per stage (5 in the paper).
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = PReNet(stages=2)
         >>> net(torch.rand(1, 3, 16, 16)).shape
@@ -80,7 +80,7 @@ class ResidualUNet(nn.Module):
     Args:
         width: channels at full resolution (doubled at each level).
 
-    Example:
+    Examples:
         >>> import torch
         >>> ResidualUNet(width=8)(torch.rand(2, 3, 18, 22)).shape
         torch.Size([2, 3, 18, 22])
@@ -116,7 +116,7 @@ class ResidualUNet(nn.Module):
 def build_derainer(name: str = "prenet", **kwargs) -> nn.Module:
     """Build a derainer by name: ``"prenet"`` or ``"unet"``.
 
-    Example:
+    Examples:
         >>> type(build_derainer("unet", width=8)).__name__
         'ResidualUNet'
     """

@@ -27,7 +27,7 @@ class PEARL(nn.Module):
             ``[0, 1]`` to the same shape and range, e.g.
             :class:`~segrobust.defenses.derain.PReNet`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from segrobust.defenses.derain import ResidualUNet
         >>> model = PEARL(torch.nn.Conv2d(3, 4, 1), ResidualUNet(width=8))

@@ -69,7 +69,7 @@ def train_nat(
     — ``None`` for ``2.5·eps/steps`` — and ``steps``) against the model being
     trained. The model is trained in place; returns the trainer's history.
 
-    Example:
+    Examples:
         >>> history = train_nat(model, loader, rain="heavy", eps=4/255, steps=3, epochs=5)  # doctest: +SKIP
     """
     from segrobust.training import train_pgd_at
@@ -136,7 +136,7 @@ def compute_ama_targets(
     and reused by later calls, e.g. a resumed run. The dataset must be
     deterministic (no random augmentation) and its images share one size.
 
-    Example:
+    Examples:
         >>> targets = compute_ama_targets(segmenter, train_set, eps=4/255, cache_dir="runs/cache")  # doctest: +SKIP
     """
     from segrobust.attacks import AMA
@@ -170,7 +170,7 @@ def compute_ama_targets(
 class AMATargetDataset(Dataset):
     """Adds ``"target"`` (the reconstruction target of sample ``i``) to each item of a dataset.
 
-    Example:
+    Examples:
         >>> import torch
         >>> base = [{"image": torch.zeros(3, 2, 2), "mask": torch.zeros(2, 2, dtype=torch.long)}]
         >>> AMATargetDataset(base, torch.ones(1, 3, 2, 2))[0]["target"].shape
@@ -243,7 +243,7 @@ def train_pearl(
         trainer_kwargs: passed to :class:`~segrobust.training.AdversarialTrainer`
             (``eval_loader``, ``checkpoint_dir``, ``resume``, ``device``...).
 
-    Example:
+    Examples:
         >>> pearl, history = train_pearl(segmenter, PReNet(), train_set, ama=True, epochs=10)  # doctest: +SKIP
     """
     pearl = PEARL(segmenter, derainer)

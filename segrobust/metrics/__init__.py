@@ -54,7 +54,7 @@ class ConfusionMatrix:
         device: where the matrix lives (defaults to CPU; use the data's device
             to avoid a host copy per batch).
 
-    Example:
+    Examples:
         >>> import torch
         >>> cm = ConfusionMatrix(num_classes=2)
         >>> cm.update(torch.tensor([[[0, 1], [1, 1]]]), torch.tensor([[[0, 1], [0, 255]]]))

@@ -47,7 +47,7 @@ def confusion_matrix(
         num_classes: number of classes ``K``.
         ignore_index: label of pixels that do not count.
 
-    Example:
+    Examples:
         >>> import torch
         >>> pred = torch.tensor([[[0, 1], [1, 1]]])
         >>> target = torch.tensor([[[0, 1], [0, 255]]])
@@ -82,7 +82,7 @@ def class_iou(cm: torch.Tensor) -> torch.Tensor:
 def mean_iou(cm: torch.Tensor) -> float:
     """Mean IoU over classes that occur in the target or the prediction.
 
-    Example:
+    Examples:
         >>> import torch
         >>> mean_iou(torch.tensor([[2, 0], [0, 2]]))
         1.0
@@ -116,7 +116,7 @@ def per_image_pixel_accuracy(
     An image with no valid pixel scores 1 (there is nothing to get wrong), so
     it never looks like the worst case of an ensemble.
 
-    Example:
+    Examples:
         >>> import torch
         >>> per_image_pixel_accuracy(torch.tensor([[[0, 1]]]), torch.tensor([[[0, 0]]]))
         tensor([0.5000])

@@ -60,7 +60,7 @@ class RandomRainStreaks(IntensityAugmentationBase2D):
     Ranges must lie inside :data:`~segrobust.rain.presets.RAIN_PARAM_BOUNDS`;
     images must be in ``[0, 1]`` (apply before normalisation).
 
-    Example:
+    Examples:
         >>> import torch
         >>> aug = RandomRainStreaks.from_preset("light", p=1.0)
         >>> images = torch.rand(2, 3, 32, 32)
@@ -122,7 +122,7 @@ class RandomRainStreaks(IntensityAugmentationBase2D):
         (Rain100H-like dense streaks in a few directions, with a veil) and
         ``fog_only`` (RainCityscapes-like veil growing with depth, no streaks).
 
-        Example:
+        Examples:
             >>> RandomRainStreaks.from_preset("heavy", p=1.0).ranges["num_layers"]
             3
         """

@@ -256,7 +256,7 @@ def ground_plane_depth(
         device: device of the result.
         dtype: dtype of the result (default: torch's default dtype).
 
-    Example:
+    Examples:
         >>> depth = ground_plane_depth(4, 2, horizon=0.5, bottom_depth=2.0, max_depth=50.0, horizon_softness=0.0)
         >>> depth[0, 0, :, 0].tolist()
         [50.0, 50.0, 6.0, 2.0]
@@ -337,7 +337,7 @@ def line_kernel(
         size: ``(kh, kw)`` kernel size.
         edge_softness: ``τ``, pixels over which a streak end fades.
 
-    Example:
+    Examples:
         >>> k = line_kernel(torch.tensor([0.0]), torch.tensor([5.0]), torch.tensor([0.5]), (7, 7))
         >>> k.shape, round(float(k[0, 3, 3]), 3), bool(k[0, 3, 3] > k[0, 3, 4])
         (torch.Size([1, 7, 7]), 0.987, True)
@@ -399,7 +399,7 @@ def streak_layer(
         intensity: ``(N,)`` optical thickness of a unit streak, ``>= 0``.
         edge_softness: pixels over which a streak end fades.
 
-    Example:
+    Examples:
         >>> noise = torch.zeros(1, 1, 9, 9); noise[0, 0, 4, 4] = 1.0
         >>> s = streak_layer(noise, torch.tensor([0.5]), torch.tensor([[0.0]]), torch.tensor([[5.0]]),
         ...                  torch.tensor([0.5]), torch.tensor([3.0]))
@@ -473,7 +473,7 @@ def render_rain(
     Returns:
         ``(N, C, H, W)`` rainy images in ``[0, 1]``, a new tensor.
 
-    Example:
+    Examples:
         >>> images = torch.rand(2, 3, 32, 32)
         >>> params = sample_rain_params(2, (32, 32), "heavy", generator=torch.Generator().manual_seed(0))
         >>> rainy = render_rain(images, params)
@@ -568,7 +568,7 @@ def resolve_rain_ranges(ranges: Union[str, Mapping[str, object], None] = None) -
     or a single number; it must lie inside :data:`RAIN_PARAM_BOUNDS`.
     ``num_layers`` (int >= 1) and ``angle_spread`` (degrees >= 0) are also accepted.
 
-    Example:
+    Examples:
         >>> resolve_rain_ranges({"intensity": 0.0})["intensity"]
         (0.0, 0.0)
         >>> resolve_rain_ranges("light")["num_layers"]
@@ -650,7 +650,7 @@ def sample_rain_params(
         device: device of the tensors.
         dtype: floating dtype of the tensors.
 
-    Example:
+    Examples:
         >>> params = sample_rain_params(2, (16, 24), "heavy", generator=torch.Generator().manual_seed(0))
         >>> params["angle"].shape, params["noise"].shape
         (torch.Size([2, 3]), torch.Size([2, 3, 16, 24]))
@@ -707,7 +707,7 @@ def clamp_rain_params(
     Out of place by default; ``inplace=True`` clamps the tensors themselves
     (under ``torch.no_grad()``), the usual projection step of a gradient attack.
 
-    Example:
+    Examples:
         >>> clamp_rain_params({"intensity": torch.tensor([9.0]), "angle": torch.tensor([[-80.0]])})
         {'intensity': tensor([4.]), 'angle': tensor([[-60.]])}
     """
@@ -734,7 +734,7 @@ def rain_params_for_optimization(
 
     The copies are leaves an optimiser can update; the originals are untouched.
 
-    Example:
+    Examples:
         >>> params = sample_rain_params(1, (8, 8), "light", generator=torch.Generator().manual_seed(0))
         >>> leaves = rain_params_for_optimization(params, keys=("intensity", "angle"))
         >>> leaves["intensity"].requires_grad, leaves["noise"].requires_grad
@@ -772,7 +772,7 @@ def scale_rain_ranges(
     the same streaks must be about a quarter as long to look the same. The
     result stays inside :data:`RAIN_PARAM_BOUNDS`.
 
-    Example:
+    Examples:
         >>> scale_rain_ranges({"length": (20.0, 40.0)}, height=180)["length"]
         (10.0, 20.0)
     """

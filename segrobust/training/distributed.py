@@ -58,7 +58,7 @@ def init_distributed(backend: Optional[str] = None) -> tuple[int, int]:
     is unset or 1. The backend defaults to ``nccl`` when CUDA is available
     (after ``torch.cuda.set_device(LOCAL_RANK)``) and ``gloo`` otherwise.
 
-    Example:
+    Examples:
         >>> init_distributed()  # a plain python process
         (1, 0)
     """
@@ -79,7 +79,7 @@ class ShardSampler(Sampler[int]):
     Used for evaluation: every sample is seen exactly once over all ranks, so
     a confusion matrix summed over ranks equals the single-process one.
 
-    Example:
+    Examples:
         >>> list(ShardSampler(range(5), num_replicas=2, rank=1))
         [1, 3]
     """

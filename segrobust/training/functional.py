@@ -30,7 +30,7 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_inde
         target: ``(N, H, W)`` integer class ids, ``ignore_index`` on void pixels.
         ignore_index: label of pixels that do not count.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.zeros(1, 2, 1, 2, requires_grad=True)
         >>> round(float(masked_cross_entropy(logits, torch.tensor([[[0, 255]]])).detach()), 4)
@@ -60,7 +60,7 @@ def segmentation_loss(outputs: Any, batch: Mapping[str, Any], ignore_index: int 
     ``outputs`` may be a tensor, a tuple or a dict as accepted by
     :func:`segrobust.utils.segmentation_logits`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> batch = {"mask": torch.zeros(1, 2, 2, dtype=torch.long)}
         >>> round(float(segmentation_loss(torch.zeros(1, 3, 2, 2), batch)), 4)
@@ -76,7 +76,7 @@ def as_batch(raw: Any, device: Union[torch.device, str, None] = None) -> dict[st
     ``"mask"`` plus any other keys, which are kept) and ``(image, mask, ...)``
     tuples or lists. Nothing is modified in place.
 
-    Example:
+    Examples:
         >>> import torch
         >>> batch = as_batch((torch.rand(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long)))
         >>> sorted(batch), batch["image"].shape
@@ -117,7 +117,7 @@ def split_batch_output(output: Any, n: int) -> tuple[Any, Any]:
     Works through tensors, tuples/lists and dicts (smp ``aux_params`` tuples,
     torchvision ``{"out", "aux"}`` dicts); anything else is returned twice.
 
-    Example:
+    Examples:
         >>> import torch
         >>> first, rest = split_batch_output({"out": torch.zeros(5, 2)}, 3)
         >>> first["out"].shape[0], rest["out"].shape[0]

@@ -89,7 +89,7 @@ def train_standard(
     Returns:
         The per-epoch history (see :meth:`AdversarialTrainer.fit`).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> model = nn.Conv2d(3, 2, 1)
@@ -134,7 +134,7 @@ def train_pgd_at(
     clean/adversarial training) go in ``trainer_kwargs``. Other arguments as
     in :func:`train_standard`.
 
-    Example:
+    Examples:
         >>> history = train_pgd_at(model, loader, eps=4/255, steps=3, epochs=2)  # doctest: +SKIP
     """
     from segrobust.attacks import NAA  # lazy: the trainer does not depend on the attacks package
@@ -175,7 +175,7 @@ def train_eroseg_at(
     ``fooled_weight``, ``confidence``...) go to ``EroSeg``; everything else as
     in :func:`train_pgd_at`.
 
-    Example:
+    Examples:
         >>> history = train_eroseg_at(model, loader, eps=4/255, steps=3, q0=0.3)  # doctest: +SKIP
     """
     from segrobust.attacks import EroSeg  # lazy: the trainer does not depend on the attacks package

@@ -47,7 +47,7 @@ class Callback:
     a hook stops training: do it on every rank under ``torch.distributed``, or
     the other ranks wait for ever in the next collective.
 
-    Example:
+    Examples:
         >>> class PrintLoss(Callback):
         ...     def on_epoch_end(self, trainer, record):
         ...         print(f"epoch {record['epoch']}: loss {record['loss']:.3f}")
@@ -76,7 +76,7 @@ def poly_lr(power: float = 0.9) -> Callable[[torch.optim.Optimizer, int], LRSche
     with the optimizer and ``T``, the number of scheduler steps of the run, which
     it knows only once the (possibly sharded) loader is built.
 
-    Example:
+    Examples:
         >>> import torch
         >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
         >>> sched = poly_lr(1.0)(opt, 4)
@@ -120,7 +120,7 @@ def evaluate(
     Returns:
         ``{"miou", "pixel_accuracy", "mean_class_accuracy", "num_pixels"}``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> model = nn.Conv2d(3, 2, 1)
@@ -297,7 +297,7 @@ class AdversarialTrainer:
     shards the loaders, reduces the history's metrics over ranks and writes
     checkpoints and logs on rank 0 only. See ``docs/training.md``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> model = nn.Conv2d(3, 2, 3, padding=1)

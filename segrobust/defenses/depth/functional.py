@@ -129,7 +129,7 @@ class ScaleGradient(torch.autograd.Function):
     changing either loss. Use :func:`scale_gradient` rather than calling
     ``apply`` directly.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.ones(2, requires_grad=True)
         >>> ScaleGradient.apply(x, 0.5).sum().backward()
@@ -155,7 +155,7 @@ def scale_gradient(tensor: torch.Tensor, scale: float) -> torch.Tensor:
         tensor: any tensor.
         scale: finite factor applied to the gradient (``0`` blocks it, ``1`` is a no-op).
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
         >>> y = scale_gradient(x, 0.1)
@@ -183,7 +183,7 @@ def disparity_to_depth(disparity: torch.Tensor, min_depth: float = 0.1, max_dept
     The disparity is scaled linearly to ``[1 / max_depth, 1 / min_depth]`` and
     inverted, so ``0`` gives ``max_depth`` and ``1`` gives ``min_depth``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> disparity_to_depth(torch.tensor([0.0, 1.0]), min_depth=0.1, max_depth=100.0)
         tensor([100.0000,   0.1000])
@@ -206,7 +206,7 @@ def pose_vec_to_matrix(axis_angle: torch.Tensor, translation: torch.Tensor, inve
         translation: ``(N, 3)``.
         invert: return the inverse transform.
 
-    Example:
+    Examples:
         >>> import torch
         >>> T = pose_vec_to_matrix(torch.zeros(1, 3), torch.tensor([[1.0, 2.0, 3.0]]))
         >>> T[0, :3, 3]
@@ -234,7 +234,7 @@ def pose_vec_to_matrix(axis_angle: torch.Tensor, translation: torch.Tensor, inve
 def invert_pose(transform: torch.Tensor) -> torch.Tensor:
     """Invert rigid transforms ``(..., 4, 4)`` exactly (``R^T``, ``-R^T t``), without a general inverse.
 
-    Example:
+    Examples:
         >>> import torch
         >>> T = pose_vec_to_matrix(torch.tensor([[0.1, 0.2, 0.3]]), torch.tensor([[1.0, 0.0, 2.0]]))
         >>> torch.allclose(invert_pose(T) @ T, torch.eye(4), atol=1e-6)
@@ -275,7 +275,7 @@ def warp_to_target(
         K: ``(N, 3, 3)`` intrinsics.
         padding_mode: ``"border"``, ``"zeros"`` or ``"reflection"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> image = torch.rand(1, 3, 8, 8)
         >>> K = torch.tensor([[[8.0, 0, 4], [0, 8.0, 4], [0, 0, 1]]])
@@ -319,7 +319,7 @@ def photometric_error(
     Returns:
         ``(N, 1, H, W)`` non-negative error.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.rand(1, 3, 8, 8)
         >>> float(photometric_error(x, x).abs().max()) < 1e-6
@@ -398,7 +398,7 @@ def reprojection_loss(
         noise_scale: standard deviation of the tie-break noise on identity errors.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (the ``(N, 1, H, W)`` minimum map).
 
-    Example:
+    Examples:
         >>> import torch
         >>> target = torch.rand(1, 3, 16, 16)
         >>> K = torch.tensor([[[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]]])
@@ -444,7 +444,7 @@ def edge_aware_smoothness(disparity: torch.Tensor, image: torch.Tensor) -> torch
     gradients by ``exp(−|image gradient|)``. ``image`` is resized to the
     disparity's size when they differ.
 
-    Example:
+    Examples:
         >>> import torch
         >>> float(edge_aware_smoothness(torch.full((1, 1, 8, 8), 0.3), torch.rand(1, 3, 8, 8)))
         0.0
@@ -535,7 +535,7 @@ def depth_loss_terms(
             down-sampled copies at ``1/2 .. 1/2**(num_scales-1)`` (smp decoders
             emit one scale; this is this project's reading of "multi-scale").
 
-    Example:
+    Examples:
         >>> import torch
         >>> frames = torch.rand(2, 3, 3, 16, 16)
         >>> K = torch.tensor([[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]]).expand(2, 3, 3)
@@ -585,7 +585,7 @@ def self_supervised_depth_loss(
     :class:`~segrobust.defenses.depth.PoseNet`); one of the two is required.
     Keyword arguments go to :func:`depth_loss_terms`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> batch = {"frames": torch.rand(1, 3, 3, 16, 16),
         ...          "K": torch.tensor([[[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]]]),
@@ -624,7 +624,7 @@ def median_scaled_abs_rel(
         predicted_depth: ``(N, 1, H, W)`` or ``(N, H, W)`` positive depth.
         true_depth: same shape; pixels outside the range are ignored.
 
-    Example:
+    Examples:
         >>> import torch
         >>> d = torch.rand(2, 1, 8, 8) + 1
         >>> float(median_scaled_abs_rel(3 * d, d)) < 1e-6

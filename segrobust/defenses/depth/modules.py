@@ -28,7 +28,7 @@ _IMAGE_MEAN, _IMAGE_STD = 0.45, 0.225
 class GradientScale(nn.Module):
     """Module form of :func:`~segrobust.defenses.depth.functional.scale_gradient`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.ones(3, requires_grad=True)
         >>> GradientScale(0.9)(x).sum().backward()
@@ -66,7 +66,7 @@ class PoseNet(nn.Module):
         encoder_name: optional smp encoder name replacing the default encoder.
         output_scale: factor applied to the raw 6-vector.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = PoseNet(channels=(8, 16))
         >>> axis_angle, translation = net(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
@@ -129,7 +129,7 @@ def predict_poses(pose_net: nn.Module, frames: torch.Tensor) -> torch.Tensor:
     ``T_prev->cur``, which is inverted; ``pose_net(cur, next)`` gives
     ``T_cur->next`` directly.
 
-    Example:
+    Examples:
         >>> import torch
         >>> predict_poses(PoseNet(channels=(8,)), torch.rand(2, 3, 3, 16, 16)).shape
         torch.Size([2, 2, 4, 4])
@@ -163,7 +163,7 @@ class DepthLoss(nn.Module):
         num_scales: see :func:`~segrobust.defenses.depth.functional.depth_loss_terms`.
         use_known_poses: prefer ``batch["poses"]`` over the pose network.
 
-    Example:
+    Examples:
         >>> import torch
         >>> batch = {"frames": torch.rand(2, 3, 3, 32, 32),
         ...          "K": torch.tensor([[32.0, 0, 16], [0, 32.0, 16], [0, 0, 1]]).expand(2, 3, 3)}

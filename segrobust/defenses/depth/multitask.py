@@ -177,7 +177,7 @@ class DepthMultiTask(nn.Module):
             warps worse than the identity, so auto-masking blanks their
             gradient and training can stall: start at a typical scene depth.
 
-    Example:
+    Examples:
         >>> import torch, segmentation_models_pytorch as smp
         >>> net = smp.Unet("resnet18", encoder_weights=None, encoder_depth=3,
         ...                decoder_channels=(32, 16, 8), classes=4)
@@ -348,7 +348,7 @@ def multitask_inputs(batch: Mapping[str, Any]) -> torch.Tensor:
     the current frame of any triplet), else the current frame
     ``batch["frames"][:, 1]`` of the triplets.
 
-    Example:
+    Examples:
         >>> import torch
         >>> multitask_inputs({"frames": torch.zeros(2, 3, 3, 8, 8)}).shape
         torch.Size([2, 3, 8, 8])
@@ -389,7 +389,7 @@ def depth_multitask_loss(
     Alternating labelled and video batches (SGDepth's setting) simply gives
     one term per call.
 
-    Example:
+    Examples:
         >>> import torch, segmentation_models_pytorch as smp
         >>> from segrobust.defenses.depth import DepthLoss
         >>> net = DepthMultiTask(smp.Unet("resnet18", encoder_weights=None, encoder_depth=3,
@@ -442,7 +442,7 @@ class DepthMultiTaskCriterion(nn.Module):
     Put ``criterion.parameters()`` (the pose network's, if any) in the
     optimiser too.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from segrobust.defenses.depth import DepthLoss
         >>> criterion = DepthMultiTaskCriterion(DepthLoss())

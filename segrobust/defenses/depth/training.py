@@ -24,7 +24,7 @@ __all__ = ["TripletSegmentationView", "train_depth_multitask"]
 class TripletSegmentationView(Dataset):
     """Adds ``"image"`` (the current frame, ``frames[1]``) to triplet items so the trainer can use them.
 
-    Example:
+    Examples:
         >>> import torch
         >>> base = [{"frames": torch.rand(3, 3, 4, 4), "mask": torch.zeros(4, 4, dtype=torch.long)}]
         >>> item = TripletSegmentationView(base)[0]
@@ -93,7 +93,7 @@ def train_depth_multitask(
             attacks the segmentation output of the model in training mode.
         trainer_kwargs: passed to :class:`~segrobust.training.AdversarialTrainer`.
 
-    Example:
+    Examples:
         >>> from segrobust.datasets import SyntheticStreetTriplets  # doctest: +SKIP
         >>> mt, history = train_depth_multitask(smp.Unet("resnet18", encoder_weights=None, classes=11),
         ...                                     SyntheticStreetTriplets(64, (48, 64)), epochs=2)  # doctest: +SKIP

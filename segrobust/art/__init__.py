@@ -1,0 +1,48 @@
+"""IBM ART interoperability: a segmentation estimator, ART versions of segrobust's attacks,
+and adapters that let ART's PGD and Madry adversarial training run on masks.
+
+- :class:`PyTorchSegmenter`: an ART ``PyTorchEstimator`` (``LossGradientsMixin``) for
+  any PyTorch segmentation model; ``predict`` gives logits ``(N, K, H, W)``,
+  ``loss_gradient`` / ``fit`` take masks ``(N, H, W)`` with ``ignore_index``.
+- :class:`NAA`, :class:`AMA`, :class:`SegPGD`, :class:`CosPGD`, :class:`EroSeg`: ART
+  ``EvasionAttack`` classes running the segrobust torch attacks of the same name
+  (one implementation); :func:`make_art_attack` adds one for a new torch attack.
+- :class:`SegmentationPGD` (numpy / PyTorch) and
+  :class:`SegmentationAdversarialTrainerMadryPGD`: ART's PGD and Madry training with
+  masks, random init and restarts.
+"""
+
+from segrobust.art.attacks import (
+    AMA,
+    ART_ATTACKS,
+    NAA,
+    ArtSegAttack,
+    CosPGD,
+    EroSeg,
+    SegPGD,
+    make_art_attack,
+)
+from segrobust.art.estimator import EstimatorModule, PyTorchSegmenter
+from segrobust.art.pgd import (
+    SegmentationAdversarialTrainerMadryPGD,
+    SegmentationPGD,
+    SegmentationPGDNumpy,
+    SegmentationPGDPyTorch,
+)
+
+__all__ = [
+    "AMA",
+    "ART_ATTACKS",
+    "NAA",
+    "ArtSegAttack",
+    "CosPGD",
+    "EroSeg",
+    "EstimatorModule",
+    "PyTorchSegmenter",
+    "SegPGD",
+    "SegmentationAdversarialTrainerMadryPGD",
+    "SegmentationPGD",
+    "SegmentationPGDNumpy",
+    "SegmentationPGDPyTorch",
+    "make_art_attack",
+]

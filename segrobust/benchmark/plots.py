@@ -1,0 +1,220 @@
+"""Figures of a benchmark run: mIoU against ε, adversarial examples, rain examples (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from segrobust.benchmark.functional import amplify_perturbation, format_eps
+from segrobust.benchmark.results import BenchmarkResults
+
+__all__ = ["class_palette", "plot_examples", "plot_miou_vs_eps", "plot_rain_examples"]
+
+_ATTACK_STYLE = {
+    "naa": ("#1f77b4", "o"),
+    "segpgd": ("#ff7f0e", "s"),
+    "cospgd": ("#9467bd", "^"),
+    "eroseg": ("#d62728", "D"),
+    "rain_attack": ("#17becf", "v"),
+    "ama": ("#2ca02c", "P"),
+}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def class_palette(num_classes: int) -> list[tuple[int, int, int]]:
+    """CamVid's colours for 11 classes, else matplotlib's ``tab20`` colours.
+
+    Example:
+        >>> class_palette(11)[3]
+        (128, 64, 128)
+    """
+    if num_classes == 11:
+        from segrobust.datasets.functional import CAMVID_COLORS
+
+        return [tuple(c) for c in CAMVID_COLORS]
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    return [tuple(int(255 * v) for v in cmap(i % 20)[:3]) for i in range(num_classes)]
+
+
+def _colour(mask: torch.Tensor, palette: list[tuple[int, int, int]], ignore_index: int) -> np.ndarray:
+    from segrobust.datasets.functional import colorize
+
+    return colorize(mask.cpu(), palette=palette, ignore_index=ignore_index).numpy()
+
+
+def _rgb(image: torch.Tensor) -> np.ndarray:
+    return image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def plot_miou_vs_eps(results: BenchmarkResults, path: Union[str, os.PathLike]) -> Path:
+    """mIoU against ε per attack (worst case in black), and clean/rain mIoU as bars.
+
+    Example:
+        >>> plot_miou_vs_eps(results, "miou_vs_eps.png")  # doctest: +SKIP
+    """
+    plt = _pyplot()
+    rain_rows = [row for row in results.rows if row.kind in ("clean", "rain")]
+    attack_rows = [row for row in results.rows if row.eps is not None]
+    has_bars = len(rain_rows) > 1 or not attack_rows
+    fig, axes = plt.subplots(
+        1, 2 if has_bars and attack_rows else 1, figsize=(11.5 if has_bars and attack_rows else 6.5, 4.2),
+        gridspec_kw={"width_ratios": [1.6, 1]} if has_bars and attack_rows else None, squeeze=False,
+    )
+    axes = list(axes[0])
+    clean = results.clean.miou * 100
+    if attack_rows:
+        ax = axes[0]
+        keys = list(dict.fromkeys(row.key for row in attack_rows))
+        for key in keys:
+            rows = sorted((row for row in attack_rows if row.key == key), key=lambda r: r.eps)
+            xs = [0.0] + [row.eps * 255 for row in rows]
+            ys = [clean] + [row.miou * 100 for row in rows]
+            name = rows[0].name
+            if key == "worst":
+                ax.plot(xs, ys, color="black", linestyle="--", linewidth=2.4, marker="X", markersize=8, label=name, zorder=5)
+            else:
+                colour, marker = _ATTACK_STYLE.get(key, (None, "o"))
+                style = ":" if rows[0].kind == "positive" else "-"
+                ax.plot(xs, ys, color=colour, marker=marker, linestyle=style, linewidth=1.8, label=name)
+        ax.axhline(clean, color="grey", linewidth=1, linestyle="-.", label=f"Clean ({clean:.1f})")
+        ax.set_xlabel("ε (L∞ budget, in grey levels /255)")
+        ax.set_ylabel("mIoU (%)")
+        ax.set_title(f"mIoU under attack ({results.config.get('steps', '?')} steps)")
+        eps_ticks = [0.0] + [eps * 255 for eps in results.eps_list]
+        ax.set_xticks(eps_ticks)
+        ax.set_xticklabels(["0"] + [format_eps(eps).replace("/255", "") for eps in results.eps_list])
+        top = max(row.miou * 100 for row in results.rows)
+        ax.set_ylim(0, min(100.0, top * 1.12 + 2))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    if has_bars:
+        ax = axes[-1]
+        names = [row.name for row in rain_rows]
+        values = [row.miou * 100 for row in rain_rows]
+        colours = ["#555555"] + ["#4a90d9"] * (len(rain_rows) - 1)
+        bars = ax.barh(range(len(rain_rows)), values, color=colours)
+        ax.set_yticks(range(len(rain_rows)))
+        ax.set_yticklabels(names)
+        ax.invert_yaxis()
+        ax.set_xlabel("mIoU (%)")
+        ax.set_title("Clean and rain")
+        ax.set_xlim(0, max(values) * 1.18 + 1)
+        for bar, value in zip(bars, values):
+            ax.text(bar.get_width() + 0.5, bar.get_y() + bar.get_height() / 2, f"{value:.1f}", va="center", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    model = results.config.get("model_name")
+    data = results.config.get("dataset_name")
+    if model or data:
+        fig.suptitle(f"{model or 'model'} on {data or 'data'} ({results.num_images} images)", fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _legend(fig: Any, class_names: list[str], palette: list[tuple[int, int, int]]) -> None:
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=np.array(colour) / 255, label=name) for name, colour in zip(class_names, palette)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+
+
+def plot_examples(
+    results: BenchmarkResults, path: Union[str, os.PathLike], ignore_index: Optional[int] = None
+) -> Optional[Path]:
+    """Per example: image, clean prediction, adversarial image, amplified perturbation, adversarial prediction, ground truth.
+
+    The adversarial image is, for each example, the attack with the lowest
+    pixel accuracy at the largest ε. The perturbation is shown as
+    ``0.5 + δ / (2ε)`` (grey: unchanged). Returns ``None`` without examples.
+    """
+    examples = results.examples or {}
+    adversarial = examples.get("adversarial")
+    if not examples or adversarial is None:
+        return None
+    plt = _pyplot()
+    ignore_index = results.config.get("ignore_index", 255) if ignore_index is None else ignore_index
+    palette = class_palette(len(results.class_names))
+    eps = adversarial["eps"]
+    k = examples["image"].shape[0]
+    columns = ["Image", "Clean prediction", "Adversarial", f"Perturbation (±{format_eps(eps)} → 0..1)", "Adversarial prediction", "Ground truth"]
+    height, width = examples["image"].shape[-2:]
+    cell = 2.3
+    fig, axes = plt.subplots(k, len(columns), figsize=(cell * len(columns), cell * k * height / width + 1.0), squeeze=False)
+    for i in range(k):
+        image = examples["image"][i]
+        adv = adversarial["image"][i]
+        panels = [
+            _rgb(image),
+            _colour(examples["clean_pred"][i], palette, ignore_index),
+            _rgb(adv),
+            _rgb(amplify_perturbation(adv, image, eps)),
+            _colour(adversarial["pred"][i], palette, ignore_index),
+            _colour(examples["mask"][i], palette, ignore_index),
+        ]
+        for j, panel in enumerate(panels):
+            ax = axes[i][j]
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(columns[j], fontsize=8)
+        axes[i][2].set_xlabel(f"{adversarial['attack'][i]} ε={format_eps(eps)}", fontsize=8)
+    _legend(fig, results.class_names, palette)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_rain_examples(
+    results: BenchmarkResults, path: Union[str, os.PathLike], ignore_index: Optional[int] = None
+) -> Optional[Path]:
+    """Per example two rows: the clean and rainy images, then their predictions. ``None`` without rain."""
+    examples = results.examples or {}
+    rain = examples.get("rain") or {}
+    if not rain:
+        return None
+    plt = _pyplot()
+    ignore_index = results.config.get("ignore_index", 255) if ignore_index is None else ignore_index
+    palette = class_palette(len(results.class_names))
+    k = examples["image"].shape[0]
+    names = ["Clean", *rain]
+    height, width = examples["image"].shape[-2:]
+    cell = 2.3
+    fig, axes = plt.subplots(2 * k, len(names), figsize=(cell * len(names), 2 * cell * k * height / width + 1.0), squeeze=False)
+    for i in range(k):
+        images = [examples["image"][i]] + [rain[name]["image"][i] for name in rain]
+        preds = [examples["clean_pred"][i]] + [rain[name]["pred"][i] for name in rain]
+        for j in range(len(names)):
+            axes[2 * i][j].imshow(_rgb(images[j]))
+            axes[2 * i + 1][j].imshow(_colour(preds[j], palette, ignore_index), interpolation="nearest")
+            for ax in (axes[2 * i][j], axes[2 * i + 1][j]):
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if i == 0:
+                axes[0][j].set_title(names[j], fontsize=9)
+        axes[2 * i][0].set_ylabel("image", fontsize=8)
+        axes[2 * i + 1][0].set_ylabel("prediction", fontsize=8)
+    _legend(fig, results.class_names, palette)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

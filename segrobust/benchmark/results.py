@@ -1,0 +1,199 @@
+"""The benchmark's result objects: one row per condition, tables, and a JSON round trip."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from segrobust.benchmark.functional import format_eps
+
+__all__ = ["RESULTS_FORMAT", "BenchmarkResults", "ConditionResult"]
+
+#: ``format`` tag of ``results.json``.
+RESULTS_FORMAT = "segrobust.benchmark/1"
+
+
+@dataclass
+class ConditionResult:
+    """Scores of one condition (clean, a rain preset, an attack at one ε, or the worst case at one ε).
+
+    ``kind`` is ``"clean"``, ``"rain"``, ``"attack"``, ``"positive"`` (AMA:
+    it helps the model) or ``"worst"`` (per image, the attack with the lowest
+    pixel accuracy). ``confusion_matrix`` is summed over the whole set (rows:
+    true class); ``per_image_pixel_accuracy`` follows the data set's order.
+    ``worst_attack`` (worst-case rows only) names the attack chosen per image.
+    ``seconds`` and ``images_per_second`` time the batches computed in this
+    run (``None`` when every batch came from a resumed run).
+    """
+
+    key: str
+    name: str
+    kind: str
+    eps: Optional[float]
+    miou: float
+    pixel_accuracy: float
+    mean_class_accuracy: float
+    iou: list[float]
+    num_pixels: int
+    confusion_matrix: list[list[int]]
+    per_image_pixel_accuracy: list[float]
+    worst_attack: Optional[list[str]] = None
+    seconds: Optional[float] = None
+    images_per_second: Optional[float] = None
+
+    @property
+    def label(self) -> str:
+        """``"NAA ε=8/255"``, ``"Clean"``..."""
+        return self.name if self.eps is None else f"{self.name} ε={format_eps(self.eps)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["eps_text"] = None if self.eps is None else format_eps(self.eps)
+        data["iou"] = [None if math.isnan(v) else v for v in self.iou]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConditionResult:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["iou"] = [math.nan if v is None else float(v) for v in fields["iou"]]
+        return cls(**fields)
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+@dataclass
+class BenchmarkResults:
+    """Everything :func:`segrobust.benchmark.evaluate` measured.
+
+    Rows come in report order: clean, rain presets, then per attack its ε
+    values, the positive attacks (AMA), and the worst case per ε.
+
+    Example:
+        >>> results = BenchmarkResults.load("results.json")  # doctest: +SKIP
+        >>> results.row("worst", eps=8 / 255).miou  # doctest: +SKIP
+    """
+
+    rows: list[ConditionResult]
+    class_names: list[str]
+    num_images: int
+    config: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
+    examples: Optional[dict[str, Any]] = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ access
+    def row(self, key: str, eps: Optional[float] = None) -> ConditionResult:
+        """The row of condition ``key`` (``"clean"``, ``"rain:heavy"``, ``"naa"``, ``"worst"``...) at ``eps``."""
+        for row in self.rows:
+            if row.key == key and (eps is None or (row.eps is not None and abs(row.eps - eps) < 1e-9)):
+                return row
+        raise KeyError(f"no result for {key!r}" + ("" if eps is None else f" at eps={format_eps(eps)}"))
+
+    @property
+    def clean(self) -> ConditionResult:
+        return self.row("clean")
+
+    @property
+    def eps_list(self) -> list[float]:
+        return sorted({row.eps for row in self.rows if row.eps is not None})
+
+    # ------------------------------------------------------------------ tables
+    def table_rows(self) -> list[list[str]]:
+        """Header and one row per condition: condition, ε, mIoU, pixel acc., mean class acc., ΔmIoU, images/s."""
+        clean = self.clean.miou if any(row.key == "clean" for row in self.rows) else math.nan
+        header = ["Condition", "ε", "mIoU %", "Pixel acc. %", "Class acc. %", "Δ mIoU", "img/s"]
+        body = []
+        for row in self.rows:
+            delta = "" if row.key == "clean" or math.isnan(clean) else f"{100 * (row.miou - clean):+.1f}"
+            speed = "" if row.images_per_second is None else f"{row.images_per_second:.1f}"
+            body.append(
+                [
+                    row.name,
+                    "" if row.eps is None else format_eps(row.eps),
+                    f"{100 * row.miou:.1f}",
+                    f"{100 * row.pixel_accuracy:.1f}",
+                    f"{100 * row.mean_class_accuracy:.1f}",
+                    delta,
+                    speed,
+                ]
+            )
+        return [header, *body]
+
+    def table(self, style: str = "plain") -> str:
+        """The summary table as text: ``"plain"`` (aligned columns) or ``"markdown"``."""
+        rows = self.table_rows()
+        if style == "markdown":
+            lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join(["---"] + ["---:"] * (len(rows[0]) - 1)) + "|"]
+            lines += ["| " + " | ".join(cell or " " for cell in row) + " |" for row in rows[1:]]
+            return "\n".join(lines)
+        if style != "plain":
+            raise ValueError(f"style must be 'plain' or 'markdown', got {style!r}")
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = []
+        for number, row in enumerate(rows):
+            cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+            lines.append("  ".join(cells).rstrip())
+            if number == 0:
+                lines.append("  ".join("-" * width for width in widths))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        """Every number, the configuration and the library versions (``results.json``)."""
+        return _nan_to_none(
+            {
+                "format": RESULTS_FORMAT,
+                "num_images": self.num_images,
+                "class_names": list(self.class_names),
+                "config": self.config,
+                "versions": self.versions,
+                "timing": self.timing,
+                "rows": [row.to_dict() for row in self.rows],
+            }
+        )
+
+    def save_json(self, path: Union[str, os.PathLike]) -> Path:
+        """Write ``results.json`` atomically."""
+        from segrobust.benchmark.storage import atomic_write_text
+
+        return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchmarkResults:
+        if data.get("format") != RESULTS_FORMAT:
+            raise ValueError(f"not a segrobust benchmark result (format {data.get('format')!r}, expected {RESULTS_FORMAT!r})")
+        return cls(
+            rows=[ConditionResult.from_dict(row) for row in data["rows"]],
+            class_names=list(data["class_names"]),
+            num_images=int(data["num_images"]),
+            config=dict(data.get("config", {})),
+            versions=dict(data.get("versions", {})),
+            timing=dict(data.get("timing", {})),
+        )
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> BenchmarkResults:
+        """Read a ``results.json`` written by :meth:`save_json`."""
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_dict(json.load(handle))
+
+    def save(self, out_dir: Union[str, os.PathLike]) -> dict[str, Path]:
+        """Write ``results.json``, ``report.md``, ``miou_vs_eps.png`` and ``examples.png`` into ``out_dir``."""
+        from segrobust.benchmark.report import write_report
+
+        return write_report(self, out_dir)

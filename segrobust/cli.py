@@ -1,0 +1,477 @@
+"""The ``segrobust`` command: ``segrobust benchmark`` and ``segrobust train``.
+
+A thin layer over :func:`segrobust.benchmark.evaluate` and the training
+recipes. Bad arguments (unknown attack, ε outside (0, 1], missing data root,
+unreadable checkpoint...) end with one ``segrobust ...: error: ...`` line on
+stderr and exit code 2, never a traceback. Under ``torchrun`` (``torchrun
+--nproc_per_node N -m segrobust benchmark ...``) the work is sharded over the
+processes and rank 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+__all__ = ["build_parser", "main"]
+
+_DEFAULT_OUT = "segrobust-benchmark"
+_FAST = {"num_images": 4, "size": (48, 64), "steps": 2, "eps": "8/255", "batch_size": 2}
+
+
+class UsageError(Exception):
+    """A bad command-line argument, reported as one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ----------------------------------------------------------------------------- argument types
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 96x128, got {text!r}") from None
+    if height < 8 or width < 8:
+        raise argparse.ArgumentTypeError(f"size must be at least 8x8, got {text!r}")
+    return height, width
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _budget(text: str) -> float:
+    from segrobust.benchmark.functional import parse_eps
+
+    try:
+        return parse_eps(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _eps_list(text: str) -> list[float]:
+    values = [_budget(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("--eps needs at least one budget, e.g. 2/255,4/255,8/255")
+    return values
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- parser
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="synthetic", choices=["synthetic", "camvid", "folder"],
+                      help="synthetic (SyntheticStreets, generated), camvid (SegNet layout) or folder (images/ + masks/)")
+    data.add_argument("--data-root", metavar="PATH", help="data folder for camvid / folder (camvid: default $SEGROBUST_CAMVID)")
+    data.add_argument("--size", type=_size, metavar="HxW", help="resize images (default: 96x128 synthetic, native size otherwise)")
+    data.add_argument("--num-images", type=_positive_int, metavar="N", help="use the first N images")
+    run = parser.add_argument_group("run")
+    run.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per batch (default 8)")
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: cuda when available)")
+    run.add_argument("--workers", type=_non_negative_int, default=0, metavar="N", help="DataLoader worker processes")
+    run.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads per process")
+    run.add_argument("--seed", type=_non_negative_int, default=0, help="seed of every random draw (default 0)")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--fast", action="store_true", help="tiny sizes for a smoke test (seconds)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``segrobust`` argument parser (sub-commands ``benchmark`` and ``train``)."""
+    from segrobust import __version__
+
+    parser = _Parser(prog="segrobust", description="Robustness of semantic segmentation to rain and adversarial attacks.")
+    parser.add_argument("--version", action="version", version=f"segrobust {__version__}")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{benchmark,train}")
+    commands.required = True
+
+    bench = commands.add_parser(
+        "benchmark", help="evaluate a model clean, under rain and under attacks",
+        description="Evaluate a segmentation model clean, under rain presets and under attacks at several L∞ budgets, "
+        "with the per-image worst case. Without arguments: the built-in default model on SyntheticStreets.",
+    )
+    model = bench.add_argument_group("model")
+    model.add_argument("--model", metavar="SPEC|PATH",
+                       help="smp spec (unet:resnet18, deeplabv3plus:resnet34:encoder_depth=4), a segrobust checkpoint, "
+                       "SPEC@state_dict.pt, or a TorchScript file (default: the built-in default model)")
+    model.add_argument("--num-classes", type=_positive_int, metavar="K", help="classes of a spec-built model (default 11)")
+    model.add_argument("--defense", metavar="KIND:PATH", help="defence to evaluate: depth:PATH (DepthMultiTask checkpoint) or pearl:PATH")
+    attack = bench.add_argument_group("attacks")
+    attack.add_argument("--attacks", default="all", metavar="LIST", help="comma-separated attacks, 'all' or 'none' (default all available)")
+    attack.add_argument("--rain", default="all", metavar="LIST", help="comma-separated rain presets, 'all' or 'none'")
+    attack.add_argument("--eps", type=_eps_list, metavar="LIST", help="L∞ budgets in (0, 1], e.g. 2/255,4/255,8/255 (the default)")
+    attack.add_argument("--steps", type=_positive_int, metavar="N", help="attack steps (default 10; 5 for the built-in default)")
+    attack.add_argument("--alpha", type=_budget, metavar="A", help="attack step size (default 2.5·ε/steps)")
+    attack.add_argument("--no-random-start", action="store_true", help="start attacks at the clean image")
+    attack.add_argument("--attack-args", metavar="JSON", help='extra attack arguments, e.g. \'{"eroseg": {"q0": 0.3}}\'')
+    out = bench.add_argument_group("output")
+    out.add_argument("--out", default=_DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{_DEFAULT_OUT})")
+    out.add_argument("--examples", type=_non_negative_int, default=3, metavar="K", help="example images in examples.png")
+    _add_common(bench)
+
+    train = commands.add_parser(
+        "train", help="train a model with a recipe (standard, pgd_at, eroseg_at, nat, ...)",
+        description="Train a segmentation model with one of the registered recipes and save a checkpoint that "
+        "'segrobust benchmark --model OUT/model.pt' evaluates.",
+    )
+    recipe = train.add_argument_group("recipe")
+    recipe.add_argument("--recipe", default="standard", metavar="NAME", help="standard, pgd_at, eroseg_at, nat, ... (default standard)")
+    recipe.add_argument("--model", default="unet:resnet18", metavar="SPEC|PATH", help="model spec or checkpoint to start from")
+    recipe.add_argument("--num-classes", type=_positive_int, metavar="K", help="classes (default 11)")
+    recipe.add_argument("--epochs", type=_positive_int, default=10, help="epochs (default 10)")
+    recipe.add_argument("--lr", type=_positive_float, help="learning rate (default 0.01 SGD, 1e-3 AdamW)")
+    recipe.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="sgd (poly schedule) or adamw")
+    recipe.add_argument("--eps", type=_budget, default=8 / 255, metavar="E", help="adversarial budget (default 8/255)")
+    recipe.add_argument("--steps", type=_positive_int, default=7, metavar="N", help="inner attack steps (default 7)")
+    recipe.add_argument("--alpha", type=_budget, metavar="A", help="inner attack step (default 2/255)")
+    recipe.add_argument("--rain-preset", default="medium", metavar="NAME", help="rain of rain recipes (nat)")
+    recipe.add_argument("--out", default="segrobust-train", metavar="DIR", help="output folder (checkpoints, model.pt, history.json)")
+    _add_common(train)
+    return parser
+
+
+# ----------------------------------------------------------------------------- helpers
+def _say(message: str) -> None:
+    from segrobust.training.distributed import is_main_process
+
+    if is_main_process():
+        print(message, file=sys.stderr, flush=True)
+
+
+def _resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; expected cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def _dataset(args: argparse.Namespace, split: str, default_images: Optional[int] = None) -> tuple[Any, str]:
+    from torch.utils.data import Subset
+
+    from segrobust.datasets import build_dataset
+
+    root = args.data_root
+    if args.dataset == "synthetic":
+        if root is not None:
+            raise UsageError("--data-root is not used with --dataset synthetic (it is generated)")
+        n = args.num_images or default_images or 50
+        size = args.size or (96, 128)
+        return build_dataset("synthetic", split=split, size=size, n=n), f"SyntheticStreets {split} ({size[0]}×{size[1]})"
+    if root is None and args.dataset == "folder":
+        raise UsageError("--dataset folder needs --data-root PATH (a folder with images/ and masks/)")
+    if root is None and not os.environ.get("SEGROBUST_CAMVID"):
+        raise UsageError("--dataset camvid needs --data-root PATH (or the SEGROBUST_CAMVID environment variable)")
+    if root is not None and not Path(root).expanduser().exists():
+        raise UsageError(f"--data-root {root} does not exist")
+    try:
+        data = build_dataset(args.dataset, root=root, split=split, size=args.size)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        raise UsageError(f"cannot read {args.dataset} data at {root}: {str(error).splitlines()[0]}") from None
+    if len(data) == 0:
+        raise UsageError(f"no images found in {root} ({split} split)")
+    name = f"{'CamVid' if args.dataset == 'camvid' else 'folder ' + str(root)} {split}"
+    if args.num_images and args.num_images < len(data):
+        data = Subset(data, range(args.num_images))
+    return data, name
+
+
+def _apply_fast(args: argparse.Namespace, keys: Sequence[str]) -> None:
+    if not args.fast:
+        return
+    for key in keys:
+        if getattr(args, key, None) is None:
+            value = _FAST[key]
+            setattr(args, key, _eps_list(value) if key == "eps" else value)
+
+
+def _ensure_default_model(progress: bool) -> None:
+    """Train and cache the default model once, before the process group starts (local rank 0 only)."""
+    from segrobust.benchmark.defaults import default_model_path, train_default_model
+
+    path = default_model_path()
+    if path.exists():
+        return
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        print(f"segrobust: training the default model once (about a minute; cached as {path}) ...", file=sys.stderr, flush=True)
+        train_default_model(path, progress=progress)
+    else:
+        deadline = time.time() + 3600
+        while not path.exists() and time.time() < deadline:
+            time.sleep(2)
+
+
+def _print_table(results: Any) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(results.table())
+        return
+    rows = results.table_rows()
+    table = Table(title="segrobust benchmark")
+    for number, column in enumerate(rows[0]):
+        table.add_column(column, justify="left" if number == 0 else "right")
+    for row in rows[1:]:
+        table.add_row(*row)
+    Console().print(table)
+
+
+# ----------------------------------------------------------------------------- benchmark
+def _check_defense(text: Optional[str]) -> tuple[str, str]:
+    from segrobust.benchmark.registry import DEFENSES
+
+    if not text:
+        return "", ""
+    kind, sep, path = text.partition(":")
+    if not sep or not path:
+        raise UsageError(f"--defense must be KIND:PATH (e.g. depth:depth.pt), got {text!r}")
+    if kind not in DEFENSES:
+        raise UsageError(f"unknown defence {kind!r}; expected one of {', '.join(sorted(DEFENSES))}")
+    if not Path(path).exists():
+        raise UsageError(f"--defense {kind}: checkpoint {path} does not exist")
+    return kind, path
+
+
+def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, str]:
+    from segrobust.benchmark.defaults import DEFAULT_MODEL_SPEC, load_default_model
+    from segrobust.benchmark.registry import DEFENSES
+    from segrobust.models import load_model
+
+    if args.model is None:
+        model = load_default_model(device, progress=not args.no_progress)
+        name = f"default ({DEFAULT_MODEL_SPEC}, trained on SyntheticStreets)"
+    else:
+        model = load_model(args.model, num_classes=args.num_classes, device=device)
+        name = args.model
+    if args.defense:
+        kind, path = _check_defense(args.defense)
+        model = DEFENSES[kind].load(model, path, num_classes=args.num_classes, device=device).to(device).eval()
+        name = f"{name} + {kind} defence ({path})"
+    return model, name
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    import torch
+
+    from segrobust.benchmark import plan_evaluation, run_plan
+    from segrobust.benchmark.core import DataError
+    from segrobust.benchmark.defaults import DEFAULT_EVAL_IMAGES
+    from segrobust.benchmark.registry import UnavailableError, resolve_attacks, resolve_rain_presets
+    from segrobust.models import ModelLoadError
+    from segrobust.training.distributed import init_distributed, is_main_process
+
+    _apply_fast(args, ["num_images", "size", "steps", "eps", "batch_size"])
+    builtin = args.model is None and args.dataset == "synthetic"
+    if args.steps is None:
+        args.steps = 5 if builtin else 10
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        attack_kwargs = json.loads(args.attack_args) if args.attack_args else None
+        if attack_kwargs is not None and not isinstance(attack_kwargs, dict):
+            raise ValueError("expected a JSON object")
+    except ValueError as error:
+        raise UsageError(f"--attack-args must be a JSON object like '{{\"eroseg\": {{\"q0\": 0.3}}}}': {error}") from None
+    device = _resolve_device(args.device)
+    try:
+        attacks = resolve_attacks(args.attacks)
+        rain = resolve_rain_presets(args.rain)
+        _check_defense(args.defense)
+        data, data_name = _dataset(args, "val", DEFAULT_EVAL_IMAGES)
+        if args.model is None:
+            _ensure_default_model(progress=not args.no_progress)
+        init_distributed()
+        model, model_name = _load_model(args, device)
+        plan = plan_evaluation(
+            model, data, attacks=attacks, eps_list=args.eps or ["2/255", "4/255", "8/255"], rain=rain,
+            steps=args.steps, alpha=args.alpha, random_start=not args.no_random_start, batch_size=args.batch_size or 8,
+            device=device, seed=args.seed, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
+            num_workers=args.workers, num_examples=args.examples, attack_kwargs=attack_kwargs,
+            config={"model_name": model_name, "dataset_name": data_name, "defense": args.defense,
+                    "command": "segrobust " + " ".join(sys.argv[1:])},
+        )
+    except (ModelLoadError, UnavailableError) as error:
+        raise UsageError(str(error)) from None
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise UsageError(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from None
+    started = time.perf_counter()
+    try:
+        results = run_plan(plan)
+    except DataError as error:
+        raise UsageError(str(error)) from None
+    if is_main_process():
+        _print_table(results)
+        out = Path(args.out)
+        files = [name for name in ("results.json", "report.md", "miou_vs_eps.png", "examples.png", "rain_examples.png") if (out / name).exists()]
+        print(f"\n{results.num_images} images, {time.perf_counter() - started:.1f} s. Wrote {', '.join(files)} to {out}/")
+    return 0
+
+
+# ----------------------------------------------------------------------------- train
+def _train(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from segrobust.benchmark.core import _rain_ranges
+    from segrobust.benchmark.registry import RECIPES, UnavailableError
+    from segrobust.models import (
+        CHECKPOINT_FORMAT,
+        ModelLoadError,
+        load_model,
+        load_state_dict_file,
+        parse_model_spec,
+        save_model,
+    )
+    from segrobust.training.distributed import init_distributed, is_main_process
+
+    if args.fast:
+        args.num_images = args.num_images or 8
+        args.size = args.size or (48, 64)
+        args.batch_size = args.batch_size or 4
+        args.epochs = 1
+        args.steps = min(args.steps, 2)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    key = args.recipe.lower().replace("-", "_")
+    if key not in RECIPES:
+        raise UsageError(f"unknown recipe {args.recipe!r}; expected one of {', '.join(RECIPES)}")
+    entry = RECIPES[key]
+    if not entry.available:
+        ready = ", ".join(k for k, e in RECIPES.items() if e.available)
+        raise UsageError(f"recipe {key!r} is not available in this version of segrobust (available: {ready})")
+    device = _resolve_device(args.device)
+    init_distributed()
+    try:
+        num_classes = args.num_classes or 11
+        spec = args.model
+        if "@" in spec and not Path(spec).exists():
+            spec = spec.partition("@")[0]
+        elif Path(spec).exists():
+            stored = load_state_dict_file(spec)
+            if not (isinstance(stored, dict) and stored.get("format") == CHECKPOINT_FORMAT):
+                raise UsageError(f"--model {spec}: training starts from a spec or a segrobust checkpoint (model.pt), not this file")
+            spec, num_classes = str(stored["spec"]), int(stored["num_classes"])
+        parse_model_spec(spec)
+        model = load_model(args.model, num_classes=num_classes, device=device)
+        train_data, data_name = _dataset(args, "train", 200)
+        val_args = argparse.Namespace(**{**vars(args), "num_images": min(args.num_images or 50, 50)})
+        val_data, _ = _dataset(val_args, "val", 50)
+        transform = None
+        if entry.rain:
+            from segrobust.rain import RandomRainStreaks, resolve_rain_ranges
+
+            height = (args.size or train_data[0]["image"].shape[-2:])[0]
+            resolve_rain_ranges(args.rain_preset)
+            transform = RandomRainStreaks(**_rain_ranges(args.rain_preset, int(height), 360), p=1.0)
+    except (ModelLoadError, UnavailableError) as error:
+        raise UsageError(str(error)) from None
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise UsageError(str(error).strip().splitlines()[0]) from None
+
+    batch_size = args.batch_size or 8
+    generator = torch.Generator().manual_seed(args.seed)
+    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, num_workers=args.workers, generator=generator, drop_last=len(train_data) > batch_size)
+    val_loader = DataLoader(val_data, batch_size=batch_size, num_workers=args.workers)
+    out = Path(args.out)
+    kwargs: dict[str, Any] = {
+        "epochs": args.epochs,
+        "num_classes": num_classes,
+        "trainer_kwargs": {
+            "checkpoint_dir": out / "checkpoints", "resume": args.resume, "eval_loader": val_loader, "seed": args.seed,
+            "device": device, "progress": not args.no_progress,
+        },
+    }
+    if transform is not None:
+        kwargs["input_transform"] = transform
+    if args.optimizer == "adamw":
+        kwargs["optimizer"] = torch.optim.AdamW(model.parameters(), lr=args.lr or 1e-3, weight_decay=1e-4)
+    elif args.lr:
+        kwargs["lr"] = args.lr
+    if entry.adversarial:
+        kwargs.update(eps=args.eps, steps=args.steps)
+        if args.alpha is not None:
+            kwargs["alpha"] = args.alpha
+    model.train()
+    history = entry.function()(model, loader, **kwargs)
+    if is_main_process():
+        metadata = {"recipe": key, "dataset": data_name, "epochs": args.epochs, "seed": args.seed,
+                    "history": json.loads(json.dumps(history, default=float))}
+        path = save_model(model.eval(), out / "model.pt", spec, num_classes, metadata=metadata)
+        (out / "history.json").write_text(json.dumps(history, indent=2, default=float) + "\n", encoding="utf-8")
+        last = history[-1] if history else {}
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float) and ("miou" in k or k == "loss"))
+        print(f"trained {key} for {args.epochs} epoch(s) on {data_name}: {scores}")
+        print(f"saved {path}; evaluate it with: segrobust benchmark --model {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``segrobust`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"segrobust {args.command}"
+    try:
+        return _benchmark(args) if args.command == "benchmark" else _train(args)
+    except UsageError as error:
+        _say(f"{prog}: error: {error}")
+        return 2
+    except KeyboardInterrupt:
+        where = getattr(args, "out", None)
+        _say(f"{prog}: interrupted; finished batches are kept in {where}/: rerun the same command with --resume")
+        return 130
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
