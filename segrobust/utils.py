@@ -62,8 +62,7 @@ def model_mode_preserved(model: nn.Module) -> Iterator[None]:
     Examples:
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)).train()
-        >>> net[1].eval()
-        BatchNorm2d(3, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+        >>> _ = net[1].eval()
         >>> with model_mode_preserved(net):
         ...     _ = net.eval()
         >>> net.training, net[1].training

@@ -60,7 +60,7 @@ class ConfusionMatrix:
         >>> cm.update(torch.tensor([[[0, 1], [1, 1]]]), torch.tensor([[[0, 1], [0, 255]]]))
         >>> scores = cm.compute()
         >>> round(scores.miou, 4), round(scores.pixel_accuracy, 4)
-        (0.5833, 0.6667)
+        (0.5, 0.6667)
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str | None = None):
