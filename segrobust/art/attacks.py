@@ -244,6 +244,9 @@ class NAA(ArtSegAttack):
 
     ``NAA(estimator, eps=8/255, alpha=2/255, steps=10, random_start=True, ignore_index=None,
     *, batch_size=32, targeted=False, verbose=False)``; conventions in :class:`ArtSegAttack`.
+
+    Example:
+        >>> adv = NAA(estimator, eps=8 / 255, alpha=2 / 255, steps=10).generate(images, masks)  # doctest: +SKIP
     """
 
     torch_attack = torch_attacks.NAA
@@ -253,19 +256,30 @@ class AMA(ArtSegAttack):
     """ART counterpart of :class:`segrobust.attacks.AMA` (Auxiliary Mirror Attack, PEARL): descends the loss.
 
     Same arguments as :class:`NAA`; ``targeted=True`` is refused (as by the torch class).
+
+    Example:
+        >>> positive = AMA(estimator, eps=4 / 255, alpha=1 / 255, steps=10).generate(images, masks)  # doctest: +SKIP
     """
 
     torch_attack = torch_attacks.AMA
 
 
 class SegPGD(ArtSegAttack):
-    """ART counterpart of :class:`segrobust.attacks.SegPGD` (Gu et al., ECCV 2022). Arguments as :class:`NAA`."""
+    """ART counterpart of :class:`segrobust.attacks.SegPGD` (Gu et al., ECCV 2022). Arguments as :class:`NAA`.
+
+    Example:
+        >>> adv = SegPGD(estimator, eps=8 / 255, alpha=2 / 255, steps=20).generate(images, masks)  # doctest: +SKIP
+    """
 
     torch_attack = torch_attacks.SegPGD
 
 
 class CosPGD(ArtSegAttack):
-    """ART counterpart of :class:`segrobust.attacks.CosPGD` (Agnihotri et al., ICML 2024). Arguments as :class:`NAA`."""
+    """ART counterpart of :class:`segrobust.attacks.CosPGD` (Agnihotri et al., ICML 2024). Arguments as :class:`NAA`.
+
+    Example:
+        >>> adv = CosPGD(estimator, eps=8 / 255, alpha=2 / 255, steps=20).generate(images, masks)  # doctest: +SKIP
+    """
 
     torch_attack = torch_attacks.CosPGD
 
@@ -275,6 +289,9 @@ class EroSeg(ArtSegAttack):
 
     ``EroSeg(estimator, eps, alpha, steps, random_start, q0=0.2, schedule="linear", kernel_size=3,
     fooled_weight=0.5, confidence="true_prob", ignore_index=None, *, batch_size, targeted, verbose)``.
+
+    Example:
+        >>> adv = EroSeg(estimator, eps=8 / 255, steps=20, q0=0.2, schedule="cosine").generate(images)  # doctest: +SKIP
     """
 
     torch_attack = torch_attacks.EroSeg

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 import torch
-from torchattacks.attack import Attack as _TorchattacksAttack
 from torch import nn
+from torchattacks.attack import Attack as _TorchattacksAttack
 
 from segrobust.attacks import functional as AF
 from segrobust.metrics.functional import per_image_pixel_accuracy
@@ -289,6 +289,17 @@ class LinfSegAttack(SegAttack):
     by one extra forward without gradient). Subclasses choose the pixel weights
     (:meth:`_pixel_weights`) and the sign of the step (``_loss_sign``).
     """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        alpha: Optional[float] = 2 / 255,
+        steps: int = 10,
+        random_start: bool = True,
+        ignore_index: int = 255,
+    ):
+        super().__init__(type(self).__name__, model, eps, alpha, steps, random_start, ignore_index)
 
     def _init_state(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
         return {}

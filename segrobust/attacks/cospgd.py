@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
-from torch import nn
 
 from segrobust.attacks import functional as AF
 from segrobust.attacks.base import LinfSegAttack
@@ -29,17 +28,6 @@ class CosPGD(LinfSegAttack):
         >>> atk = CosPGD(model, eps=8/255, alpha=2/255, steps=20)  # doctest: +SKIP
         >>> adv_images = atk(images, masks)  # doctest: +SKIP
     """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float = 8 / 255,
-        alpha: Optional[float] = 2 / 255,
-        steps: int = 10,
-        random_start: bool = True,
-        ignore_index: int = 255,
-    ):
-        super().__init__("CosPGD", model, eps, alpha, steps, random_start, ignore_index)
 
     def _pixel_weights(
         self, logits: torch.Tensor, labels: torch.Tensor, step: int, state: dict[str, Any]

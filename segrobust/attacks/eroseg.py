@@ -61,7 +61,7 @@ class EroSeg(LinfSegAttack):
         confidence: str = "true_prob",
         ignore_index: int = 255,
     ):
-        super().__init__("EroSeg", model, eps, alpha, steps, random_start, ignore_index)
+        super().__init__(model, eps, alpha, steps, random_start, ignore_index)
         if not 0 < q0 <= 1:
             raise ValueError(f"q0 must be in (0, 1], got {q0}")
         if not (callable(schedule) or schedule in ("linear", "cosine")):

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
-from torch import nn
-
 from segrobust.attacks.base import LinfSegAttack
 
 __all__ = ["NAA"]
@@ -43,13 +39,3 @@ class NAA(LinfSegAttack):
 
     _loss_sign = 1
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float = 8 / 255,
-        alpha: Optional[float] = 2 / 255,
-        steps: int = 10,
-        random_start: bool = True,
-        ignore_index: int = 255,
-    ):
-        super().__init__(type(self).__name__, model, eps, alpha, steps, random_start, ignore_index)
