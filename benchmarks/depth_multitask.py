@@ -70,6 +70,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, nargs=2, default=(96, 128))
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 8 val images, results not written")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from segrobust.datasets import CamVidTriplets
@@ -92,6 +93,8 @@ def main(argv=None):
 
     multi, _ = trained_model("depthmt", args.arch, args.encoder, size, args.epochs, multitask_recipe)
     val = camvid("val", size)
+    if args.quick:
+        val = torch.utils.data.Subset(val, range(8))
     conditions = ["clean", "noise 0.02", "noise 0.05", "noise 0.1",
                   "NAA 1/255", "NAA 2/255", "NAA 4/255", "EroSeg 1/255", "EroSeg 2/255", "EroSeg 4/255"]
     rows = []
@@ -104,6 +107,8 @@ def main(argv=None):
     payload = {"command": "python benchmarks/depth_multitask.py " + " ".join(argv or sys.argv[1:]),
                "settings": vars(args), "conditions": conditions, "rows": rows,
                "total_seconds": round(time.time() - start, 1), "environment": environment()}
+    if args.quick:
+        return
     print(f"wrote {write_results('depth_multitask', payload)}")
 
 

@@ -79,6 +79,7 @@ def main(argv=None):
     parser.add_argument("--rain", default="medium")
     parser.add_argument("--derainer", default="prenet")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 8 val images, results not written")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from segrobust.defenses import PEARL, build_derainer, train_nat, train_pearl
@@ -91,13 +92,15 @@ def main(argv=None):
     start = time.time()
     segmenter, _ = trained_model("standard", args.arch, args.encoder, size, args.base_epochs, train_standard)
     train_set, val = camvid("train", size), camvid("val", size)
+    if args.quick:
+        train_set, val = torch.utils.data.Subset(train_set, range(16)), torch.utils.data.Subset(val, range(8))
     common = {"num_classes": NUM_CLASSES}
     models = {"segmenter alone": segmenter}
 
     def nat_recipe(model, loader, **kw):
-        kw.pop("optimizer", None)
         model.load_state_dict(segmenter.state_dict())  # NAT fine-tunes the standard model
-        return train_nat(model, loader, rain=ranges, eps=eps, steps=args.train_steps, lr=1e-3, **kw)
+        kw["optimizer"] = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        return train_nat(model, loader, rain=ranges, eps=eps, steps=args.train_steps, **kw)
 
     nat, _ = trained_model(f"nat{args.eps:g}s{args.train_steps}-{args.rain}-from-e{args.base_epochs}", args.arch,
                            args.encoder, size, args.epochs, nat_recipe)
@@ -131,6 +134,8 @@ def main(argv=None):
                "settings": {**vars(args), "rain_ranges": {k: list(v) if isinstance(v, tuple) else v for k, v in ranges.items()}},
                "conditions": conditions, "rows": rows, "total_seconds": round(time.time() - start, 1),
                "environment": environment()}
+    if args.quick:
+        return
     print(f"wrote {write_results('pearl', payload)}")
 
 

@@ -58,6 +58,8 @@ def train_nat(
     steps: int = 3,
     epochs: int = 1,
     lr: float = 0.01,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Any = "poly",
     num_classes: Optional[int] = None,
     ignore_index: int = 255,
     trainer_kwargs: Optional[Mapping[str, Any]] = None,
@@ -67,7 +69,9 @@ def train_nat(
     Each batch gets rain from ``rain`` (a :class:`~segrobust.rain.RandomRainStreaks`
     preset name, its arguments, or any module), then NAA (``eps``, ``alpha``
     — ``None`` for ``2.5·eps/steps`` — and ``steps``) against the model being
-    trained. The model is trained in place; returns the trainer's history.
+    trained. ``optimizer`` defaults to SGD with ``lr`` and ``scheduler`` to a
+    poly decay, as in :func:`~segrobust.training.train_pgd_at`. The model is
+    trained in place; returns the trainer's history.
 
     Examples:
         >>> history = train_nat(model, loader, rain="heavy", eps=4/255, steps=3, epochs=5)  # doctest: +SKIP
@@ -76,8 +80,8 @@ def train_nat(
 
     return train_pgd_at(
         model, train_loader, eps=eps, alpha=2.5 * eps / max(steps, 1) if alpha is None else alpha, steps=steps,
-        epochs=epochs, lr=lr, num_classes=num_classes, ignore_index=ignore_index,
-        input_transform=_rain_transform(rain), trainer_kwargs=trainer_kwargs,
+        epochs=epochs, lr=lr, optimizer=optimizer, scheduler=scheduler, num_classes=num_classes,
+        ignore_index=ignore_index, input_transform=_rain_transform(rain), trainer_kwargs=trainer_kwargs,
     )
 
 
