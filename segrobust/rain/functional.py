@@ -32,6 +32,7 @@ from segrobust.rain.presets import (
 
 __all__ = [
     "CONTINUOUS_RAIN_PARAMS",
+    "PRESET_REFERENCE_HEIGHT",
     "RAIN_PARAM_BOUNDS",
     "RAIN_PARAM_KEYS",
     "RAIN_PRESETS",
@@ -44,6 +45,7 @@ __all__ = [
     "render_rain",
     "resolve_rain_ranges",
     "sample_rain_params",
+    "scale_rain_ranges",
     "streak_layer",
 ]
 
