@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any, Union
 
 import torch
-import torch.nn.functional as F
 
+from segrobust.attacks import functional as AF
 from segrobust.utils import segmentation_logits
 
 __all__ = ["as_batch", "masked_cross_entropy", "segmentation_loss", "split_batch_output"]
@@ -50,8 +50,8 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_inde
             f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}: expected {expected} "
             "(upsample the logits to the mask size inside the model or the loss)"
         )
-    total = F.cross_entropy(logits.float(), target.long(), ignore_index=ignore_index, reduction="sum")
-    return total / (target != ignore_index).sum().clamp_min(1)
+    pixel_loss = AF.pixel_cross_entropy(logits.float(), target, ignore_index)
+    return AF.masked_mean(pixel_loss, AF.valid_mask(target, ignore_index))
 
 
 def segmentation_loss(outputs: Any, batch: Mapping[str, Any], ignore_index: int = 255) -> torch.Tensor:
