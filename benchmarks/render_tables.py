@@ -1,0 +1,76 @@
+"""Print the Markdown tables of docs/benchmarks.md from benchmarks/results/*.json.
+
+    python benchmarks/render_tables.py [NAME ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def attack_strength(r: dict) -> str:
+    m = r["model"]
+    lines = [f"smp {m['arch']}-{m['encoder']} trained from scratch on CamVid train at {m['size'][0]}×{m['size'][1]} "
+             f"({m.get('epochs')} epochs); CamVid val, {len(r['rows'])} attack runs, "
+             f"{r['total_seconds'] / 60:.0f} min in all on {r['environment']['threads']} CPU threads. "
+             f"Clean: mIoU {r['clean']['miou']:.3f}, pixel accuracy {r['clean']['pixel_accuracy']:.3f}.", "",
+             "| steps | eps | " + " | ".join(sorted({row["attack"] for row in r["rows"]}, key=_order)) + " |",
+             "| --- | --- |" + " --- |" * len({row["attack"] for row in r["rows"]})]
+    attacks = sorted({row["attack"] for row in r["rows"]}, key=_order)
+    for steps in sorted({row["steps"] for row in r["rows"]}):
+        for eps in sorted({row["eps"] for row in r["rows"]}):
+            cells = []
+            for a in attacks:
+                row = next((x for x in r["rows"] if x["attack"] == a and x["eps"] == eps and x["steps"] == steps), None)
+                cells.append("-" if row is None else f"{row['miou']:.3f} / {row['pixel_accuracy']:.3f}")
+            lines.append(f"| {steps} | {eps:g}/255 | " + " | ".join(cells) + " |")
+    lines += ["", "Cells: mIoU / pixel accuracy (lower is a stronger attack)."]
+    return "\n".join(lines)
+
+
+def _order(name: str) -> int:
+    order = ["PGD", "NAA", "SegPGD", "CosPGD", "EroSeg"]
+    return order.index(name) if name in order else len(order)
+
+
+def adversarial_training(r: dict) -> str:
+    attacks = sorted(r["rows"][0]["per_attack"], key=_order)
+    lines = [f"CamVid val; robust = lowest mIoU over the attacks at {r['eval_eps'] * 255:g}/255, {r['eval_steps']} steps; "
+             f"adversarial training with a {r['train_attack']['steps']}-step attack at the same eps, "
+             f"{r['model']['epochs']} epochs each.", "",
+             "| training | clean mIoU | robust mIoU (attack) | " + " | ".join(attacks) + " | train time |",
+             "| --- | --- | --- |" + " --- |" * len(attacks) + " --- |"]
+    for row in r["rows"]:
+        cells = [f"{row['per_attack'][a]['miou']:.3f}" for a in attacks]
+        lines.append(f"| {row['training']} | {row['clean']['miou']:.3f} | {row['robust']['miou']:.3f} ({row['robust']['attack']}) | "
+                     + " | ".join(cells) + f" | {row['train_seconds'] or 0:.0f} s |")
+    return "\n".join(lines)
+
+
+def conditions_table(r: dict) -> str:
+    lines = ["| model | " + " | ".join(r["conditions"]) + " |", "| --- |" + " --- |" * len(r["conditions"])]
+    for row in r["rows"]:
+        lines.append(f"| {row['model']} | " + " | ".join(f"{row[c]:.3f}" for c in r["conditions"]) + " |")
+    return "\n".join(lines)
+
+
+RENDERERS = {"attack_strength": attack_strength, "adversarial_training": adversarial_training,
+             "pearl": conditions_table, "depth_multitask": conditions_table}
+
+
+def main() -> None:
+    names = sys.argv[1:] or [p.stem for p in sorted(RESULTS.glob("*.json"))]
+    for name in names:
+        path = RESULTS / f"{name}.json"
+        if name not in RENDERERS or not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        print(f"### {name}\n\n`{result['command'].strip()}`\n\n{RENDERERS[name](result)}\n")
+
+
+if __name__ == "__main__":
+    main()
