@@ -541,3 +541,38 @@ def test_example_runs_fast():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "segrobust.art.EroSeg" in result.stdout and "after adversarial fine-tuning" in result.stdout
+
+
+def test_art_rain_attack_is_bit_identical_to_torch_rain_attack(estimator, data):
+    xt, yt = data[2], data[3]
+    art_attack = sart.RainAttack(estimator, ranges="light", steps=2, pixel_eps=2 / 255, batch_size=8)
+    torch_attack = tattacks.RainAttack(estimator.model, ranges="light", steps=2, pixel_eps=2 / 255)
+    torch.manual_seed(0)
+    adv = art_attack.generate(xt, yt)
+    torch.manual_seed(0)
+    np.testing.assert_array_equal(adv, torch_attack(torch.from_numpy(xt), torch.from_numpy(yt)).numpy())
+    assert adv.min() >= 0 and adv.max() <= 1
+
+
+def test_pearl_preprocessor_matches_the_torch_pearl_pipeline(trained, data):
+    from segrobust.defenses import PEARL
+    from segrobust.defenses.derain import ResidualUNet
+
+    torch.manual_seed(0)
+    derainer = ResidualUNet(width=8)
+    torch.nn.init.normal_(derainer.out.weight, std=0.02)
+    model = trained
+    est = sart.PyTorchSegmenter(model, input_shape=(3, SIZE, SIZE), nb_classes=NUM_CLASSES,
+                                preprocessing_defences=[sart.PEARLPreprocessor(derainer, device_type="cpu")])
+    xt, yt = data[2][:4], data[3][:4]
+    pearl = PEARL(model, derainer).eval()
+    with torch.no_grad():
+        expected = pearl(torch.from_numpy(xt)).numpy()
+    np.testing.assert_allclose(est.predict(xt), expected, rtol=1e-5, atol=1e-5)
+    grad = est.loss_gradient(xt, yt)
+    x = torch.from_numpy(xt).requires_grad_(True)
+    logits = pearl(x)
+    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(yt).long(), ignore_index=255)
+    (expected_grad,) = torch.autograd.grad(loss, x)
+    np.testing.assert_allclose(grad, expected_grad.numpy(), rtol=1e-4, atol=1e-6)
+    assert np.abs(grad).sum() > 0

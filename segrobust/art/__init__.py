@@ -10,6 +10,7 @@ and adapters that let ART's PGD and Madry adversarial training run on masks.
 - :class:`SegmentationPGD` (numpy / PyTorch) and
   :class:`SegmentationAdversarialTrainerMadryPGD`: ART's PGD and Madry training with
   masks, random init and restarts.
+- :class:`PEARLPreprocessor`: PEARL's derainer as a differentiable ART preprocessing defence.
 """
 
 from segrobust.art.attacks import (
@@ -19,6 +20,7 @@ from segrobust.art.attacks import (
     ArtSegAttack,
     CosPGD,
     EroSeg,
+    RainAttack,
     SegPGD,
     make_art_attack,
 )
@@ -29,6 +31,7 @@ from segrobust.art.pgd import (
     SegmentationPGDNumpy,
     SegmentationPGDPyTorch,
 )
+from segrobust.art.preprocessor import PEARLPreprocessor
 
 __all__ = [
     "AMA",
@@ -38,7 +41,9 @@ __all__ = [
     "CosPGD",
     "EroSeg",
     "EstimatorModule",
+    "PEARLPreprocessor",
     "PyTorchSegmenter",
+    "RainAttack",
     "SegPGD",
     "SegmentationAdversarialTrainerMadryPGD",
     "SegmentationPGD",

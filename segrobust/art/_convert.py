@@ -24,7 +24,7 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 def clip_bounds(clip_values: Optional[object], name: str = "clip_values") -> tuple[float, float]:
     """Scalar ``(low, high)`` of an estimator's ``clip_values``; a clear error for per-feature bounds.
 
-    Example:
+    Examples:
         >>> clip_bounds((0.0, 255.0))
         (0.0, 255.0)
     """
@@ -57,7 +57,7 @@ def as_image_tensor(
     finite values, and values inside ``clip_values`` (when given). A float32
     numpy array on a CPU device is wrapped without copying; nothing is modified.
 
-    Example:
+    Examples:
         >>> import numpy as np, torch
         >>> t = as_image_tensor(np.zeros((2, 3, 4, 4), np.float32), channels=3, clip_values=(0, 1), device=torch.device("cpu"))
         >>> t.shape, t.dtype
@@ -128,7 +128,7 @@ def as_mask_tensor(
     maps (ART passes the model's predictions when ``y=None``), reduced by argmax, so
     they carry no ignored pixel. Ids must be in ``[0, nb_classes)`` or ``ignore_index``.
 
-    Example:
+    Examples:
         >>> import numpy as np, torch
         >>> images = torch.zeros(1, 3, 2, 2)
         >>> as_mask_tensor(np.array([[[0., 1.], [255., 1.]]], np.float32), images, nb_classes=2, ignore_index=255)

@@ -31,7 +31,7 @@ from segrobust.art._convert import ArrayLike, as_image_tensor, as_mask_tensor, c
 from segrobust.art.estimator import PyTorchSegmenter
 from segrobust.attacks.base import AttackStats, SegAttack
 
-__all__ = ["AMA", "ART_ATTACKS", "NAA", "ArtSegAttack", "CosPGD", "EroSeg", "SegPGD", "make_art_attack"]
+__all__ = ["AMA", "ART_ATTACKS", "NAA", "ArtSegAttack", "CosPGD", "EroSeg", "RainAttack", "SegPGD", "make_art_attack"]
 
 ART_ATTACKS: dict[str, type[ArtSegAttack]] = {}
 """Every ART counterpart defined so far, by name (filled as classes are created)."""
@@ -64,7 +64,7 @@ class ArtSegAttack(EvasionAttack):
     After a call, :attr:`stats` holds the torch attack's
     :class:`~segrobust.attacks.AttackStats` for the whole input.
 
-    Example:
+    Examples:
         >>> import numpy as np, torch
         >>> from torch import nn
         >>> from segrobust.art import NAA, PyTorchSegmenter
@@ -225,7 +225,7 @@ class ArtSegAttack(EvasionAttack):
 def make_art_attack(torch_attack: type[SegAttack], name: Optional[str] = None, doc: Optional[str] = None) -> type[ArtSegAttack]:
     """Create (and register in :data:`ART_ATTACKS`) the ART counterpart of a segrobust torch attack class.
 
-    Example:
+    Examples:
         >>> from segrobust.attacks import NAA as TorchNAA
         >>> MyNAA = make_art_attack(TorchNAA, name="MyNAA")
         >>> ART_ATTACKS["MyNAA"] is MyNAA, "steps" in MyNAA.attack_params
@@ -245,7 +245,7 @@ class NAA(ArtSegAttack):
     ``NAA(estimator, eps=8/255, alpha=2/255, steps=10, random_start=True, ignore_index=None,
     *, batch_size=32, targeted=False, verbose=False)``; conventions in :class:`ArtSegAttack`.
 
-    Example:
+    Examples:
         >>> adv = NAA(estimator, eps=8 / 255, alpha=2 / 255, steps=10).generate(images, masks)  # doctest: +SKIP
     """
 
@@ -257,7 +257,7 @@ class AMA(ArtSegAttack):
 
     Same arguments as :class:`NAA`; ``targeted=True`` is refused (as by the torch class).
 
-    Example:
+    Examples:
         >>> positive = AMA(estimator, eps=4 / 255, alpha=1 / 255, steps=10).generate(images, masks)  # doctest: +SKIP
     """
 
@@ -267,7 +267,7 @@ class AMA(ArtSegAttack):
 class SegPGD(ArtSegAttack):
     """ART counterpart of :class:`segrobust.attacks.SegPGD` (Gu et al., ECCV 2022). Arguments as :class:`NAA`.
 
-    Example:
+    Examples:
         >>> adv = SegPGD(estimator, eps=8 / 255, alpha=2 / 255, steps=20).generate(images, masks)  # doctest: +SKIP
     """
 
@@ -277,7 +277,7 @@ class SegPGD(ArtSegAttack):
 class CosPGD(ArtSegAttack):
     """ART counterpart of :class:`segrobust.attacks.CosPGD` (Agnihotri et al., ICML 2024). Arguments as :class:`NAA`.
 
-    Example:
+    Examples:
         >>> adv = CosPGD(estimator, eps=8 / 255, alpha=2 / 255, steps=20).generate(images, masks)  # doctest: +SKIP
     """
 
@@ -290,8 +290,23 @@ class EroSeg(ArtSegAttack):
     ``EroSeg(estimator, eps, alpha, steps, random_start, q0=0.2, schedule="linear", kernel_size=3,
     fooled_weight=0.5, confidence="true_prob", ignore_index=None, *, batch_size, targeted, verbose)``.
 
-    Example:
+    Examples:
         >>> adv = EroSeg(estimator, eps=8 / 255, steps=20, q0=0.2, schedule="cosine").generate(images)  # doctest: +SKIP
     """
 
     torch_attack = torch_attacks.EroSeg
+
+
+class RainAttack(ArtSegAttack):
+    """ART counterpart of :class:`segrobust.attacks.RainAttack`: gradient ascent over the rain parameters.
+
+    ``RainAttack(estimator, ranges="medium", steps=10, param_step=None, pixel_eps=0.0, pixel_alpha=None, ...,
+    *, batch_size, targeted, verbose)``; ``pixel_eps`` is in ``[0, 1]`` image units. Conventions in
+    :class:`ArtSegAttack`.
+
+    Examples:
+        >>> rainy_adv = RainAttack(estimator, ranges="heavy", steps=10, pixel_eps=4 / 255).generate(images, masks)  # doctest: +SKIP
+    """
+
+    torch_attack = torch_attacks.RainAttack
+    pixel_params = ()  # pixel_eps may be 0 (rain alone); it is given in [0, 1] image units

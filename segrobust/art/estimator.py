@@ -64,7 +64,7 @@ class EstimatorModule(nn.Module):
     (and torchattacks) expect. The wrapped model is a registered submodule, so
     ``eval()``/``train()`` and mode bookkeeping reach it.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> est = PyTorchSegmenter(nn.Conv2d(3, 2, 1), input_shape=(3, 8, 8), preprocessing=(0.5, 0.25))
@@ -128,7 +128,7 @@ class PyTorchSegmenter(PyTorchEstimator):
         device_type: ``"cpu"`` or ``"gpu"`` (the model is moved there); None
             keeps the device the model is on.
 
-    Example:
+    Examples:
         >>> import numpy as np, torch
         >>> from torch import nn
         >>> model = nn.Conv2d(3, 4, 3, padding=1)

@@ -109,7 +109,7 @@ class SegmentationPGDNumpy(ProjectedGradientDescentNumpy):
     starts each restart from ART's random point in the ``eps`` ball (seed with
     ``np.random.seed``); with ``≥ 2`` each image keeps its best restart.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from torch import nn
         >>> from segrobust.art import PyTorchSegmenter
@@ -168,7 +168,7 @@ class SegmentationPGDPyTorch(ProjectedGradientDescentPyTorch):
     and targeted mode work, each image keeping its best restart. Needs an
     estimator whose preprocessing is all ``PreprocessorPyTorch``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from torch import nn
         >>> from segrobust.art import PyTorchSegmenter
@@ -229,7 +229,7 @@ class SegmentationPGD(ProjectedGradientDescent):
     preprocessing is all framework operations, numpy otherwise), ``"pytorch"`` or
     ``"numpy"``. ``eps`` and ``eps_step`` are in the units of ``clip_values``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from torch import nn
         >>> from segrobust.art import PyTorchSegmenter
@@ -289,7 +289,7 @@ class SegmentationAdversarialTrainerMadryPGD(AdversarialTrainerMadryPGD):
     images). ``fit(x, masks, nb_epochs=..., batch_size=...)`` trains the
     estimator's model in place on adversarial images only (``ratio=1``).
 
-    Example:
+    Examples:
         >>> import numpy as np, torch
         >>> from torch import nn
         >>> from segrobust.art import PyTorchSegmenter

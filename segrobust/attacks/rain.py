@@ -303,7 +303,8 @@ class RainAttack(SegAttack):
         attacked = self._attacked_variables()
         use_delta = self.pixel_eps > 0
         if use_delta and self.random_start:
-            delta = (2 * torch.rand_like(images) - 1) * self.pixel_eps
+            # torch.rand, not rand_like: the draw must not depend on the input's memory layout
+            delta = (2 * torch.rand(images.shape, device=images.device, dtype=images.dtype) - 1) * self.pixel_eps
         else:
             delta = torch.zeros_like(images)
 
