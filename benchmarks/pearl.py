@@ -73,7 +73,7 @@ def main(argv=None):
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--size", type=int, nargs=2, default=(96, 128))
     parser.add_argument("--base-epochs", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=5, help="NAT fine-tuning and derainer training epochs")
+    parser.add_argument("--epochs", type=int, default=3, help="NAT fine-tuning and derainer training epochs")
     parser.add_argument("--eps", type=float, default=4.0, help="in 1/255 units")
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--rain", default="medium")

@@ -41,7 +41,9 @@ def adversarial_training(r: dict) -> str:
     attacks = sorted(r["rows"][0]["per_attack"], key=_order)
     lines = [f"CamVid val; robust = lowest mIoU over the attacks at {r['eval_eps'] * 255:g}/255, {r['eval_steps']} steps; "
              f"adversarial training with a {r['train_attack']['steps']}-step attack at the same eps, "
-             f"{r['model']['epochs']} epochs each.", "",
+             f"{r['model']['epochs']} epochs each"
+             + (f", fine-tuned from the {r['model']['fine_tuned_from']} model." if r["model"].get("fine_tuned_from") else ", from scratch."),
+             "",
              "| training | clean mIoU | robust mIoU (attack) | " + " | ".join(attacks) + " | train time |",
              "| --- | --- | --- |" + " --- |" * len(attacks) + " --- |"]
     for row in r["rows"]:
