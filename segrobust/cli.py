@@ -202,7 +202,7 @@ def _dataset(args: argparse.Namespace, split: str, default_images: Optional[int]
             raise UsageError("--data-root is not used with --dataset synthetic (it is generated)")
         n = args.num_images or default_images or 50
         size = args.size or (96, 128)
-        return build_dataset("synthetic", split=split, size=size, n=n), f"SyntheticStreets {split} ({size[0]}×{size[1]})"
+        return build_dataset("synthetic", split=split, size=size, n=n), f"SyntheticStreets {split}"
     if root is None and args.dataset == "folder":
         raise UsageError("--dataset folder needs --data-root PATH (a folder with images/ and masks/)")
     if root is None and not os.environ.get("SEGROBUST_CAMVID"):
@@ -287,7 +287,7 @@ def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, str]:
         model = load_default_model(device, progress=not args.no_progress)
         name = f"default ({DEFAULT_MODEL_SPEC}, trained on SyntheticStreets)"
     else:
-        model = load_model(args.model, num_classes=args.num_classes, device=device)
+        model = load_model(args.model, num_classes=args.num_classes, device=device, seed=args.seed)
         name = args.model
     if args.defense:
         kind, path = _check_defense(args.defense)
@@ -398,7 +398,7 @@ def _train(args: argparse.Namespace) -> int:
                 raise UsageError(f"--model {spec}: training starts from a spec or a segrobust checkpoint (model.pt), not this file")
             spec, num_classes = str(stored["spec"]), int(stored["num_classes"])
         parse_model_spec(spec)
-        model = load_model(args.model, num_classes=num_classes, device=device)
+        model = load_model(args.model, num_classes=num_classes, device=device, seed=args.seed)
         train_data, data_name = _dataset(args, "train", 200)
         val_args = argparse.Namespace(**{**vars(args), "num_images": min(args.num_images or 50, 50)})
         val_data, _ = _dataset(val_args, "val", 50)
@@ -454,6 +454,10 @@ def _train(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``segrobust`` console script; returns the exit code."""
+    # Before torch loads OpenMP: idle threads sleep instead of spinning. On a CPU shared with other
+    # processes, spinning OpenMP threads made a 2-thread run 8x slower than a 1-thread one (measured);
+    # on an idle machine the difference is small. Set OMP_WAIT_POLICY yourself to override.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"segrobust {args.command}"

@@ -59,7 +59,7 @@ class ModelLoadError(ValueError):
 class ModelSpec:
     """An smp architecture, encoder and extra constructor arguments.
 
-    Example:
+    Examples:
         >>> spec = parse_model_spec("unet:resnet18:encoder_depth=3")
         >>> spec.arch, spec.encoder, spec.kwargs
         ('unet', 'resnet18', {'encoder_depth': 3})
@@ -105,7 +105,7 @@ def parse_model_spec(spec: Union[str, ModelSpec]) -> ModelSpec:
 
     Raises :class:`ModelLoadError` naming the valid architectures for an unknown one.
 
-    Example:
+    Examples:
         >>> parse_model_spec("unet:resnet18:decoder_channels=32,16,8").kwargs
         {'decoder_channels': (32, 16, 8)}
         >>> parse_model_spec("fpn").encoder
@@ -160,13 +160,17 @@ def _drop_unused_stages(model: nn.Module) -> None:
             setattr(encoder, name, nn.Identity())
 
 
-def build_model(spec: Union[str, ModelSpec], num_classes: int = 11, **kwargs: Any) -> nn.Module:
+def build_model(
+    spec: Union[str, ModelSpec], num_classes: int = 11, *, seed: Optional[int] = None, **kwargs: Any
+) -> nn.Module:
     """Build an smp model from a spec, with ``encoder_weights=None``, in eval mode.
 
     Keyword arguments are added to (and override) those of the spec. Encoder
     stages beyond ``encoder_depth`` are dropped (see :func:`_drop_unused_stages`).
+    ``seed`` draws the random initial weights from its own generator (the same
+    model in every process and run); ``None`` uses torch's global one.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = build_model("unet:resnet18:encoder_depth=3:decoder_channels=16,8,8", num_classes=4)
         >>> net(torch.rand(1, 3, 32, 32)).shape
@@ -182,12 +186,15 @@ def build_model(spec: Union[str, ModelSpec], num_classes: int = 11, **kwargs: An
     kwargs.pop("encoder_weights", None)
     _check_encoder(parsed.encoder)
     options = {**parsed.kwargs, **kwargs}
-    try:
-        model = smp.create_model(
-            parsed.arch, encoder_name=parsed.encoder, encoder_weights=None, classes=num_classes, **options
-        )
-    except (TypeError, ValueError, KeyError, AssertionError) as error:
-        raise ModelLoadError(f"cannot build model {str(parsed)!r}: {error}") from None
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            model = smp.create_model(
+                parsed.arch, encoder_name=parsed.encoder, encoder_weights=None, classes=num_classes, **options
+            )
+        except (TypeError, ValueError, KeyError, AssertionError) as error:
+            raise ModelLoadError(f"cannot build model {str(parsed)!r}: {error}") from None
     _drop_unused_stages(model)
     return model.eval()
 
@@ -218,7 +225,7 @@ def save_model(
     cast back to float32 on load). ``metadata`` (JSON-like: str, numbers,
     lists, dicts) is stored alongside. The file is written atomically.
 
-    Example:
+    Examples:
         >>> import tempfile, torch
         >>> net = build_model("unet:resnet18:encoder_depth=3:decoder_channels=16,8,8", num_classes=4)
         >>> with tempfile.TemporaryDirectory() as tmp:
@@ -257,7 +264,7 @@ def _is_torchscript(path: Path) -> bool:
 def load_state_dict_file(path: Union[str, os.PathLike]) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line errors.
 
-    Example:
+    Examples:
         >>> load_state_dict_file("/nonexistent/model.pt")
         Traceback (most recent call last):
         ...
@@ -331,6 +338,8 @@ def load_model(
     source: Union[str, os.PathLike, nn.Module],
     num_classes: Optional[int] = None,
     device: Union[str, torch.device] = "cpu",
+    *,
+    seed: Optional[int] = 0,
 ) -> nn.Module:
     """A segmentation model in eval mode from a spec, ``SPEC@PATH``, a checkpoint or a TorchScript file.
 
@@ -342,8 +351,12 @@ def load_model(
         num_classes: classes of a spec-built model (default 11, CamVid); for a
             checkpoint that records its class count, a different value is an error.
         device: where the model goes.
+        seed: seed of the random weights of a spec-built model (the default 0
+            makes ``load_model("unet:resnet18")`` the same model in every
+            process, which resumed and distributed runs rely on); ``None`` uses
+            torch's global generator.
 
-    Example:
+    Examples:
         >>> load_model("unet:resnet18:encoder_depth=3:decoder_channels=16,8,8", num_classes=4).training
         False
         >>> load_model("missing.pt")
@@ -362,7 +375,7 @@ def load_model(
     if spec is None and not path.exists():
         if _looks_like_path(text):
             raise ModelLoadError(f"checkpoint {text} does not exist")
-        return build_model(text, num_classes if num_classes is not None else 11).to(device)
+        return build_model(text, num_classes if num_classes is not None else 11, seed=seed).to(device)
     if not path.exists():
         raise ModelLoadError(f"checkpoint {text} does not exist")
     if path.is_file() and _is_torchscript(path):

@@ -8,7 +8,7 @@ partial results and shards batches over ``torch.distributed`` ranks with
 results identical to one process. ``segrobust benchmark`` is a thin
 command-line layer over it.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> from segrobust.benchmark import evaluate

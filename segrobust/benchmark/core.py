@@ -76,7 +76,7 @@ class Condition:
 def build_conditions(attacks: Sequence[str], eps_list: Sequence[float], rain: Sequence[str]) -> list[Condition]:
     """Conditions in report order: clean, rain presets, attacks (each ε), positive attacks (each ε).
 
-    Example:
+    Examples:
         >>> [c.tag for c in build_conditions(["naa", "ama"], [4 / 255], ["heavy"])]
         ['clean', 'rain-heavy', 'naa@eps4', 'ama@eps4']
     """
@@ -304,7 +304,7 @@ def evaluate(
     Returns:
         :class:`~segrobust.benchmark.results.BenchmarkResults` (the same on every rank).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> model = nn.Conv2d(3, 2, 1)
@@ -464,11 +464,9 @@ def plan_evaluation(
         "dataset_type": type(dataset).__name__,
     }
     store = UnitStore(out_dir, manifest, resume, is_main=rank == 0)
-    if rank == 0:
-        store.prepare()
+    store.check()  # every rank: a mismatch fails all of them alike, before any collective
+    store.prepare()
     _barrier()
-    if rank != 0:
-        store.prepare()
 
     return BenchmarkPlan(
         model=model, dataset=dataset, conditions=conditions, batches=batches, mine=mine, settings=settings,

@@ -77,7 +77,7 @@ def default_dataset(
 ) -> Any:
     """Held-out SyntheticStreets scenes (``split="val"``) the default model never saw.
 
-    Example:
+    Examples:
         >>> data = default_dataset(2, size=(24, 32))
         >>> len(data), data[0]["image"].shape
         (2, torch.Size([3, 24, 32]))

@@ -35,7 +35,7 @@ def per_image_confusion(
     so per-image matrices can be regrouped (e.g. for a per-image worst case)
     and still give whole-set mIoU.
 
-    Example:
+    Examples:
         >>> import torch
         >>> pred = torch.tensor([[[0, 1]], [[1, 1]]])
         >>> target = torch.tensor([[[0, 0]], [[1, 255]]])
@@ -62,7 +62,7 @@ def worst_case_selection(accuracies: torch.Tensor) -> torch.Tensor:
     Args:
         accuracies: ``(A, N)`` per-image pixel accuracy of ``A`` attacks.
 
-    Example:
+    Examples:
         >>> import torch
         >>> worst_case_selection(torch.tensor([[0.5, 0.2, 0.3], [0.4, 0.2, 0.9]])).tolist()
         [1, 0, 0]
@@ -79,7 +79,7 @@ def worst_case_selection(accuracies: torch.Tensor) -> torch.Tensor:
 def unit_seed(seed: int, *parts: Union[int, str]) -> int:
     """A 63-bit seed from a run seed and a path of names/ints (stable across processes and runs).
 
-    Example:
+    Examples:
         >>> unit_seed(0, "naa", 2, 7) == unit_seed(0, "naa", 2, 7) != unit_seed(0, "naa", 2, 8)
         True
     """
@@ -93,7 +93,7 @@ def unit_seed(seed: int, *parts: Union[int, str]) -> int:
 def parse_eps(text: Union[str, float, int]) -> float:
     """An L∞ budget from ``"8/255"``, ``"0.03"`` or a number; it must lie in ``(0, 1]``.
 
-    Example:
+    Examples:
         >>> parse_eps("8/255") == 8 / 255
         True
         >>> parse_eps("8")
@@ -125,7 +125,7 @@ def parse_eps(text: Union[str, float, int]) -> float:
 def format_eps(eps: float) -> str:
     """``"8/255"`` when ``eps`` is a whole number of grey levels, else 4 significant digits.
 
-    Example:
+    Examples:
         >>> format_eps(8 / 255), format_eps(0.5 / 255), format_eps(0.01)
         ('8/255', '0.5/255', '0.01')
     """
@@ -141,7 +141,7 @@ def format_eps(eps: float) -> str:
 def eps_tag(eps: float) -> str:
     """A file-name-safe tag for ``eps`` (grey levels, '.' as 'p').
 
-    Example:
+    Examples:
         >>> eps_tag(8 / 255), eps_tag(0.5 / 255)
         ('eps8', 'eps0p5')
     """
@@ -151,7 +151,7 @@ def eps_tag(eps: float) -> str:
 def batch_indices(num_items: int, batch_size: int) -> list[list[int]]:
     """Consecutive batches of sample indices; batch ``b`` is the same whatever the number of processes.
 
-    Example:
+    Examples:
         >>> batch_indices(5, 2)
         [[0, 1], [2, 3], [4]]
     """
@@ -161,7 +161,7 @@ def batch_indices(num_items: int, batch_size: int) -> list[list[int]]:
 def amplify_perturbation(adversarial: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:
     """The perturbation mapped to ``[0, 1]`` for display: ``0.5 + (adv − clean) / (2·eps)``, mid-grey = unchanged.
 
-    Example:
+    Examples:
         >>> import torch
         >>> amplify_perturbation(torch.tensor([0.6]), torch.tensor([0.5]), 0.1).tolist()
         [1.0]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from segrobust.benchmark.functional import amplify_perturbation, format_eps
+from segrobust.benchmark.registry import ATTACKS
 from segrobust.benchmark.results import BenchmarkResults
 
 __all__ = ["class_palette", "plot_examples", "plot_miou_vs_eps", "plot_rain_examples"]
@@ -36,7 +37,7 @@ def _pyplot() -> Any:
 def class_palette(num_classes: int) -> list[tuple[int, int, int]]:
     """CamVid's colours for 11 classes, else matplotlib's ``tab20`` colours.
 
-    Example:
+    Examples:
         >>> class_palette(11)[3]
         (128, 64, 128)
     """
@@ -63,7 +64,7 @@ def _rgb(image: torch.Tensor) -> np.ndarray:
 def plot_miou_vs_eps(results: BenchmarkResults, path: Union[str, os.PathLike]) -> Path:
     """mIoU against ε per attack (worst case in black), and clean/rain mIoU as bars.
 
-    Example:
+    Examples:
         >>> plot_miou_vs_eps(results, "miou_vs_eps.png")  # doctest: +SKIP
     """
     plt = _pyplot()
@@ -81,8 +82,11 @@ def plot_miou_vs_eps(results: BenchmarkResults, path: Union[str, os.PathLike]) -
         keys = list(dict.fromkeys(row.key for row in attack_rows))
         for key in keys:
             rows = sorted((row for row in attack_rows if row.key == key), key=lambda r: r.eps)
-            xs = [0.0] + [row.eps * 255 for row in rows]
-            ys = [clean] + [row.miou * 100 for row in rows]
+            # at ε = 0 an L∞ attack leaves the clean image; RainAttack still rains, so it gets no such anchor
+            entry = ATTACKS.get(key)
+            anchored = entry is None or entry.in_worst_case or entry.positive
+            xs = ([0.0] if anchored else []) + [row.eps * 255 for row in rows]
+            ys = ([clean] if anchored else []) + [row.miou * 100 for row in rows]
             name = rows[0].name
             if key == "worst":
                 ax.plot(xs, ys, color="black", linestyle="--", linewidth=2.4, marker="X", markersize=8, label=name, zorder=5)
@@ -134,6 +138,11 @@ def _legend(fig: Any, class_names: list[str], palette: list[tuple[int, int, int]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
 
 
+def _legend_height(fig: Any) -> float:
+    """Fraction of the figure's height the two-row class legend needs (about 0.55 inch)."""
+    return min(0.25, 0.55 / fig.get_size_inches()[1])
+
+
 def plot_examples(
     results: BenchmarkResults, path: Union[str, os.PathLike], ignore_index: Optional[int] = None
 ) -> Optional[Path]:
@@ -176,7 +185,7 @@ def plot_examples(
                 ax.set_title(columns[j], fontsize=8)
         axes[i][2].set_xlabel(f"{adversarial['attack'][i]} ε={format_eps(eps)}", fontsize=8)
     _legend(fig, results.class_names, palette)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, _legend_height(fig), 1, 1))
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -213,7 +222,7 @@ def plot_rain_examples(
         axes[2 * i][0].set_ylabel("image", fontsize=8)
         axes[2 * i + 1][0].set_ylabel("prediction", fontsize=8)
     _legend(fig, results.class_names, palette)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, _legend_height(fig), 1, 1))
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -119,7 +119,7 @@ def register_attack(
     The class must take ``(model, eps=, alpha=, steps=, random_start=, ignore_index=)``
     like the attacks in :mod:`segrobust.attacks`; ``defaults`` adds keyword arguments.
 
-    Example:
+    Examples:
         >>> entry = register_attack("naa2", "NAA-copy", "segrobust.attacks", "NAA")
         >>> entry.available
         True
@@ -168,7 +168,7 @@ register_attack(
 def available_attacks() -> list[str]:
     """Keys of the attacks whose implementation exists, in report order.
 
-    Example:
+    Examples:
         >>> {"naa", "segpgd", "cospgd", "eroseg", "ama"} <= set(available_attacks())
         True
     """
@@ -178,7 +178,7 @@ def available_attacks() -> list[str]:
 def resolve_attacks(names: Union[str, list[str], tuple[str, ...], None]) -> list[str]:
     """Attack keys from ``"all"``, ``"none"``, a comma-separated string or a list (case-insensitive).
 
-    Example:
+    Examples:
         >>> resolve_attacks("NAA, segpgd")
         ['naa', 'segpgd']
         >>> resolve_attacks("pgd")
@@ -221,7 +221,7 @@ def available_rain_presets() -> list[str]:
 def resolve_rain_presets(names: Union[str, list[str], tuple[str, ...], None]) -> list[str]:
     """Preset names from ``"all"``, ``"none"``, a comma-separated string or a list.
 
-    Example:
+    Examples:
         >>> resolve_rain_presets("heavy,light")
         ['light', 'heavy']
     """
@@ -261,7 +261,7 @@ DEFENSES: dict[str, DefenseEntry] = {}
 def register_defense(key: str, load: Callable[..., nn.Module], description: str = "") -> DefenseEntry:
     """Add (or replace) a ``--defense`` kind.
 
-    Example:
+    Examples:
         >>> entry = register_defense("identity", lambda model, path, **kw: model)
         >>> sorted(DEFENSES)[:2]
         ['depth', 'identity']
@@ -343,7 +343,7 @@ def register_recipe(
 ) -> RecipeEntry:
     """Add (or replace) a ``segrobust train`` recipe.
 
-    Example:
+    Examples:
         >>> RECIPES["standard"].available
         True
     """

@@ -68,7 +68,8 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
             "\nColumns: image, its prediction, the adversarial image of the strongest attack for that image at the "
             "largest ε, the perturbation scaled so ±ε spans black to white, the prediction on it, the ground truth.",
         )
-    chosen = [clean, *[row for row in results.rows if row.kind == "rain"][-1:], *worst[-1:]]
+    rain = sorted((row for row in results.rows if row.kind == "rain"), key=lambda row: row.miou)
+    chosen = [clean, *rain[:1], *worst[-1:]]  # clean, the hardest rain, the strongest worst case
     lines += ["## Per-class IoU (%)", "", "| Class | " + " | ".join(row.label for row in chosen) + " |", "|---|" + "---:|" * len(chosen)]
     for c, name in enumerate(results.class_names):
         lines.append(f"| {name} | " + " | ".join(_pct(row.iou[c]) for row in chosen) + " |")

@@ -80,7 +80,7 @@ class BenchmarkResults:
     Rows come in report order: clean, rain presets, then per attack its ε
     values, the positive attacks (AMA), and the worst case per ε.
 
-    Example:
+    Examples:
         >>> results = BenchmarkResults.load("results.json")  # doctest: +SKIP
         >>> results.row("worst", eps=8 / 255).miou  # doctest: +SKIP
     """

@@ -88,28 +88,34 @@ class UnitStore:
         self.resume = resume
         self.is_main = is_main
 
+    def check(self) -> None:
+        """With ``resume``: refuse a folder whose manifest differs. Read-only, so every rank may call it."""
+        if self.root is None or not self.resume:
+            return
+        manifest_path = self.root / _MANIFEST
+        if not manifest_path.exists():
+            return
+        try:
+            stored = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            stored = None
+        if stored != self.manifest:
+            differing = sorted(
+                key
+                for key in set(stored or {}) | set(self.manifest)
+                if (stored or {}).get(key) != self.manifest.get(key)
+            )
+            raise ResumeMismatchError(
+                f"cannot resume: {self.root.parent} holds results made with other settings "
+                f"({', '.join(differing) or 'unreadable manifest'} differ); use another --out or drop --resume"
+            )
+
     def prepare(self) -> None:
-        """Check (resume) or reset (fresh run) the partial folder; call on every rank, main rank first."""
-        if self.root is None:
+        """Main rank only, after :meth:`check`: start a fresh partial folder unless resuming one."""
+        if self.root is None or not self.is_main:
             return
         manifest_path = self.root / _MANIFEST
         if self.resume and manifest_path.exists():
-            try:
-                stored = json.loads(manifest_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                stored = None
-            if stored != self.manifest:
-                differing = sorted(
-                    key
-                    for key in set(stored or {}) | set(self.manifest)
-                    if (stored or {}).get(key) != self.manifest.get(key)
-                )
-                raise ResumeMismatchError(
-                    f"cannot resume: {self.root.parent} holds results made with other settings "
-                    f"({', '.join(differing) or 'unreadable manifest'} differ); use another --out or drop --resume"
-                )
-            return
-        if not self.is_main:
             return
         if self.root.exists():
             shutil.rmtree(self.root)
