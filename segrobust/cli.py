@@ -439,6 +439,9 @@ def _train(args: argparse.Namespace) -> int:
             kwargs["alpha"] = args.alpha
     model.train()
     history = entry.function()(model, loader, **kwargs)
+    defended = None
+    if isinstance(history, tuple):  # recipes that build a defence return (defended model, history)
+        defended, history = history
     if is_main_process():
         metadata = {"recipe": key, "dataset": data_name, "epochs": args.epochs, "seed": args.seed,
                     "history": json.loads(json.dumps(history, default=float))}
@@ -447,7 +450,13 @@ def _train(args: argparse.Namespace) -> int:
         last = history[-1] if history else {}
         scores = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float) and ("miou" in k or k == "loss"))
         print(f"trained {key} for {args.epochs} epoch(s) on {data_name}: {scores}")
-        print(f"saved {path}; evaluate it with: segrobust benchmark --model {path}")
+        if key == "pearl" and defended is not None:
+            from segrobust.defenses.pearl_training import save_pearl_defense
+
+            defense = save_pearl_defense(defended.derainer, out / "defense.pt")
+            print(f"saved {path} and {defense}; evaluate with: segrobust benchmark --model {path} --defense pearl:{defense}")
+        else:
+            print(f"saved {path}; evaluate it with: segrobust benchmark --model {path}")
     return 0
 
 

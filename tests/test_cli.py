@@ -163,3 +163,14 @@ def test_benchmark_camvid_example_runs_fast(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Worst case" in result.stdout
     assert (tmp_path / "example" / "report.md").exists()
+
+
+def test_train_pearl_then_benchmark_with_the_defence(tmp_path):
+    train = _run(["train", "--recipe", "pearl", "--fast", "--out", str(tmp_path / "pearl"), "--no-progress"])
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert (tmp_path / "pearl" / "defense.pt").exists()
+    bench = _run(["benchmark", "--fast", "--model", str(tmp_path / "pearl" / "model.pt"), "--attacks", "naa",
+                  "--defense", f"pearl:{tmp_path / 'pearl' / 'defense.pt'}", "--out", str(tmp_path / "bench"),
+                  "--no-progress"])
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    assert (tmp_path / "bench" / "results.json").exists()

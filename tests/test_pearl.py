@@ -118,3 +118,18 @@ def test_train_nat_runs_on_rainy_adversarial_batches(trained_tiny, blobs):
 def test_ama_target_dataset_checks_length():
     with pytest.raises(ValueError, match="targets"):
         AMATargetDataset([1, 2], torch.zeros(3, 3, 2, 2))
+
+
+def test_pearl_defense_checkpoint_round_trip(tmp_path, trained_tiny):
+    from segrobust.defenses.pearl_training import load_pearl_defense, save_pearl_defense
+
+    derainer = ResidualUNet(width=8)
+    torch.nn.init.normal_(derainer.out.weight, std=0.02)
+    path = save_pearl_defense(derainer, tmp_path / "defense.pt", "unet", width=8)
+    loaded = load_pearl_defense(trained_tiny, path)
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), PEARL(trained_tiny, derainer).eval()(x))
+    torch.save({"not": "a defence"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a PEARL defence checkpoint"):
+        load_pearl_defense(trained_tiny, tmp_path / "other.pt")

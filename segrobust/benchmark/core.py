@@ -165,19 +165,9 @@ def _versions() -> dict[str, str]:
 
 def _rain_ranges(name: str, height: int, reference_height: Optional[int]) -> dict[str, Any]:
     """The preset's ranges, streak lengths scaled from ``reference_height`` to the image height."""
-    from segrobust.rain import RAIN_PARAM_BOUNDS, RAIN_PRESETS
+    from segrobust.rain import RAIN_PRESETS, scale_rain_ranges
 
-    ranges = dict(RAIN_PRESETS[name])
-    if reference_height:
-        low_bound, high_bound = RAIN_PARAM_BOUNDS["length"]
-        scale = height / reference_height
-        length = ranges["length"]
-        low, high = (length, length) if isinstance(length, (int, float)) else length
-        ranges["length"] = (
-            min(max(low * scale, low_bound), high_bound),
-            min(max(high * scale, low_bound), high_bound),
-        )
-    return ranges
+    return scale_rain_ranges(name, height, reference_height) if reference_height else dict(RAIN_PRESETS[name])
 
 
 def _rainy(

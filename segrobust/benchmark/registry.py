@@ -303,7 +303,7 @@ def _load_depth_defense(model: nn.Module, path: Union[str, os.PathLike], **_: An
 
 def _load_pearl_defense(model: nn.Module, path: Union[str, os.PathLike], **kwargs: Any) -> nn.Module:
     """PEARL: a derain network in front of the model (``f ∘ D``), loaded by ``segrobust.defenses.pearl``."""
-    loader = _import_attr("segrobust.defenses.pearl", "load_pearl_defense")
+    loader = _import_attr("segrobust.defenses.pearl_training", "load_pearl_defense")
     return loader(model, path, **kwargs)
 
 
@@ -356,5 +356,5 @@ register_recipe("standard", "segrobust.training", "train_standard", "masked cros
 register_recipe("pgd_at", "segrobust.training", "train_pgd_at", "Madry PGD adversarial training (NAA inner maximiser)", adversarial=True)
 register_recipe("eroseg_at", "segrobust.training", "train_eroseg_at", "adversarial training with EroSeg", adversarial=True)
 register_recipe("nat", "segrobust.training", "train_pgd_at", "NAT: PGD-AT on rainy images (PEARL's baseline)", adversarial=True, rain=True)
-register_recipe("pearl", "segrobust.defenses.pearl", "train_pearl", "PEARL: train a derain preprocessor in front of a frozen model", adversarial=True, rain=True)
-register_recipe("depth", "segrobust.defenses.depth", "train_depth_multitask", "SGDepth multi-task training (needs frame triplets)")
+register_recipe("pearl", "segrobust.defenses.pearl_training", "pearl_recipe", "PEARL+AMA: train a PReNet derainer in front of the frozen model", adversarial=True, rain=True)
+register_recipe("depth", "segrobust.defenses.depth.training", "depth_recipe", "SGDepth multi-task training on the data's frame triplets")

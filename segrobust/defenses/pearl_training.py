@@ -30,7 +30,15 @@ from segrobust.defenses.pearl import PEARL
 from segrobust.training import AdversarialTrainer, as_batch, masked_cross_entropy, poly_lr
 from segrobust.utils import model_mode_preserved, segmentation_logits
 
-__all__ = ["AMATargetDataset", "compute_ama_targets", "train_nat", "train_pearl"]
+__all__ = [
+    "AMATargetDataset",
+    "compute_ama_targets",
+    "load_pearl_defense",
+    "pearl_recipe",
+    "save_pearl_defense",
+    "train_nat",
+    "train_pearl",
+]
 
 RainSpec = Union[str, Mapping[str, Any], nn.Module, None]
 
@@ -289,3 +297,61 @@ def train_pearl(
         for p, flag in zip(segmenter.parameters(), flags):
             p.requires_grad_(flag)
     return pearl, history
+
+
+PEARL_CHECKPOINT_FORMAT = "segrobust.pearl.v1"
+
+
+def save_pearl_defense(derainer: nn.Module, path: Union[str, os.PathLike], name: str = "prenet",
+                       **derainer_kwargs: Any) -> Path:
+    """Write a derainer checkpoint that ``segrobust benchmark --defense pearl:PATH`` loads.
+
+    Examples:
+        >>> save_pearl_defense(pearl.derainer, "runs/pearl/defense.pt")  # doctest: +SKIP
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": PEARL_CHECKPOINT_FORMAT, "derainer": name, "derainer_kwargs": dict(derainer_kwargs),
+               "state_dict": derainer.state_dict()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_pearl_defense(model: nn.Module, path: Union[str, os.PathLike], **_: Any) -> PEARL:
+    """``PEARL(model, derainer)`` with the derainer of a :func:`save_pearl_defense` checkpoint.
+
+    Examples:
+        >>> defended = load_pearl_defense(segmenter, "runs/pearl/defense.pt")  # doctest: +SKIP
+    """
+    from segrobust.defenses.derain import build_derainer
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, Mapping) or payload.get("format") != PEARL_CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a PEARL defence checkpoint (write one with save_pearl_defense)")
+    derainer = build_derainer(payload["derainer"], **payload.get("derainer_kwargs", {}))
+    derainer.load_state_dict(payload["state_dict"])
+    device = next(model.parameters()).device
+    return PEARL(model, derainer.to(device)).eval()
+
+
+def pearl_recipe(model: nn.Module, train_loader: Any, *, epochs: int = 1, eps: float = 4 / 255, steps: int = 3,
+                 alpha: Optional[float] = None, input_transform: Optional[nn.Module] = None, ama: bool = True,
+                 derainer: str = "prenet", num_classes: Optional[int] = None,
+                 trainer_kwargs: Optional[Mapping[str, Any]] = None, **_: Any) -> tuple[PEARL, list[dict[str, Any]]]:
+    """The ``segrobust train --recipe pearl`` entry: PEARL+AMA with a fresh derainer in front of ``model``.
+
+    Returns ``(PEARL(model, derainer), history)``; the CLI saves the derainer
+    with :func:`save_pearl_defense`.
+    """
+    from segrobust.defenses.derain import build_derainer
+
+    batch_size = getattr(train_loader, "batch_size", None) or 8
+    data = train_loader.dataset if isinstance(train_loader, DataLoader) else train_loader
+    kwargs = dict(trainer_kwargs or {})
+    kwargs.pop("batch_size", None)
+    return train_pearl(model, build_derainer(derainer), data, ama=ama, rain=input_transform, eps=eps, alpha=alpha,
+                       steps=steps, epochs=epochs, batch_size=batch_size, num_classes=num_classes,
+                       cache_dir=Path(kwargs.get("checkpoint_dir") or ".") / "ama_cache", trainer_kwargs=kwargs)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from segrobust.defenses.depth.modules import DepthLoss, PoseNet
 from segrobust.defenses.depth.multitask import DepthMultiTask, DepthMultiTaskCriterion
 
-__all__ = ["TripletSegmentationView", "train_depth_multitask"]
+__all__ = ["TripletSegmentationView", "depth_recipe", "train_depth_multitask", "triplets_like"]
 
 
 class TripletSegmentationView(Dataset):
@@ -132,3 +132,48 @@ def train_depth_multitask(
         loss_fn=criterion, **kwargs,
     )
     return model, trainer.fit()
+
+
+def triplets_like(dataset: Any) -> Any:
+    """The frame-triplet dataset behind a segmentation dataset (SyntheticStreets or CamVid), same split and size.
+
+    Examples:
+        >>> from segrobust.datasets import SyntheticStreets
+        >>> type(triplets_like(SyntheticStreets(4, (32, 48)))).__name__
+        'SyntheticStreetTriplets'
+    """
+    from torch.utils.data import Subset
+
+    from segrobust.datasets import CamVid, CamVidTriplets, SyntheticStreets, SyntheticStreetTriplets
+
+    if isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    if len(dataset) and "frames" in dataset[0]:
+        return dataset
+    if isinstance(dataset, SyntheticStreets):
+        return SyntheticStreetTriplets(len(dataset), dataset.size, seed=dataset.seed, split=dataset.split)
+    if isinstance(dataset, CamVid):
+        return CamVidTriplets(dataset.root, dataset.split, size=dataset.size)
+    raise ValueError(
+        f"depth multi-task training needs video frame triplets; {type(dataset).__name__} has none "
+        "(use the synthetic or camvid data sets)"
+    )
+
+
+def depth_recipe(model: nn.Module, train_loader: Any, *, epochs: int = 1, num_classes: Optional[int] = None,
+                 trainer_kwargs: Optional[Mapping[str, Any]] = None, **_: Any) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """The ``segrobust train --recipe depth`` entry: joint training on the triplets behind the loader's data.
+
+    ``model`` (an smp model) is trained in place through a :class:`DepthMultiTask`
+    wrapper sharing its modules; returns ``(model, history)``.
+    """
+    batch_size = getattr(train_loader, "batch_size", None) or 8
+    data = triplets_like(train_loader.dataset if isinstance(train_loader, DataLoader) else train_loader)
+    kwargs = dict(trainer_kwargs or {})
+    eval_loader = kwargs.get("eval_loader")
+    if eval_loader is not None:
+        eval_data = eval_loader.dataset if isinstance(eval_loader, DataLoader) else eval_loader
+        kwargs["eval_loader"] = DataLoader(eval_data, batch_size=batch_size)
+    _, history = train_depth_multitask(model, data, epochs=epochs, batch_size=batch_size, num_classes=num_classes,
+                                       trainer_kwargs=kwargs)
+    return model, history
