@@ -33,7 +33,7 @@ def attack_strength(r: dict) -> str:
 
 
 def _order(name: str) -> int:
-    order = ["PGD", "NAA", "SegPGD", "CosPGD", "EroSeg"]
+    order = ["PGD", "NAA", "SegPGD", "CosPGD", "EroSeg", "EroSeg-tuned"]
     return order.index(name) if name in order else len(order)
 
 
@@ -71,7 +71,9 @@ def main() -> None:
         if name not in RENDERERS or not path.exists():
             continue
         result = json.loads(path.read_text())
-        print(f"### {name}\n\n`{result['command'].strip()}`\n\n{RENDERERS[name](result)}\n")
+        commands = [result["command"].strip(), *result.get("appended_commands", [])]
+        listing = "\n".join(f"`{c.strip()}`" for c in commands)
+        print(f"### {name}\n\n{listing}\n\n{RENDERERS[name](result)}\n")
 
 
 if __name__ == "__main__":
