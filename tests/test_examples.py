@@ -33,3 +33,8 @@ def test_compare_attacks_example_writes_figure(tmp_path):
 @pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
 def test_every_example_has_a_fast_mode(script):
     assert "--fast" in (EXAMPLES / script).read_text(), f"{script} must accept --fast"
+
+
+def test_pearl_defense_example():
+    out = _run("pearl_defense.py")
+    assert "PEARL (+AMA)" in out and "segmenter alone" in out
