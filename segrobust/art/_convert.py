@@ -14,6 +14,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from segrobust.utils import predicted_classes
 from segrobust.validation import check_class_ids
 
 __all__ = ["ArrayLike", "as_image_tensor", "as_mask_tensor", "clip_bounds"]
@@ -155,7 +156,7 @@ def as_mask_tensor(
                 f"{name} of shape {tuple(tensor.shape)} looks like (N, K, H, W) scores but K={tensor.shape[1]} "
                 f"differs from nb_classes={nb_classes}; pass masks (N, H, W) of class ids"
             )
-        tensor = tensor.argmax(dim=1)
+        tensor = predicted_classes(tensor)
     elif tensor.dim() != 3:
         raise ValueError(
             f"{name} must be masks (N, H, W) of class ids (or (N, K, H, W) scores), got shape {tuple(tensor.shape)}"

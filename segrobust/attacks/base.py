@@ -12,7 +12,7 @@ from torchattacks.attack import Attack as _TorchattacksAttack
 
 from segrobust.attacks import functional as AF
 from segrobust.metrics.functional import per_image_pixel_accuracy
-from segrobust.utils import model_mode_preserved, segmentation_logits
+from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
 from segrobust.validation import check_class_ids, check_images, check_masks, check_unit_interval
 
 __all__ = ["AttackStats", "IterateTracker", "LinfSegAttack", "SafeAttributeMixin", "SegAttack"]
@@ -201,7 +201,7 @@ class SegAttack(SafeAttributeMixin, _TorchattacksAttack):
     ) -> tuple[torch.Tensor, AttackStats]:
         if labels is None:
             with torch.no_grad():
-                labels = self._logits(images).argmax(dim=1)
+                labels = predicted_classes(self._logits(images))
         elif not (self.targeted and self.attack_mode == "targeted(label)"):
             self._pending_checks.append(("masks", labels))
         if self.targeted:
@@ -242,7 +242,7 @@ class SegAttack(SafeAttributeMixin, _TorchattacksAttack):
         with torch.no_grad():
             logits = self._logits(images)
         if labels is None:
-            labels = logits.argmax(dim=1)
+            labels = predicted_classes(logits)
         return logits, labels
 
     @torch.no_grad()

@@ -14,6 +14,8 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
+from segrobust.utils import predicted_classes
+
 __all__ = [
     "cospgd_weights",
     "dilate_mask",
@@ -79,7 +81,7 @@ def weighted_pixel_loss(
 
 def success_mask(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False) -> torch.Tensor:
     """Pixels where the attack already succeeds: wrong (untargeted) or on target (targeted)."""
-    pred = logits.argmax(dim=1)
+    pred = predicted_classes(logits)
     return pred == labels if targeted else pred != labels
 
 

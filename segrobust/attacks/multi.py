@@ -9,7 +9,7 @@ import torchattacks
 
 from segrobust.attacks.base import SafeAttributeMixin, SegAttack
 from segrobust.metrics.functional import per_image_pixel_accuracy
-from segrobust.utils import model_mode_preserved, segmentation_logits
+from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
 
 __all__ = ["SegMultiAttack"]
 
@@ -43,7 +43,7 @@ class SegMultiAttack(SafeAttributeMixin, torchattacks.MultiAttack):
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         if labels is None:
             with torch.no_grad():
-                labels = segmentation_logits(self.get_logits(images.to(self.device))).argmax(1)
+                labels = predicted_classes(segmentation_logits(self.get_logits(images.to(self.device))))
         best = images.detach().clone()
         best_acc = torch.full((images.shape[0],), float("inf"), device=images.device)
         for attack in self.attacks:

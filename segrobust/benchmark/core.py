@@ -40,7 +40,7 @@ from segrobust.metrics.functional import (
     per_image_pixel_accuracy,
     pixel_accuracy,
 )
-from segrobust.utils import model_mode_preserved, segmentation_logits
+from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
 from segrobust.validation import check_class_ids
 
 __all__ = ["DEFAULT_EPS", "BenchmarkPlan", "Condition", "DataError", "build_conditions", "evaluate", "plan_evaluation", "run_plan"]
@@ -544,7 +544,7 @@ def run_plan(plan: BenchmarkPlan) -> BenchmarkResults:
                     shown = attack(images, masks)
             with torch.no_grad():
                 logits = segmentation_logits(model(shown))
-        pred = logits.argmax(dim=1)
+        pred = predicted_classes(logits)
         unit: dict[str, Any] = {
             "indices": batch["index"].clone(),
             "confusion": BF.per_image_confusion(pred, masks, num_classes, ignore_index).cpu(),

@@ -14,6 +14,8 @@ from typing import Union
 import numpy as np
 import torch
 
+from segrobust.utils import predicted_classes
+
 __all__ = [
     "amplify_perturbation",
     "batch_indices",
@@ -43,7 +45,7 @@ def per_image_confusion(
         [[[1, 1], [0, 0]], [[0, 0], [0, 1]]]
     """
     if pred.dim() == 4:
-        pred = pred.argmax(dim=1)
+        pred = predicted_classes(pred)
     if pred.shape != target.shape or pred.dim() != 3:
         raise ValueError(f"pred and target must both be (N, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}")
     n = pred.shape[0]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from segrobust.utils import predicted_classes
+
 __all__ = [
     "class_iou",
     "confusion_matrix",
@@ -21,7 +23,7 @@ __all__ = [
 def _as_prediction(pred: torch.Tensor) -> torch.Tensor:
     """Accept class ids ``(N, H, W)`` or logits ``(N, K, H, W)``."""
     if pred.dim() == 4:
-        return pred.argmax(dim=1)
+        return predicted_classes(pred)
     if pred.dim() == 3:
         return pred
     raise ValueError(f"pred must be class ids (N, H, W) or logits (N, K, H, W), got shape {tuple(pred.shape)}")
