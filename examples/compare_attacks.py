@@ -16,15 +16,15 @@ import argparse
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import segmentation_models_pytorch as smp  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+import matplotlib.pyplot as plt
+import segmentation_models_pytorch as smp
+import torch
+from torch.utils.data import DataLoader
 
-from segrobust.attacks import AMA, NAA, CosPGD, EroSeg, SegPGD  # noqa: E402
-from segrobust.datasets import SyntheticStreets, colorize  # noqa: E402
-from segrobust.metrics import ConfusionMatrix  # noqa: E402
-from segrobust.training import train_standard  # noqa: E402
+from segrobust.attacks import AMA, NAA, CosPGD, EroSeg, SegPGD
+from segrobust.datasets import SyntheticStreets, colorize
+from segrobust.metrics import ConfusionMatrix
+from segrobust.training import train_standard
 
 
 def main() -> None:

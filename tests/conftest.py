@@ -69,7 +69,7 @@ def train_segmenter(model: nn.Module, images: torch.Tensor, masks: torch.Tensor,
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    for step in range(steps):
+    for _ in range(steps):
         idx = torch.randint(0, images.shape[0], (batch,))
         out = model(images[idx])
         out = out[0] if isinstance(out, tuple) else out

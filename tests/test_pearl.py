@@ -11,7 +11,12 @@ from conftest import NUM_CLASSES
 from segrobust.attacks import NAA
 from segrobust.defenses import PEARL
 from segrobust.defenses.derain import PReNet, ResidualUNet, build_derainer
-from segrobust.defenses.pearl_training import AMATargetDataset, compute_ama_targets, train_nat, train_pearl
+from segrobust.defenses.pearl_training import (
+    AMATargetDataset,
+    compute_ama_targets,
+    train_nat,
+    train_pearl,
+)
 from segrobust.metrics import per_image_pixel_accuracy
 
 
