@@ -30,7 +30,7 @@ def make_blobs(n: int, size: int = 32, seed: int = 0, noise: float = 0.06) -> tu
             h, w = (int(v) for v in torch.randint(size // 6, size // 2, (2,), generator=g))
             top, left = int(torch.randint(0, size - h, (1,), generator=g)), int(torch.randint(0, size - w, (1,), generator=g))
             masks[i, top : top + h, left : left + w] = cls
-    images = _CLASS_COLOURS[masks].permute(0, 3, 1, 2).clone()
+    images = _CLASS_COLOURS[masks].permute(0, 3, 1, 2).contiguous()
     images += noise * torch.randn(images.shape, generator=g)
     return images.clamp(0, 1), masks
 

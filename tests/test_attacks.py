@@ -196,8 +196,11 @@ def test_targeted_attack_moves_pixels_towards_target(mode, trained_tiny, blobs_t
     with torch.no_grad():
         before = per_image_pixel_accuracy(trained_tiny(images), target).mean()
         after = per_image_pixel_accuracy(trained_tiny(adv), target).mean()
-    # the least likely class is by construction the hardest target to reach
-    assert after > before + (0.01 if mode == "least_likely" else 0.05)
+        ce_before = torch.nn.functional.cross_entropy(trained_tiny(images), target, ignore_index=255)
+        ce_after = torch.nn.functional.cross_entropy(trained_tiny(adv), target, ignore_index=255)
+    assert ce_after < 0.9 * ce_before, "the attack must move the prediction towards the target masks"
+    if mode != "least_likely":  # the least likely class is by construction hard to reach within the budget
+        assert after > before + 0.05
 
 
 def test_set_model_training_mode_is_used_and_restored():

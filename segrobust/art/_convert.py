@@ -91,7 +91,7 @@ def as_image_tensor(
     if isinstance(x, np.ndarray):
         tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     else:
-        tensor = x.detach().to(torch.float32)
+        tensor = x.detach().to(torch.float32).contiguous()  # same memory layout (and numbers) as the numpy path
     tensor = tensor.to(device)
     if not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"{name} contains NaN or Inf values")

@@ -177,7 +177,8 @@ class SegAttack(SafeAttributeMixin, _TorchattacksAttack):
             if labels is not None:
                 check_masks(labels, images, "masks")
             device = self.device if self.device is not None else images.device
-            x = pixels.detach().to(device).clamp(0, 1)
+            # contiguous: results must not depend on the caller's memory layout
+            x = pixels.detach().to(device).clamp(0, 1).contiguous()
             y = labels.detach().to(device) if labels is not None else None
             if normalised:
                 self._set_normalization_applied(False)
