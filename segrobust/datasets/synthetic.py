@@ -16,7 +16,7 @@ exact.
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple, Union
+from typing import Any, Dict, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -191,6 +191,25 @@ def _check_index(index: object, length: int) -> int:
     return index
 
 
+def _init_video_settings(
+    dataset: Any, size: Sequence[int], seed: int, speed: SpeedArg, frame_interval: float, split: str,
+    horizontal_fov_deg: float, max_depth: float, noise: bool, cache: bool,
+) -> None:
+    """Check and store the settings shared by the synthetic video data sets."""
+    dataset.size = check_size(size)
+    dataset.seed = _check_count(seed, "seed", 0)
+    dataset.speed = _check_speed(speed)
+    if not 0.0 < float(frame_interval) <= 2.0:
+        raise ValueError(f"frame_interval must be in (0, 2] seconds, got {frame_interval}")
+    dataset.frame_interval = float(frame_interval)
+    dataset.split = split
+    dataset._split_id = _check_split(split)
+    dataset.K = camera_intrinsics(dataset.size, horizontal_fov_deg)
+    dataset.max_depth = _check_max_depth(max_depth)
+    dataset.noise = bool(noise)
+    dataset._cache = _Cache(cache)
+
+
 class SyntheticStreetVideo(Dataset):
     """Sequences of consecutive frames driving down a synthetic street, with exact poses.
 
@@ -243,18 +262,7 @@ class SyntheticStreetVideo(Dataset):
     ) -> None:
         self.num_sequences = _check_count(num_sequences, "num_sequences", 0)
         self.length = _check_count(length, "length", 1)
-        self.size = check_size(size)
-        self.seed = _check_count(seed, "seed", 0)
-        self.speed = _check_speed(speed)
-        if not 0.0 < float(frame_interval) <= 2.0:
-            raise ValueError(f"frame_interval must be in (0, 2] seconds, got {frame_interval}")
-        self.frame_interval = float(frame_interval)
-        self.split = split
-        self._split_id = _check_split(split)
-        self.K = camera_intrinsics(self.size, horizontal_fov_deg)
-        self.max_depth = _check_max_depth(max_depth)
-        self.noise = bool(noise)
-        self._cache = _Cache(cache)
+        _init_video_settings(self, size, seed, speed, frame_interval, split, horizontal_fov_deg, max_depth, noise, cache)
 
     def __len__(self) -> int:
         return self.num_sequences
@@ -350,18 +358,7 @@ class SyntheticStreetTriplets(Dataset):
         cache: bool = True,
     ) -> None:
         self.n = _check_count(n, "n", 0)
-        self.size = check_size(size)
-        self.seed = _check_count(seed, "seed", 0)
-        self.speed = _check_speed(speed)
-        if not 0.0 < float(frame_interval) <= 2.0:
-            raise ValueError(f"frame_interval must be in (0, 2] seconds, got {frame_interval}")
-        self.frame_interval = float(frame_interval)
-        self.split = split
-        self._split_id = _check_split(split)
-        self.K = camera_intrinsics(self.size, horizontal_fov_deg)
-        self.max_depth = _check_max_depth(max_depth)
-        self.noise = bool(noise)
-        self._cache = _Cache(cache)
+        _init_video_settings(self, size, seed, speed, frame_interval, split, horizontal_fov_deg, max_depth, noise, cache)
 
     def __len__(self) -> int:
         return self.n
