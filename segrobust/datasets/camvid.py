@@ -22,12 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segrobust.datasets.functional import (
-    IGNORE_INDEX,
-    check_size,
-    resize_image,
-    resize_mask,
-)
+from segrobust.datasets._image_files import ImagePairStore
+from segrobust.datasets.functional import IGNORE_INDEX, check_size
 
 __all__ = ["CAMVID_HORIZONTAL_FOV_DEG", "CamVid", "CamVidTriplets", "camvid_intrinsics", "default_camvid_root"]
 
@@ -135,34 +131,6 @@ def _read_split(root: Path, split: str) -> List[Tuple[Path, Path]]:
     return pairs
 
 
-def _load_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"), dtype=np.uint8)
-
-
-def _load_labels(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        if img.mode not in ("L", "P", "I", "I;16"):
-            raise ValueError(
-                f"annotation {str(path)!r} has mode {img.mode!r}; expected a single-channel image of class ids"
-            )
-        return np.array(img)
-
-
-def _to_image_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
-
-
-def _map_void(labels: np.ndarray, ignore_index: int) -> torch.Tensor:
-    mask = torch.from_numpy(labels.astype(np.int64))
-    # Void (11) and anything beyond the 11 classes count as ignored.
-    return torch.where(mask >= CAMVID_VOID_ID, torch.full_like(mask, ignore_index), mask)
-
-
 def _check_ignore_index(ignore_index: object) -> int:
     if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool) or (
         0 <= ignore_index <= CAMVID_VOID_ID - 1
@@ -212,7 +180,7 @@ class CamVid(Dataset):
         self.pairs = _read_split(self.root, split)
         self.cache = bool(cache)
         self.transform = transform
-        self._store: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+        self._files = ImagePairStore(self.size, self.cache)
         self.names = [image.stem for image, _ in self.pairs]
 
     def __len__(self) -> int:
@@ -220,31 +188,9 @@ class CamVid(Dataset):
 
     def _raw(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Image float (3, H, W) and mask int64 (H, W) at the requested size."""
-        if index in self._store:
-            rgb, labels = self._store[index]
-            return _to_image_tensor(rgb), _map_void(labels, self.ignore_index)
-        image_path, mask_path = self.pairs[index]
-        rgb, labels = _load_rgb(image_path), _load_labels(mask_path)
-        if rgb.shape[:2] != labels.shape[:2]:
-            raise ValueError(
-                f"image {str(image_path)!r} is {rgb.shape[:2]} but its annotation {str(mask_path)!r} is "
-                f"{labels.shape[:2]}"
-            )
-        image = _to_image_tensor(rgb)
-        mask = torch.from_numpy(labels.astype(np.int64))
-        if self.size is not None:
-            image = resize_image(image, self.size)
-            mask = resize_mask(mask, self.size)
-        if self.cache:
-            # Stored as uint8 (4x smaller); returned from the stored copy so that
-            # the first and later epochs see identical values.
-            self._store[index] = (
-                (image * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy(),
-                mask.to(torch.int32).numpy(),
-            )
-            return self._raw(index)
-        mask = torch.where(mask >= CAMVID_VOID_ID, torch.full_like(mask, self.ignore_index), mask)
-        return image, mask
+        image, labels = self._files.load(index, *self.pairs[index])
+        # Void (11) and anything beyond the 11 classes count as ignored.
+        return image, torch.where(labels >= CAMVID_VOID_ID, torch.full_like(labels, self.ignore_index), labels)
 
     def __getitem__(self, index: int) -> dict:
         index = _index(index, len(self))

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from segrobust.datasets.camvid import _index, _load_labels, _load_rgb, _to_image_tensor
-from segrobust.datasets.functional import IGNORE_INDEX, check_size, resize_image, resize_mask
+from segrobust.datasets._image_files import ImagePairStore
+from segrobust.datasets.camvid import _index
+from segrobust.datasets.functional import IGNORE_INDEX, check_size
 
 __all__ = ["FolderDataset"]
 
@@ -97,45 +97,24 @@ class FolderDataset(Dataset):
         self.num_classes = num_classes
         self.cache = bool(cache)
         self.transform = transform
-        self._store: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+        self._files = ImagePairStore(self.size, self.cache, check_labels=self._check_labels)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _load(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        if index in self._store:
-            rgb, labels = self._store[index]
-            return _to_image_tensor(rgb), torch.from_numpy(labels.astype(np.int64))
-        image_path, mask_path = self.pairs[index]
-        rgb, labels = _load_rgb(image_path), _load_labels(mask_path)
-        if rgb.shape[:2] != labels.shape[:2]:
+    def _check_labels(self, labels: np.ndarray, mask_path: Path) -> None:
+        if self.num_classes is None:
+            return
+        bad = (labels >= self.num_classes) & (labels != self.ignore_index) | (labels < 0)
+        if bad.any():
+            values = sorted(set(np.unique(labels[bad]).tolist()))[:10]
             raise ValueError(
-                f"image {str(image_path)!r} is {rgb.shape[:2]} (H, W) but mask {str(mask_path)!r} is "
-                f"{labels.shape[:2]}"
+                f"mask {str(mask_path)!r} holds values {values} outside [0, {self.num_classes}) "
+                f"that are not ignore_index={self.ignore_index}"
             )
-        if self.num_classes is not None:
-            bad = (labels >= self.num_classes) & (labels != self.ignore_index) | (labels < 0)
-            if bad.any():
-                values = sorted(set(np.unique(labels[bad]).tolist()))[:10]
-                raise ValueError(
-                    f"mask {str(mask_path)!r} holds values {values} outside [0, {self.num_classes}) "
-                    f"that are not ignore_index={self.ignore_index}"
-                )
-        image = _to_image_tensor(rgb)
-        mask = torch.from_numpy(labels.astype(np.int64))
-        if self.size is not None:
-            image = resize_image(image, self.size)
-            mask = resize_mask(mask, self.size)
-        if self.cache:
-            self._store[index] = (
-                (image * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy(),
-                mask.to(torch.int32).numpy(),
-            )
-            return self._load(index)
-        return image, mask
 
     def __getitem__(self, index: int) -> dict:
         index = _index(index, len(self))
-        image, mask = self._load(index)
+        image, mask = self._files.load(index, *self.pairs[index])
         item = {"image": image, "mask": mask, "name": self.names[index]}
         return self.transform(item) if self.transform is not None else item
