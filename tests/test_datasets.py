@@ -459,3 +459,21 @@ def test_build_dataset(tmp_path, fake_camvid):
 def test_preview_grid_shape(streets):
     grid = preview_grid(streets, n=4, columns=2)
     assert grid.dtype == np.uint8 and grid.shape == (2 * SMALL[0], 2 * 3 * SMALL[1] + 4, 3)
+
+
+def test_cached_pairs_are_read_once_and_match_uncached(tmp_path, monkeypatch):
+    from segrobust.datasets import _image_files
+
+    root = _make_folder(tmp_path / "data")
+    uncached = FolderDataset(root, size=(5, 7))
+    cached = FolderDataset(root, size=(5, 7), cache=True)
+    reads = []
+    real_load_rgb = _image_files.load_rgb
+    monkeypatch.setattr(_image_files, "load_rgb", lambda path: reads.append(path) or real_load_rgb(path))
+    first, second = cached[1], cached[1]
+    assert len(reads) == 1
+    assert torch.equal(first["image"], second["image"]) and torch.equal(first["mask"], second["mask"])
+    reference = uncached[1]
+    # The cache stores uint8, so cached images differ from the float resize by at most half a grey level.
+    assert (first["image"] - reference["image"]).abs().max() <= 0.5 / 255 + 1e-6
+    assert torch.equal(first["mask"], reference["mask"])
