@@ -26,7 +26,8 @@ target masks when targeted).
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+import functools
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -83,24 +84,39 @@ def _restart_scores(attack: Any, adv: np.ndarray, masks: np.ndarray) -> np.ndarr
     return -scores if attack.targeted else scores
 
 
-def _keep_better(
-    attack: Any, best: np.ndarray, best_scores: Optional[np.ndarray], candidate: np.ndarray, masks: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    if best_scores is None:
-        best_scores = _restart_scores(attack, best, masks)
-    scores = _restart_scores(attack, candidate, masks)
-    better = scores < best_scores
-    best = best.copy()
-    best[better] = candidate[better]
-    return best, np.where(better, scores, best_scores)
+def _best_of_restarts(attack: Any, run_restart: Callable[[], np.ndarray], masks: np.ndarray) -> np.ndarray:
+    """Runs ``max(1, num_random_init)`` restarts; each image keeps its best one (by :func:`_restart_scores`)."""
+    best = run_restart()
+    best_scores: Optional[np.ndarray] = None
+    for _ in range(max(1, attack.num_random_init) - 1):
+        candidate = run_restart()
+        if best_scores is None:
+            best_scores = _restart_scores(attack, best, masks)
+        scores = _restart_scores(attack, candidate, masks)
+        better = scores < best_scores
+        best = np.where(better[:, None, None, None], candidate, best)
+        best_scores = np.where(better, scores, best_scores)
+    return best
 
 
-def _check_segmentation_x(x: Any) -> None:
-    if not isinstance(x, np.ndarray) or x.ndim != 4:
-        raise ValueError(f"x must be a numpy array (N, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+class _SegmentationTargets:
+    """Mask targets and the shared start of ``generate`` for the PGD adapters."""
+
+    def _set_targets(self, x: np.ndarray, y: Optional[np.ndarray], classifier_mixin: bool = True) -> np.ndarray:
+        return _segmentation_targets(self, x, y)
+
+    def _prepare(self, x: Any, y: Optional[Any], kwargs: dict) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """Validated ``x`` (ART's float dtype), int64 target masks and ART's perturbation ``mask``."""
+        if not isinstance(x, np.ndarray) or x.ndim != 4:
+            raise ValueError(f"x must be a numpy array (N, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+        mask = self._get_mask(x, **kwargs)
+        self._check_compatibility_input_and_eps(x=x)
+        self._random_eps()
+        targets = self._set_targets(x, y)
+        return x.astype(ART_NUMPY_DTYPE), targets, mask
 
 
-class SegmentationPGDNumpy(ProjectedGradientDescentNumpy):
+class SegmentationPGDNumpy(_SegmentationTargets, ProjectedGradientDescentNumpy):
     """ART's numpy PGD for segmentation estimators, with random init and restarts.
 
     Same arguments as ``ProjectedGradientDescentNumpy``. ``y`` are masks
@@ -122,19 +138,10 @@ class SegmentationPGDNumpy(ProjectedGradientDescentNumpy):
 
     _estimator_requirements = (BaseEstimator, LossGradientsMixin)
 
-    def _set_targets(self, x: np.ndarray, y: Optional[np.ndarray], classifier_mixin: bool = True) -> np.ndarray:
-        return _segmentation_targets(self, x, y)
-
     def generate(self, x: np.ndarray, y: Optional[np.ndarray] = None, **kwargs: Any) -> np.ndarray:
-        _check_segmentation_x(x)
-        mask = self._get_mask(x, **kwargs)
-        self._check_compatibility_input_and_eps(x=x)
-        self._random_eps()
-        targets = self._set_targets(x, y)
-        x = x.astype(ART_NUMPY_DTYPE)
-        best: Optional[np.ndarray] = None
-        best_scores: Optional[np.ndarray] = None
-        for _ in range(max(1, self.num_random_init)):
+        x, targets, mask = self._prepare(x, y, kwargs)
+
+        def run_restart() -> np.ndarray:
             adv = x.copy()
             momentum = np.zeros(adv.shape)
             for i_max_iter in range(self.max_iter):
@@ -151,16 +158,15 @@ class SegmentationPGDNumpy(ProjectedGradientDescentNumpy):
                     decay=self.decay,
                     momentum=momentum,
                 )
-            if best is None:
-                best = adv
-            else:
-                best, best_scores = _keep_better(self, best, best_scores, adv, targets)
+            return adv
+
+        best = _best_of_restarts(self, run_restart, targets)
         if self.summary_writer is not None:
             self.summary_writer.reset()
         return best
 
 
-class SegmentationPGDPyTorch(ProjectedGradientDescentPyTorch):
+class SegmentationPGDPyTorch(_SegmentationTargets, ProjectedGradientDescentPyTorch):
     """ART's PyTorch PGD for segmentation estimators (no ``ClassifierMixin`` needed).
 
     Same arguments and update as ``ProjectedGradientDescentPyTorch``; labels
@@ -181,16 +187,8 @@ class SegmentationPGDPyTorch(ProjectedGradientDescentPyTorch):
 
     _estimator_requirements = (BaseEstimator, LossGradientsMixin, PyTorchEstimator)
 
-    def _set_targets(self, x: np.ndarray, y: Optional[np.ndarray], classifier_mixin: bool = True) -> np.ndarray:
-        return _segmentation_targets(self, x, y)
-
     def generate(self, x: np.ndarray, y: Optional[np.ndarray] = None, **kwargs: Any) -> np.ndarray:
-        _check_segmentation_x(x)
-        mask = self._get_mask(x, **kwargs)
-        self._check_compatibility_input_and_eps(x=x)
-        self._random_eps()
-        targets = self._set_targets(x, y)
-        x = x.astype(ART_NUMPY_DTYPE)
+        x, targets, mask = self._prepare(x, y, kwargs)
         per_sample_mask = mask is not None and mask.ndim == x.ndim
         adv_x = x.copy()
         for batch_id, start in enumerate(range(0, x.shape[0], self.batch_size)):
@@ -206,15 +204,11 @@ class SegmentationPGDPyTorch(ProjectedGradientDescentPyTorch):
             eps, eps_step = self.eps, self.eps_step
             if isinstance(eps, np.ndarray) and eps.ndim == x.ndim and eps.shape[0] == x.shape[0]:
                 eps, eps_step = eps[start:stop], eps_step[start:stop]
-            best: Optional[np.ndarray] = None
-            best_scores: Optional[np.ndarray] = None
-            for _ in range(max(1, self.num_random_init)):
-                candidate = self._generate_batch(x=batch, targets=labels, mask=mask_batch, eps=eps, eps_step=eps_step)
-                if best is None:
-                    best = candidate
-                else:
-                    best, best_scores = _keep_better(self, best, best_scores, candidate, targets[start:stop])
-            adv_x[start:stop] = best
+            adv_x[start:stop] = _best_of_restarts(
+                self,
+                functools.partial(self._generate_batch, x=batch, targets=labels, mask=mask_batch, eps=eps, eps_step=eps_step),
+                targets[start:stop],
+            )
         if self.summary_writer is not None:
             self.summary_writer.reset()
         return adv_x
