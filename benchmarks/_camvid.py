@@ -24,8 +24,19 @@ RESULTS = REPO / "benchmarks" / "results"
 NUM_CLASSES = 11
 
 
+def random_flip(item: dict[str, Any]) -> dict[str, Any]:
+    """Horizontal flip, with probability 0.5, of every image-like entry (image, mask, AMA target) together.
+
+    Draws from the global torch RNG, so a resumed run replays it.
+    """
+    if torch.rand(()) < 0.5:
+        return {key: value.flip(-1) if torch.is_tensor(value) and value.ndim >= 2 else value
+                for key, value in item.items()}
+    return item
+
+
 class RandomFlip(Dataset):
-    """Horizontal flip of image and mask with probability 0.5 (global torch RNG: replayable under resume)."""
+    """A dataset whose items pass through :func:`random_flip`."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -34,11 +45,7 @@ class RandomFlip(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = dict(self.dataset[index])
-        if torch.rand(()) < 0.5:
-            item["image"] = item["image"].flip(-1)
-            item["mask"] = item["mask"].flip(-1)
-        return item
+        return random_flip(dict(self.dataset[index]))
 
 
 def camvid(split: str, size: tuple[int, int], root: Path = DEFAULT_CAMVID):

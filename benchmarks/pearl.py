@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _camvid import (
     CACHE,
     NUM_CLASSES,
-    RandomFlip,
     camvid,
     environment,
+    random_flip,
     trained_model,
     write_results,
 )
@@ -114,7 +114,7 @@ def main(argv=None):
             pearl = PEARL(segmenter, derainer)
         else:
             pearl, _history = train_pearl(
-                copy.deepcopy(segmenter), derainer, RandomFlip(train_set) if not ama else train_set, ama=ama,
+                copy.deepcopy(segmenter), derainer, train_set, ama=ama, transform=random_flip,
                 rain=ranges, eps=eps, steps=args.train_steps, epochs=args.epochs, cache_dir=CACHE,
                 trainer_kwargs={"progress": False, "checkpoint_dir": CACHE / f"{path.stem}_ckpt", "resume": True,
                                 "logger": lambda r: print(r, flush=True)}, **common,

@@ -138,3 +138,23 @@ def test_pearl_defense_checkpoint_round_trip(tmp_path, trained_tiny):
     torch.save({"not": "a defence"}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a PEARL defence checkpoint"):
         load_pearl_defense(trained_tiny, tmp_path / "other.pt")
+
+
+def test_train_pearl_transform_sees_ama_targets_and_refuses_loaders(tmp_path, trained_tiny, blobs):
+    images, masks = blobs
+    data = _Items(images[:8], masks[:8])
+    seen = []
+
+    def flip(item):
+        seen.append(sorted(item))
+        return {key: value.flip(-1) if torch.is_tensor(value) else value for key, value in item.items()}
+
+    train_pearl(
+        copy.deepcopy(trained_tiny), ResidualUNet(width=8), data, ama=True, rain="light", eps=2 / 255, steps=1,
+        ama_steps=1, epochs=1, batch_size=8, num_classes=NUM_CLASSES, cache_dir=tmp_path, transform=flip,
+        trainer_kwargs={"progress": False},
+    )
+    assert seen == [["image", "mask", "target"]] * 8
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    with pytest.raises(TypeError, match=r"transform.*map-style"):
+        train_pearl(copy.deepcopy(trained_tiny), ResidualUNet(width=8), loader, transform=flip, num_classes=NUM_CLASSES)

@@ -20,7 +20,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -205,6 +205,19 @@ class AMATargetDataset(Dataset):
         return item
 
 
+class _TransformedDataset(Dataset):
+    def __init__(self, dataset: Any, transform: Callable[[dict[str, Any]], dict[str, Any]]):
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        return self.transform(dict(item) if isinstance(item, Mapping) else {"image": item[0], "mask": item[1]})
+
+
 def _pearl_loss(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any], *, lambda_rec: float,
                 lambda_seg: float, ignore_index: int) -> dict[str, torch.Tensor]:
     target = batch["target"] if "target" in batch else batch["image"]
@@ -234,6 +247,7 @@ def train_pearl(
     num_classes: Optional[int] = None,
     ignore_index: int = 255,
     cache_dir: Union[str, os.PathLike, None] = None,
+    transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
     trainer_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> tuple[PEARL, list[dict[str, Any]]]:
     """Train a PEARL derainer in front of a frozen segmenter; returns ``(PEARL(segmenter, derainer), history)``.
@@ -252,6 +266,11 @@ def train_pearl(
         derainer: the image-to-image network ``D`` to train (e.g. ``PReNet()``).
         train_data: a map-style dataset of ``{"image", "mask"}`` items (needed
             for AMA targets), or a loader when ``ama=False``.
+        transform: optional augmentation applied to each training item (a
+            dict with ``"image"``, ``"mask"`` and, with ``ama=True``,
+            ``"target"``) after the AMA target is attached, so a geometric
+            augmentation must move ``"target"`` with the image. AMA targets
+            are computed on the un-augmented data. Needs a map-style dataset.
         trainer_kwargs: passed to :class:`~segrobust.training.AdversarialTrainer`
             (``eval_loader``, ``checkpoint_dir``, ``resume``, ``device``...).
 
@@ -276,6 +295,12 @@ def train_pearl(
                 device=trainer_kwargs.get("device"),
             )
             data = AMATargetDataset(train_data, targets)
+        if transform is not None:
+            if isinstance(data, DataLoader) or not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
+                raise TypeError("train_pearl(transform=...) needs a map-style dataset (indexable, with len), not a loader")
+            if not callable(transform):
+                raise TypeError(f"transform must be callable, got {type(transform).__name__}")
+            data = _TransformedDataset(data, transform)
         if not isinstance(data, DataLoader) and hasattr(data, "__getitem__"):
             trainer_kwargs.setdefault("batch_size", batch_size)
         view = _PEARLTrainingView(pearl)
