@@ -16,7 +16,7 @@ exact.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -191,6 +191,15 @@ def _check_index(index: object, length: int) -> int:
     return index
 
 
+def _render_poses(data: Any, scene: StreetScene, poses: Sequence[torch.Tensor], index: int) -> List[dict]:
+    """Renders ``scene`` from each camera pose of sample ``index``, with per-frame sensor noise seeds."""
+    outs = []
+    for k, pose in enumerate(poses):
+        noise_seed = (data.seed * 1_000_003 + index * 1009 + k * 7 + data._split_id) if data.noise else None
+        outs.append(render_street(scene, pose, data.K, data.size, max_depth=data.max_depth, noise_seed=noise_seed))
+    return outs
+
+
 def _init_video_settings(
     dataset: Any, size: Sequence[int], seed: int, speed: SpeedArg, frame_interval: float, split: str,
     horizontal_fov_deg: float, max_depth: float, noise: bool, cache: bool,
@@ -275,19 +284,12 @@ class SyntheticStreetVideo(Dataset):
 
     def _render(self, index: int) -> dict:
         scene, path = self._world(index)
-        frames, masks, depths, poses = [], [], [], []
-        for k in range(self.length):
-            pose = path.pose(k * self.frame_interval)
-            noise_seed = (self.seed * 1_000_003 + index * 1009 + k * 7 + self._split_id) if self.noise else None
-            out = render_street(scene, pose, self.K, self.size, max_depth=self.max_depth, noise_seed=noise_seed)
-            frames.append(out["image"])
-            masks.append(out["mask"])
-            depths.append(out["depth"])
-            poses.append(pose)
+        poses = [path.pose(k * self.frame_interval) for k in range(self.length)]
+        outs = _render_poses(self, scene, poses, index)
         return {
-            "frames": torch.stack(frames),
-            "masks": torch.stack(masks),
-            "depth": torch.stack(depths),
+            "frames": torch.stack([out["image"] for out in outs]),
+            "masks": torch.stack([out["mask"] for out in outs]),
+            "depth": torch.stack([out["depth"] for out in outs]),
             "K": self.K.clone(),
             "cam_to_world": torch.stack(poses),
             "name": f"synthetic_video_{self.split}_{self.seed}_{index:05d}",
@@ -370,16 +372,10 @@ class SyntheticStreetTriplets(Dataset):
         scene = sample_street_scene(rng, travel=self.speed[1] * self.frame_interval + 1.0)
         path = _Trajectory(scene, rng, self.speed)
         poses = [path.pose(k * self.frame_interval) for k in (-1, 0, 1)]
-        frames = []
-        current = None
-        for k, pose in enumerate(poses):
-            noise_seed = (self.seed * 1_000_003 + index * 1009 + k * 7 + self._split_id) if self.noise else None
-            out = render_street(scene, pose, self.K, self.size, max_depth=self.max_depth, noise_seed=noise_seed)
-            frames.append(out["image"])
-            if k == 1:
-                current = out
+        outs = _render_poses(self, scene, poses, index)
+        current = outs[1]
         return {
-            "frames": torch.stack(frames),
+            "frames": torch.stack([out["image"] for out in outs]),
             "mask": current["mask"],
             "depth": current["depth"],
             "K": self.K.clone(),
