@@ -199,10 +199,7 @@ class AMATargetDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.dataset[index]
-        item = dict(item) if isinstance(item, Mapping) else {"image": item[0], "mask": item[1]}
-        item["target"] = self.targets[index]
-        return item
+        return {**_item_dict(self.dataset[index]), "target": self.targets[index]}
 
 
 class _TransformedDataset(Dataset):
@@ -214,8 +211,12 @@ class _TransformedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.dataset[index]
-        return self.transform(dict(item) if isinstance(item, Mapping) else {"image": item[0], "mask": item[1]})
+        return self.transform(_item_dict(self.dataset[index]))
+
+
+def _item_dict(item: Any) -> dict[str, Any]:
+    """A fresh dict for a ``{"image", "mask", ...}`` item or an ``(image, mask)`` pair."""
+    return dict(item) if isinstance(item, Mapping) else {"image": item[0], "mask": item[1]}
 
 
 def _pearl_loss(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any], *, lambda_rec: float,
