@@ -76,6 +76,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3, help="NAT fine-tuning and derainer training epochs")
     parser.add_argument("--eps", type=float, default=4.0, help="in 1/255 units")
     parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--nat-lr", type=float, default=1e-4,
+                        help="NAT fine-tuning learning rate (as the PGD-AT fine-tuning of adversarial_training.py)")
     parser.add_argument("--rain", default="medium")
     parser.add_argument("--derainer", default="prenet")
     parser.add_argument("--threads", type=int, default=2)
@@ -99,10 +101,10 @@ def main(argv=None):
 
     def nat_recipe(model, loader, **kw):
         model.load_state_dict(segmenter.state_dict())  # NAT fine-tunes the standard model
-        kw["optimizer"] = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        kw["optimizer"] = torch.optim.Adam(model.parameters(), lr=args.nat_lr, weight_decay=1e-4)
         return train_nat(model, loader, rain=ranges, eps=eps, steps=args.train_steps, **kw)
 
-    nat, _ = trained_model(f"nat{args.eps:g}s{args.train_steps}-{args.rain}-from-e{args.base_epochs}", args.arch,
+    nat, _ = trained_model(f"nat{args.eps:g}s{args.train_steps}-lr{args.nat_lr:g}-{args.rain}-from-e{args.base_epochs}", args.arch,
                            args.encoder, size, args.epochs, nat_recipe)
     models["NAT"] = nat
     for ama in (False, True):
