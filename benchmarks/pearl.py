@@ -98,15 +98,17 @@ def main(argv=None):
         train_set, val = torch.utils.data.Subset(train_set, range(16)), torch.utils.data.Subset(val, range(8))
     common = {"num_classes": NUM_CLASSES}
     models = {"segmenter alone": segmenter}
+    train_seconds = {"segmenter alone": None}
 
     def nat_recipe(model, loader, **kw):
         model.load_state_dict(segmenter.state_dict())  # NAT fine-tunes the standard model
         kw["optimizer"] = torch.optim.Adam(model.parameters(), lr=args.nat_lr, weight_decay=1e-4)
         return train_nat(model, loader, rain=ranges, eps=eps, steps=args.train_steps, **kw)
 
-    nat, _ = trained_model(f"nat{args.eps:g}s{args.train_steps}-lr{args.nat_lr:g}-{args.rain}-from-e{args.base_epochs}", args.arch,
+    nat, nat_info = trained_model(f"nat{args.eps:g}s{args.train_steps}-lr{args.nat_lr:g}-{args.rain}-from-e{args.base_epochs}", args.arch,
                            args.encoder, size, args.epochs, nat_recipe)
     models["NAT"] = nat
+    train_seconds["NAT"] = nat_info.get("train_seconds")
     for ama in (False, True):
         name = "PEARL+AMA" if ama else "PEARL"
         path = CACHE / f"pearl{'-ama' if ama else ''}_{args.derainer}_{args.rain}_{size[0]}x{size[1]}_e{args.epochs}.pt"
@@ -123,11 +125,18 @@ def main(argv=None):
             )
             torch.save(derainer.state_dict(), path)
         models[name] = pearl.eval()
+        # Derainer training time from the trainer's own history (kept in its checkpoint, also for cached runs).
+        checkpoint = CACHE / f"{path.stem}_ckpt" / "last.pt"
+        if checkpoint.exists():
+            history = torch.load(checkpoint, map_location="cpu", weights_only=False)["history"]
+            train_seconds[name] = round(sum(record["time"] for record in history), 1)
+        else:
+            train_seconds[name] = None
 
     conditions = ["clean", "rainy", "rainy + NAA", "rainy + EroSeg", "rain attack"]
     rows = []
     for name, model in models.items():
-        row = {"model": name}
+        row = {"model": name, "train_seconds": train_seconds[name]}
         for condition in conditions:
             row[condition] = evaluate(model, val, ranges, condition, eps)
             print(f"{name:16s} {condition:15s} mIoU {row[condition]:.4f}", flush=True)
