@@ -54,9 +54,14 @@ def adversarial_training(r: dict) -> str:
 
 
 def conditions_table(r: dict) -> str:
-    lines = ["| model | " + " | ".join(r["conditions"]) + " |", "| --- |" + " --- |" * len(r["conditions"])]
+    timed = any(row.get("train_seconds") for row in r["rows"])
+    lines = ["| model | " + " | ".join(r["conditions"]) + (" | train time |" if timed else " |"),
+             "| --- |" + " --- |" * (len(r["conditions"]) + timed)]
     for row in r["rows"]:
-        lines.append(f"| {row['model']} | " + " | ".join(f"{row[c]:.3f}" for c in r["conditions"]) + " |")
+        cells = [f"{row[c]:.3f}" for c in r["conditions"]]
+        if timed:
+            cells.append(f"{row['train_seconds']:.0f} s" if row.get("train_seconds") else "-")
+        lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
