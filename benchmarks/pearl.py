@@ -11,6 +11,7 @@ Columns (val split, mIoU): clean / rainy / rainy + NAA / rainy + EroSeg (eps,
 
 Usage:
     python benchmarks/pearl.py                    # writes benchmarks/results/pearl.json
+    python benchmarks/pearl.py --derainer unet    # writes benchmarks/results/pearl_unet.json
 """
 
 from __future__ import annotations
@@ -147,7 +148,9 @@ def main(argv=None):
                "environment": environment()}
     if args.quick:
         return
-    print(f"wrote {write_results('pearl', payload)}")
+    # Other derainers get their own results file, so runs of each can sit side by side.
+    name = "pearl" if args.derainer == "prenet" else f"pearl_{args.derainer}"
+    print(f"wrote {write_results(name, payload)}")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def conditions_table(r: dict) -> str:
 
 
 RENDERERS = {"attack_strength": attack_strength, "adversarial_training": adversarial_training,
-             "pearl": conditions_table, "depth_multitask": conditions_table}
+             "pearl": conditions_table, "pearl_unet": conditions_table,
+             "depth_multitask": conditions_table}
 
 
 def main() -> None:
