@@ -12,6 +12,7 @@ Columns (val split, mIoU): clean / rainy / rainy + NAA / rainy + EroSeg (eps,
 Usage:
     python benchmarks/pearl.py                    # writes benchmarks/results/pearl.json
     python benchmarks/pearl.py --derainer unet    # writes benchmarks/results/pearl_unet.json
+    python benchmarks/pearl.py --derainer unet --epochs 10    # writes benchmarks/results/pearl_unet_e10.json
 """
 
 from __future__ import annotations
@@ -148,8 +149,8 @@ def main(argv=None):
                "environment": environment()}
     if args.quick:
         return
-    # Other derainers get their own results file, so runs of each can sit side by side.
-    name = "pearl" if args.derainer == "prenet" else f"pearl_{args.derainer}"
+    # Other derainers and epoch counts get their own results file, so the runs can sit side by side.
+    name = "pearl" + ("" if args.derainer == "prenet" else f"_{args.derainer}") + ("" if args.epochs == 3 else f"_e{args.epochs}")
     print(f"wrote {write_results(name, payload)}")
 
 

@@ -67,6 +67,7 @@ def conditions_table(r: dict) -> str:
 
 RENDERERS = {"attack_strength": attack_strength, "adversarial_training": adversarial_training,
              "pearl": conditions_table, "pearl_unet": conditions_table,
+             "pearl_unet_e10": conditions_table,
              "depth_multitask": conditions_table}
 
 
