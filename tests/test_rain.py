@@ -330,7 +330,10 @@ def test_augmentation_keepdim_and_depth_override():
 
 
 def test_augmentation_gradient_to_input_and_params():
-    images = torch.rand(2, 3, 16, 16, requires_grad=True)
+    # At 16x16 about 1 draw in 10 of the medium preset places no streak at all (so no gradient
+    # for angle or length); at 32x32 none of 200 seeds did. Seeded so the draw is fixed.
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 32, 32, requires_grad=True)
     aug = RandomRainStreaks.from_preset("medium", p=1.0)
     aug(images.detach())
     params = rain_params_for_optimization(aug._params, keys=("intensity", "angle", "length"))
