@@ -20,24 +20,17 @@ from torch.utils.data import DataLoader
 from segrobust.attacks import NAA
 from segrobust.datasets import SyntheticStreets
 from segrobust.defenses import PReNet, train_pearl
-from segrobust.metrics import ConfusionMatrix
 from segrobust.rain import render_rain, sample_rain_params, scale_rain_ranges
-from segrobust.training import train_standard
+from segrobust.training import evaluate, train_standard
 
 
 def miou(model, loader, rain_ranges=None, attack=None) -> float:
-    cm = ConfusionMatrix(num_classes=11)
-    for b, batch in enumerate(loader):
-        images, masks = batch["image"], batch["mask"]
-        if rain_ranges is not None:  # the same rain draw for every model
-            params = sample_rain_params(images.shape[0], images.shape[-2:], rain_ranges,
-                                        generator=torch.Generator().manual_seed(b))
-            images = render_rain(images, params)
-        if attack is not None:
-            images = attack(images, masks)
-        with torch.no_grad():
-            cm.update(model(images), masks)
-    return cm.compute().miou
+    def add_rain(images: torch.Tensor) -> torch.Tensor:  # a fixed draw, so every model sees the same rain
+        generator = torch.Generator().manual_seed(0)
+        return render_rain(images, sample_rain_params(images.shape[0], images.shape[-2:], rain_ranges, generator=generator))
+
+    return evaluate(model, loader, num_classes=11, attack=attack,
+                    input_transform=add_rain if rain_ranges is not None else None)["miou"]
 
 
 def main() -> None:

@@ -14,19 +14,11 @@ from torch.utils.data import DataLoader
 
 from segrobust.attacks import AMA, NAA
 from segrobust.datasets import SyntheticStreets
-from segrobust.metrics import ConfusionMatrix
-from segrobust.training import train_standard
+from segrobust.training import evaluate, train_standard
 
 
 def miou(model, loader, attack=None) -> float:
-    cm = ConfusionMatrix(num_classes=11)
-    for batch in loader:
-        images, masks = batch["image"], batch["mask"]
-        if attack is not None:
-            images = attack(images, masks)
-        with torch.no_grad():
-            cm.update(model(images), masks)
-    return cm.compute().miou
+    return evaluate(model, loader, num_classes=11, attack=attack)["miou"]
 
 
 def main() -> None:
