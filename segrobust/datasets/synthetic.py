@@ -149,14 +149,7 @@ class SyntheticStreets(Dataset):
         cache: bool = True,
     ) -> None:
         self.n = _check_count(n, "n", 0)
-        self.size = check_size(size)
-        self.seed = _check_count(seed, "seed", 0)
-        self.split = split
-        self._split_id = _check_split(split)
-        self.K = camera_intrinsics(self.size, horizontal_fov_deg)
-        self.max_depth = _check_max_depth(max_depth)
-        self.noise = bool(noise)
-        self._cache = _Cache(cache)
+        _init_render_settings(self, size, seed, split, horizontal_fov_deg, max_depth, noise, cache)
 
     def __len__(self) -> int:
         return self.n
@@ -200,23 +193,31 @@ def _render_poses(data: Any, scene: StreetScene, poses: Sequence[torch.Tensor], 
     return outs
 
 
-def _init_video_settings(
-    dataset: Any, size: Sequence[int], seed: int, speed: SpeedArg, frame_interval: float, split: str,
-    horizontal_fov_deg: float, max_depth: float, noise: bool, cache: bool,
+def _init_render_settings(
+    dataset: Any, size: Sequence[int], seed: int, split: str, horizontal_fov_deg: float, max_depth: float,
+    noise: bool, cache: bool,
 ) -> None:
-    """Check and store the settings shared by the synthetic video data sets."""
+    """Check and store the rendering settings shared by every synthetic street data set."""
     dataset.size = check_size(size)
     dataset.seed = _check_count(seed, "seed", 0)
-    dataset.speed = _check_speed(speed)
-    if not 0.0 < float(frame_interval) <= 2.0:
-        raise ValueError(f"frame_interval must be in (0, 2] seconds, got {frame_interval}")
-    dataset.frame_interval = float(frame_interval)
     dataset.split = split
     dataset._split_id = _check_split(split)
     dataset.K = camera_intrinsics(dataset.size, horizontal_fov_deg)
     dataset.max_depth = _check_max_depth(max_depth)
     dataset.noise = bool(noise)
     dataset._cache = _Cache(cache)
+
+
+def _init_video_settings(
+    dataset: Any, size: Sequence[int], seed: int, speed: SpeedArg, frame_interval: float, split: str,
+    horizontal_fov_deg: float, max_depth: float, noise: bool, cache: bool,
+) -> None:
+    """Check and store the settings shared by the synthetic video data sets."""
+    _init_render_settings(dataset, size, seed, split, horizontal_fov_deg, max_depth, noise, cache)
+    dataset.speed = _check_speed(speed)
+    if not 0.0 < float(frame_interval) <= 2.0:
+        raise ValueError(f"frame_interval must be in (0, 2] seconds, got {frame_interval}")
+    dataset.frame_interval = float(frame_interval)
 
 
 class SyntheticStreetVideo(Dataset):
