@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- helpers
 def _say(message: str) -> None:
-    from segrobust.training.distributed import is_main_process
+    from segrobust.distributed import is_main_process
 
     if is_main_process():
         print(message, file=sys.stderr, flush=True)
@@ -303,8 +303,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     from segrobust.benchmark.core import DataError
     from segrobust.benchmark.defaults import DEFAULT_EVAL_IMAGES
     from segrobust.benchmark.registry import UnavailableError, resolve_attacks, resolve_rain_presets
+    from segrobust.distributed import init_distributed, is_main_process
     from segrobust.models import ModelLoadError
-    from segrobust.training.distributed import init_distributed, is_main_process
 
     _apply_fast(args, ["num_images", "size", "steps", "eps", "batch_size"])
     builtin = args.model is None and args.dataset == "synthetic"
@@ -360,6 +360,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from segrobust.benchmark.core import _rain_ranges
     from segrobust.benchmark.registry import RECIPES, UnavailableError
+    from segrobust.distributed import init_distributed, is_main_process
     from segrobust.models import (
         CHECKPOINT_FORMAT,
         ModelLoadError,
@@ -368,7 +369,6 @@ def _train(args: argparse.Namespace) -> int:
         parse_model_spec,
         save_model,
     )
-    from segrobust.training.distributed import init_distributed, is_main_process
 
     if args.fast:
         args.num_images = args.num_images or 8
@@ -404,11 +404,15 @@ def _train(args: argparse.Namespace) -> int:
         val_data, _ = _dataset(val_args, "val", 50)
         transform = None
         if entry.rain:
-            from segrobust.rain import RandomRainStreaks, resolve_rain_ranges
+            from segrobust.rain import (
+                PRESET_REFERENCE_HEIGHT,
+                RandomRainStreaks,
+                resolve_rain_ranges,
+            )
 
             height = (args.size or train_data[0]["image"].shape[-2:])[0]
             resolve_rain_ranges(args.rain_preset)
-            transform = RandomRainStreaks(**_rain_ranges(args.rain_preset, int(height), 360), p=1.0)
+            transform = RandomRainStreaks(**_rain_ranges(args.rain_preset, int(height), PRESET_REFERENCE_HEIGHT), p=1.0)
     except (ModelLoadError, UnavailableError) as error:
         raise UsageError(str(error)) from None
     except (ValueError, TypeError, FileNotFoundError) as error:

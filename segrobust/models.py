@@ -23,7 +23,6 @@ import ast
 import difflib
 import json
 import os
-import uuid
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -33,6 +32,8 @@ from typing import Any, Optional, Union
 
 import torch
 from torch import nn
+
+from segrobust.fileio import atomic_torch_save
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -199,17 +200,6 @@ def build_model(
     return model.eval()
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_model(
     model: nn.Module,
     path: Union[str, os.PathLike],
@@ -249,7 +239,7 @@ def save_model(
         "metadata": plain_metadata,
     }
     path = Path(path)
-    _atomic_torch_save(checkpoint, path)
+    atomic_torch_save(checkpoint, path)
     return path
 
 

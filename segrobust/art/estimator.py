@@ -15,8 +15,8 @@ from art.estimators.pytorch import PyTorchEstimator
 from art.preprocessing.standardisation_mean_std.pytorch import StandardisationMeanStdPyTorch
 from torch import nn
 
+from segrobust import losses as AF
 from segrobust.art._convert import ArrayLike, as_image_tensor, as_mask_tensor, clip_bounds
-from segrobust.attacks import functional as AF
 from segrobust.utils import model_mode_preserved, segmentation_logits
 
 __all__ = ["EstimatorModule", "PyTorchSegmenter"]

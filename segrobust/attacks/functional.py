@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
 
+from segrobust.losses import masked_mean, pixel_cross_entropy, valid_mask, weighted_pixel_loss
 from segrobust.utils import predicted_classes
 
 __all__ = [
@@ -33,50 +33,12 @@ __all__ = [
 ]
 
 
-def valid_mask(labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Boolean ``(N, H, W)``: pixels whose label counts."""
-    return labels != ignore_index
 
 
-def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Per-pixel cross-entropy ``(N, H, W)``, zero on ignored pixels.
-
-    Examples:
-        >>> import torch
-        >>> logits = torch.zeros(1, 2, 1, 2)
-        >>> pixel_cross_entropy(logits, torch.tensor([[[0, 255]]]))
-        tensor([[[0.6931, 0.0000]]])
-    """
-    return F.cross_entropy(logits, labels.long(), ignore_index=ignore_index, reduction="none")
 
 
-def masked_mean(values: torch.Tensor, valid: torch.Tensor, per_image: bool = False) -> torch.Tensor:
-    """Mean of ``values`` over ``valid`` pixels (all images, or each image with ``per_image``).
-
-    Zero where there is no valid pixel, so gradients stay finite.
-
-    Examples:
-        >>> import torch
-        >>> masked_mean(torch.tensor([[[1.0, 3.0]]]), torch.tensor([[[True, False]]]))
-        tensor(1.)
-        >>> masked_mean(torch.ones(1, 1, 2), torch.zeros(1, 1, 2, dtype=torch.bool))
-        tensor(0.)
-    """
-    weights = valid.to(values.dtype)
-    if per_image:
-        return (values * weights).flatten(1).sum(1) / weights.flatten(1).sum(1).clamp_min(1)
-    return (values * weights).sum() / weights.sum().clamp_min(1)
 
 
-def weighted_pixel_loss(
-    pixel_loss: torch.Tensor,
-    weights: Optional[torch.Tensor],
-    valid: torch.Tensor,
-) -> torch.Tensor:
-    """``mean over valid pixels of weights · pixel_loss`` (``weights=None`` means 1)."""
-    if weights is not None:
-        pixel_loss = pixel_loss * weights
-    return masked_mean(pixel_loss, valid)
 
 
 def success_mask(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False) -> torch.Tensor:

@@ -40,6 +40,7 @@ from segrobust.metrics.functional import (
     per_image_pixel_accuracy,
     pixel_accuracy,
 )
+from segrobust.rain.presets import PRESET_REFERENCE_HEIGHT
 from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
 from segrobust.validation import check_class_ids
 
@@ -49,7 +50,7 @@ __all__ = ["DEFAULT_EPS", "BenchmarkPlan", "Condition", "DataError", "build_cond
 DEFAULT_EPS: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
 
 #: Image height the rain presets' streak lengths are tuned for (CamVid, 360 px).
-RAIN_REFERENCE_HEIGHT = 360
+RAIN_REFERENCE_HEIGHT = PRESET_REFERENCE_HEIGHT
 
 
 class DataError(ValueError):

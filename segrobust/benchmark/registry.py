@@ -18,6 +18,8 @@ from typing import Any, Callable, Optional, Union
 
 from torch import nn
 
+from segrobust.rain.presets import PRESET_REFERENCE_HEIGHT
+
 __all__ = [
     "ATTACKS",
     "DEFENSES",
@@ -138,7 +140,7 @@ def register_attack(
 def _build_rain_attack(
     cls: Any, model: nn.Module, *, eps: float, alpha: Optional[float], steps: int, random_start: bool,
     ignore_index: int, image_size: Optional[tuple[int, int]] = None, ranges: Any = "medium",
-    reference_height: Optional[int] = 360, **kwargs: Any,
+    reference_height: Optional[int] = PRESET_REFERENCE_HEIGHT, **kwargs: Any,
 ) -> Any:
     """RainAttack on a preset's ranges (streak lengths scaled to the image height) plus an L∞ ``eps`` perturbation."""
     if isinstance(ranges, str) and image_size is not None:

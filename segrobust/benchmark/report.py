@@ -11,7 +11,7 @@ from typing import Union
 from segrobust.benchmark.functional import format_eps
 from segrobust.benchmark.plots import plot_examples, plot_miou_vs_eps, plot_rain_examples
 from segrobust.benchmark.results import BenchmarkResults
-from segrobust.benchmark.storage import atomic_write_text
+from segrobust.fileio import atomic_write_text
 
 __all__ = ["render_markdown", "write_report"]
 

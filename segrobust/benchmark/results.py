@@ -169,7 +169,7 @@ class BenchmarkResults:
 
     def save_json(self, path: Union[str, os.PathLike]) -> Path:
         """Write ``results.json`` atomically."""
-        from segrobust.benchmark.storage import atomic_write_text
+        from segrobust.fileio import atomic_write_text
 
         return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 

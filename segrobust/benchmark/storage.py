@@ -6,13 +6,14 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-__all__ = ["ResumeMismatchError", "UnitStore", "atomic_write_bytes", "atomic_write_text", "fingerprint"]
+from segrobust.fileio import atomic_torch_save, atomic_write_text
+
+__all__ = ["ResumeMismatchError", "UnitStore", "fingerprint"]
 
 _PARTIAL_DIR = "partial"
 _MANIFEST = "manifest.json"
@@ -20,44 +21,6 @@ _MANIFEST = "manifest.json"
 
 class ResumeMismatchError(ValueError):
     """``--resume`` on an output folder made with other settings."""
-
-
-def _temporary(path: Path) -> Path:
-    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path`` and ``os.replace`` it: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(path)
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(path)
-    try:
-        with open(tmp, "xb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def fingerprint(obj: Any) -> str:
@@ -141,4 +104,4 @@ class UnitStore:
     def save(self, tag: str, batch: int, unit: dict[str, Any]) -> None:
         path = self.path(tag, batch)
         if path is not None:
-            _atomic_torch_save(unit, path)
+            atomic_torch_save(unit, path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -27,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from segrobust.defenses.pearl import PEARL
+from segrobust.fileio import atomic_torch_save
 from segrobust.training import AdversarialTrainer, as_batch, masked_cross_entropy, poly_lr
 from segrobust.utils import model_mode_preserved, segmentation_logits
 
@@ -170,11 +170,7 @@ def compute_ama_targets(
             chunks.append(attack(batch["image"], batch["mask"]).cpu())
     targets = torch.cat(chunks)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save(targets.half(), tmp)
-        os.replace(tmp, path)
+        atomic_torch_save(targets.half(), path)
         targets = targets.half().float()  # identical to what a cache hit returns
     return targets
 
@@ -336,14 +332,9 @@ def save_pearl_defense(derainer: nn.Module, path: Union[str, os.PathLike], name:
         >>> save_pearl_defense(pearl.derainer, "runs/pearl/defense.pt")  # doctest: +SKIP
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": PEARL_CHECKPOINT_FORMAT, "derainer": name, "derainer_kwargs": dict(derainer_kwargs),
                "state_dict": derainer.state_dict()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def load_pearl_defense(model: nn.Module, path: Union[str, os.PathLike], **_: Any) -> PEARL:

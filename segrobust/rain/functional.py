@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from segrobust.rain.presets import (
     CONTINUOUS_RAIN_PARAMS,
+    PRESET_REFERENCE_HEIGHT,
     RAIN_PARAM_BOUNDS,
     RAIN_PRESETS,
     RainRange,
@@ -759,10 +760,6 @@ def rain_params_for_optimization(
             copy.requires_grad_(True)
         leaves[key] = copy
     return leaves
-
-
-#: Image height the presets are tuned for (CamVid, 360×480).
-PRESET_REFERENCE_HEIGHT = 360
 
 
 def scale_rain_ranges(

@@ -15,10 +15,14 @@ from typing import Mapping, Tuple, Union
 
 __all__ = [
     "CONTINUOUS_RAIN_PARAMS",
+    "PRESET_REFERENCE_HEIGHT",
     "RAIN_PARAM_BOUNDS",
     "RAIN_PRESETS",
     "RainRange",
 ]
+
+#: Image height the presets are tuned for (CamVid, 360×480): streak lengths are in pixels at this height.
+PRESET_REFERENCE_HEIGHT = 360
 
 #: A sampling range: ``(low, high)``, or one number for a fixed value.
 RainRange = Union[float, Tuple[float, float]]

@@ -7,7 +7,7 @@ DistributedDataParallel. The recipes in :mod:`segrobust.training.recipes` are
 thin calls of it.
 """
 
-from segrobust.training.distributed import (
+from segrobust.distributed import (
     ShardSampler,
     get_rank,
     get_world_size,

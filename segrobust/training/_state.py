@@ -4,37 +4,13 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import torch
 
-__all__ = ["atomic_save", "capture_rng", "epoch_seed", "load_checkpoint", "restore_rng", "seed_all"]
-
-
-def atomic_save(obj: Any, path: Union[str, os.PathLike]) -> Path:
-    """``torch.save`` to a temporary file in the same directory, then ``os.replace`` it over ``path``.
-
-    A reader (or a resumed run after a crash mid-write) sees either the old or
-    the new file, never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its 0600 mode would survive the rename; "xb" honours the umask like torch.save.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "xb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+__all__ = ["capture_rng", "epoch_seed", "load_checkpoint", "restore_rng", "seed_all"]
 
 
 def load_checkpoint(path: Union[str, os.PathLike]) -> dict[str, Any]:

@@ -12,46 +12,12 @@ from typing import Any, Union
 
 import torch
 
-from segrobust.attacks import functional as AF
+from segrobust.losses import masked_cross_entropy
 from segrobust.utils import segmentation_logits
 
 __all__ = ["as_batch", "masked_cross_entropy", "segmentation_loss", "split_batch_output"]
 
 
-def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Cross-entropy averaged over valid pixels; exactly ``0`` (zero gradient, never NaN) when none is valid.
-
-    ``torch.nn.functional.cross_entropy(..., ignore_index=...)`` with the
-    default ``reduction="mean"`` returns NaN on a batch whose pixels are all
-    ignored; dividing the summed loss by ``max(#valid, 1)`` does not.
-
-    Args:
-        logits: ``(N, K, H, W)`` scores.
-        target: ``(N, H, W)`` integer class ids, ``ignore_index`` on void pixels.
-        ignore_index: label of pixels that do not count.
-
-    Examples:
-        >>> import torch
-        >>> logits = torch.zeros(1, 2, 1, 2, requires_grad=True)
-        >>> round(float(masked_cross_entropy(logits, torch.tensor([[[0, 255]]])).detach()), 4)
-        0.6931
-        >>> loss = masked_cross_entropy(logits, torch.full((1, 1, 2), 255))
-        >>> loss.backward(); float(loss.detach()), bool(torch.isfinite(logits.grad).all())
-        (0.0, True)
-    """
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"logits must be a tensor (N, K, H, W), got {shape}")
-    if not isinstance(target, torch.Tensor) or target.dtype.is_floating_point or target.dtype == torch.bool:
-        raise TypeError(f"target must be an integer mask (N, H, W), got {getattr(target, 'dtype', type(target).__name__)}")
-    expected = (logits.shape[0], *logits.shape[2:])
-    if tuple(target.shape) != expected:
-        raise ValueError(
-            f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}: expected {expected} "
-            "(upsample the logits to the mask size inside the model or the loss)"
-        )
-    pixel_loss = AF.pixel_cross_entropy(logits.float(), target, ignore_index)
-    return AF.masked_mean(pixel_loss, AF.valid_mask(target, ignore_index))
 
 
 def segmentation_loss(outputs: Any, batch: Mapping[str, Any], ignore_index: int = 255) -> torch.Tensor:

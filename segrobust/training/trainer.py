@@ -24,9 +24,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+from segrobust import distributed as _dist
+from segrobust.fileio import atomic_torch_save
 from segrobust.metrics import ConfusionMatrix
 from segrobust.training import _state
-from segrobust.training import distributed as _dist
 from segrobust.training.functional import as_batch, segmentation_loss, split_batch_output
 from segrobust.utils import model_mode_preserved, segmentation_logits
 
@@ -115,7 +116,7 @@ def evaluate(
     ``attack`` the scores are those on ``attack(images, masks)``; with
     ``input_transform`` the images are transformed first (e.g. rain). With
     ``reduce`` the matrix is summed over ``torch.distributed`` ranks, so each
-    rank should see a disjoint shard (see :class:`~segrobust.training.distributed.ShardSampler`).
+    rank should see a disjoint shard (see :class:`~segrobust.distributed.ShardSampler`).
 
     Returns:
         ``{"miou", "pixel_accuracy", "mean_class_accuracy", "num_pixels"}``.
@@ -725,7 +726,7 @@ class AdversarialTrainer:
         if path is None:
             raise ValueError("no checkpoint path: give checkpoint_dir to the trainer or a path here")
         state = self.state_dict()
-        written = _state.atomic_save(state, path) if self.is_main else None
+        written = atomic_torch_save(state, path) if self.is_main else None
         _dist.barrier()
         return written
 

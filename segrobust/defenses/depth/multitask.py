@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segrobust.losses import masked_cross_entropy
+
 from .functional import _check_depth_range, disparity_to_depth, scale_gradient
 
 __all__ = [
@@ -334,13 +336,6 @@ class MultiTaskLossTerms(NamedTuple):
     depth: torch.Tensor
 
 
-def _masked_cross_entropy(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Mean cross-entropy over valid pixels; zero (with zero gradient) when none is valid."""
-    per_pixel = F.cross_entropy(logits, masks, ignore_index=ignore_index, reduction="none")
-    valid = (masks != ignore_index).sum()
-    return per_pixel.sum() / valid.clamp_min(1)
-
-
 def multitask_inputs(batch: Mapping[str, Any]) -> torch.Tensor:
     """The images a multi-task model should see for ``batch``.
 
@@ -425,7 +420,7 @@ def depth_multitask_loss(
         seg_term = (
             seg_criterion(output.segmentation, mask)
             if seg_criterion is not None
-            else _masked_cross_entropy(output.segmentation, mask, ignore_index)
+            else masked_cross_entropy(output.segmentation, mask, ignore_index)
         )
     if batch.get("frames") is not None and depth_loss is not None:
         depth_term = depth_loss(output.disparity, batch)
