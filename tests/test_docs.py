@@ -85,3 +85,53 @@ def test_every_docs_page_is_in_the_nav():
     nav = (REPO / "mkdocs.yml").read_text()
     pages = [p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")]
     assert [p for p in pages if p not in nav] == []
+
+
+SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|meth|func|attr|mod|obj|data|exc|const):`")
+
+
+def test_docs_pages_write_no_sphinx_roles():
+    """mkdocs shows a Sphinx role as raw text; pages use markdown cross-references."""
+    raw = [f"{page.relative_to(REPO)}:{number}" for page in DOCS.rglob("*.md")
+           for number, line in enumerate(page.read_text().splitlines(), 1) if SPHINX_ROLE.search(line)]
+    assert raw == []
+
+
+def test_docs_cite_no_internal_design_file():
+    """Users never see the design notes; the definitions live on docs/algorithms.md."""
+    cited = [str(page.relative_to(REPO)) for page in DOCS.rglob("*.md") if "ALGORITHMS.md" in page.read_text()]
+    assert cited == []
+
+
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory):
+    pytest.importorskip("mkdocs", reason="the docs toolchain (pip install -e .[docs]) is not installed")
+    pytest.importorskip("mkdocstrings", reason="the docs toolchain (pip install -e .[docs]) is not installed")
+    site = tmp_path_factory.mktemp("site")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    return site, proc
+
+
+def test_site_builds_in_strict_mode(built_site):
+    site, proc = built_site
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (site / "algorithms" / "index.html").exists()
+
+
+def test_math_reaches_the_page_as_tex_for_katex(built_site):
+    site, proc = built_site
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = (site / "algorithms" / "index.html").read_text()
+    assert page.count('class="arithmatex"') > 50
+    assert "katex" in page and "javascripts/katex.js" in page
+
+
+# Enable once the docstrings under segrobust/ use markdown cross-references
+# (convert_roles.py rewrites them): every rendered page, API entries included.
+# def test_built_site_shows_no_raw_sphinx_roles(built_site):
+#     site, proc = built_site
+#     assert proc.returncode == 0, proc.stderr[-3000:]
+#     raw = [str(page.relative_to(site)) for page in site.rglob("*.html")
+#            if re.search(r":(?:class|meth|func|attr|mod|obj|data|exc):", page.read_text())]
+#     assert raw == []
