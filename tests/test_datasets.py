@@ -33,7 +33,7 @@ from segrobust.datasets import (
     resize_mask,
     scale_intrinsics,
 )
-from segrobust.datasets.street_scene import ROAD, SKY
+from segrobust.datasets.synthetic.scene import ROAD, SKY
 
 CAMVID_ROOT = Path(
     os.environ.get("SEGROBUST_CAMVID", Path(__file__).resolve().parents[2] / "shared/data/camvid")

@@ -30,12 +30,14 @@ from segrobust.datasets.functional import (
     scale_intrinsics,
 )
 from segrobust.datasets.preview import depth_to_rgb, preview_grid
-from segrobust.datasets.raycast import render_street
-from segrobust.datasets.street_scene import StreetScene, camera_to_world, sample_street_scene
 from segrobust.datasets.synthetic import (
+    StreetScene,
     SyntheticStreets,
     SyntheticStreetTriplets,
     SyntheticStreetVideo,
+    camera_to_world,
+    render_street,
+    sample_street_scene,
 )
 
 __all__ = [
