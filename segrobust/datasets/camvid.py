@@ -23,7 +23,13 @@ import torch
 from torch.utils.data import Dataset
 
 from segrobust.datasets._image_files import ImagePairStore
-from segrobust.datasets.functional import IGNORE_INDEX, check_index, check_size
+from segrobust.datasets.functional import (
+    CAMVID_CLASSES,
+    CAMVID_COLORS,
+    IGNORE_INDEX,
+    check_index,
+    check_size,
+)
 
 __all__ = ["CAMVID_HORIZONTAL_FOV_DEG", "CamVid", "CamVidTriplets", "camvid_intrinsics", "default_camvid_root"]
 
@@ -163,6 +169,8 @@ class CamVid(Dataset):
     """
 
     num_classes = 11
+    class_names = CAMVID_CLASSES
+    palette = CAMVID_COLORS
 
     def __init__(
         self,

@@ -22,7 +22,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segrobust.datasets.functional import camera_intrinsics, check_index, check_size, relative_pose
+from segrobust.datasets.functional import (
+    CAMVID_CLASSES,
+    CAMVID_COLORS,
+    camera_intrinsics,
+    check_index,
+    check_size,
+    relative_pose,
+)
 from segrobust.datasets.synthetic.render import render_street
 from segrobust.datasets.synthetic.scene import StreetScene, sample_street_scene
 
@@ -136,6 +143,8 @@ class SyntheticStreets(Dataset):
 
     num_classes = 11
     ignore_index = 255
+    class_names = CAMVID_CLASSES
+    palette = CAMVID_COLORS
 
     def __init__(
         self,
@@ -244,6 +253,8 @@ class SyntheticStreetVideo(Dataset):
 
     num_classes = 11
     ignore_index = 255
+    class_names = CAMVID_CLASSES
+    palette = CAMVID_COLORS
 
     def __init__(
         self,
@@ -335,6 +346,8 @@ class SyntheticStreetTriplets(Dataset):
 
     num_classes = 11
     ignore_index = 255
+    class_names = CAMVID_CLASSES
+    palette = CAMVID_COLORS
 
     def __init__(
         self,
