@@ -77,7 +77,7 @@ class ADE20K(LabeledPairs):
         reduce_zero_label: map stored 0 ("other") to ``ignore_index`` and
             ``k`` to ``k - 1`` (150 classes, the standard protocol); ``False``
             keeps the stored ids (151 classes, class 0 named ``"other"``).
-        ignore_index, cache, transform: as in :class:`~segrobust.datasets.Cityscapes`.
+        ignore_index, cache, transform: as in [Cityscapes][segrobust.datasets.Cityscapes].
 
     Items:
         ``{"image": (3, H, W) float32 in [0, 1], "mask": (H, W) int64, "name": str (file stem)}``.

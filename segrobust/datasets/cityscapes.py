@@ -194,7 +194,7 @@ class RainCityscapes(LabeledPairs):
     """RainCityscapes: Cityscapes frames with rendered rain streaks and haze, with their clean labels.
 
     Each rainy image is paired with the clean frame's ``gtFine`` labels (mapped
-    to the 19 training ids as in :class:`Cityscapes`); optionally the clean
+    to the 19 training ids as in [Cityscapes][segrobust.datasets.Cityscapes]); optionally the clean
     image and the depth map the rain was rendered with come along, so real
     rain can be compared with clean images frame by frame.
 
@@ -203,7 +203,7 @@ class RainCityscapes(LabeledPairs):
             for ``with_clean``) and ``leftImg8bit_rain/`` (directly or in
             ``leftImg8bit_trainval_rain/``).
         split: ``"train"`` or ``"val"``.
-        size, labels, ignore_index, cache, transform: as in :class:`Cityscapes`.
+        size, labels, ignore_index, cache, transform: as in [Cityscapes][segrobust.datasets.Cityscapes].
         with_clean: add ``"clean"``, the rain-free frame.
         with_depth: add ``"rain_depth"`` from ``depth_rain/`` (missing file: ``FileNotFoundError``).
         alpha, beta, dropsize, pattern: keep only images with these rain

@@ -75,7 +75,7 @@ def build_dataset(
     size: Optional[Sequence[int]] = None,
     **kwargs: Any,
 ) -> Dataset:
-    """Build a data set by name (see [DATASETS][segrobust.datasets.factory.DATASETS]).
+    """Build a data set by name (the keys of ``DATASETS``).
 
     * ``"camvid"``: [CamVid][segrobust.datasets.CamVid] (``root`` defaults to ``$SEGROBUST_CAMVID``).
     * ``"camvid-triplets"``: [CamVidTriplets][segrobust.datasets.CamVidTriplets].

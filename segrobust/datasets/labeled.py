@@ -2,10 +2,10 @@
 
 Cityscapes, PASCAL VOC and ADE20K all store one image and one single-channel
 label PNG per frame; they differ in where the files live and in what the
-stored ids mean. :class:`LabeledPairs` takes the list of file pairs and a
+stored ids mean. [LabeledPairs][segrobust.datasets.LabeledPairs] takes the list of file pairs and a
 lookup table from stored id to training class id (or ``ignore_index``), and
 shares decoding, resizing, caching and input checks with CamVid and
-:class:`~segrobust.datasets.FolderDataset`.
+[FolderDataset][segrobust.datasets.FolderDataset].
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ UNDEFINED = -1
 def label_lookup(mapping: Mapping[int, Optional[int]], ignore_index: int, size: int = 256) -> np.ndarray:
     """A lookup table from stored label id to class id: ``None`` values become ``ignore_index``.
 
-    Ids absent from ``mapping`` are :data:`UNDEFINED`.
+    Ids absent from ``mapping`` are ``UNDEFINED`` (-1).
 
     Examples:
         >>> label_lookup({0: None, 1: 0, 2: 1}, ignore_index=255, size=4).tolist()
@@ -122,7 +122,7 @@ class LabeledPairs(Dataset):
     Args:
         pairs: ``(image path, label path)`` per item.
         names: one name per item (returned as ``item["name"]``).
-        lookup: stored id -> class id, ``ignore_index``, or :data:`UNDEFINED`
+        lookup: stored id -> class id, ``ignore_index``, or ``UNDEFINED`` (-1)
             (a label file holding an undefined id raises ``ValueError`` naming it).
         size: ``None`` keeps each file's size; ``(H, W)`` resizes (antialiased
             bilinear image, nearest-neighbour mask).

@@ -3,7 +3,7 @@
 torchvision's segmentation data sets (``VOCSegmentation``, ``Cityscapes`` with
 ``target_type="semantic"``, ``SBDataset``, your own ``Dataset``) return
 ``(image, target)`` pairs: PIL images, tensors, or ``tv_tensors.Image`` /
-``tv_tensors.Mask`` after a ``transforms.v2`` pipeline. :class:`TorchvisionSegmentation`
+``tv_tensors.Mask`` after a ``transforms.v2`` pipeline. [TorchvisionSegmentation][segrobust.datasets.TorchvisionSegmentation]
 turns each pair into segrobust's item dict.
 """
 

@@ -70,7 +70,7 @@ class VOCSegmentation(LabeledPairs):
         ignore_index: label of the border pixels (stored 255).
         mask_folder: the label folder, ``"SegmentationClass"`` or e.g.
             ``"SegmentationClassAug"`` (SBD-augmented labels, same ids).
-        cache, transform: as in :class:`~segrobust.datasets.Cityscapes`.
+        cache, transform: as in [Cityscapes][segrobust.datasets.Cityscapes].
 
     Items:
         ``{"image": (3, H, W) float32 in [0, 1], "mask": (H, W) int64 ids 0..20 or

@@ -1,10 +1,10 @@
 """Procedural street scenes: the library's built-in default data.
 
-* :mod:`.scene`: street worlds (geometry, materials, lighting, camera) drawn from a seed;
-* :mod:`.render`: the vectorised ray caster (labels, metric depth, image);
-* :mod:`.shading`: world-space textures, sun and sky light;
-* :mod:`.datasets`: :class:`SyntheticStreets`, :class:`SyntheticStreetVideo`,
-  :class:`SyntheticStreetTriplets`.
+* [scene][segrobust.datasets.synthetic.scene]: street worlds (geometry, materials, lighting, camera) drawn from a seed;
+* [render][segrobust.datasets.synthetic.render]: the vectorised ray caster (labels, metric depth, image);
+* [shading][segrobust.datasets.synthetic.shading]: world-space textures, sun and sky light;
+* [datasets][segrobust.datasets.synthetic.datasets]: [SyntheticStreets][segrobust.datasets.SyntheticStreets], [SyntheticStreetVideo][segrobust.datasets.SyntheticStreetVideo],
+  [SyntheticStreetTriplets][segrobust.datasets.SyntheticStreetTriplets].
 """
 
 from segrobust.datasets.synthetic.datasets import (

@@ -11,7 +11,7 @@ into tiles, and each tile tests only the primitives that overlap it, in
 batched tensor operations (tiles with similar primitive counts are batched
 together to limit padding).
 
-Surfaces are shaded by :mod:`.shading` (world-space textures, sun and sky
+Surfaces are shaded by [shading][segrobust.datasets.synthetic.shading] (world-space textures, sun and sky
 light), then aerial haze and a sensor model (exposure, white balance,
 vignetting, noise) finish the image.
 """

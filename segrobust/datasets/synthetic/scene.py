@@ -1,4 +1,4 @@
-"""Procedural street worlds: the geometry, materials and lighting that :mod:`.render` draws.
+"""Procedural street worlds: the geometry, materials and lighting that [render][segrobust.datasets.synthetic.render] draws.
 
 World frame: ``X`` forward along the street, ``Y`` to the left, ``Z`` up, metres.
 The road occupies ``|Y| < road_half_width`` on the ground plane ``Z = 0``;
@@ -181,7 +181,7 @@ class StreetScene:
 
     Boxes are ``[lo, hi]`` corners in world coordinates; spheres are centre and
     radius. Each primitive carries a CamVid class id, a material id, an RGB
-    albedo and ``NUM_PARAMS`` material parameters (named per material: :class:`FacadeParam`, ...).
+    albedo and ``NUM_PARAMS`` material parameters (named per material: ``FacadeParam``, ...).
     ``skyline_*`` arrays describe the building heights along each facade line,
     used for the street-canyon sun shadows. Build one with
     :func:`sample_street_scene`.

@@ -8,7 +8,7 @@ are box-filtered over the pixel footprint to avoid aliasing. Lighting is a sun
 
 Each material's shader reads the primitive's albedo and its
 ``NUM_PARAMS`` material parameters, whose meaning per material is named in
-:mod:`.scene` (e.g. :class:`~.scene.FacadeParam`).
+[scene][segrobust.datasets.synthetic.scene] (e.g. ``FacadeParam``).
 """
 
 from __future__ import annotations
