@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from segrobust.datasets import (
@@ -22,6 +24,7 @@ from segrobust.datasets import (
     build_dataset,
 )
 from segrobust.datasets.cityscapes import CITYSCAPES_TRAIN_IDS, parse_rain_name
+from segrobust.datasets.labeled import label_lookup, pascal_palette
 
 H, W = 8, 16
 # Stored Cityscapes label ids laid out in the label file, with their train ids.
@@ -141,6 +144,11 @@ def test_rain_cityscapes_pairs_rain_with_clean_labels(cityscapes):
     strong = RainCityscapes(cityscapes, "train", alpha=0.02, size=(4, 8), with_clean=True, with_depth=True)
     assert len(strong) == 3 and all(strong[i]["rain"]["pattern"] == 2.0 for i in range(3))
     assert strong[0]["clean"].shape == (3, 4, 8) and strong[0]["rain_depth"].shape == (1, 4, 8)
+    cached = RainCityscapes(cityscapes, "train", alpha=0.02, size=(4, 8), with_clean=True, with_depth=True, cache=True)
+    first = cached[1]
+    first["clean"].zero_()  # editing an item never touches the cache
+    for key in ("image", "clean", "rain_depth"):
+        assert (cached[1][key] - strong[1][key]).abs().max() <= 0.5 / 255 + 1e-6
     assert len(build_dataset("rain_cityscapes", root=cityscapes, split="val", pattern=[1, 2])) == 2
     assert parse_rain_name("a_1_2_leftImg8bit_rain_alpha_0.03_beta_0.015_dropsize_0.002_pattern_12")[0] == "a_1_2"
 
@@ -319,3 +327,25 @@ def test_benchmark_reads_class_names_of_each_new_data_set(name, cityscapes, voc,
     model = torch.nn.Conv2d(3, data.num_classes, 1).eval()
     results = evaluate(model, data, attacks="none", rain="none", batch_size=2, progress=False, write_report=False)
     assert results.class_names == list(data.class_names) and len(results.class_names) == data.num_classes
+
+
+# ----------------------------------------------------------------------------- properties
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from(sorted(CITYSCAPES_TRAIN_IDS)), min_size=1, max_size=64))
+def test_cityscapes_table_maps_every_stored_id(stored):
+    table = label_lookup(CITYSCAPES_TRAIN_IDS, ignore_index=255)
+    expected = [255 if CITYSCAPES_TRAIN_IDS[i] is None else CITYSCAPES_TRAIN_IDS[i] for i in stored]
+    assert table[np.array(stored)].tolist() == expected
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.0001, 1.0), st.floats(0.0001, 1.0), st.floats(0.0001, 1.0), st.integers(1, 99))
+def test_rain_names_round_trip(alpha, beta, dropsize, pattern):
+    stem = f"ulm_000001_000019_leftImg8bit_rain_alpha_{alpha}_beta_{beta}_dropsize_{dropsize}_pattern_{pattern}"
+    frame, params = parse_rain_name(stem)
+    assert frame == "ulm_000001_000019"
+    assert params == {"alpha": alpha, "beta": beta, "dropsize": dropsize, "pattern": float(pattern)}
+
+
+def test_palettes_are_distinct():
+    assert len(set(pascal_palette(256))) == 256 and pascal_palette(1) == ((0, 0, 0),)

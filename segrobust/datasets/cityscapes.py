@@ -105,9 +105,9 @@ def _check_labels_kind(labels: object) -> str:
     return str(labels)
 
 
-def _label_path(root: Path, split: str, frame: str, labels: str) -> Path:
-    city = frame.split("_")[0]
-    return root / "gtFine" / split / city / f"{frame}{_LABEL_SUFFIXES[labels]}"
+def _label_path(root: Path, split: str, image: Path, frame: str, labels: str) -> Path:
+    """The label file of ``frame``, in the same ``<city>`` folder as its ``image``."""
+    return root / "gtFine" / split / image.parent.name / f"{frame}{_LABEL_SUFFIXES[labels]}"
 
 
 class Cityscapes(LabeledPairs):
@@ -154,7 +154,8 @@ class Cityscapes(LabeledPairs):
         images_dir = check_split_folder(self.root / "leftImg8bit", split, "Cityscapes", _LAYOUT)
         images = sorted(images_dir.glob("*/*_leftImg8bit.png"))
         frames = [p.name[: -len("_leftImg8bit.png")] for p in images]
-        pairs = [(image, _label_path(self.root, split, frame, self.labels)) for image, frame in zip(images, frames)]
+        pairs = [(image, _label_path(self.root, split, image, frame, self.labels)) for image, frame in
+                 zip(images, frames)]
         check_pairs_exist(pairs, "Cityscapes", images_dir, _LAYOUT)
         super().__init__(pairs, frames, _lookup(self.labels, ignore_index), size, ignore_index, cache, transform)
 
@@ -257,24 +258,43 @@ class RainCityscapes(LabeledPairs):
                 images.append(path)
                 self.frames.append(frame)
                 self.rain.append(params)
-        pairs = [(image, _label_path(self.root, split, frame, self.labels)) for image, frame in
+        pairs = [(image, _label_path(self.root, split, image, frame, self.labels)) for image, frame in
                  zip(images, self.frames)]
         check_pairs_exist(pairs, "RainCityscapes", images_dir, _RAIN_LAYOUT)
         super().__init__(pairs, [p.stem for p in images], _lookup(self.labels, ignore_index), size, ignore_index,
                          cache, transform)
         self.with_clean, self.with_depth = bool(with_clean), bool(with_depth)
-        self.clean_paths = [self.root / "leftImg8bit" / split / f.split("_")[0] / f"{f}_leftImg8bit.png"
-                            for f in self.frames]
-        self.depth_paths = [rain_root / "depth_rain" / split / f.split("_")[0] / f"{f}_depth_rain.png"
-                            for f in self.frames]
+        self._extra_store: Dict[int, Dict[str, torch.Tensor]] = {}
+        cities = [image.parent.name for image in images]
+        self.clean_paths = [self.root / "leftImg8bit" / split / city / f"{frame}_leftImg8bit.png"
+                            for city, frame in zip(cities, self.frames)]
+        self.depth_paths = [rain_root / "depth_rain" / split / city / f"{frame}_depth_rain.png"
+                            for city, frame in zip(cities, self.frames)]
         for wanted, paths, what in ((self.with_clean, self.clean_paths, "clean image"),
                                     (self.with_depth, self.depth_paths, "rain depth map")):
             missing = [str(p) for p in paths if not p.is_file()] if wanted else []
             if missing:
                 raise FileNotFoundError(f"{len(missing)} RainCityscapes {what}(s) missing, e.g. {missing[0]!r}")
 
-    def _extra(self, path: Path, reference: Tuple[int, int], what: str, load: Callable[[Path], torch.Tensor]
-               ) -> torch.Tensor:
+    def _extras(self, index: int) -> Dict[str, torch.Tensor]:
+        """The clean image and/or rain depth of item ``index`` at the output size (kept when ``cache``)."""
+        if index in self._extra_store:
+            return {key: value.clone() for key, value in self._extra_store[index].items()}
+        reference = _native_size(self.pairs[index][0])
+        extras = {}
+        if self.with_clean:
+            # Quantised like the cached rainy images, so rainy and clean frames stay comparable.
+            clean = self._checked(self.clean_paths[index], reference, "clean image", lambda p: to_image_tensor(load_rgb(p)))
+            extras["clean"] = (clean * 255.0).round() / 255.0 if self.cache else clean
+        if self.with_depth:
+            extras["rain_depth"] = self._checked(self.depth_paths[index], reference, "rain depth map", _load_depth)
+        if self.cache:
+            self._extra_store[index] = extras
+            return self._extras(index)
+        return extras
+
+    def _checked(self, path: Path, reference: Tuple[int, int], what: str,
+                 load: Callable[[Path], torch.Tensor]) -> torch.Tensor:
         tensor = load(path)
         if tuple(tensor.shape[-2:]) != reference:
             raise ValueError(
@@ -284,17 +304,11 @@ class RainCityscapes(LabeledPairs):
 
     def __getitem__(self, index: int) -> dict:
         index = check_index(index, len(self))
-        image_path = self.pairs[index][0]
         image, mask = self.load_pair(index)
         item = {"image": image, "mask": mask, "name": self.names[index], "frame": self.frames[index],
                 "rain": dict(self.rain[index])}
         if self.with_clean or self.with_depth:
-            reference = _native_size(image_path)
-            if self.with_clean:
-                item["clean"] = self._extra(self.clean_paths[index], reference, "clean image",
-                                            lambda p: to_image_tensor(load_rgb(p)))
-            if self.with_depth:
-                item["rain_depth"] = self._extra(self.depth_paths[index], reference, "rain depth map", _load_depth)
+            item.update(self._extras(index))
         return self.transform(item) if self.transform is not None else item
 
 
