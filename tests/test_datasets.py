@@ -33,7 +33,7 @@ from segrobust.datasets import (
     resize_mask,
     scale_intrinsics,
 )
-from segrobust.datasets.street_scene import ROAD, SKY
+from segrobust.datasets.synthetic.scene import ROAD, SKY
 
 CAMVID_ROOT = Path(
     os.environ.get("SEGROBUST_CAMVID", Path(__file__).resolve().parents[2] / "shared/data/camvid")
@@ -450,7 +450,9 @@ def test_build_dataset(tmp_path, fake_camvid):
     assert len(build_dataset("camvid-triplets", root=fake_camvid, split="train")) == 2
     _make_folder(tmp_path / "mine" / "val", stems=("x",))
     assert build_dataset("folder", root=tmp_path / "mine", split="val")[0]["name"] == "x"
-    with pytest.raises(ValueError, match="unknown data set 'cityscapes'"):
+    with pytest.raises(ValueError, match="unknown data set 'kitti'"):
+        build_dataset("kitti")
+    with pytest.raises(ValueError, match="'cityscapes' data set needs root"):
         build_dataset("cityscapes")
     with pytest.raises(ValueError, match="takes no root"):
         build_dataset("synthetic", root=tmp_path)

@@ -1,14 +1,14 @@
 """Decoding, resizing and in-memory caching of image/mask file pairs.
 
-Shared by the file-backed data sets (:class:`~segrobust.datasets.CamVid`,
-:class:`~segrobust.datasets.FolderDataset`) so that both decode, resize and
-cache the same way.
+Shared by every file-backed data set (CamVid, folders, Cityscapes, VOC,
+ADE20K...) so that all decode, resize and cache the same way.
 """
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -18,24 +18,38 @@ from segrobust.datasets.functional import Size, resize_image, resize_mask
 LabelCheck = Callable[[np.ndarray, Path], None]
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB, whatever the file's own mode."""
+def decode(path: Path, what: str, convert: Callable[[Any], np.ndarray]) -> np.ndarray:
+    """Decode the image file ``path`` fully with ``convert(PIL image)``.
+
+    Corrupt or truncated files raise one ``ValueError`` naming the file (and
+    ``what`` it should hold); a missing file raises ``FileNotFoundError``.
+    """
     from PIL import Image
 
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"), dtype=np.uint8)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return convert(img)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist") from None
+    except (OSError, SyntaxError, EOFError, zlib.error) as error:
+        raise ValueError(f"cannot decode {what} {str(path)!r} (corrupt or truncated file?): {error}") from None
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB, whatever the file's own mode."""
+    return decode(path, "image", lambda img: np.array(img.convert("RGB"), dtype=np.uint8))
+
+
+def _single_channel(img: Any, path: Path) -> np.ndarray:
+    if img.mode not in ("L", "P", "I", "I;16"):
+        raise ValueError(f"annotation {str(path)!r} has mode {img.mode!r}; expected a single-channel image of class ids")
+    return np.array(img)
 
 
 def load_labels(path: Path) -> np.ndarray:
     """``(H, W)`` class ids from a single-channel (L, P, I or I;16) image."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        if img.mode not in ("L", "P", "I", "I;16"):
-            raise ValueError(
-                f"annotation {str(path)!r} has mode {img.mode!r}; expected a single-channel image of class ids"
-            )
-        return np.array(img)
+    return decode(path, "annotation", lambda img: _single_channel(img, path))
 
 
 def to_image_tensor(rgb: np.ndarray) -> torch.Tensor:

@@ -23,7 +23,13 @@ import torch
 from torch.utils.data import Dataset
 
 from segrobust.datasets._image_files import ImagePairStore
-from segrobust.datasets.functional import IGNORE_INDEX, check_size
+from segrobust.datasets.functional import (
+    CAMVID_CLASSES,
+    CAMVID_COLORS,
+    IGNORE_INDEX,
+    check_index,
+    check_size,
+)
 
 __all__ = ["CAMVID_HORIZONTAL_FOV_DEG", "CamVid", "CamVidTriplets", "camvid_intrinsics", "default_camvid_root"]
 
@@ -163,6 +169,8 @@ class CamVid(Dataset):
     """
 
     num_classes = 11
+    class_names = CAMVID_CLASSES
+    palette = CAMVID_COLORS
 
     def __init__(
         self,
@@ -193,21 +201,10 @@ class CamVid(Dataset):
         return image, torch.where(labels >= CAMVID_VOID_ID, torch.full_like(labels, self.ignore_index), labels)
 
     def __getitem__(self, index: int) -> dict:
-        index = _index(index, len(self))
+        index = check_index(index, len(self))
         image, mask = self._raw(index)
         item = {"image": image, "mask": mask, "name": self.names[index]}
         return self.transform(item) if self.transform is not None else item
-
-
-def _index(index: object, length: int) -> int:
-    if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
-        raise TypeError(f"index must be an int, got {type(index).__name__}")
-    index = int(index)
-    if index < 0:
-        index += length
-    if not 0 <= index < length:
-        raise IndexError(f"index {index} out of range for a data set of {length} items")
-    return index
 
 
 def parse_frame_name(name: str) -> Tuple[str, int]:
@@ -308,7 +305,7 @@ class CamVidTriplets(Dataset):
         return len(self.triplets)
 
     def __getitem__(self, index: int) -> dict:
-        index = _index(index, len(self))
+        index = check_index(index, len(self))
         ids = self.triplets[index]
         images, masks = zip(*(self.frames._raw(i) for i in ids))
         frame_numbers = [parse_frame_name(self.frames.names[i])[1] for i in ids]

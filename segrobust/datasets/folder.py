@@ -16,8 +16,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from segrobust.datasets._image_files import ImagePairStore
-from segrobust.datasets.camvid import _index
-from segrobust.datasets.functional import IGNORE_INDEX, check_size
+from segrobust.datasets.functional import IGNORE_INDEX, check_index, check_size
 
 __all__ = ["FolderDataset"]
 
@@ -114,7 +113,7 @@ class FolderDataset(Dataset):
             )
 
     def __getitem__(self, index: int) -> dict:
-        index = _index(index, len(self))
+        index = check_index(index, len(self))
         image, mask = self._files.load(index, *self.pairs[index])
         item = {"image": image, "mask": mask, "name": self.names[index]}
         return self.transform(item) if self.transform is not None else item

@@ -27,6 +27,7 @@ __all__ = [
     "IGNORE_INDEX",
     "NUM_CAMVID_CLASSES",
     "camera_intrinsics",
+    "check_index",
     "check_size",
     "colorize",
     "relative_pose",
@@ -92,6 +93,27 @@ def check_size(size: object, name: str = "size") -> Size:
     if height < 1 or width < 1:
         raise ValueError(f"{name} must be positive (H, W), got {size!r}")
     return height, width
+
+
+def check_index(index: object, length: int) -> int:
+    """Validate an item index of a data set of ``length`` items; negative indices count from the end.
+
+    Examples:
+        >>> check_index(-1, 5)
+        4
+        >>> check_index(5, 5)
+        Traceback (most recent call last):
+        ...
+        IndexError: index 5 out of range for a data set of 5 items
+    """
+    if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+        raise TypeError(f"index must be an int, got {type(index).__name__}")
+    index = int(index)
+    if index < 0:
+        index += length
+    if not 0 <= index < length:
+        raise IndexError(f"index {index} out of range for a data set of {length} items")
+    return index
 
 
 def colorize(

@@ -32,14 +32,16 @@ def preview_grid(
     dataset: Sequence[dict],
     n: int = 8,
     columns: int = 2,
-    palette: Sequence[Sequence[int]] = CAMVID_COLORS,
-    ignore_index: int = IGNORE_INDEX,
+    palette: Optional[Sequence[Sequence[int]]] = None,
+    ignore_index: Optional[int] = None,
     indices: Optional[Sequence[int]] = None,
 ) -> np.ndarray:
     """A uint8 RGB grid: for each item, image | colourised mask | depth (when the item has one).
 
     Works with any data set whose items hold ``"image"`` (or ``"frames"``, the
-    middle frame is shown) and ``"mask"``. Save it with
+    middle frame is shown) and ``"mask"``. ``palette`` and ``ignore_index``
+    default to the data set's own (its ``palette`` / ``ignore_index``
+    attributes), else CamVid's colours and 255. Save it with
     ``PIL.Image.fromarray(grid).save("preview.png")``.
 
     Examples:
@@ -52,6 +54,10 @@ def preview_grid(
         raise ValueError("preview_grid needs at least one item")
     if columns < 1:
         raise ValueError(f"columns must be >= 1, got {columns}")
+    if palette is None:
+        palette = getattr(dataset, "palette", None) or CAMVID_COLORS
+    if ignore_index is None:
+        ignore_index = getattr(dataset, "ignore_index", IGNORE_INDEX)
     tiles = []
     for i in picks:
         item = dataset[i]

@@ -1,37 +1,25 @@
-"""A small vectorised ray caster that renders :class:`~.street_scene.StreetScene` worlds.
-
-One primary ray per pixel (through the pixel centre, kornia's convention) is
-intersected with the ground plane, every box and every sphere; the nearest hit
-gives the class label, the metric depth (the camera-frame ``z``, exactly what
-:func:`kornia.geometry.depth.depth_to_3d_v2` expects) and the surface to shade.
-
-Speed comes from screen-space binning instead of per-pixel Python: each
-primitive's projected bounding rectangle is computed once, the image is cut
-into tiles, and each tile tests only the primitives that overlap it, in
-batched tensor operations (tiles with similar primitive counts are batched
-together to limit padding).
+"""Surface shading of the street worlds: procedural textures, lighting and sky.
 
 Textures are functions of *world* coordinates (value noise, window grids,
 lane markings, tiles...), so a surface looks the same from every camera pose,
 which is what makes the rendered videos photometrically consistent. Patterns
 are box-filtered over the pixel footprint to avoid aliasing. Lighting is a sun
-(with street-canyon shadows of the buildings) plus ambient sky light, then
-aerial haze and a sensor model (exposure, white balance, vignetting, noise).
+(with street-canyon shadows of the buildings) plus ambient sky light.
+
+Each material's shader reads the primitive's albedo and its
+``NUM_PARAMS`` material parameters, whose meaning per material is named in
+[scene][segrobust.datasets.synthetic.scene] (e.g. ``FacadeParam``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import math
-from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segrobust.datasets.functional import check_size
-from segrobust.datasets.street_scene import (
+from segrobust.datasets.synthetic.scene import (
     MAT_CAR_BODY,
     MAT_CAR_CABIN,
     MAT_FACADE,
@@ -41,18 +29,17 @@ from segrobust.datasets.street_scene import (
     MAT_PLAIN,
     MAT_ROAD,
     MAT_SIGN,
-    MAT_SKY,
     MAT_TRAFFIC_LIGHT,
-    ROAD,
-    SKY,
+    CarParam,
+    FacadeParam,
+    FenceParam,
+    FoliageParam,
+    SignParam,
     StreetScene,
+    TrafficLightParam,
 )
 
-__all__ = ["render_street"]
-
-_INF = float("inf")
-_NEAR = 1e-3
-
+__all__ = ["Surface", "shade_materials", "sky_color", "sun_and_sky_light"]
 
 # --------------------------------------------------------------------------- noise
 
@@ -149,123 +136,19 @@ def _mix(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return a + (b - a) * w[:, None]
 
 
-# --------------------------------------------------------------------------- intersection
-
-
-def _project_rects(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, rot_wc: np.ndarray, K: np.ndarray,
-                   height: int, width: int, far: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Screen rectangles ``(M, 4)`` = row0, row1, col0, col1 of the visible primitives, and their ids."""
-    if len(lo) == 0:
-        return np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
-    corners = np.stack(
-        [np.stack([(hi if (k >> a) & 1 else lo)[:, a] for a in range(3)], axis=1) for k in range(8)], axis=1
-    )
-    cam = (corners - origin) @ rot_wc  # (M, 8, 3) in camera coordinates
-    near = 0.05
-    # Clip the 12 edges against the near plane: the projected rectangle of a box
-    # crossing the camera plane is bounded by its in-front corners and the crossings.
-    ends = np.array([(i, i | (1 << a)) for i in range(8) for a in range(3) if not (i >> a) & 1])
-    p0, p1 = cam[:, ends[:, 0]], cam[:, ends[:, 1]]
-    z0, z1 = p0[..., 2], p1[..., 2]
-    crossing = (z0 - near) * (z1 - near) < 0
-    frac = np.where(crossing, (near - z0) / np.where(crossing, z1 - z0, 1.0), 0.0)
-    cut = p0 + frac[..., None] * (p1 - p0)
-    points = np.concatenate([cam, cut], axis=1)
-    usable = np.concatenate([cam[..., 2] >= near, crossing], axis=1)
-    zs = np.where(usable, np.maximum(points[..., 2], near), 1.0)
-    u = K[0, 0] * points[..., 0] / zs + K[0, 1] * points[..., 1] / zs + K[0, 2]
-    v = K[1, 1] * points[..., 1] / zs + K[1, 2]
-    big = 1e9
-    u0 = np.where(usable, u, big).min(1)
-    u1 = np.where(usable, u, -big).max(1)
-    v0 = np.where(usable, v, big).min(1)
-    v1 = np.where(usable, v, -big).max(1)
-    any_front = usable.any(1)
-    near_dist = np.linalg.norm(np.maximum(np.maximum(lo - origin, origin - hi), 0.0), axis=1)
-    keep = any_front & (u1 >= -1) & (u0 <= width) & (v1 >= -1) & (v0 <= height) & (near_dist < far)
-    rects = np.stack(
-        [np.floor(v0) - 1, np.ceil(v1) + 1, np.floor(u0) - 1, np.ceil(u1) + 1], axis=1
-    )
-    rects = np.clip(rects, -1, max(height, width) + 1)[keep].astype(np.int64)
-    return rects, np.nonzero(keep)[0]
-
-
-def _box_kernel(dirs: torch.Tensor, inv: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """Entry distance of rays (T, P, 3) from the origin into boxes (T, K, 3) given relative to it.
-
-    The slab test is written per axis on (T, P, K) tensors: elementwise ops only,
-    no reductions over a tiny last dimension.
-    """
-    t_near = t_far = None
-    for ax in range(3):
-        inv_ax = inv[:, :, ax, None]
-        a = lo[:, None, :, ax] * inv_ax
-        b = hi[:, None, :, ax] * inv_ax
-        near, far = torch.minimum(a, b), torch.maximum(a, b)
-        t_near = near if t_near is None else torch.maximum(t_near, near)
-        t_far = far if t_far is None else torch.minimum(t_far, far)
-    hit = (t_near <= t_far) & (t_near > _NEAR)
-    return torch.where(hit, t_near, torch.full_like(t_near, _INF))
-
-
-def _sphere_kernel(dirs: torch.Tensor, inv: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    center = (lo + hi) / 2
-    radius = (hi[..., 0] - lo[..., 0]) / 2
-    b = torch.bmm(dirs, center.transpose(1, 2))  # (T, P, K)
-    a = (dirs * dirs).sum(-1, keepdim=True)
-    c = (center * center).sum(-1) - radius * radius
-    disc = b * b - a * c[:, None]
-    t = (b - disc.clamp_min(0).sqrt()) / a
-    hit = (disc > 0) & (t > _NEAR)
-    return torch.where(hit, t, torch.full_like(t, _INF))
-
-
-def _tiled_nearest(dirs_tiles: torch.Tensor, tile: int, n_rows: int, n_cols: int, rects: np.ndarray,
-                   ids: np.ndarray, lo: torch.Tensor, hi: torch.Tensor, kernel) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Nearest hit per ray among the primitives ``ids``; only tile/rectangle overlaps are tested.
-
-    ``lo``/``hi`` are relative to the camera centre and end with one padding
-    primitive (a point behind the camera that no ray can hit).
-    """
-    num_tiles, per_tile = dirs_tiles.shape[:2]
-    best_t = torch.full((num_tiles, per_tile), _INF)
-    best_id = torch.zeros((num_tiles, per_tile), dtype=torch.long)
-    if len(ids) == 0:
-        return best_t, best_id
-    pad_id = lo.shape[0] - 1
-    inv_tiles = 1.0 / dirs_tiles
-    row0 = np.arange(n_rows) * tile
-    col0 = np.arange(n_cols) * tile
-    rows_hit = (rects[None, :, 0] <= row0[:, None] + tile - 1) & (rects[None, :, 1] >= row0[:, None])
-    cols_hit = (rects[None, :, 2] <= col0[:, None] + tile - 1) & (rects[None, :, 3] >= col0[:, None])
-    overlap = (rows_hit[:, None, :] & cols_hit[None, :, :]).reshape(n_rows * n_cols, len(ids))
-    counts = overlap.sum(1)
-    buckets = np.where(counts > 0, np.ceil(np.log2(np.maximum(counts, 1)) * 2).astype(int), -1)
-    for bucket in np.unique(buckets[buckets >= 0]):
-        tiles = np.nonzero(buckets == bucket)[0]
-        width = int(counts[tiles].max())
-        order = np.argsort(~overlap[tiles], axis=1, kind="stable")[:, :width]
-        valid = np.take_along_axis(overlap[tiles], order, axis=1)
-        prim = torch.from_numpy(np.where(valid, ids[order], pad_id))
-        tiles_t = torch.from_numpy(tiles)
-        t = kernel(dirs_tiles[tiles_t], inv_tiles[tiles_t], lo[prim], hi[prim])
-        t_min, k = t.min(-1)
-        best_t[tiles_t] = t_min
-        best_id[tiles_t] = torch.gather(prim, 1, k)
-    return best_t, best_id
-
-
 # --------------------------------------------------------------------------- shading
 
 
-class _Surface:
-    """Per-pixel hit data for one material group (all 1-D over the group's pixels)."""
+class Surface:
+    """Per-pixel hit data (all 1-D over the pixels): point ``p``, ``normal``, face ``axis``,
+    primitive box ``lo``/``hi``, footprints ``fp``/``fp_axis``, albedo ``color``, material
+    ``params`` and ray ``distance``."""
 
     def __init__(self, **fields: torch.Tensor) -> None:
         self.__dict__.update(fields)
 
 
-def _face_coords(s: _Surface):
+def _face_coords(s: Surface):
     """In-plane coordinates of box hits: ``u`` horizontal along the face, ``v`` up (or Y on tops)."""
     axis = s.axis
     vertical = axis != 2
@@ -279,7 +162,7 @@ def _face_coords(s: _Surface):
     return u, v, u_len, v_len, fp_u, fp_v
 
 
-def _shade_road(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
+def _shade_road(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     x, y = s.p[:, 0], s.p[:, 1]
     fpx, fpy = s.fp_axis[:, 0], s.fp_axis[:, 1]
     grey = scene.asphalt * (1 + 0.35 * _fbm(s.p, 0.08, seed, s.fp) + 0.35 * _fbm(s.p, 1.5, seed + 7, s.fp))
@@ -335,7 +218,7 @@ def _shade_road(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     return color
 
 
-def _shade_pavement(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
+def _shade_pavement(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     x, y = s.p[:, 0], s.p[:, 1]
     top = s.axis == 2
     tile = scene.tile_size
@@ -350,11 +233,12 @@ def _shade_pavement(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     return torch.where(top[:, None], top_color, side_color)
 
 
-def _shade_facade(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
+def _shade_facade(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     u, v, u_len, v_len, fp_u, fp_v = _face_coords(s)
-    prm = s.params
-    floor_h, spacing, win_w, win_h, ground_h = prm[:, 0], prm[:, 1], prm[:, 2], prm[:, 3], prm[:, 4]
-    shop, bseed, light_frames = prm[:, 5] > 0.5, prm[:, 6], prm[:, 7] > 0.5
+    prm, P = s.params, FacadeParam
+    floor_h, spacing = prm[:, P.FLOOR_HEIGHT], prm[:, P.WINDOW_SPACING]
+    win_w, win_h, ground_h = prm[:, P.WINDOW_WIDTH], prm[:, P.WINDOW_HEIGHT], prm[:, P.GROUND_FLOOR_HEIGHT]
+    shop, bseed, light_frames = prm[:, P.SHOP_FRONT] > 0.5, prm[:, P.TEXTURE_SEED], prm[:, P.LIGHT_FRAMES] > 0.5
     vertical = s.axis != 2
     wall = s.color * (1 + 0.25 * _fbm(s.p, 0.4, seed, s.fp) + 0.12 * _fbm(s.p * torch.tensor([1.0, 1.0, 0.15]),
                                                                               1.2, seed + 1, s.fp))[:, None]
@@ -405,12 +289,12 @@ def _shade_facade(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     return _mix(color, torch.tensor([0.3, 0.3, 0.32]).expand_as(color), roof)
 
 
-def _shade_plain(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
+def _shade_plain(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     return s.color * (1 + 0.25 * _fbm(s.p, 3.0, seed, s.fp))[:, None]
 
 
-def _shade_foliage(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
-    q = s.p + s.params[:, :1]
+def _shade_foliage(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
+    q = s.p + s.params[:, FoliageParam.NOISE_OFFSET, None]
     leaves = _fbm(q, 2.5, seed, s.fp, octaves=3)
     clumps = _fbm(q, 0.7, seed + 9, s.fp, octaves=2)
     shade = (0.75 + 1.4 * leaves + 0.8 * clumps).clamp(0.3, 1.6)
@@ -418,9 +302,9 @@ def _shade_foliage(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     return (s.color * shade[:, None] + hue).clamp(0.01, 1)
 
 
-def _shade_car_body(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
+def _shade_car_body(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     u, v, u_len, v_len, fp_u, fp_v = _face_coords(s)
-    facing, box_vehicle = s.params[:, 0], s.params[:, 1] > 0.5
+    facing, box_vehicle = s.params[:, CarParam.FACING], s.params[:, CarParam.BOX_VEHICLE] > 0.5
     end_face = s.axis == 0
     side_face = s.axis == 1
     ur = u / u_len.clamp_min(1e-3)  # 0..1 across the face
@@ -458,7 +342,7 @@ def _shade_car_body(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     return color
 
 
-def _shade_car_cabin(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
+def _shade_car_cabin(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     u, v, u_len, v_len, fp_u, fp_v = _face_coords(s)
     vertical = s.axis != 2
     ur, vr = u / u_len.clamp_min(1e-3), v / v_len.clamp_min(1e-3)
@@ -471,10 +355,10 @@ def _shade_car_cabin(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor
     return _mix(s.color, glass_color, glass)
 
 
-def _shade_sign(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
+def _shade_sign(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     u, v, u_len, v_len, fp_u, fp_v = _face_coords(s)
     facing_road = s.normal[:, 0] < 0
-    border_color = s.params[:, :3]
+    border_color = s.params[:, SignParam.BORDER_RGB]
     inner = _band(u - u_len / 2, u_len / 2 - 0.06, fp_u) * _band(v - v_len / 2, v_len / 2 - 0.06, fp_v)
     # A few glyph-like bars as "text".
     rows = _periodic_band(v, 0.16, 0.035, fp_v) * _band(u - u_len / 2, u_len / 2 - 0.15, fp_u)
@@ -484,14 +368,14 @@ def _shade_sign(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     return torch.where(facing_road[:, None], color, torch.tensor([0.45, 0.45, 0.45]).expand_as(color))
 
 
-def _shade_traffic_light(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
+def _shade_traffic_light(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     return s.color * (1 + 0.1 * _fbm(s.p, 3.0, seed, s.fp))[:, None]
 
 
-def _traffic_light_emission(s: _Surface) -> torch.Tensor:
+def _traffic_light_emission(s: Surface) -> torch.Tensor:
     u, v, u_len, v_len, fp_u, fp_v = _face_coords(s)
     front = (s.normal[:, 0] < 0).float()
-    lit = s.params[:, 0]
+    lit = s.params[:, TrafficLightParam.LIT_LAMP]
     out = torch.zeros_like(s.color)
     lamp_colors = torch.tensor([[0.95, 0.12, 0.08], [0.95, 0.65, 0.1], [0.2, 0.9, 0.35]])
     for k in range(3):
@@ -502,10 +386,10 @@ def _traffic_light_emission(s: _Surface) -> torch.Tensor:
     return out
 
 
-def _shade_fence(s: _Surface, scene: StreetScene, seed: int) -> torch.Tensor:
+def _shade_fence(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     u, v, _, v_len, fp_u, fp_v = _face_coords(s)
-    backing = s.params[:, :3] * (1 + 0.5 * _fbm(s.p, 1.5, seed, s.fp))[:, None]
-    period, half_bar = s.params[:, 3], s.params[:, 4]
+    backing = s.params[:, FenceParam.BACKING_RGB] * (1 + 0.5 * _fbm(s.p, 1.5, seed, s.fp))[:, None]
+    period, half_bar = s.params[:, FenceParam.BAR_PERIOD], s.params[:, FenceParam.BAR_HALF_WIDTH]
     bars = _periodic_band(u, period, half_bar, fp_u)
     rails = torch.maximum(_band(v - (v_len - 0.05), 0.05, fp_v), _band(v - 0.15, 0.04, fp_v))
     metal = torch.maximum(bars, rails)
@@ -526,7 +410,7 @@ _SHADERS = {
 }
 
 
-def _sky(dirs: torch.Tensor, scene: StreetScene, seed: int) -> torch.Tensor:
+def sky_color(dirs: torch.Tensor, scene: StreetScene, seed: int) -> torch.Tensor:
     """Sky colour for unit directions ``(N, 3)``: a gradient with clouds on a distant plane."""
     up = dirs[:, 2].clamp_min(0.0)
     t = (up * 2.2).clamp(0, 1) ** 0.8
@@ -566,222 +450,35 @@ def _canyon_shadow(p: torch.Tensor, scene: StreetScene) -> torch.Tensor:
     return ((lam > 1e-3) & (z_hit < height)).float()
 
 
-# --------------------------------------------------------------------------- render
+def shade_materials(surface: Surface, mats: torch.Tensor, scene: StreetScene,
+                    seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Albedo and lamp emission ``(N, 3)`` of surface points sorted by material id ``mats``."""
+    albedo = torch.zeros_like(surface.p)
+    emission = torch.zeros_like(surface.p)
+    counts = torch.bincount(mats, minlength=max(_SHADERS) + 1).tolist()
+    start = 0
+    for m in range(len(counts)):
+        stop = start + counts[m]
+        if stop > start and m in _SHADERS:
+            sub = Surface(**{k: v[start:stop] for k, v in surface.__dict__.items()})
+            albedo[start:stop] = _SHADERS[m](sub, scene, seed + 1000 * m)
+            if m == MAT_TRAFFIC_LIGHT:
+                emission[start:stop] = _traffic_light_emission(sub)
+        start = stop
+    return albedo, emission
 
 
-@contextlib.contextmanager
-def single_intra_op_thread() -> Iterator[None]:
-    """Run the enclosed torch code on one intra-op thread, restoring the previous count.
-
-    Rendering is thousands of small tensor operations: extra intra-op threads
-    bring nothing and, on a busy machine, their spinning barriers make it an
-    order of magnitude slower. Parallelise over images instead (DataLoader workers).
-    """
-    previous = torch.get_num_threads()
-    if previous == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def render_street(
-    scene: StreetScene,
-    cam_to_world: torch.Tensor,
-    K: torch.Tensor,
-    size: Tuple[int, int],
-    max_depth: float = 100.0,
-    noise_seed: Optional[int] = 0,
-    tile: int = 16,
-    far: float = 400.0,
-) -> Dict[str, torch.Tensor]:
-    """Render one view of a street scene.
-
-    Args:
-        scene: the world (see :func:`~segrobust.datasets.street_scene.sample_street_scene`).
-        cam_to_world: ``(4, 4)`` camera-to-world pose (OpenCV camera axes).
-        K: ``(3, 3)`` intrinsics; pixel centres at integer coordinates.
-        size: output ``(H, W)``.
-        max_depth: depth given to the sky and cap for far geometry, metres.
-        noise_seed: seed of the sensor noise; ``None`` renders without noise.
-        tile: side of the screen tiles used to bin primitives (speed only).
-        far: primitives farther than this are skipped (they are lost in the haze).
-
-    Rendering runs on one intra-op thread (see :func:`single_intra_op_thread`).
-
-    Returns:
-        ``{"image": (3, H, W) float32 in [0, 1], "mask": (H, W) int64 CamVid ids,
-        "depth": (1, H, W) float32 camera-z depth in metres}``.
-
-    Examples:
-        >>> import numpy as np
-        >>> from segrobust.datasets.functional import camera_intrinsics
-        >>> from segrobust.datasets.street_scene import sample_street_scene
-        >>> scene = sample_street_scene(np.random.default_rng(0))
-        >>> out = render_street(scene, scene.camera_to_world(), camera_intrinsics((24, 32)), (24, 32))
-        >>> out["image"].shape, out["mask"].dtype, bool(out["depth"].min() > 0)
-        (torch.Size([3, 24, 32]), torch.int64, True)
-    """
-    with single_intra_op_thread():
-        return _render(scene, cam_to_world, K, size, max_depth, noise_seed, tile, far)
-
-
-def _render(scene: StreetScene, cam_to_world: torch.Tensor, K: torch.Tensor, size: Tuple[int, int],
-            max_depth: float, noise_seed: Optional[int], tile: int, far: float) -> Dict[str, torch.Tensor]:
-    height, width = check_size(size)
-    pose = torch.as_tensor(cam_to_world, dtype=torch.float32)
-    K = torch.as_tensor(K, dtype=torch.float32)
-    if pose.shape != (4, 4) or K.shape != (3, 3):
-        raise ValueError(f"cam_to_world must be (4, 4) and K (3, 3), got {tuple(pose.shape)} and {tuple(K.shape)}")
-    if not (torch.isfinite(pose).all() and torch.isfinite(K).all()):
-        raise ValueError("cam_to_world and K must be finite")
-    rot, origin = pose[:3, :3], pose[:3, 3]
-    prim = scene.torch_tensors()
-    seed = int(scene.texture_seed)
-
-    # Rays: camera-frame directions with z = 1, so a hit distance t is the z-depth.
-    vs, us = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                            indexing="ij")
-    pix = torch.stack([us, vs, torch.ones_like(us)], -1)
-    d_cam = pix @ torch.linalg.inv(K).T
-    d_cam = d_cam / d_cam[..., 2:3]
-    dirs = d_cam @ rot.T  # (H, W, 3) world directions
-    dirs = torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
-
-    # Pad to whole tiles and group rays by tile.
-    n_rows, n_cols = math.ceil(height / tile), math.ceil(width / tile)
-    padded = torch.zeros(n_rows * tile, n_cols * tile, 3)
-    padded[:height, :width] = dirs
-    padded[height:, :, 2] = -1.0
-    padded[:, width:, 2] = -1.0
-    dirs_tiles = padded.reshape(n_rows, tile, n_cols, tile, 3).permute(0, 2, 1, 3, 4).reshape(-1, tile * tile, 3)
-
-    def untile(x: torch.Tensor) -> torch.Tensor:
-        full = x.reshape(n_rows, n_cols, tile, tile).permute(0, 2, 1, 3).reshape(n_rows * tile, n_cols * tile)
-        return full[:height, :width]
-
-    origin_np = origin.double().numpy()
-    rects, ids = _project_rects(prim["lo_np"], prim["hi_np"], origin_np, rot.double().numpy(), K.double().numpy(),
-                                height, width, far)
-    is_box = ids < prim["num_boxes"]
-    behind = origin - 1e4 * rot[:, 2]
-    lo_rel = torch.cat([prim["lo"], behind[None]]) - origin
-    hi_rel = torch.cat([prim["hi"], behind[None]]) - origin
-    hits = []
-    for mask_sel, kernel in ((is_box, _box_kernel), (~is_box, _sphere_kernel)):
-        t, pid = _tiled_nearest(dirs_tiles, tile, n_rows, n_cols, rects[mask_sel], ids[mask_sel], lo_rel, hi_rel,
-                                kernel)
-        hits.append((untile(t), untile(pid)))
-    (t_box, id_box), (t_sph, id_sph) = hits
-    t_ground = torch.where(dirs[..., 2] < -1e-6, -origin[2] / dirs[..., 2], torch.full_like(dirs[..., 2], _INF))
-    # The face a box ray entered through: the slab with the largest entry distance.
-    slab_lo, slab_hi = lo_rel[id_box] / dirs, hi_rel[id_box] / dirs
-    ax_box = torch.minimum(slab_lo, slab_hi).argmax(-1)
-
-    # Primitive ids: -2 sky, -1 ground, >= 0 table rows.
-    t = t_ground
-    pid = torch.full((height, width), -1, dtype=torch.long)
-    axis = torch.full((height, width), 2, dtype=torch.long)
-    closer = t_box < t
-    t, pid, axis = torch.where(closer, t_box, t), torch.where(closer, id_box, pid), torch.where(closer, ax_box, axis)
-    closer = t_sph < t
-    t, pid = torch.where(closer, t_sph, t), torch.where(closer, id_sph, pid)
-    is_sphere = closer
-    sky = ~torch.isfinite(t)
-    pid = torch.where(sky, torch.full_like(pid, -2), pid)
-
-    mat = torch.full((height, width), MAT_ROAD, dtype=torch.long)
-    cls = torch.full((height, width), ROAD, dtype=torch.long)
-    obj = pid >= 0
-    mat[obj] = prim["mat"][pid[obj]]
-    cls[obj] = prim["cls"][pid[obj]]
-    mat[sky] = MAT_SKY
-    cls[sky] = SKY
-
-    flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
-    d_flat, t_flat, pid_flat, mat_flat = flat(dirs), flat(t), flat(pid), flat(mat)
-    axis_flat, sphere_flat = flat(axis), flat(is_sphere)
-    image = torch.zeros(height * width, 3)
-    emission = torch.zeros(height * width, 3)
-    unit = d_flat / d_flat.norm(dim=-1, keepdim=True)
-    solid = ~flat(sky)
-    # Pixels sorted by material, so each shader works on one contiguous slice.
-    order = torch.argsort(mat_flat, stable=True)
-    num_sky = int((mat_flat == MAT_SKY).sum())
-    idx = order[num_sky:]
-    focal = float(K[0, 0])
-    if len(idx):
-        td = t_flat[idx]
-        d = d_flat[idx]
-        p = origin + td[:, None] * d
-        ids_s = pid_flat[idx].clamp_min(0)
-        lo = prim["lo"][ids_s]
-        hi = prim["hi"][ids_s]
-        ax = axis_flat[idx]
-        normal = torch.zeros_like(p)
-        normal.scatter_(1, ax[:, None], -torch.sign(torch.gather(d, 1, ax[:, None])))
-        sph = sphere_flat[idx]
-        if sph.any():
-            centre = (lo[sph] + hi[sph]) / 2
-            normal[sph] = (p[sph] - centre) / ((hi[sph, 0] - lo[sph, 0]) / 2)[:, None]
-            ax = torch.where(sph, torch.full_like(ax, 2), ax)
-        ground = pid_flat[idx] < 0
-        normal[ground] = torch.tensor([0.0, 0.0, 1.0])
-        ax = torch.where(ground, torch.full_like(ax, 2), ax)
-        u_dir = unit[idx]
-        distance = td * d.norm(dim=-1)
-        fp = distance / focal
-        cos_n = (u_dir * normal).sum(-1).abs().clamp_min(0.08)
-        fp_axis = fp[:, None] * (1 + u_dir.abs() / cos_n[:, None])
-        surface = _Surface(p=p, normal=normal, axis=ax, lo=lo, hi=hi, fp=fp, fp_axis=fp_axis,
-                           color=prim["color"][ids_s], params=prim["params"][ids_s])
-        albedo = torch.zeros_like(p)
-        mats = mat_flat[idx]
-        counts = torch.bincount(mats, minlength=max(_SHADERS) + 1).tolist()
-        start = 0
-        for m in range(len(counts)):
-            stop = start + counts[m]
-            if stop > start and m in _SHADERS:
-                sub = _Surface(**{k: v[start:stop] for k, v in surface.__dict__.items()})
-                albedo[start:stop] = _SHADERS[m](sub, scene, seed + 1000 * m)
-                if m == MAT_TRAFFIC_LIGHT:
-                    emission[idx[start:stop]] = _traffic_light_emission(sub)
-            start = stop
-
-        # Lighting: ambient sky light plus the sun, shadowed by the street canyon.
-        sun = torch.as_tensor(scene.sun_direction, dtype=torch.float32)
-        up = normal[:, 2]
-        if scene.sunny:
-            lambert = (normal @ sun).clamp_min(0)
-            foliage = mats == MAT_FOLIAGE
-            lambert = torch.where(foliage, 0.3 + 0.7 * (normal @ sun * 0.5 + 0.5), lambert)
-            lit = 1 - _canyon_shadow(p, scene)
-            light = scene.ambient * (0.8 + 0.2 * up)[:, None] * torch.tensor([0.95, 0.98, 1.04]) + (
-                scene.sun_strength * lambert * lit
-            )[:, None] * torch.tensor([1.0, 0.96, 0.88])
-        else:
-            light = (scene.ambient * (0.78 + 0.22 * (up * 0.5 + 0.5)))[:, None].expand(-1, 3)
-        color = albedo * light
-        haze = 1 - torch.exp(-distance / scene.haze_distance)
-        horizon = torch.as_tensor(scene.sky_horizon, dtype=torch.float32)
-        image[idx] = color + (horizon - color) * haze[:, None]
-    sky_idx = torch.nonzero(~solid)[:, 0]
-    if len(sky_idx):
-        image[sky_idx] = _sky(unit[sky_idx], scene, seed + 77)
-    image = image + emission
-
-    # Sensor: exposure, white balance, vignetting, noise.
-    image = image * scene.exposure * torch.as_tensor(scene.white_balance, dtype=torch.float32)
-    image = image.reshape(height, width, 3).permute(2, 0, 1)
-    ru = (us - K[0, 2]) / (width / 2)
-    rv = (vs - K[1, 2]) / (width / 2)
-    image = image * (1 - scene.vignette * (ru * ru + rv * rv) / 2)
-    if noise_seed is not None and scene.noise_std > 0:
-        gen = torch.Generator().manual_seed(int(noise_seed))
-        image = image + scene.noise_std * torch.randn(image.shape, generator=gen)
-    image = image.clamp(0.0, 1.0)
-    depth = torch.where(sky, torch.full_like(t, max_depth), t.clamp(max=max_depth))
-    return {"image": image.contiguous(), "mask": cls, "depth": depth[None].contiguous()}
+def sun_and_sky_light(surface: Surface, mats: torch.Tensor, scene: StreetScene) -> torch.Tensor:
+    """Incoming light ``(N, 3)``: ambient sky light plus the sun, shadowed by the street canyon."""
+    normal = surface.normal
+    sun = torch.as_tensor(scene.sun_direction, dtype=torch.float32)
+    up = normal[:, 2]
+    if scene.sunny:
+        lambert = (normal @ sun).clamp_min(0)
+        foliage = mats == MAT_FOLIAGE
+        lambert = torch.where(foliage, 0.3 + 0.7 * (normal @ sun * 0.5 + 0.5), lambert)
+        lit = 1 - _canyon_shadow(surface.p, scene)
+        return scene.ambient * (0.8 + 0.2 * up)[:, None] * torch.tensor([0.95, 0.98, 1.04]) + (
+            scene.sun_strength * lambert * lit
+        )[:, None] * torch.tensor([1.0, 0.96, 0.88])
+    return (scene.ambient * (0.78 + 0.22 * (up * 0.5 + 0.5)))[:, None].expand(-1, 3)

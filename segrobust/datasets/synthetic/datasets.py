@@ -1,7 +1,7 @@
 """SyntheticStreets: procedural street scenes, the library's built-in default data.
 
 Each item is a street world drawn from ``(seed, split, index)`` and rendered
-by the ray caster of :mod:`segrobust.datasets.raycast`: a road with lane
+by the ray caster of :mod:`segrobust.datasets.synthetic.render`: a road with lane
 markings, raised pavements, buildings with windows and shop fronts, parks
 with fences, trees, lamps, signs, traffic lights, parked and stopped cars,
 vans, buses, pedestrians and cyclists, under sunny or overcast skies. Labels
@@ -22,9 +22,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segrobust.datasets.functional import camera_intrinsics, check_size, relative_pose
-from segrobust.datasets.raycast import render_street
-from segrobust.datasets.street_scene import StreetScene, sample_street_scene
+from segrobust.datasets.functional import (
+    CAMVID_CLASSES,
+    CAMVID_COLORS,
+    camera_intrinsics,
+    check_index,
+    check_size,
+    relative_pose,
+)
+from segrobust.datasets.synthetic.render import render_street
+from segrobust.datasets.synthetic.scene import StreetScene, sample_street_scene
 
 __all__ = ["SyntheticStreetTriplets", "SyntheticStreetVideo", "SyntheticStreets"]
 
@@ -136,6 +143,8 @@ class SyntheticStreets(Dataset):
 
     num_classes = 11
     ignore_index = 255
+    class_names = CAMVID_CLASSES
+    palette = CAMVID_COLORS
 
     def __init__(
         self,
@@ -156,7 +165,7 @@ class SyntheticStreets(Dataset):
 
     def scene(self, index: int) -> StreetScene:
         """The world behind item ``index`` (for custom renders, e.g. other sizes or poses)."""
-        index = _check_index(index, self.n)
+        index = check_index(index, self.n)
         return sample_street_scene(np.random.default_rng([self.seed, self._split_id, _STILLS, index]))
 
     def _render(self, index: int) -> dict:
@@ -169,19 +178,8 @@ class SyntheticStreets(Dataset):
         return out
 
     def __getitem__(self, index: int) -> dict:
-        index = _check_index(index, self.n)
+        index = check_index(index, self.n)
         return self._cache.get(index, self._render)
-
-
-def _check_index(index: object, length: int) -> int:
-    if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
-        raise TypeError(f"index must be an int, got {type(index).__name__}")
-    index = int(index)
-    if index < 0:
-        index += length
-    if not 0 <= index < length:
-        raise IndexError(f"index {index} out of range for a data set of {length} items")
-    return index
 
 
 def _render_poses(data: Any, scene: StreetScene, poses: Sequence[torch.Tensor], index: int) -> List[dict]:
@@ -255,6 +253,8 @@ class SyntheticStreetVideo(Dataset):
 
     num_classes = 11
     ignore_index = 255
+    class_names = CAMVID_CLASSES
+    palette = CAMVID_COLORS
 
     def __init__(
         self,
@@ -297,7 +297,7 @@ class SyntheticStreetVideo(Dataset):
         }
 
     def __getitem__(self, index: int) -> dict:
-        index = _check_index(index, self.num_sequences)
+        index = check_index(index, self.num_sequences)
         return self._cache.get(index, self._render)
 
 
@@ -346,6 +346,8 @@ class SyntheticStreetTriplets(Dataset):
 
     num_classes = 11
     ignore_index = 255
+    class_names = CAMVID_CLASSES
+    palette = CAMVID_COLORS
 
     def __init__(
         self,
@@ -385,5 +387,5 @@ class SyntheticStreetTriplets(Dataset):
         }
 
     def __getitem__(self, index: int) -> dict:
-        index = _check_index(index, self.n)
+        index = check_index(index, self.n)
         return self._cache.get(index, self._render)

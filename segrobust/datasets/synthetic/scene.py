@@ -1,4 +1,4 @@
-"""Procedural street worlds: the geometry, materials and lighting that :mod:`.raycast` renders.
+"""Procedural street worlds: the geometry, materials and lighting that [render][segrobust.datasets.synthetic.render] draws.
 
 World frame: ``X`` forward along the street, ``Y`` to the left, ``Z`` up, metres.
 The road occupies ``|Y| < road_half_width`` on the ground plane ``Z = 0``;
@@ -27,6 +27,7 @@ __all__ = [
     "BUILDING",
     "CAR",
     "FENCE",
+    "NUM_PARAMS",
     "PAVEMENT",
     "PEDESTRIAN",
     "POLE",
@@ -34,8 +35,16 @@ __all__ = [
     "SIGN_SYMBOL",
     "SKY",
     "TREE",
+    "CarParam",
+    "FacadeParam",
+    "FenceParam",
+    "FoliageParam",
+    "PavementParam",
+    "SignParam",
     "StreetScene",
+    "TrafficLightParam",
     "camera_to_world",
+    "facade_params",
     "sample_street_scene",
 ]
 
@@ -54,7 +63,70 @@ MAT_CAR_CABIN = 7
 MAT_SIGN = 8
 MAT_FENCE = 9
 MAT_TRAFFIC_LIGHT = 10
+#: Material parameters per primitive (``params[:, k]``); their meaning per material is named below.
 NUM_PARAMS = 8
+
+
+class FacadeParam:
+    """Indices of a facade's (``MAT_FACADE``) material parameters, as read by its shader."""
+
+    FLOOR_HEIGHT = 0  # metres from one floor to the next
+    WINDOW_SPACING = 1  # metres between window centres along the facade
+    WINDOW_WIDTH = 2  # window width as a fraction of the spacing
+    WINDOW_HEIGHT = 3  # window height as a fraction of the floor height
+    GROUND_FLOOR_HEIGHT = 4  # metres
+    SHOP_FRONT = 5  # 1.0: shop windows and a fascia on the ground floor, 0.0: a door and windows
+    TEXTURE_SEED = 6  # per-building seed of the window colours
+    LIGHT_FRAMES = 7  # 1.0: light window frames, 0.0: frames darker than the wall
+
+
+def facade_params(floor_height: float, window_spacing: float, window_width: float, window_height: float,
+                  ground_floor_height: float, shop_front: float, texture_seed: float,
+                  light_frames: float) -> Tuple[float, ...]:
+    """A facade's material parameters in :class:`FacadeParam` order."""
+    return (floor_height, window_spacing, window_width, window_height, ground_floor_height, shop_front,
+            texture_seed, light_frames)
+
+
+class CarParam:
+    """Indices of a vehicle body's (``MAT_CAR_BODY``) and cabin's (``MAT_CAR_CABIN``) parameters."""
+
+    FACING = 0  # +1 the front points to +X, -1 to -X
+    BOX_VEHICLE = 1  # 1.0 van or bus (square front, window band), 0.0 car (body only)
+
+
+class FoliageParam:
+    """Index of a foliage sphere's (``MAT_FOLIAGE``) parameter."""
+
+    NOISE_OFFSET = 0  # shifts the leaf noise so neighbouring crowns differ
+
+
+class SignParam:
+    """Indices of a sign panel's (``MAT_SIGN``) parameters."""
+
+    BORDER_RGB = slice(0, 3)  # border and glyph colour
+    TEXTURE_SEED = 3
+
+
+class FenceParam:
+    """Indices of a fence's (``MAT_FENCE``) parameters."""
+
+    BACKING_RGB = slice(0, 3)  # colour seen between the bars (hedge, shadow)
+    BAR_PERIOD = 3  # metres between bars
+    BAR_HALF_WIDTH = 4  # metres
+    TEXTURE_SEED = 5
+
+
+class TrafficLightParam:
+    """Index of a traffic light head's (``MAT_TRAFFIC_LIGHT``) parameter."""
+
+    LIT_LAMP = 0  # 0 red, 1 amber, 2 green
+
+
+class PavementParam:
+    """Index of a pavement slab's (``MAT_PAVEMENT``) parameter."""
+
+    SIDE = 0  # -1 right of the road, +1 left
 
 _BUILDING_COLORS = np.array(
     [
@@ -109,7 +181,7 @@ class StreetScene:
 
     Boxes are ``[lo, hi]`` corners in world coordinates; spheres are centre and
     radius. Each primitive carries a CamVid class id, a material id, an RGB
-    albedo and ``NUM_PARAMS`` material parameters (see :mod:`.raycast`).
+    albedo and ``NUM_PARAMS`` material parameters (named per material: ``FacadeParam``, ...).
     ``skyline_*`` arrays describe the building heights along each facade line,
     used for the street-canyon sun shadows. Build one with
     :func:`sample_street_scene`.
@@ -382,98 +454,164 @@ def sample_street_scene(rng: np.random.Generator, travel: float = 0.0) -> Street
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     if not 0.0 <= float(travel) <= 10_000.0:
         raise ValueError(f"travel must be in [0, 10000] metres, got {travel}")
+    # The stages draw from rng in this order; changing it changes every world.
     prims = _Primitives()
+    layout = _draw_layout(rng, travel)
+    pave_color = _add_pavements(prims, rng, layout)
+    skylines = _add_buildings_and_parks(prims, rng, layout)
+    _add_street_furniture(prims, rng, layout)
+    footprints = _add_traffic(prims, rng, layout)
+    _add_pedestrians(prims, rng, layout, footprints)
+    sky = _draw_sky(rng)
+    return _assemble_scene(prims, rng, layout, pave_color, skylines, footprints, sky)
+
+
+@dataclass
+class _Layout:
+    """The road cross-section, the stretch of street to build and the camera's lane."""
+
+    lane_count: int
+    lane_width: float
+    road_half: float
+    pavement_w: float
+    kerb_h: float
+    cam_x: float
+    x_start: float
+    x_end: float
+    cam_y: float
+    corridor: Tuple[float, float, float, float]
+
+    @property
+    def facade(self) -> float:
+        return self.road_half + self.pavement_w
+
+    def in_corridor(self, x0: float, x1: float, y0: float, y1: float) -> bool:
+        """Whether the footprint overlaps the obstacle-free stretch the camera drives along."""
+        c = self.corridor
+        return x1 > c[0] and x0 < c[1] and y1 > c[2] and y0 < c[3]
+
+
+def _draw_layout(rng: np.random.Generator, travel: float) -> _Layout:
     lane_count = int(rng.choice([2, 2, 3, 4]))
     lane_width = rng.uniform(3.0, 3.6)
     road_half = lane_count * lane_width / 2
     pavement_w = rng.uniform(2.2, 5.0)
     kerb_h = rng.uniform(0.1, 0.16)
-    facade = road_half + pavement_w
     cam_x = rng.uniform(0.0, 10.0)
     # The world only needs to reach as far as the camera can see through the haze.
     x_start, x_end = cam_x - 25.0, cam_x + travel + 160.0
     lane = int(rng.integers(lane_count))
     cam_y = -road_half + (lane + 0.5) * lane_width + rng.uniform(-0.4, 0.4)
     corridor = (cam_x - 8.0, cam_x + travel + 10.0, cam_y - 1.6, cam_y + 1.6)
+    return _Layout(lane_count, lane_width, road_half, pavement_w, kerb_h, cam_x, x_start, x_end, cam_y, corridor)
 
-    def in_corridor(x0: float, x1: float, y0: float, y1: float) -> bool:
-        return x1 > corridor[0] and x0 < corridor[1] and y1 > corridor[2] and y0 < corridor[3]
 
+def _add_pavements(prims: _Primitives, rng: np.random.Generator, layout: _Layout) -> np.ndarray:
     pave_color = _jitter(rng, np.array([(0.60, 0.60, 0.58), (0.66, 0.62, 0.55), (0.52, 0.52, 0.54),
                                         (0.70, 0.68, 0.64)][rng.integers(4)]), 0.06)
     for side in (-1, 1):
-        y0, y1 = sorted((side * road_half, side * facade))
-        prims.box((x_start, y0, 0.0), (x_end, y1, kerb_h), PAVEMENT, MAT_PAVEMENT, pave_color, (side,))
+        y0, y1 = sorted((side * layout.road_half, side * layout.facade))
+        prims.box((layout.x_start, y0, 0.0), (layout.x_end, y1, layout.kerb_h), PAVEMENT, MAT_PAVEMENT, pave_color,
+                  (side,))
+    return pave_color
 
-    # Buildings and parks along both facade lines.
-    height_scale = rng.uniform(0.7, 1.4)
-    palette_bias = rng.integers(len(_BUILDING_COLORS), size=3)
-    shop_rate = rng.uniform(0.2, 0.9)
-    park_rate = rng.uniform(0.0, 0.25)
+
+@dataclass
+class _Streetscape:
+    """Per-street style of the facade lines: building heights, palette, shop and park rates."""
+
+    height_scale: float
+    palette_bias: np.ndarray
+    shop_rate: float
+    park_rate: float
+
+
+def _add_buildings_and_parks(prims: _Primitives, rng: np.random.Generator, layout: _Layout) -> dict:
+    """Buildings and parks along both facade lines, a back row, and buildings closing the far end.
+
+    Returns the skyline of each facade line (``{side: (n, 3) array}``).
+    """
+    style = _Streetscape(height_scale=rng.uniform(0.7, 1.4),
+                         palette_bias=rng.integers(len(_BUILDING_COLORS), size=3),
+                         shop_rate=rng.uniform(0.2, 0.9), park_rate=rng.uniform(0.0, 0.25))
     skylines = {}
     for side in (-1, 1):
-        skyline = []
-        x = x_start
-        while x < x_end:
-            kind = rng.choice(["building", "park", "gap"], p=[0.9 - park_rate, park_rate, 0.1])
-            if kind == "building":
-                length = rng.uniform(5.0, 18.0)
-                height = float(np.clip(rng.uniform(5.0, 18.0) * height_scale, 4.0, 30.0))
-                setback = 0.0 if rng.random() < 0.7 else rng.uniform(0.3, 2.5)
-                color_id = palette_bias[rng.integers(3)] if rng.random() < 0.5 else rng.integers(len(_BUILDING_COLORS))
-                color = _jitter(rng, _BUILDING_COLORS[color_id], 0.07)
-                floor_h = rng.uniform(2.8, 3.6)
-                params = (
-                    floor_h,
-                    rng.uniform(1.6, 3.2),  # window spacing
-                    rng.uniform(0.35, 0.6),  # window width fraction
-                    rng.uniform(0.4, 0.65),  # window height fraction
-                    rng.uniform(3.4, 4.6),  # ground floor height
-                    float(rng.random() < shop_rate),  # shop front
-                    rng.uniform(0, 1000),  # texture seed
-                    float(rng.random() < 0.35),  # light window frames
-                )
-                near = facade + setback
-                ys = sorted((side * near, side * (near + rng.uniform(8.0, 14.0))))
-                prims.box((x, ys[0], 0.0), (x + length, ys[1], height), BUILDING, MAT_FACADE, color, params)
-                skyline.append((x, x + length, height if setback < 1.0 else 0.0))
-                x += length
-            elif kind == "park":
-                length = rng.uniform(10.0, 30.0)
-                fence_h = rng.uniform(0.9, 1.6)
-                bars = np.array([(0.06, 0.07, 0.06), (0.12, 0.2, 0.14), (0.4, 0.4, 0.4)][rng.integers(3)])
-                backing = np.array([(0.12, 0.2, 0.1), (0.18, 0.26, 0.12), (0.15, 0.15, 0.14)][rng.integers(3)])
-                ys = sorted((side * (facade - 0.05), side * (facade + 0.03)))
-                prims.box((x, ys[0], 0.0), (x + length, ys[1], fence_h), FENCE, MAT_FENCE, bars,
-                          (*backing, rng.uniform(0.12, 0.25), rng.uniform(0.015, 0.03), rng.uniform(0, 1000)))
-                for tx in np.arange(x + rng.uniform(1, 4), x + length - 1, rng.uniform(4.0, 8.0)):
-                    _add_tree(prims, rng, tx, side * (facade + rng.uniform(2.0, 9.0)), 0.0, rng.uniform(1.0, 1.6))
-                skyline.append((x, x + length, 0.0))
-                x += length
-            else:
-                length = rng.uniform(8.0, 14.0)
-                skyline.append((x, x + length, 0.0))
-                x += length
-        skylines[side] = np.array(skyline)
-        # A second row of buildings shows through gaps and parks.
-        x = x_start
-        while x < x_end:
-            length = rng.uniform(10.0, 25.0)
-            height = float(np.clip(rng.uniform(8.0, 22.0) * height_scale, 6.0, 35.0))
-            color = _jitter(rng, _BUILDING_COLORS[rng.integers(len(_BUILDING_COLORS))], 0.07)
-            params = (rng.uniform(2.8, 3.6), rng.uniform(1.6, 3.2), rng.uniform(0.35, 0.6),
-                      rng.uniform(0.4, 0.65), 3.5, 0.0, rng.uniform(0, 1000), 0.0)
-            ys = sorted((side * (facade + 16.0), side * (facade + 28.0)))
-            prims.box((x, ys[0], 0.0), (x + length, ys[1], height), BUILDING, MAT_FACADE, color, params)
-            x += length
-    # Buildings closing the view at the far end, leaving the road open.
+        skylines[side] = _add_facade_line(prims, rng, layout, style, side)
+        _add_back_row(prims, rng, layout, style, side)
     for side in (-1, 1):
-        ys = sorted((side * (road_half + 0.5), side * (facade + 30.0)))
+        ys = sorted((side * (layout.road_half + 0.5), side * (layout.facade + 30.0)))
         color = _jitter(rng, _BUILDING_COLORS[rng.integers(len(_BUILDING_COLORS))], 0.07)
-        prims.box((x_end, ys[0], 0.0), (x_end + 15.0, ys[1], rng.uniform(10.0, 25.0)), BUILDING, MAT_FACADE,
-                  color, (3.2, 2.5, 0.5, 0.5, 3.5, 0.0, rng.uniform(0, 1000), 0.0))
+        prims.box((layout.x_end, ys[0], 0.0), (layout.x_end + 15.0, ys[1], rng.uniform(10.0, 25.0)), BUILDING,
+                  MAT_FACADE, color, facade_params(3.2, 2.5, 0.5, 0.5, 3.5, 0.0, rng.uniform(0, 1000), 0.0))
+    return skylines
 
-    # Street furniture on the pavements.
+
+def _add_facade_line(prims: _Primitives, rng: np.random.Generator, layout: _Layout, style: _Streetscape,
+                     side: int) -> np.ndarray:
+    """Buildings, parks and gaps along one facade line; returns its skyline ``(n, 3)``: x0, x1, height."""
+    facade = layout.facade
+    skyline = []
+    x = layout.x_start
+    while x < layout.x_end:
+        kind = rng.choice(["building", "park", "gap"], p=[0.9 - style.park_rate, style.park_rate, 0.1])
+        if kind == "building":
+            length = rng.uniform(5.0, 18.0)
+            height = float(np.clip(rng.uniform(5.0, 18.0) * style.height_scale, 4.0, 30.0))
+            setback = 0.0 if rng.random() < 0.7 else rng.uniform(0.3, 2.5)
+            color_id = (style.palette_bias[rng.integers(3)] if rng.random() < 0.5
+                        else rng.integers(len(_BUILDING_COLORS)))
+            color = _jitter(rng, _BUILDING_COLORS[color_id], 0.07)
+            params = facade_params(
+                floor_height=rng.uniform(2.8, 3.6),
+                window_spacing=rng.uniform(1.6, 3.2),
+                window_width=rng.uniform(0.35, 0.6),
+                window_height=rng.uniform(0.4, 0.65),
+                ground_floor_height=rng.uniform(3.4, 4.6),
+                shop_front=float(rng.random() < style.shop_rate),
+                texture_seed=rng.uniform(0, 1000),
+                light_frames=float(rng.random() < 0.35),
+            )
+            near = facade + setback
+            ys = sorted((side * near, side * (near + rng.uniform(8.0, 14.0))))
+            prims.box((x, ys[0], 0.0), (x + length, ys[1], height), BUILDING, MAT_FACADE, color, params)
+            skyline.append((x, x + length, height if setback < 1.0 else 0.0))
+        elif kind == "park":
+            length = rng.uniform(10.0, 30.0)
+            fence_h = rng.uniform(0.9, 1.6)
+            bars = np.array([(0.06, 0.07, 0.06), (0.12, 0.2, 0.14), (0.4, 0.4, 0.4)][rng.integers(3)])
+            backing = np.array([(0.12, 0.2, 0.1), (0.18, 0.26, 0.12), (0.15, 0.15, 0.14)][rng.integers(3)])
+            ys = sorted((side * (facade - 0.05), side * (facade + 0.03)))
+            prims.box((x, ys[0], 0.0), (x + length, ys[1], fence_h), FENCE, MAT_FENCE, bars,
+                      (*backing, rng.uniform(0.12, 0.25), rng.uniform(0.015, 0.03), rng.uniform(0, 1000)))
+            for tx in np.arange(x + rng.uniform(1, 4), x + length - 1, rng.uniform(4.0, 8.0)):
+                _add_tree(prims, rng, tx, side * (facade + rng.uniform(2.0, 9.0)), 0.0, rng.uniform(1.0, 1.6))
+            skyline.append((x, x + length, 0.0))
+        else:
+            length = rng.uniform(8.0, 14.0)
+            skyline.append((x, x + length, 0.0))
+        x += length
+    return np.array(skyline)
+
+
+def _add_back_row(prims: _Primitives, rng: np.random.Generator, layout: _Layout, style: _Streetscape,
+                  side: int) -> None:
+    """A second row of buildings, showing through gaps and parks."""
+    x = layout.x_start
+    while x < layout.x_end:
+        length = rng.uniform(10.0, 25.0)
+        height = float(np.clip(rng.uniform(8.0, 22.0) * style.height_scale, 6.0, 35.0))
+        color = _jitter(rng, _BUILDING_COLORS[rng.integers(len(_BUILDING_COLORS))], 0.07)
+        params = facade_params(rng.uniform(2.8, 3.6), rng.uniform(1.6, 3.2), rng.uniform(0.35, 0.6),
+                               rng.uniform(0.4, 0.65), 3.5, 0.0, rng.uniform(0, 1000), 0.0)
+        ys = sorted((side * (layout.facade + 16.0), side * (layout.facade + 28.0)))
+        prims.box((x, ys[0], 0.0), (x + length, ys[1], height), BUILDING, MAT_FACADE, color, params)
+        x += length
+
+
+def _add_street_furniture(prims: _Primitives, rng: np.random.Generator, layout: _Layout) -> None:
+    """Lamps, street trees, signs, traffic lights and kerb railings on the pavements."""
+    road_half, kerb_h, cam_x = layout.road_half, layout.kerb_h, layout.cam_x
+    x_start, x_end = layout.x_start, layout.x_end
     kerb_side_y = road_half + 0.35
     lamp_style = int(rng.integers(3))
     for side in (-1, 1):
@@ -505,23 +643,26 @@ def sample_street_scene(rng: np.random.Generator, travel: float = 0.0) -> Street
         prims.box((fx0, ys[0], kerb_h), (fx0 + rng.uniform(4.0, 15.0), ys[1], kerb_h + 1.0), FENCE, MAT_FENCE,
                   (0.55, 0.56, 0.55), (0.35, 0.36, 0.36, 0.3, 0.025, rng.uniform(0, 1000)))
 
-    # Traffic: parked cars along the kerbs, stopped cars in the lanes, cyclists.
+
+def _add_traffic(prims: _Primitives, rng: np.random.Generator, layout: _Layout) -> list:
+    """Parked cars along the kerbs, stopped cars in the lanes, cyclists; returns the car footprints."""
+    road_half, cam_x = layout.road_half, layout.cam_x
     footprints = []
     park_rate = rng.uniform(0.1, 0.85)
     for side in (-1, 1):
-        x = x_start + rng.uniform(0, 5)
-        while x < x_end:
+        x = layout.x_start + rng.uniform(0, 5)
+        while x < layout.x_end:
             slot = rng.uniform(5.5, 8.0)
             if rng.random() < park_rate:
                 cy = side * (road_half - 1.05)
-                if not in_corridor(x, x + slot, cy - 1.0, cy + 1.0):
+                if not layout.in_corridor(x, x + slot, cy - 1.0, cy + 1.0):
                     footprints.append(_add_car(prims, rng, x + slot / 2, cy, int(rng.choice([-1, 1]))))
             x += slot
     for _ in range(int(rng.integers(0, 8))):
-        lane_k = int(rng.integers(lane_count))
-        cy = -road_half + (lane_k + 0.5) * lane_width + rng.uniform(-0.3, 0.3)
+        lane_k = int(rng.integers(layout.lane_count))
+        cy = -road_half + (lane_k + 0.5) * layout.lane_width + rng.uniform(-0.3, 0.3)
         cx = cam_x + rng.uniform(-10.0, 110.0)
-        if in_corridor(cx - 6.5, cx + 6.5, cy - 1.3, cy + 1.3):
+        if layout.in_corridor(cx - 6.5, cx + 6.5, cy - 1.3, cy + 1.3):
             continue
         if any(abs(cx - (f[0] + f[1]) / 2) < 7.0 and abs(cy - (f[2] + f[3]) / 2) < 2.2 for f in footprints):
             continue
@@ -530,27 +671,33 @@ def sample_street_scene(rng: np.random.Generator, travel: float = 0.0) -> Street
         side = rng.choice([-1, 1])
         cy = side * (road_half - rng.uniform(0.5, 0.9))
         cx = cam_x + rng.uniform(6.0, 60.0)
-        if in_corridor(cx - 1.0, cx + 1.0, cy - 0.4, cy + 0.4):
+        if layout.in_corridor(cx - 1.0, cx + 1.0, cy - 0.4, cy + 0.4):
             continue
         if any(f[0] - 1 < cx < f[1] + 1 and f[2] - 0.5 < cy < f[3] + 0.5 for f in footprints):
             continue
         frame = np.array([(0.1, 0.1, 0.1), (0.6, 0.1, 0.1), (0.15, 0.3, 0.6)][rng.integers(3)])
         prims.box((cx - 0.85, cy - 0.04, 0.0), (cx + 0.85, cy + 0.04, 0.95), BICYCLIST, MAT_PLAIN, frame)
         _add_person(prims, rng, cx - 0.1, cy, 0.55, BICYCLIST, seated=True)
+    return footprints
 
-    # Pedestrians on the pavements, a few crossing.
+
+def _add_pedestrians(prims: _Primitives, rng: np.random.Generator, layout: _Layout, footprints: list) -> None:
+    """Pedestrians on the pavements, a few crossing the road (never through a car)."""
+    road_half, cam_x = layout.road_half, layout.cam_x
     for _ in range(int(rng.integers(1, 14))):
         side = rng.choice([-1, 1])
-        _add_person(prims, rng, cam_x + rng.uniform(2.0, 70.0), side * (road_half + rng.uniform(0.6, pavement_w - 0.3)),
-                    kerb_h)
+        _add_person(prims, rng, cam_x + rng.uniform(2.0, 70.0),
+                    side * (road_half + rng.uniform(0.6, layout.pavement_w - 0.3)), layout.kerb_h)
     for _ in range(int(rng.choice([0, 0, 0, 1, 2]))):
         px, py = cam_x + rng.uniform(8.0, 40.0), rng.uniform(-road_half + 0.5, road_half - 0.5)
-        if not in_corridor(px - 0.3, px + 0.3, py - 0.3, py + 0.3) and not any(
+        if not layout.in_corridor(px - 0.3, px + 0.3, py - 0.3, py + 0.3) and not any(
             f[0] - 0.4 < px < f[1] + 0.4 and f[2] - 0.4 < py < f[3] + 0.4 for f in footprints
         ):
             _add_person(prims, rng, px, py, 0.0)
 
-    # Lighting, sky, sensor.
+
+def _draw_sky(rng: np.random.Generator) -> Tuple[bool, np.ndarray, np.ndarray, np.ndarray]:
+    """Weather and sun: ``(sunny, sun direction, horizon colour, zenith colour)``."""
     sunny = bool(rng.random() < 0.6)
     elevation = math.radians(rng.uniform(18.0, 55.0))
     azimuth = rng.uniform(0, 2 * math.pi)
@@ -563,7 +710,14 @@ def sample_street_scene(rng: np.random.Generator, travel: float = 0.0) -> Street
         grey = rng.uniform(0.7, 0.9)
         horizon = np.clip(grey + rng.normal(0, 0.015, 3), 0, 1)
         zenith = np.clip(horizon * rng.uniform(0.7, 0.9) + rng.normal(0, 0.01, 3), 0, 1)
+    return sunny, sun, horizon, zenith
 
+
+def _assemble_scene(prims: _Primitives, rng: np.random.Generator, layout: _Layout, pave_color: np.ndarray,
+                    skylines: dict, footprints: list, sky: tuple) -> StreetScene:
+    """The primitive tables plus the last draws: road markings, lighting levels, sensor and camera pose."""
+    sunny, sun, horizon, zenith = sky
+    cam_x = layout.cam_x
     boxes, spheres = prims.boxes, prims.spheres
     return StreetScene(
         box_lo=np.array([b[0] for b in boxes], dtype=np.float64).reshape(-1, 3),
@@ -578,10 +732,10 @@ def sample_street_scene(rng: np.random.Generator, travel: float = 0.0) -> Street
         sphere_material=np.array([s[3] for s in spheres], dtype=np.int64),
         sphere_color=np.array([s[4] for s in spheres]).reshape(-1, 3),
         sphere_params=np.array([s[5] for s in spheres]).reshape(-1, NUM_PARAMS),
-        road_half_width=road_half,
-        pavement_width=pavement_w,
-        kerb_height=kerb_h,
-        lane_count=lane_count,
+        road_half_width=layout.road_half,
+        pavement_width=layout.pavement_w,
+        kerb_height=layout.kerb_h,
+        lane_count=layout.lane_count,
         asphalt=rng.uniform(0.27, 0.42),
         edge_line_style=int(rng.choice([0, 1, 2, 2])),
         dash_period=rng.uniform(6.0, 12.0),
@@ -605,7 +759,7 @@ def sample_street_scene(rng: np.random.Generator, travel: float = 0.0) -> Street
         vignette=rng.uniform(0.0, 0.25),
         texture_seed=int(rng.integers(0, 2**20)),
         camera_x=cam_x,
-        camera_y=cam_y,
+        camera_y=layout.cam_y,
         camera_height=rng.uniform(1.2, 1.7),
         camera_yaw=math.radians(rng.uniform(-5.0, 5.0)),
         camera_pitch=math.radians(rng.uniform(-4.0, 1.0)),
