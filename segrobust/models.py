@@ -382,9 +382,10 @@ def load_state_dict_file(path: Union[str, os.PathLike]) -> Any:
         raise ModelLoadError(f"checkpoint {path} is a directory, expected a file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:  # permissions, links, I/O: say so rather than "not a torch file"
+        raise ModelLoadError(f"cannot read checkpoint {path}: {error.strerror or _error_text(error)}") from None
     except Exception as error:
-        text = str(error).strip().splitlines()
-        reason = f"not a file written by torch.save ({type(error).__name__}: {text[0] if text else ''})"
+        reason = f"not a file written by torch.save ({_error_text(error)})"
         if "Unsupported global" in str(error) or "This file can still be loaded" in str(error):
             reason = (
                 "it holds pickled Python objects (e.g. a whole nn.Module); save model.state_dict() "
