@@ -18,24 +18,36 @@ from segrobust.datasets.functional import Size, resize_image, resize_mask
 LabelCheck = Callable[[np.ndarray, Path], None]
 
 
+def _unreadable(path: Path, error: Exception) -> OSError:
+    """PIL's errors (truncated file, decompression bomb) do not all name the file: this one does."""
+    lines = str(error).strip().splitlines()
+    return OSError(f"cannot read image {str(path)!r}: {lines[0] if lines else type(error).__name__}")
+
+
 def load_rgb(path: Path) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB, whatever the file's own mode."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"), dtype=np.uint8)
+    try:
+        with Image.open(path) as img:
+            return np.array(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, Image.DecompressionBombError) as error:
+        raise _unreadable(path, error) from error
 
 
 def load_labels(path: Path) -> np.ndarray:
     """``(H, W)`` class ids from a single-channel (L, P, I or I;16) image."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        if img.mode not in ("L", "P", "I", "I;16"):
-            raise ValueError(
-                f"annotation {str(path)!r} has mode {img.mode!r}; expected a single-channel image of class ids"
-            )
-        return np.array(img)
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "P", "I", "I;16"):
+                raise ValueError(
+                    f"annotation {str(path)!r} has mode {img.mode!r}; expected a single-channel image of class ids"
+                )
+            return np.array(img)
+    except (OSError, Image.DecompressionBombError) as error:
+        raise _unreadable(path, error) from error
 
 
 def to_image_tensor(rgb: np.ndarray) -> torch.Tensor:
