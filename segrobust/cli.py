@@ -409,6 +409,9 @@ def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, str]:
             model = SegmentationModel(model, mean=args.mean, std=args.std).to(device)
         name = f"default ({DEFAULT_MODEL_SPEC}, trained on SyntheticStreets)"
     else:
+        path_part = args.model.rpartition("@")[2] if not os.path.lexists(args.model) else args.model
+        if os.path.lexists(path_part):
+            _check_path("--model", path_part)  # a looping or unreadable link says so, not "does not exist"
         try:
             model = load_model(args.model, num_classes=args.num_classes, device=device, seed=args.seed, **options)
         except ModelLoadError as error:

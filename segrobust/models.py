@@ -460,7 +460,8 @@ def _is_callable_source(text: str) -> bool:
     """``module:callable`` (``torchvision.models.segmentation:lraspp_mobilenet_v3_large``), not an smp spec."""
     if not _CALLABLE_SOURCE.fullmatch(text) or Path(text).exists():
         return False
-    return text.partition(":")[0].lower() not in _architectures()
+    head = text.partition(":")[0]
+    return "." in head or head.lower() not in _architectures()  # smp architectures have no dots
 
 
 def _error_text(error: BaseException) -> str:
