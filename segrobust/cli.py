@@ -235,7 +235,7 @@ def _one_line(error: BaseException) -> str:
     if not lines:
         return type(error).__name__
     text = lines[0]
-    return text if isinstance(error, (ValueError, UsageError)) else f"{type(error).__name__}: {text}"
+    return text if isinstance(error, (ValueError, OSError, UsageError)) else f"{type(error).__name__}: {text}"
 
 
 def _is_expected(error: BaseException) -> bool:
