@@ -75,6 +75,43 @@ def _budget(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _step_size(text: str) -> float:
+    try:
+        return _budget(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(str(error).replace("eps", "the step size", 1)) from None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error}); expected an object like '{{\"key\": 1}}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"key\": 1}}', got {type(value).__name__}")
+    return value
+
+
+def _attack_args(text: str) -> str:
+    """``--attack-args``: a JSON object of objects, checked here and passed on as text."""
+    for attack, kwargs in _json_object(text).items():
+        if not isinstance(kwargs, dict):
+            raise argparse.ArgumentTypeError(
+                f'the value for "{attack}" must be a JSON object of keyword arguments, e.g. \'{{"{attack}": {{}}}}\''
+            )
+    return text
+
+
+def _channel_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, one per channel, e.g. 0.485,0.456,0.406, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected comma-separated numbers, one per channel, e.g. 0.485,0.456,0.406")
+    return values
+
+
 def _eps_list(text: str) -> list[float]:
     values = [_budget(part) for part in text.split(",") if part.strip()]
     if not values:
@@ -93,11 +130,30 @@ def _positive_float(text: str) -> float:
 
 
 # ----------------------------------------------------------------------------- parser
+def _dataset_names() -> list[str]:
+    """The image/mask data sets of :func:`segrobust.datasets.build_dataset` (frame triplets feed Python recipes only)."""
+    from segrobust.datasets.factory import DATASET_NAMES
+
+    return [name for name in DATASET_NAMES if not name.endswith("-triplets")]
+
+
+def _add_model_options(group: Any) -> None:
+    group.add_argument("--model-args", type=_json_object, metavar="JSON",
+                       help='keyword arguments of a module:callable model (or extra smp spec arguments), '
+                       'e.g. \'{"num_classes": 21, "weights": null}\'')
+    group.add_argument("--weights", metavar="PATH", help="a state_dict file for a spec- or module:callable-built model")
+    group.add_argument("--mean", type=_channel_list, metavar="LIST",
+                       help="per-channel mean the model normalises with, e.g. 0.485,0.456,0.406 (images stay in [0, 1])")
+    group.add_argument("--std", type=_channel_list, metavar="LIST", help="per-channel std, e.g. 0.229,0.224,0.225")
+    group.add_argument("--allow-torchscript", action="store_true",
+                       help="load a TorchScript --model (its stored code runs when the model is called: trusted files only)")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="synthetic", choices=["synthetic", "camvid", "folder"],
-                      help="synthetic (SyntheticStreets, generated), camvid (SegNet layout) or folder (images/ + masks/)")
-    data.add_argument("--data-root", metavar="PATH", help="data folder for camvid / folder (camvid: default $SEGROBUST_CAMVID)")
+    data.add_argument("--dataset", default="synthetic", choices=_dataset_names(),
+                      help="synthetic (SyntheticStreets, generated), camvid (SegNet layout), folder (images/ + masks/), ...")
+    data.add_argument("--data-root", metavar="PATH", help="data folder (camvid: default $SEGROBUST_CAMVID)")
     data.add_argument("--size", type=_size, metavar="HxW", help="resize images (default: 96x128 synthetic, native size otherwise)")
     data.add_argument("--num-images", type=_positive_int, metavar="N", help="use the first N images")
     run = parser.add_argument_group("run")
@@ -128,17 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     model = bench.add_argument_group("model")
     model.add_argument("--model", metavar="SPEC|PATH",
                        help="smp spec (unet:resnet18, deeplabv3plus:resnet34:encoder_depth=4), a segrobust checkpoint, "
-                       "SPEC@state_dict.pt, or a TorchScript file (default: the built-in default model)")
+                       "SPEC@state_dict.pt, module:callable (torchvision.models.segmentation:lraspp_mobilenet_v3_large) "
+                       "or a TorchScript file with --allow-torchscript (default: the built-in default model)")
     model.add_argument("--num-classes", type=_positive_int, metavar="K", help="classes of a spec-built model (default 11)")
     model.add_argument("--defense", metavar="KIND:PATH", help="defence to evaluate: depth:PATH (DepthMultiTask checkpoint) or pearl:PATH")
+    _add_model_options(model)
     attack = bench.add_argument_group("attacks")
     attack.add_argument("--attacks", default="all", metavar="LIST", help="comma-separated attacks, 'all' or 'none' (default all available)")
     attack.add_argument("--rain", default="all", metavar="LIST", help="comma-separated rain presets, 'all' or 'none'")
     attack.add_argument("--eps", type=_eps_list, metavar="LIST", help="L∞ budgets in (0, 1], e.g. 2/255,4/255,8/255 (the default)")
     attack.add_argument("--steps", type=_positive_int, metavar="N", help="attack steps (default 10; 5 for the built-in default)")
-    attack.add_argument("--alpha", type=_budget, metavar="A", help="attack step size (default 2.5·ε/steps)")
+    attack.add_argument("--alpha", type=_step_size, metavar="A", help="attack step size (default 2.5·ε/steps)")
     attack.add_argument("--no-random-start", action="store_true", help="start attacks at the clean image")
-    attack.add_argument("--attack-args", metavar="JSON", help='extra attack arguments, e.g. \'{"eroseg": {"q0": 0.3}}\'')
+    attack.add_argument("--attack-args", type=_attack_args, metavar="JSON", help='extra attack arguments, e.g. \'{"eroseg": {"q0": 0.3}}\'')
     out = bench.add_argument_group("output")
     out.add_argument("--out", default=_DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{_DEFAULT_OUT})")
     out.add_argument("--examples", type=_non_negative_int, default=3, metavar="K", help="example images in examples.png")
@@ -153,16 +211,47 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--recipe", default="standard", metavar="NAME", help="standard, pgd_at, eroseg_at, nat, ... (default standard)")
     recipe.add_argument("--model", default="unet:resnet18", metavar="SPEC|PATH", help="model spec or checkpoint to start from")
     recipe.add_argument("--num-classes", type=_positive_int, metavar="K", help="classes (default 11)")
+    _add_model_options(recipe)
     recipe.add_argument("--epochs", type=_positive_int, default=10, help="epochs (default 10)")
     recipe.add_argument("--lr", type=_positive_float, help="learning rate (default 0.01 SGD, 1e-3 AdamW)")
     recipe.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="sgd (poly schedule) or adamw")
     recipe.add_argument("--eps", type=_budget, default=8 / 255, metavar="E", help="adversarial budget (default 8/255)")
     recipe.add_argument("--steps", type=_positive_int, default=7, metavar="N", help="inner attack steps (default 7)")
-    recipe.add_argument("--alpha", type=_budget, metavar="A", help="inner attack step (default 2/255)")
+    recipe.add_argument("--alpha", type=_step_size, metavar="A", help="inner attack step (default 2/255)")
     recipe.add_argument("--rain-preset", default="medium", metavar="NAME", help="rain of rain recipes (nat)")
     recipe.add_argument("--out", default="segrobust-train", metavar="DIR", help="output folder (checkpoints, model.pt, history.json)")
     _add_common(train)
     return parser
+
+
+# ----------------------------------------------------------------------------- errors
+def _one_line(error: BaseException) -> str:
+    """One line that says what went wrong: the file for OS errors, the class when the message is empty."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if lines and lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        lines = lines[-1:]  # a DataLoader worker's error: its last line is the original one
+    if not lines:
+        return type(error).__name__
+    text = lines[0]
+    return text if isinstance(error, (ValueError, OSError, UsageError)) else f"{type(error).__name__}: {text}"
+
+
+def _is_expected(error: BaseException) -> bool:
+    """Failures a user can cause and fix (bad files, bad values), as opposed to bugs in segrobust.
+
+    segrobust's own error classes (ModelLoadError, DataError, UnavailableError,
+    ResumeMismatchError) are ValueErrors; PIL's undecodable-image errors are
+    OSErrors, its decompression-bomb error is not.
+    """
+    if isinstance(error, (UsageError, ValueError, OSError)):
+        return True
+    try:
+        from PIL import Image
+    except ImportError:
+        return False
+    return isinstance(error, Image.DecompressionBombError)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -191,6 +280,17 @@ def _resolve_device(name: str) -> Any:
     return device
 
 
+def _check_path(flag: str, path: str) -> Path:
+    """``path`` as given, or a one-line error naming ``flag`` (missing, looping link, unreadable)."""
+    try:
+        Path(path).expanduser().stat()
+    except FileNotFoundError:
+        raise UsageError(f"{flag} {path} does not exist") from None
+    except OSError as error:
+        raise UsageError(f"{flag} {path}: {error.strerror or _one_line(error)}") from None
+    return Path(path)
+
+
 def _dataset(args: argparse.Namespace, split: str, default_images: Optional[int] = None) -> tuple[Any, str]:
     from torch.utils.data import Subset
 
@@ -205,17 +305,21 @@ def _dataset(args: argparse.Namespace, split: str, default_images: Optional[int]
         return build_dataset("synthetic", split=split, size=size, n=n), f"SyntheticStreets {split}"
     if root is None and args.dataset == "folder":
         raise UsageError("--dataset folder needs --data-root PATH (a folder with images/ and masks/)")
-    if root is None and not os.environ.get("SEGROBUST_CAMVID"):
+    if root is None and args.dataset == "camvid" and not os.environ.get("SEGROBUST_CAMVID"):
         raise UsageError("--dataset camvid needs --data-root PATH (or the SEGROBUST_CAMVID environment variable)")
-    if root is not None and not Path(root).expanduser().exists():
-        raise UsageError(f"--data-root {root} does not exist")
+    if root is not None:
+        _check_path("--data-root", root)
     try:
         data = build_dataset(args.dataset, root=root, split=split, size=args.size)
-    except (ValueError, FileNotFoundError, OSError) as error:
-        raise UsageError(f"cannot read {args.dataset} data at {root}: {str(error).splitlines()[0]}") from None
+    except Exception as error:
+        if not (_is_expected(error) or isinstance(error, RuntimeError)):  # RuntimeError: e.g. torch reading a bad cache
+            raise
+        where = f" at {root}" if root is not None else ""
+        raise UsageError(f"--dataset {args.dataset}: cannot read the data{where}: {_one_line(error)}") from None
     if len(data) == 0:
         raise UsageError(f"no images found in {root} ({split} split)")
-    name = f"{'CamVid' if args.dataset == 'camvid' else 'folder ' + str(root)} {split}"
+    label = {"camvid": "CamVid", "folder": f"folder {root}"}.get(args.dataset, args.dataset)
+    name = f"{label} {split}"
     if args.num_images and args.num_images < len(data):
         data = Subset(data, range(args.num_images))
     return data, name
@@ -273,25 +377,55 @@ def _check_defense(text: Optional[str]) -> tuple[str, str]:
         raise UsageError(f"--defense must be KIND:PATH (e.g. depth:depth.pt), got {text!r}")
     if kind not in DEFENSES:
         raise UsageError(f"unknown defence {kind!r}; expected one of {', '.join(sorted(DEFENSES))}")
-    if not Path(path).exists():
-        raise UsageError(f"--defense {kind}: checkpoint {path} does not exist")
+    _check_path(f"--defense {kind}: checkpoint", path)
+    if Path(path).is_dir():
+        raise UsageError(f"--defense {kind}: checkpoint {path} is a directory, expected a file")
     return kind, path
+
+
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`segrobust.models.load_model` the model flags give."""
+    if (args.mean is None) != (args.std is None):
+        raise UsageError("--mean and --std go together (one value per image channel each)")
+    if args.mean is not None and len(args.mean) != len(args.std):
+        raise UsageError(f"--mean has {len(args.mean)} values but --std has {len(args.std)}; give one per channel")
+    if args.weights is not None:
+        _check_path("--weights", args.weights)
+    return {"model_args": args.model_args, "weights": args.weights, "mean": args.mean, "std": args.std,
+            "allow_torchscript": args.allow_torchscript}
 
 
 def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, str]:
     from segrobust.benchmark.defaults import DEFAULT_MODEL_SPEC, load_default_model
     from segrobust.benchmark.registry import DEFENSES
-    from segrobust.models import load_model
+    from segrobust.models import ModelLoadError, SegmentationModel, load_model
 
+    options = _model_options(args)
     if args.model is None:
+        if args.model_args or args.weights:
+            raise UsageError("--model-args and --weights need --model (a spec or module:callable)")
         model = load_default_model(device, progress=not args.no_progress)
+        if args.mean is not None:
+            model = SegmentationModel(model, mean=args.mean, std=args.std).to(device)
         name = f"default ({DEFAULT_MODEL_SPEC}, trained on SyntheticStreets)"
     else:
-        model = load_model(args.model, num_classes=args.num_classes, device=device, seed=args.seed)
+        path_part = args.model.rpartition("@")[2] if not os.path.lexists(args.model) else args.model
+        if os.path.lexists(path_part):
+            _check_path("--model", path_part)  # a looping or unreadable link says so, not "does not exist"
+        try:
+            model = load_model(args.model, num_classes=args.num_classes, device=device, seed=args.seed, **options)
+        except ModelLoadError as error:
+            raise UsageError(f"--model: {error}") from None
         name = args.model
     if args.defense:
         kind, path = _check_defense(args.defense)
-        model = DEFENSES[kind].load(model, path, num_classes=args.num_classes, device=device).to(device).eval()
+        try:
+            model = DEFENSES[kind].load(model, path, num_classes=args.num_classes, device=device).to(device).eval()
+        except Exception as error:  # hostile, truncated or mismatched files end here, whatever they raise
+            if isinstance(error, MemoryError):
+                raise
+            reason = _one_line(error)
+            raise UsageError(f"--defense {kind}: {reason if str(path) in reason else f'cannot load {path}: {reason}'}") from None
         name = f"{name} + {kind} defence ({path})"
     return model, name
 
@@ -483,6 +617,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         where = getattr(args, "out", None)
         _say(f"{prog}: interrupted; finished batches are kept in {where}/: rerun the same command with --resume")
         return 130
+    except Exception as error:
+        if os.environ.get("SEGROBUST_DEBUG", "") not in ("", "0"):
+            raise
+        if _is_expected(error):
+            _say(f"{prog}: error: {_one_line(error)}")
+            return 2
+        _say(f"{prog}: internal error: {_one_line(error)} (a bug in segrobust: rerun with SEGROBUST_DEBUG=1 "
+             "for the traceback and report it)")
+        return 1
     finally:
         import torch.distributed as dist
 

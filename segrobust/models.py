@@ -5,24 +5,37 @@ arguments: ``"unet:resnet18"``, ``"deeplabv3plus:resnet34"``,
 ``"unet:resnet18:encoder_depth=3:decoder_channels=32,16,8"``. Models are
 always built with ``encoder_weights=None`` (nothing is downloaded).
 
-Checkpoints are read with ``torch.load(weights_only=True)``, so loading one
-never runs code from the file. :func:`load_model` understands
+Checkpoints are read with ``torch.load(weights_only=True)``, which unpickles
+only tensors and plain containers, so reading one runs no code from the file.
+:func:`load_model` understands
 
 - a segrobust model checkpoint written by :func:`save_model` (it holds its spec),
 - ``SPEC@PATH``: a plain ``state_dict`` (or a segrobust training checkpoint)
   loaded into the model that ``SPEC`` builds,
-- a TorchScript archive (``torch.jit.save``),
+- ``module:callable``: any model a Python function builds (torchvision,
+  your own code), optionally with weights from a ``state_dict`` file,
+- a TorchScript archive (``torch.jit.save``), only when asked with
+  ``allow_torchscript=True``: a TorchScript file is a program. Its serialized
+  TorchScript code and graph are run by the TorchScript interpreter when the
+  model is called. No pickled Python objects are unpickled, but the model
+  computes whatever the file says, so load only TorchScript files you trust.
 
 and raises :class:`ModelLoadError` (a ``ValueError``) with a one-line
-explanation for anything else.
+explanation for anything else. :class:`SegmentationModel` adapts any model
+(lower-resolution logits, Hugging Face or torchvision outputs, its own input
+normalisation) to what segrobust expects: ``[0, 1]`` images in, logits at the
+input resolution out.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import importlib
 import json
 import os
+import re
+import sys
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -31,14 +44,17 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from segrobust.fileio import atomic_torch_save
+from segrobust.utils import segmentation_logits
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "ModelLoadError",
     "ModelSpec",
+    "SegmentationModel",
     "build_model",
     "load_model",
     "load_state_dict_file",
@@ -78,6 +94,103 @@ class ModelSpec:
             text = ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
             parts.append(f"{key}={text}")
         return ":".join(parts)
+
+
+_UPSAMPLE_MODES = ("bilinear", "bicubic", "nearest", "nearest-exact")
+
+
+def _channel_stats(values: Optional[Any], name: str) -> Optional[torch.Tensor]:
+    if values is None:
+        return None
+    try:
+        stats = torch.as_tensor([float(v) for v in values], dtype=torch.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of numbers, one per image channel, got {values!r}") from None
+    if stats.numel() == 0 or not torch.isfinite(stats).all():
+        raise ValueError(f"{name} must be finite numbers, one per image channel, got {values!r}")
+    return stats.view(1, -1, 1, 1)
+
+
+class SegmentationModel(nn.Module):
+    """Any segmentation network as segrobust expects it: ``[0, 1]`` images in, logits at input resolution out.
+
+    The wrapped ``model`` may return a tensor, a tuple (its first item), a
+    dict with ``"out"`` (torchvision) or ``"logits"``, or an object with a
+    ``.logits`` tensor (Hugging Face); ``output_key`` names the entry when the
+    guess is wrong (see [segmentation_logits][segrobust.utils.segmentation_logits]).
+    Logits at a lower resolution (SegFormer and mmseg heads predict at 1/4)
+    are resized to the input's with ``upsample`` (``"bilinear"``, ``"bicubic"``,
+    ``"nearest"``; ``None`` makes a size mismatch an error). ``mean`` and ``std``
+    (one value per channel) normalise the images inside, so attacks and rain
+    work in ``[0, 1]`` pixel space while the network sees what it was trained on.
+
+    The wrapper holds no parameters of its own and never changes the wrapped
+    model's: ``train()``/``eval()`` reach it as for any submodule, and the
+    constructor leaves its mode as it is.
+
+    Shapes: images ``(N, C, H, W)`` in ``[0, 1]`` to logits ``(N, K, H, W)``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> quarter = nn.Conv2d(3, 5, kernel_size=4, stride=4)  # logits at 1/4 resolution
+        >>> model = SegmentationModel(quarter, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        >>> model(torch.rand(2, 3, 32, 48)).shape
+        torch.Size([2, 5, 32, 48])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        output_key: Optional[str] = None,
+        upsample: Optional[str] = "bilinear",
+        mean: Optional[Any] = None,
+        std: Optional[Any] = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if upsample is not None and upsample not in _UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {_UPSAMPLE_MODES} or None, got {upsample!r}")
+        if output_key is not None and not isinstance(output_key, str):
+            raise TypeError(f"output_key must be a string or None, got {type(output_key).__name__}")
+        mean_t, std_t = _channel_stats(mean, "mean"), _channel_stats(std, "std")
+        if (mean_t is None) != (std_t is None):
+            raise ValueError("give both mean and std (one value per channel), or neither")
+        if std_t is not None and not (std_t > 0).all():
+            raise ValueError(f"std must be positive, got {std!r}")
+        if mean_t is not None and std_t is not None and mean_t.numel() != std_t.numel():
+            raise ValueError(f"mean and std need one value per channel each, got {mean_t.numel()} and {std_t.numel()}")
+        self.model = model
+        self.output_key = output_key
+        self.upsample = upsample
+        # Not persistent: the state dict stays the wrapped model's (under ``model.``).
+        self.register_buffer("mean", mean_t, persistent=False)
+        self.register_buffer("std", std_t, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        inputs = images
+        if self.mean is not None:
+            if images.dim() != 4 or images.shape[1] != self.mean.shape[1]:
+                raise ValueError(
+                    f"expected images (N, {self.mean.shape[1]}, H, W) to match mean/std, got {tuple(images.shape)}"
+                )
+            inputs = (images - self.mean) / self.std
+        logits = segmentation_logits(self.model(inputs), self.output_key)
+        size = images.shape[-2:]
+        if logits.shape[-2:] == size:
+            return logits
+        if self.upsample is None:
+            raise ValueError(
+                f"model returned logits of size {tuple(logits.shape[-2:])} for images of size {tuple(size)} "
+                "(pass upsample='bilinear' to resize them)"
+            )
+        corners = {"align_corners": False} if self.upsample in ("bilinear", "bicubic") else {}
+        return F.interpolate(logits, size=size, mode=self.upsample, **corners)
+
+    def extra_repr(self) -> str:
+        normalise = "" if self.mean is None else f", mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+        return f"output_key={self.output_key!r}, upsample={self.upsample!r}{normalise}"
 
 
 def _parse_value(text: str) -> Any:
@@ -224,6 +337,8 @@ def save_model(
         >>> torch.equal(again(torch.ones(1, 3, 32, 32)), net(torch.ones(1, 3, 32, 32)))
         True
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"save_model needs the model (an nn.Module) first, got {type(model).__name__}")
     parsed = parse_model_spec(spec)
     # JSON round trip: weights_only=True readers accept only plain types (torch.__version__ is a str subclass).
     plain_metadata = json.loads(json.dumps(dict(metadata or {}), default=str))
@@ -267,9 +382,10 @@ def load_state_dict_file(path: Union[str, os.PathLike]) -> Any:
         raise ModelLoadError(f"checkpoint {path} is a directory, expected a file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:  # permissions, links, I/O: say so rather than "not a torch file"
+        raise ModelLoadError(f"cannot read checkpoint {path}: {error.strerror or _error_text(error)}") from None
     except Exception as error:
-        text = str(error).strip().splitlines()
-        reason = f"not a file written by torch.save ({type(error).__name__}: {text[0] if text else ''})"
+        reason = f"not a file written by torch.save ({_error_text(error)})"
         if "Unsupported global" in str(error) or "This file can still be loaded" in str(error):
             reason = (
                 "it holds pickled Python objects (e.g. a whole nn.Module); save model.state_dict() "
@@ -292,11 +408,25 @@ def _extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     raise ModelLoadError(f"{path} holds no state dict (expected a mapping of parameter names to tensors)")
 
 
-def _load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, spec: str) -> None:
-    """Load ``state`` into ``model``; ignore only weights of stages dropped by :func:`_drop_unused_stages`."""
+def _load_weights(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    path: Path,
+    spec: str,
+    *,
+    smp_stages: bool = True,
+    hint: str = "check the spec and --num-classes",
+) -> None:
+    """Load ``state`` into ``model``, all or nothing, with a one-line error listing what does not fit.
+
+    ``smp_stages`` ignores weights of encoder stages dropped by
+    :func:`_drop_unused_stages` (only meaningful for spec-built smp models).
+    """
     state = {k.removeprefix("module."): v for k, v in state.items()}  # DDP-saved weights
     expected = model.state_dict()
-    unused = {k for k in state if k not in expected and any(f".layer{i}." in k for i in range(1, 5))}
+    unused = {
+        k for k in state if smp_stages and k not in expected and any(f".layer{i}." in k for i in range(1, 5))
+    }
     state = {k: v for k, v in state.items() if k not in unused}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -314,8 +444,7 @@ def _load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], path: Pat
                 f"in the file, {tuple(expected[key].shape)} in the model)"
             )
         raise ModelLoadError(
-            f"checkpoint {path} does not fit model {spec!r}: " + "; ".join(details)
-            + " - check the spec and --num-classes"
+            f"checkpoint {path} does not fit model {spec!r}: " + "; ".join(details) + f" - {hint}"
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
 
@@ -324,27 +453,145 @@ def _looks_like_path(text: str) -> bool:
     return os.sep in text or "/" in text or text.lower().endswith(_CHECKPOINT_SUFFIXES)
 
 
+_CALLABLE_SOURCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+def _is_callable_source(text: str) -> bool:
+    """``module:callable`` (``torchvision.models.segmentation:lraspp_mobilenet_v3_large``), not an smp spec."""
+    if not _CALLABLE_SOURCE.fullmatch(text) or Path(text).exists():
+        return False
+    head = text.partition(":")[0]
+    return "." in head or head.lower() not in _architectures()  # smp architectures have no dots
+
+
+def _error_text(error: BaseException) -> str:
+    """``Class: first line of the message`` (just the class when the message is empty)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _import_callable(source: str) -> Any:
+    """The callable ``module:attr`` names; the current directory is importable, as with ``python -m``."""
+    module_name, _, attr = source.partition(":")
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        missing = getattr(error, "name", None)
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise ModelLoadError(
+                f"model {source!r}: no module named {missing!r} (an smp spec starts with one of "
+                f"{', '.join(sorted(_architectures()))}; 'module:callable' needs an importable module)"
+            ) from None
+        raise ModelLoadError(f"model {source!r}: importing {module_name} failed: {_error_text(error)}") from None
+    except Exception as error:  # the user's module raised while being imported
+        raise ModelLoadError(f"model {source!r}: importing {module_name} failed: {_error_text(error)}") from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ModelLoadError(f"model {source!r}: module {module_name} has no attribute {attr!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ModelLoadError(f"model {source!r}: {attr} is a {type(target).__name__}, not a callable that builds a model")
+    return target
+
+
+def _build_from_callable(
+    source: str, num_classes: Optional[int], model_args: Mapping[str, Any], seed: Optional[int]
+) -> nn.Module:
+    factory = _import_callable(source)
+    kwargs = dict(model_args)
+    if num_classes is not None:
+        if kwargs.setdefault("num_classes", num_classes) != num_classes:
+            raise ModelLoadError(f"model {source!r}: num_classes={num_classes} contradicts the model arguments {kwargs}")
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            model = factory(**kwargs)
+        except Exception as error:  # whatever the user's builder raises is a bad --model / --model-args
+            raise ModelLoadError(f"model {source!r}: {_call_text(source, kwargs)} failed: {_error_text(error)}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"model {source!r} returned a {type(model).__name__}, expected a torch.nn.Module")
+    return model
+
+
+def _call_text(source: str, kwargs: Mapping[str, Any]) -> str:
+    arguments = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+    return f"{source.partition(':')[2]}({arguments})"
+
+
+def _read_segrobust_checkpoint(obj: Mapping[str, Any], path: Path) -> tuple[str, int]:
+    """The spec and class count a :func:`save_model` checkpoint records."""
+    spec, stored = obj.get("spec"), obj.get("num_classes")
+    if not isinstance(spec, str) or isinstance(stored, bool) or not isinstance(stored, int) or stored < 1:
+        missing = [key for key, value in (("spec", spec), ("num_classes", stored)) if value is None]
+        what = f"misses {' and '.join(repr(k) for k in missing)}" if missing else "has a bad 'spec' or 'num_classes'"
+        raise ModelLoadError(f"checkpoint {path} is a damaged segrobust checkpoint: it {what}; write it with save_model")
+    return spec, stored
+
+
+def _load_torchscript(path: Path, device: Union[str, torch.device], allow: bool) -> nn.Module:
+    if not allow:
+        raise ModelLoadError(
+            f"{path} is a TorchScript model: it runs the code stored in the file when called; if you trust it, "
+            "allow it with --allow-torchscript (Python: load_model(..., allow_torchscript=True))"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, yet still the format users have
+            return torch.jit.load(str(path), map_location=device).eval()
+    except Exception as error:
+        raise ModelLoadError(f"cannot load TorchScript model {path}: {_error_text(error)}") from None
+
+
 def load_model(
     source: Union[str, os.PathLike, nn.Module],
     num_classes: Optional[int] = None,
     device: Union[str, torch.device] = "cpu",
     *,
     seed: Optional[int] = 0,
+    model_args: Optional[Mapping[str, Any]] = None,
+    weights: Optional[Union[str, os.PathLike]] = None,
+    mean: Optional[Any] = None,
+    std: Optional[Any] = None,
+    allow_torchscript: bool = False,
 ) -> nn.Module:
-    """A segmentation model in eval mode from a spec, ``SPEC@PATH``, a checkpoint or a TorchScript file.
+    """A segmentation model in eval mode from a spec, ``module:callable``, a checkpoint or a TorchScript file.
 
     Args:
         source: ``"unet:resnet18"`` (random weights), ``"unet:resnet18@weights.pt"``
             (a plain state dict for that architecture), a path to a checkpoint
-            written by :func:`save_model`, or a TorchScript archive. An
+            written by :func:`save_model`, ``"package.module:function"`` (any
+            function returning an ``nn.Module``, called with ``model_args``; the
+            current directory is importable), or a TorchScript archive. An
             ``nn.Module`` is returned as is (moved to ``device``, in eval mode).
-        num_classes: classes of a spec-built model (default 11, CamVid); for a
-            checkpoint that records its class count, a different value is an error.
+        num_classes: classes of a spec-built model (default 11, CamVid), passed as
+            ``num_classes`` to a ``module:callable``; for a checkpoint that records
+            its class count, a different value is an error.
         device: where the model goes.
-        seed: seed of the random weights of a spec-built model (the default 0
+        seed: seed of the random weights of a built model (the default 0
             makes ``load_model("unet:resnet18")`` the same model in every
             process, which resumed and distributed runs rely on); ``None`` uses
             torch's global generator.
+        model_args: keyword arguments of the ``module:callable`` (or extra
+            arguments of an smp spec).
+        weights: a ``state_dict`` file (read with ``weights_only=True``) loaded,
+            strictly, into a spec- or callable-built model.
+        mean, std: per-channel normalisation the model expects; the model is
+            wrapped in [SegmentationModel][segrobust.models.SegmentationModel]
+            so that it takes ``[0, 1]`` images. A ``module:callable`` model is
+            always wrapped (output auto-detection, logits upsampled to the input).
+        allow_torchscript: load TorchScript archives. Off by default: unlike
+            checkpoints, a TorchScript file is a program (its serialized
+            TorchScript code runs whenever the model is called), so only files
+            you trust should be loaded.
 
     Examples:
         >>> load_model("unet:resnet18:encoder_depth=3:decoder_channels=16,8,8", num_classes=4).training
@@ -355,34 +602,46 @@ def load_model(
         segrobust.models.ModelLoadError: checkpoint missing.pt does not exist
     """
     if isinstance(source, nn.Module):
-        return source.to(device).eval()
+        return _wrap(source, mean, std).to(device).eval()
+    if not isinstance(source, (str, os.PathLike)):
+        raise ModelLoadError(f"model must be a spec, a path or an nn.Module, got {type(source).__name__}")
+    if model_args is not None and not isinstance(model_args, Mapping):
+        raise ModelLoadError(f"model_args must be a mapping of keyword arguments, got {type(model_args).__name__}")
     text = os.fspath(source)
+    if _is_callable_source(text):
+        model = _build_from_callable(text, num_classes, model_args or {}, seed)
+        if weights is not None:
+            state = _extract_state_dict(load_state_dict_file(weights), Path(weights))
+            _load_weights(model, state, Path(weights), text, smp_stages=False, hint="check --model-args")
+        return SegmentationModel(model, mean=mean, std=std).to(device).eval()
     spec: Optional[str] = None
     if "@" in text and not Path(text).exists():
         spec, _, text = text.partition("@")
         parse_model_spec(spec)
+        if weights is not None:
+            raise ModelLoadError(f"give the weights once: either {spec}@{text} or weights={weights}")
+    elif weights is not None and not Path(text).exists() and not _looks_like_path(text):
+        spec, text = text, os.fspath(weights)
     path = Path(text)
     if spec is None and not path.exists():
         if _looks_like_path(text):
             raise ModelLoadError(f"checkpoint {text} does not exist")
-        return build_model(text, num_classes if num_classes is not None else 11, seed=seed).to(device)
+        model = build_model(text, num_classes if num_classes is not None else 11, seed=seed, **(model_args or {}))
+        return _wrap(model, mean, std).to(device)
     if not path.exists():
         raise ModelLoadError(f"checkpoint {text} does not exist")
+    if spec is None and (weights is not None or model_args):
+        raise ModelLoadError(f"{path} is a complete model file: weights and model arguments go with a spec or module:callable")
     if path.is_file() and _is_torchscript(path):
         if spec is not None:
-            raise ModelLoadError(f"{path} is a TorchScript model: pass the path alone, without 'SPEC@'")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, yet still the format users have
-                return torch.jit.load(str(path), map_location=device).eval()
-        except Exception as error:
-            raise ModelLoadError(f"cannot load TorchScript model {path}: {str(error).splitlines()[0]}") from None
+            raise ModelLoadError(f"{path} is a TorchScript model: pass the path alone, without a spec")
+        return _wrap(_load_torchscript(path, device, allow_torchscript), mean, std).to(device).eval()
     obj = load_state_dict_file(path)
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
-        stored = int(obj["num_classes"])
+        stored_spec, stored = _read_segrobust_checkpoint(obj, path)
         if num_classes is not None and num_classes != stored:
             raise ModelLoadError(f"checkpoint {path} predicts {stored} classes, but {num_classes} were asked for")
-        spec = spec or str(obj["spec"])
+        spec = spec or stored_spec
         num_classes = stored
     elif spec is None:
         raise ModelLoadError(
@@ -393,6 +652,15 @@ def load_model(
     if num_classes is None:
         head = state.get("segmentation_head.0.weight", state.get("module.segmentation_head.0.weight"))
         num_classes = int(head.shape[0]) if head is not None else 11
-    model = build_model(spec, num_classes)
+    model = build_model(spec, num_classes, **(model_args or {}))
     _load_weights(model, state, path, spec)
-    return model.to(device).eval()
+    return _wrap(model, mean, std).to(device).eval()
+
+
+def _wrap(model: nn.Module, mean: Optional[Any], std: Optional[Any]) -> nn.Module:
+    if mean is None and std is None:
+        return model
+    try:
+        return SegmentationModel(model, mean=mean, std=std)
+    except (TypeError, ValueError) as error:
+        raise ModelLoadError(str(error)) from None

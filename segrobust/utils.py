@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -12,44 +12,68 @@ from torch import nn
 __all__ = ["model_mode_preserved", "predicted_classes", "segmentation_logits"]
 
 
-def segmentation_logits(output: Any) -> torch.Tensor:
+def segmentation_logits(output: Any, key: Optional[str] = None) -> torch.Tensor:
     """Return the segmentation logits ``(N, K, H, W)`` from a model's output.
 
-    smp models built with ``aux_params`` return ``(mask_logits, label_logits)``;
-    torchvision models return ``{"out": ..., "aux": ...}``. Both are reduced to
-    the segmentation tensor; a plain tensor is returned as is.
+    The one place that knows how segmentation models return their logits:
+
+    - a tensor is returned as is;
+    - a mapping: its ``"out"`` entry (torchvision), else its ``"logits"`` entry
+      (Hugging Face ``ModelOutput``), else its only entry;
+    - an object with a tensor ``.logits`` attribute (Hugging Face outputs);
+    - a tuple or list: its first item (smp models built with ``aux_params``
+      return ``(mask_logits, label_logits)``).
+
+    ``key`` names the entry (or attribute) to use instead of guessing.
 
     Examples:
         >>> import torch
         >>> logits = torch.zeros(1, 3, 4, 4)
         >>> segmentation_logits((logits, torch.zeros(1, 3))).shape
         torch.Size([1, 3, 4, 4])
-        >>> segmentation_logits({"out": logits}).shape
+        >>> segmentation_logits({"out": logits, "aux": logits}).shape
+        torch.Size([1, 3, 4, 4])
+        >>> segmentation_logits({"logits": logits, "hidden_states": None}).shape
         torch.Size([1, 3, 4, 4])
     """
-    if isinstance(output, torch.Tensor):
-        logits = output
-    elif isinstance(output, Mapping):
-        if "out" in output:
-            logits = output["out"]
-        elif len(output) == 1:
-            logits = next(iter(output.values()))
-        else:
-            raise TypeError(
-                "model returned a dict without an 'out' key "
-                f"(keys: {sorted(map(str, output))}); expected the segmentation logits under 'out'"
-            )
-    elif isinstance(output, Sequence) and len(output) > 0:
-        logits = output[0]
-    else:
-        raise TypeError(
-            f"model returned {type(output).__name__}; expected a tensor (N, K, H, W), "
-            "a tuple whose first item is one, or a dict with key 'out'"
-        )
+    logits = _pick_logits(output) if key is None else _pick_key(output, key)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"model output must be segmentation logits (N, K, H, W), got {shape}")
     return logits
+
+
+def _pick_key(output: Any, key: str) -> Any:
+    if isinstance(output, Mapping):
+        if key not in output:
+            raise TypeError(f"model output has no key {key!r} (keys: {sorted(map(str, output))})")
+        return output[key]
+    if not hasattr(output, key):
+        raise TypeError(f"model output ({type(output).__name__}) has no key or attribute {key!r}")
+    return getattr(output, key)
+
+
+def _pick_logits(output: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        for key in ("out", "logits"):
+            if key in output:
+                return output[key]
+        if len(output) == 1:
+            return next(iter(output.values()))
+        raise TypeError(
+            f"model returned a dict without an 'out' or 'logits' key (keys: {sorted(map(str, output))}); "
+            "name the key of the segmentation logits with SegmentationModel(model, output_key=...)"
+        )
+    if isinstance(getattr(output, "logits", None), torch.Tensor):
+        return output.logits
+    if isinstance(output, Sequence) and not isinstance(output, str) and len(output) > 0:
+        return output[0]
+    raise TypeError(
+        f"model returned {type(output).__name__}; expected a tensor (N, K, H, W), a tuple whose first item is one, "
+        "a dict with key 'out' or 'logits', or an object with a .logits tensor"
+    )
 
 
 @contextlib.contextmanager

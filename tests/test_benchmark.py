@@ -296,7 +296,7 @@ def test_checkpoints_round_trip_and_bad_ones_fail_clearly(tmp_path):
     assert torch.equal(load_model(f"{_SPEC}@{tmp_path / 'plain.pt'}")(x), model(x))
     scripted = torch.jit.trace(model, x)
     scripted.save(str(tmp_path / "ts.pt"))
-    assert torch.allclose(load_model(tmp_path / "ts.pt")(x), model(x), atol=1e-5)
+    assert torch.allclose(load_model(tmp_path / "ts.pt", allow_torchscript=True)(x), model(x), atol=1e-5)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     torch.save(model, tmp_path / "pickled.pt")
     cases = [

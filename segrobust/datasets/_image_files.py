@@ -32,7 +32,7 @@ def decode(path: Path, what: str, convert: Callable[[Any], np.ndarray]) -> np.nd
             return convert(img)
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} {str(path)!r} does not exist") from None
-    except (OSError, SyntaxError, EOFError, zlib.error) as error:
+    except (OSError, SyntaxError, EOFError, zlib.error, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot decode {what} {str(path)!r} (corrupt or truncated file?): {error}") from None
 
 

@@ -344,12 +344,16 @@ def load_pearl_defense(model: nn.Module, path: Union[str, os.PathLike], **_: Any
         >>> defended = load_pearl_defense(segmenter, "runs/pearl/defense.pt")  # doctest: +SKIP
     """
     from segrobust.defenses.derain import build_derainer
+    from segrobust.models import ModelLoadError, load_state_dict_file
 
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_state_dict_file(path)  # weights_only=True, one-line ModelLoadError for unreadable files
     if not isinstance(payload, Mapping) or payload.get("format") != PEARL_CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a PEARL defence checkpoint (write one with save_pearl_defense)")
-    derainer = build_derainer(payload["derainer"], **payload.get("derainer_kwargs", {}))
-    derainer.load_state_dict(payload["state_dict"])
+        raise ModelLoadError(f"{path} is not a PEARL defence checkpoint (write one with save_pearl_defense)")
+    try:
+        derainer = build_derainer(payload["derainer"], **payload.get("derainer_kwargs", {}))
+        derainer.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ModelLoadError(f"PEARL defence checkpoint {path} does not fit its derainer: {' '.join(str(error).split())[:300]}") from None
     device = next(model.parameters()).device
     return PEARL(model, derainer.to(device)).eval()
 
