@@ -370,7 +370,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.fast:
         args.num_images, args.size = args.num_images or 8, args.size or (48, 64)
         args.batch_size, args.epochs = args.batch_size or 4, 1
-    options = _train_options(args, recipe)
+    try:
+        settings = recipe.config(**_train_options(args, recipe))  # checked before any model or data is loaded
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--recipe {recipe.name}: {str(error).strip().splitlines()[0]}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _resolve_device(args.device)
@@ -379,14 +382,11 @@ def _train(args: argparse.Namespace) -> int:
     train_data, data_name = _dataset(args, "train", 200)
     val_data, _ = _dataset(argparse.Namespace(**{**vars(args), "num_images": min(args.num_images or 50, 50)}), "val", 50)
     out = Path(args.out)
-    try:
-        config = recipe.config(
-            **options, num_classes=num_classes, batch_size=args.batch_size or 8, seed=args.seed, device=device,
-            num_workers=args.workers, eval_data=val_data, checkpoint_dir=out / "checkpoints", resume=args.resume,
-            progress=not args.no_progress,
-        )
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"--recipe {recipe.name}: {str(error).strip().splitlines()[0]}") from None
+    config = recipe.config(
+        settings, num_classes=num_classes, batch_size=args.batch_size or 8, seed=args.seed, device=device,
+        num_workers=args.workers, eval_data=val_data, checkpoint_dir=out / "checkpoints", resume=args.resume,
+        progress=not args.no_progress,
+    )
     model.train()
     result = recipe(model, train_data, config)
     if is_main_process():
