@@ -93,6 +93,8 @@ def test_nat_scales_rain_presets_to_the_image_height_unless_told_not_to():
     unscaled = rain_transform("heavy", None, data)
     assert unscaled.ranges["length"][1] > scaled.ranges["length"][1]
     assert NATConfig().rain_reference_height == PRESET_REFERENCE_HEIGHT == 360
+    explicit = rain_transform({"length": (5.0, 9.0)}, PRESET_REFERENCE_HEIGHT, data)  # ranges for these images: as given
+    assert tuple(explicit.ranges["length"]) == (5.0, 9.0)
 
 
 def test_train_nat_and_the_nat_recipe_are_one_nat():
@@ -150,3 +152,26 @@ def test_recipe_configs_are_dataclasses_with_documented_fields():
         missing = [name for name in own if name not in doc and name not in (PGDATConfig.__doc__ or "")
                    and name not in (StandardConfig.__doc__ or "")]
         assert not missing, f"{recipe.config_type.__name__} does not document {missing}"
+
+
+def test_tensorboard_logger_writes_scalars_or_says_what_is_missing(tmp_path, monkeypatch):
+    from segrobust.training import TensorBoardLogger, train_standard
+
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install tensorboard"):
+            TensorBoardLogger(tmp_path / "tb")
+        return
+    logger = TensorBoardLogger(tmp_path / "tb", log_every=1)
+    train_standard(tiny_model(), TinySegmentation(4), epochs=1, trainer_kwargs={"progress": False, "batch_size": 2,
+                                                                                "callbacks": [logger]})
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_tensorboard_logger_without_tensorboard_raises_a_clear_import_error(tmp_path, monkeypatch):
+    from segrobust.training import TensorBoardLogger
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(ImportError, match="TensorBoardLogger needs the tensorboard package"):
+        TensorBoardLogger(tmp_path / "tb")

@@ -266,8 +266,8 @@ def train_pearl(
     The keyword form of the ``pearl`` recipe (see [PEARLConfig][segrobust.training.PEARLConfig]
     for every argument; here ``ama`` defaults to ``False`` and ``derainer``
     is a module). Each step: rain is added to the clean batch (``rain``,
-    streak lengths scaled from ``rain_reference_height`` to the image height;
-    ``None``: unscaled), NAA (``eps``, ``alpha``, ``steps``) is crafted
+    a preset's streak lengths scaled from ``rain_reference_height`` to the image
+    height, ``None``: unscaled; a mapping is used as given), NAA (``eps``, ``alpha``, ``steps``) is crafted
     against the whole pipeline ``f ∘ D``, and ``D`` minimises
     ``lambda_rec·‖D(x̃) − t‖₁ + lambda_seg·CE(f(D(x̃)), y)``. ``t`` is the
     clean image, or with ``ama=True`` its AMA image against ``f`` (``ama_eps``

@@ -41,6 +41,7 @@ from segrobust.training.recipes import (
     train_pgd_at,
     train_standard,
 )
+from segrobust.training.tensorboard import TensorBoardLogger
 from segrobust.training.trainer import AdversarialTrainer, Callback, evaluate, poly_lr
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "Recipe",
     "ShardSampler",
     "StandardConfig",
+    "TensorBoardLogger",
     "TrainConfig",
     "TrainResult",
     "as_batch",

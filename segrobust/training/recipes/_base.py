@@ -129,16 +129,20 @@ def image_height(data: Any) -> int:
 def rain_transform(rain: RainSpec, reference_height: Optional[int], data: Any) -> Optional[nn.Module]:
     """The rain augmentation (``p=1``) of a config's ``rain`` and ``rain_reference_height`` for ``data``.
 
-    Preset names and range mappings have their streak lengths scaled from
-    ``reference_height`` to the height of ``data``'s images (unscaled when it
-    is ``None``); a module is used as is.
+    A preset name has its streak lengths scaled from ``reference_height`` to
+    the height of ``data``'s images (unscaled when it is ``None``). A mapping
+    holds ranges for your images already and is used as given (with ``p=1``
+    unless it sets ``p``); a module is used as is.
     """
     if rain is None or isinstance(rain, nn.Module):
         return rain
-    from segrobust.rain import RandomRainStreaks, resolve_rain_ranges, scale_rain_ranges
+    from segrobust.rain import RandomRainStreaks, scale_rain_ranges
 
-    ranges = resolve_rain_ranges(rain) if reference_height is None else scale_rain_ranges(rain, image_height(data), reference_height)
-    return RandomRainStreaks(**ranges, p=1.0)
+    if isinstance(rain, str):
+        if reference_height is None:
+            return RandomRainStreaks.from_preset(rain, p=1.0)
+        return RandomRainStreaks(**scale_rain_ranges(rain, image_height(data), reference_height), p=1.0)
+    return RandomRainStreaks(**{"p": 1.0, **dict(rain)})
 
 
 def optimizer_for(model: nn.Module, config: StandardConfig) -> torch.optim.Optimizer:

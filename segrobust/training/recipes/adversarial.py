@@ -183,9 +183,9 @@ def train_nat(
 ) -> list[dict[str, Any]]:
     """NAT; the keyword form of the ``nat`` recipe ([NATConfig][segrobust.training.NATConfig]).
 
-    ``rain`` is a preset name, a mapping of rain ranges or a module; preset
-    streak lengths are scaled from ``rain_reference_height`` (360) to the
-    training images' height (``None``: unscaled). ``alpha=None`` is
+    ``rain`` is a preset name, a mapping of rain ranges or a module; a
+    preset's streak lengths are scaled from ``rain_reference_height`` (360)
+    to the training images' height (``None``: unscaled); a mapping is used as given. ``alpha=None`` is
     ``2.5·eps/steps``. Other arguments as in [train_pgd_at][segrobust.training.train_pgd_at].
 
     Examples:

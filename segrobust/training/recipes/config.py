@@ -171,7 +171,7 @@ class EroSegATConfig(PGDATConfig):
 def _check_rain(rain: RainSpec, reference_height: Optional[int]) -> None:
     if reference_height is not None:
         _positive_int(reference_height, "rain_reference_height")
-    if isinstance(rain, (str, Mapping)):
+    if isinstance(rain, str):
         from segrobust.rain import resolve_rain_ranges
 
         resolve_rain_ranges(rain)
@@ -185,14 +185,17 @@ class NATConfig(PGDATConfig):
 
     Attributes:
         rain: the rain added to every training image: a preset name
-            (``"light"``, ``"medium"``, ``"heavy"``...), a mapping of rain
-            ranges, a module ``images -> rainy images``, or ``None`` (no rain).
-        rain_reference_height: the image height the preset's streak lengths are
-            meant for. Presets and mappings are scaled from it to the height of
-            the training images with [scale_rain_ranges][segrobust.rain.scale_rain_ranges],
+            (``"light"``, ``"medium"``, ``"heavy"``...), a mapping of
+            [RandomRainStreaks][segrobust.rain.RandomRainStreaks] arguments
+            (rain ranges, ``p`` defaults to 1), a module ``images -> rainy
+            images``, or ``None`` (no rain).
+        rain_reference_height: the image height the presets' streak lengths are
+            meant for. A preset name is scaled from it to the height of the
+            training images with [scale_rain_ranges][segrobust.rain.scale_rain_ranges],
             so the rain looks alike at any resolution (the benchmark does the
             same). Default ``PRESET_REFERENCE_HEIGHT`` (360); ``None`` uses the
-            ranges unscaled. Unused when ``rain`` is a module.
+            preset unscaled. A mapping of ranges is taken to be for your
+            images already and is never scaled; a module is used as is.
 
     The attack defaults differ from PGD-AT's: ε = 4/255, 3 steps of
     ``2.5·eps/steps`` (PEARL's setting).
