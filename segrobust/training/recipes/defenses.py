@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import torch
 from torch import nn
 
 from segrobust.training.recipes._base import Artifact, TrainResult, dataset_of
@@ -21,6 +22,7 @@ def pearl(model: nn.Module, data: Any, config: PEARLConfig) -> TrainResult:
     """PEARL (+AMA by default) with a fresh derainer in front of the frozen ``model`` (recipe ``pearl``).
 
     ``data`` is a map-style dataset (a ``DataLoader`` is read for its dataset).
+    A derainer given by name is initialised from ``config.seed``.
     The result's model is ``PEARL(model, derainer)``; with a named derainer
     its artifact ``defense.pt`` is what ``segrobust benchmark --defense
     pearl:PATH`` loads.
@@ -28,7 +30,12 @@ def pearl(model: nn.Module, data: Any, config: PEARLConfig) -> TrainResult:
     from segrobust.defenses.derain import build_derainer
     from segrobust.defenses.pearl_training import fit_pearl, save_pearl_defense
 
-    derainer = build_derainer(config.derainer) if isinstance(config.derainer, str) else config.derainer
+    if isinstance(config.derainer, str):
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only, not on import order
+            torch.manual_seed(config.seed)
+            derainer = build_derainer(config.derainer)
+    else:
+        derainer = config.derainer
     dataset, _ = dataset_of(data)
     defended, history = fit_pearl(model, derainer, dataset, config)
     artifacts = {}
