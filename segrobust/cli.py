@@ -208,17 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
         "'segrobust benchmark --model OUT/model.pt' evaluates.",
     )
     recipe = train.add_argument_group("recipe")
-    recipe.add_argument("--recipe", default="standard", metavar="NAME", help="standard, pgd_at, eroseg_at, nat, ... (default standard)")
+    recipe.add_argument("--recipe", default="standard", metavar="NAME",
+                        help="standard, pgd_at, eroseg_at, nat, pearl or depth (default standard)")
     recipe.add_argument("--model", default="unet:resnet18", metavar="SPEC|PATH", help="model spec or checkpoint to start from")
     recipe.add_argument("--num-classes", type=_positive_int, metavar="K", help="classes (default 11)")
     _add_model_options(recipe)
     recipe.add_argument("--epochs", type=_positive_int, default=10, help="epochs (default 10)")
-    recipe.add_argument("--lr", type=_positive_float, help="learning rate (default 0.01 SGD, 1e-3 AdamW)")
-    recipe.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="sgd (poly schedule) or adamw")
-    recipe.add_argument("--eps", type=_budget, default=8 / 255, metavar="E", help="adversarial budget (default 8/255)")
-    recipe.add_argument("--steps", type=_positive_int, default=7, metavar="N", help="inner attack steps (default 7)")
-    recipe.add_argument("--alpha", type=_step_size, metavar="A", help="inner attack step (default 2/255)")
-    recipe.add_argument("--rain-preset", default="medium", metavar="NAME", help="rain of rain recipes (nat)")
+    # The options below are passed on only when given; a recipe without the setting rejects them.
+    recipe.add_argument("--lr", type=_positive_float, help="learning rate (recipe default: 0.01 SGD, 1e-3 AdamW/Adam)")
+    recipe.add_argument("--optimizer", choices=["sgd", "adamw"], help="sgd (poly schedule, the default) or adamw; standard, pgd_at, eroseg_at, nat")
+    recipe.add_argument("--eps", type=_budget, metavar="E", help="adversarial budget (recipe default: 8/255 pgd_at/eroseg_at, 4/255 nat/pearl)")
+    recipe.add_argument("--steps", type=_positive_int, metavar="N", help="inner attack steps (recipe default: 7 pgd_at/eroseg_at, 3 nat/pearl)")
+    recipe.add_argument("--alpha", type=_step_size, metavar="A", help="inner attack step (recipe default: 2/255 pgd_at/eroseg_at, 2.5·ε/steps nat/pearl)")
+    recipe.add_argument("--rain-preset", metavar="NAME", help="rain of nat and pearl (default medium, streaks scaled to the image height)")
     recipe.add_argument("--out", default="segrobust-train", metavar="DIR", help="output folder (checkpoints, model.pt, history.json)")
     _add_common(train)
     return parser
@@ -490,40 +492,96 @@ def _benchmark(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- train
 def _train(args: argparse.Namespace) -> int:
     import torch
-    from torch.utils.data import DataLoader
 
-    from segrobust.benchmark.core import _rain_ranges
-    from segrobust.benchmark.registry import RECIPES, UnavailableError
     from segrobust.distributed import init_distributed, is_main_process
+    from segrobust.models import save_model
+    from segrobust.training import get_recipe
+
+    try:
+        recipe = get_recipe(args.recipe)
+    except KeyError as error:
+        raise UsageError(error.args[0]) from None
+    if args.fast:
+        args.num_images, args.size = args.num_images or 8, args.size or (48, 64)
+        args.batch_size, args.epochs = args.batch_size or 4, 1
+    try:
+        settings = recipe.config(**_train_options(args, recipe))  # checked before any model or data is loaded
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--recipe {recipe.name}: {str(error).strip().splitlines()[0]}") from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = _resolve_device(args.device)
+    init_distributed()
+    model, spec, num_classes = _train_model(args, device)
+    train_data, data_name = _dataset(args, "train", 200)
+    val_data, _ = _dataset(argparse.Namespace(**{**vars(args), "num_images": min(args.num_images or 50, 50)}), "val", 50)
+    out = Path(args.out)
+    config = recipe.config(
+        settings, num_classes=num_classes, batch_size=args.batch_size or 8, seed=args.seed, device=device,
+        num_workers=args.workers, eval_data=val_data, checkpoint_dir=out / "checkpoints", resume=args.resume,
+        progress=not args.no_progress,
+    )
+    model.train()
+    result = recipe(model, train_data, config)
+    if is_main_process():
+        metadata = {"recipe": recipe.name, "dataset": data_name, "epochs": config.epochs, "seed": args.seed,
+                    "history": json.loads(json.dumps(result.history, default=float))}
+        path = save_model(model.eval(), out / "model.pt", spec, num_classes, metadata=metadata)
+        (out / "history.json").write_text(json.dumps(result.history, indent=2, default=float) + "\n", encoding="utf-8")
+        last = result.history[-1] if result.history else {}
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float) and ("miou" in k or k == "loss"))
+        print(f"trained {recipe.name} for {config.epochs} epoch(s) on {data_name}: {scores}")
+        saved, bench = [str(path)], [f"--model {path}"]
+        for name, artifact in result.artifacts.items():
+            written = artifact.write(out / name)
+            saved.append(str(written))
+            if artifact.benchmark_option:
+                bench.append(artifact.benchmark_option.format(path=written))
+        print(f"saved {' and '.join(saved)}; evaluate with: segrobust benchmark {' '.join(bench)}")
+    return 0
+
+
+# flag (argparse dest) -> recipe config field; only flags the user gave are passed on
+_TRAIN_FLAGS = {"lr": "lr", "optimizer": "optimizer", "eps": "eps", "steps": "steps", "alpha": "alpha", "rain_preset": "rain"}
+
+
+def _train_options(args: argparse.Namespace, recipe: Any) -> dict[str, Any]:
+    """The recipe options the command line sets; a flag the recipe has no field for is a usage error."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(recipe.config_type)}
+    options: dict[str, Any] = {"epochs": args.epochs}
+    for dest, name in _TRAIN_FLAGS.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        if name not in fields:
+            raise UsageError(f"--{dest.replace('_', '-')} is not an option of recipe {recipe.name!r}")
+        options[name] = value
+    if args.fast and "steps" in fields:
+        options["steps"] = min(options.get("steps", fields["steps"].default), 2)
+    return options
+
+
+def _train_model(args: argparse.Namespace, device: Any) -> tuple[Any, str, int]:
+    """``(model, spec, num_classes)`` of ``--model``: a spec, SPEC@weights or a segrobust checkpoint to continue."""
     from segrobust.models import (
         CHECKPOINT_FORMAT,
         ModelLoadError,
         load_model,
         load_state_dict_file,
         parse_model_spec,
-        save_model,
     )
 
-    if args.fast:
-        args.num_images = args.num_images or 8
-        args.size = args.size or (48, 64)
-        args.batch_size = args.batch_size or 4
-        args.epochs = 1
-        args.steps = min(args.steps, 2)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    key = args.recipe.lower().replace("-", "_")
-    if key not in RECIPES:
-        raise UsageError(f"unknown recipe {args.recipe!r}; expected one of {', '.join(RECIPES)}")
-    entry = RECIPES[key]
-    if not entry.available:
-        ready = ", ".join(k for k, e in RECIPES.items() if e.available)
-        raise UsageError(f"recipe {key!r} is not available in this version of segrobust (available: {ready})")
-    device = _resolve_device(args.device)
-    init_distributed()
+    unsupported = [flag for flag, value in (("--model-args", args.model_args), ("--mean", args.mean),
+                   ("--std", args.std), ("--allow-torchscript", args.allow_torchscript)) if value]
+    if unsupported:
+        raise UsageError(f"{unsupported[0]} is not supported by 'segrobust train', which trains smp specs "
+                         "(use --weights to start from a state_dict)")
+    if args.weights is not None:
+        _check_path("--weights", args.weights)
     try:
-        num_classes = args.num_classes or 11
-        spec = args.model
+        num_classes, spec = args.num_classes or 11, args.model
         if "@" in spec and not Path(spec).exists():
             spec = spec.partition("@")[0]
         elif Path(spec).exists():
@@ -532,70 +590,12 @@ def _train(args: argparse.Namespace) -> int:
                 raise UsageError(f"--model {spec}: training starts from a spec or a segrobust checkpoint (model.pt), not this file")
             spec, num_classes = str(stored["spec"]), int(stored["num_classes"])
         parse_model_spec(spec)
-        model = load_model(args.model, num_classes=num_classes, device=device, seed=args.seed)
-        train_data, data_name = _dataset(args, "train", 200)
-        val_args = argparse.Namespace(**{**vars(args), "num_images": min(args.num_images or 50, 50)})
-        val_data, _ = _dataset(val_args, "val", 50)
-        transform = None
-        if entry.rain:
-            from segrobust.rain import (
-                PRESET_REFERENCE_HEIGHT,
-                RandomRainStreaks,
-                resolve_rain_ranges,
-            )
-
-            height = (args.size or train_data[0]["image"].shape[-2:])[0]
-            resolve_rain_ranges(args.rain_preset)
-            transform = RandomRainStreaks(**_rain_ranges(args.rain_preset, int(height), PRESET_REFERENCE_HEIGHT), p=1.0)
-    except (ModelLoadError, UnavailableError) as error:
+        model = load_model(args.model, num_classes=num_classes, device=device, seed=args.seed, weights=args.weights)
+        return model, spec, num_classes
+    except ModelLoadError as error:
         raise UsageError(str(error)) from None
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise UsageError(str(error).strip().splitlines()[0]) from None
-
-    batch_size = args.batch_size or 8
-    generator = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, num_workers=args.workers, generator=generator, drop_last=len(train_data) > batch_size)
-    val_loader = DataLoader(val_data, batch_size=batch_size, num_workers=args.workers)
-    out = Path(args.out)
-    kwargs: dict[str, Any] = {
-        "epochs": args.epochs,
-        "num_classes": num_classes,
-        "trainer_kwargs": {
-            "checkpoint_dir": out / "checkpoints", "resume": args.resume, "eval_loader": val_loader, "seed": args.seed,
-            "device": device, "progress": not args.no_progress,
-        },
-    }
-    if transform is not None:
-        kwargs["input_transform"] = transform
-    if args.optimizer == "adamw":
-        kwargs["optimizer"] = torch.optim.AdamW(model.parameters(), lr=args.lr or 1e-3, weight_decay=1e-4)
-    elif args.lr:
-        kwargs["lr"] = args.lr
-    if entry.adversarial:
-        kwargs.update(eps=args.eps, steps=args.steps)
-        if args.alpha is not None:
-            kwargs["alpha"] = args.alpha
-    model.train()
-    history = entry.function()(model, loader, **kwargs)
-    defended = None
-    if isinstance(history, tuple):  # recipes that build a defence return (defended model, history)
-        defended, history = history
-    if is_main_process():
-        metadata = {"recipe": key, "dataset": data_name, "epochs": args.epochs, "seed": args.seed,
-                    "history": json.loads(json.dumps(history, default=float))}
-        path = save_model(model.eval(), out / "model.pt", spec, num_classes, metadata=metadata)
-        (out / "history.json").write_text(json.dumps(history, indent=2, default=float) + "\n", encoding="utf-8")
-        last = history[-1] if history else {}
-        scores = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float) and ("miou" in k or k == "loss"))
-        print(f"trained {key} for {args.epochs} epoch(s) on {data_name}: {scores}")
-        if key == "pearl" and defended is not None:
-            from segrobust.defenses.pearl_training import save_pearl_defense
-
-            defense = save_pearl_defense(defended.derainer, out / "defense.pt")
-            print(f"saved {path} and {defense}; evaluate with: segrobust benchmark --model {path} --defense pearl:{defense}")
-        else:
-            print(f"saved {path}; evaluate it with: segrobust benchmark --model {path}")
-    return 0
 
 
 # ----------------------------------------------------------------------------- main

@@ -314,49 +314,6 @@ register_defense("pearl", _load_pearl_defense, "PEARL derain preprocessor D in f
 
 
 # ----------------------------------------------------------------------------- training recipes
-@dataclass(frozen=True)
-class RecipeEntry:
-    """A ``segrobust train --recipe KEY``: ``module.attr(model, loader, **kwargs)``.
-
-    ``adversarial`` recipes take ``eps``, ``alpha`` and ``steps``; ``rain``
-    recipes get a rain augmentation as ``input_transform`` (NAT).
-    """
-
-    key: str
-    module: str
-    attr: str
-    description: str = ""
-    adversarial: bool = False
-    rain: bool = False
-
-    @property
-    def available(self) -> bool:
-        return _has_attr(self.module, self.attr)
-
-    def function(self) -> Callable[..., Any]:
-        return _import_attr(self.module, self.attr)
-
-
-RECIPES: dict[str, RecipeEntry] = {}
-
-
-def register_recipe(
-    key: str, module: str, attr: str, description: str = "", *, adversarial: bool = False, rain: bool = False
-) -> RecipeEntry:
-    """Add (or replace) a ``segrobust train`` recipe.
-
-    Examples:
-        >>> RECIPES["standard"].available
-        True
-    """
-    entry = RecipeEntry(key, module, attr, description, adversarial, rain)
-    RECIPES[key] = entry
-    return entry
-
-
-register_recipe("standard", "segrobust.training", "train_standard", "masked cross-entropy on clean images")
-register_recipe("pgd_at", "segrobust.training", "train_pgd_at", "Madry PGD adversarial training (NAA inner maximiser)", adversarial=True)
-register_recipe("eroseg_at", "segrobust.training", "train_eroseg_at", "adversarial training with EroSeg", adversarial=True)
-register_recipe("nat", "segrobust.training", "train_pgd_at", "NAT: PGD-AT on rainy images (PEARL's baseline)", adversarial=True, rain=True)
-register_recipe("pearl", "segrobust.defenses.pearl_training", "pearl_recipe", "PEARL+AMA: train a PReNet derainer in front of the frozen model", adversarial=True, rain=True)
-register_recipe("depth", "segrobust.defenses.depth.training", "depth_recipe", "SGDepth multi-task training on the data's frame triplets")
+# The recipes moved to segrobust.training (one protocol, typed configs); these names stay importable here.
+from segrobust.training.recipes import RECIPES, register_recipe  # noqa: E402
+from segrobust.training.recipes import Recipe as RecipeEntry  # noqa: E402

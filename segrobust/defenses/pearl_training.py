@@ -1,7 +1,8 @@
 """Training recipes of the PEARL paper on the shared trainer: NAT, PEARL and PEARL+AMA.
 
-- :func:`train_nat` trains the segmenter itself on rainy images perturbed by
-  NAA (Madry min-max): ``min_θ E max_δ L(f_θ(rain(x) + δ), y)``.
+- ``train_nat`` (defined in :mod:`segrobust.training`, re-exported here) trains
+  the segmenter itself on rainy images perturbed by NAA (Madry min-max):
+  ``min_θ E max_δ L(f_θ(rain(x) + δ), y)``.
 - :func:`train_pearl` freezes the segmenter ``f`` and trains a derainer ``D`` in
   front of it on NAA examples crafted against ``f ∘ D`` from rainy inputs,
   with loss ``λ_rec·‖D(x̃) − t‖₁ + λ_seg·CE(f(D(x̃)), y)``. The target ``t`` is
@@ -27,71 +28,28 @@ from torch.utils.data import DataLoader, Dataset
 
 from segrobust.defenses.pearl import PEARL
 from segrobust.fileio import atomic_torch_save
-from segrobust.training import AdversarialTrainer, as_batch, masked_cross_entropy, poly_lr
+from segrobust.rain.presets import PRESET_REFERENCE_HEIGHT
+from segrobust.training import AdversarialTrainer, as_batch, masked_cross_entropy
+from segrobust.training.recipes._base import (
+    ama_cache_dir,
+    legacy_config,
+    rain_transform,
+    scheduler_for,
+    trainer_options,
+)
+from segrobust.training.recipes.adversarial import train_nat
+from segrobust.training.recipes.config import PEARLConfig, RainSpec
 from segrobust.utils import model_mode_preserved, segmentation_logits
 
 __all__ = [
     "AMATargetDataset",
     "compute_ama_targets",
+    "fit_pearl",
     "load_pearl_defense",
-    "pearl_recipe",
     "save_pearl_defense",
     "train_nat",
     "train_pearl",
 ]
-
-RainSpec = Union[str, Mapping[str, Any], nn.Module, None]
-
-
-def _rain_transform(rain: RainSpec) -> Optional[nn.Module]:
-    """A rain augmentation applied to every training image (``p=1``)."""
-    if rain is None or isinstance(rain, nn.Module):
-        return rain
-    from segrobust.rain import RandomRainStreaks
-
-    if isinstance(rain, str):
-        return RandomRainStreaks.from_preset(rain, p=1.0)
-    if isinstance(rain, Mapping):
-        return RandomRainStreaks(**{"p": 1.0, **dict(rain)})
-    raise TypeError(f"rain must be a preset name, a mapping of RandomRainStreaks arguments, a module or None, got {type(rain).__name__}")
-
-
-def train_nat(
-    model: nn.Module,
-    train_loader: Any,
-    *,
-    rain: RainSpec = "medium",
-    eps: float = 4 / 255,
-    alpha: Optional[float] = None,
-    steps: int = 3,
-    epochs: int = 1,
-    lr: float = 0.01,
-    optimizer: Optional[torch.optim.Optimizer] = None,
-    scheduler: Any = "poly",
-    num_classes: Optional[int] = None,
-    ignore_index: int = 255,
-    trainer_kwargs: Optional[Mapping[str, Any]] = None,
-) -> list[dict[str, Any]]:
-    """NAT, PEARL's baseline: adversarial training of the segmenter on rainy images with NAA.
-
-    Each batch gets rain from ``rain`` (a :class:`~segrobust.rain.RandomRainStreaks`
-    preset name, its arguments, or any module), then NAA (``eps``, ``alpha``
-    — ``None`` for ``2.5·eps/steps`` — and ``steps``) against the model being
-    trained. ``optimizer`` defaults to SGD with ``lr`` and ``scheduler`` to a
-    poly decay, as in :func:`~segrobust.training.train_pgd_at`. The model is
-    trained in place; returns the trainer's history.
-
-    Examples:
-        >>> history = train_nat(model, loader, rain="heavy", eps=4/255, steps=3, epochs=5)  # doctest: +SKIP
-    """
-    from segrobust.training import train_pgd_at
-
-    return train_pgd_at(
-        model, train_loader, eps=eps, alpha=2.5 * eps / max(steps, 1) if alpha is None else alpha, steps=steps,
-        epochs=epochs, lr=lr, optimizer=optimizer, scheduler=scheduler, num_classes=num_classes,
-        ignore_index=ignore_index, input_transform=_rain_transform(rain), trainer_kwargs=trainer_kwargs,
-    )
-
 
 class _PEARLTrainingView(nn.Module):
     """``f ∘ D`` returning ``{"out": logits, "derained": D(x)}``; the frozen segmenter stays in eval mode."""
@@ -224,6 +182,61 @@ def _pearl_loss(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any], *
             "reconstruction": reconstruction.detach(), "segmentation": segmentation.detach()}
 
 
+def fit_pearl(segmenter: nn.Module, derainer: nn.Module, train_data: Any, config: PEARLConfig) -> tuple[PEARL, list[dict[str, Any]]]:
+    """Train ``derainer`` in front of the frozen ``segmenter`` as ``config`` says; returns ``(PEARL, history)``.
+
+    The stages of [train_pearl][segrobust.defenses.train_pearl] and of the
+    ``pearl`` recipe: freeze ``f``, attach AMA targets, build the trainer, fit,
+    restore ``f``'s ``requires_grad`` flags.
+    """
+    pearl = PEARL(segmenter, derainer)
+    flags = [p.requires_grad for p in segmenter.parameters()]
+    try:
+        for p in segmenter.parameters():
+            p.requires_grad_(False)
+        data = _pearl_training_data(segmenter, train_data, config)
+        from segrobust.attacks import NAA
+
+        step_size = 2.5 * config.eps / config.steps if config.alpha is None else config.alpha
+        attack = functools.partial(NAA, eps=config.eps, alpha=step_size, steps=config.steps, ignore_index=config.ignore_index)
+        loss_fn = functools.partial(_pearl_loss, lambda_rec=config.lambda_rec, lambda_seg=config.lambda_seg,
+                                    ignore_index=config.ignore_index)
+        optimizer = torch.optim.Adam(derainer.parameters(), lr=config.lr or 1e-3)
+        trainer = AdversarialTrainer(
+            _PEARLTrainingView(pearl), optimizer, data,
+            **trainer_options(config, attack=attack, scheduler=scheduler_for(config.scheduler), loss_fn=loss_fn,
+                              input_transform=rain_transform(config.rain, config.rain_reference_height, train_data),
+                              batch_size=config.batch_size),
+        )
+        history = trainer.fit()
+    finally:
+        for p, flag in zip(segmenter.parameters(), flags):
+            p.requires_grad_(flag)
+    return pearl, history
+
+
+def _pearl_training_data(segmenter: nn.Module, train_data: Any, config: PEARLConfig) -> Any:
+    """``train_data`` with AMA targets attached (``config.ama``) and ``config.transform`` applied per item."""
+    data = train_data
+    map_style = not isinstance(train_data, DataLoader) and hasattr(train_data, "__getitem__") and hasattr(train_data, "__len__")
+    if config.ama:
+        if not map_style:
+            raise TypeError("PEARL with ama=True needs a map-style dataset (indexable, with len) to cache AMA targets")
+        targets = compute_ama_targets(
+            segmenter, train_data, eps=config.ama_eps if config.ama_eps is not None else config.eps,
+            steps=config.ama_steps, batch_size=config.batch_size, ignore_index=config.ignore_index,
+            cache_dir=ama_cache_dir(config), device=config.device,
+        )
+        data = AMATargetDataset(train_data, targets)
+    if config.transform is not None:
+        if not map_style:
+            raise TypeError("PEARL with transform=... needs a map-style dataset (indexable, with len), not a loader")
+        if not callable(config.transform):
+            raise TypeError(f"transform must be callable, got {type(config.transform).__name__}")
+        data = _TransformedDataset(data, config.transform)
+    return data
+
+
 def train_pearl(
     segmenter: nn.Module,
     derainer: nn.Module,
@@ -231,6 +244,7 @@ def train_pearl(
     *,
     ama: bool = False,
     rain: RainSpec = "medium",
+    rain_reference_height: Optional[int] = PRESET_REFERENCE_HEIGHT,
     eps: float = 4 / 255,
     alpha: Optional[float] = None,
     steps: int = 3,
@@ -249,20 +263,25 @@ def train_pearl(
 ) -> tuple[PEARL, list[dict[str, Any]]]:
     """Train a PEARL derainer in front of a frozen segmenter; returns ``(PEARL(segmenter, derainer), history)``.
 
-    Each step: rain is added to the clean batch (``rain``), NAA (``eps``,
-    ``alpha``, ``steps``) is crafted against the whole pipeline ``f ∘ D``, and
-    ``D`` minimises ``lambda_rec·‖D(x̃) − t‖₁ + lambda_seg·CE(f(D(x̃)), y)``.
-    ``t`` is the clean image, or with ``ama=True`` its AMA image against ``f``
-    (``ama_eps`` defaults to ``eps``; ``ama_steps`` steps), computed once before
-    training and cached in ``cache_dir``. The segmenter's parameters and
-    buffers are never changed (frozen, kept in eval mode); its
-    ``requires_grad`` flags are restored afterwards.
+    The keyword form of the ``pearl`` recipe (see [PEARLConfig][segrobust.training.PEARLConfig]
+    for every argument; here ``ama`` defaults to ``False`` and ``derainer``
+    is a module). Each step: rain is added to the clean batch (``rain``,
+    a preset's streak lengths scaled from ``rain_reference_height`` to the image
+    height, ``None``: unscaled; a mapping is used as given), NAA (``eps``, ``alpha``, ``steps``) is crafted
+    against the whole pipeline ``f ∘ D``, and ``D`` minimises
+    ``lambda_rec·‖D(x̃) − t‖₁ + lambda_seg·CE(f(D(x̃)), y)``. ``t`` is the
+    clean image, or with ``ama=True`` its AMA image against ``f`` (``ama_eps``
+    defaults to ``eps``; ``ama_steps`` steps), computed once before training
+    and cached in ``cache_dir``. The segmenter's parameters and buffers are
+    never changed (frozen, kept in eval mode); its ``requires_grad`` flags
+    are restored afterwards.
 
     Args:
         segmenter: the trained segmentation model ``f``.
         derainer: the image-to-image network ``D`` to train (e.g. ``PReNet()``).
         train_data: a map-style dataset of ``{"image", "mask"}`` items (needed
-            for AMA targets), or a loader when ``ama=False``.
+            for AMA targets), or a loader when ``ama=False`` (a ``DataLoader``
+            is read for its dataset when ``ama=True``).
         transform: optional augmentation applied to each training item (a
             dict with ``"image"``, ``"mask"`` and, with ``ama=True``,
             ``"target"``) after the AMA target is attached, so a geometric
@@ -274,51 +293,18 @@ def train_pearl(
     Examples:
         >>> pearl, history = train_pearl(segmenter, PReNet(), train_set, ama=True, epochs=10)  # doctest: +SKIP
     """
-    pearl = PEARL(segmenter, derainer)
-    flags = [p.requires_grad for p in segmenter.parameters()]
-    trainer_kwargs = dict(trainer_kwargs or {})
-    data = train_data
-    try:
-        for p in segmenter.parameters():
-            p.requires_grad_(False)
-        if ama:
-            if isinstance(train_data, DataLoader):
-                train_data = train_data.dataset
-            if not hasattr(train_data, "__getitem__") or not hasattr(train_data, "__len__"):
-                raise TypeError("train_pearl(ama=True) needs a map-style dataset (indexable, with len) to cache AMA targets")
-            targets = compute_ama_targets(
-                segmenter, train_data, eps=ama_eps if ama_eps is not None else eps, steps=ama_steps,
-                batch_size=batch_size, ignore_index=ignore_index, cache_dir=cache_dir,
-                device=trainer_kwargs.get("device"),
-            )
-            data = AMATargetDataset(train_data, targets)
-        if transform is not None:
-            if isinstance(data, DataLoader) or not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
-                raise TypeError("train_pearl(transform=...) needs a map-style dataset (indexable, with len), not a loader")
-            if not callable(transform):
-                raise TypeError(f"transform must be callable, got {type(transform).__name__}")
-            data = _TransformedDataset(data, transform)
-        if not isinstance(data, DataLoader) and hasattr(data, "__getitem__"):
-            trainer_kwargs.setdefault("batch_size", batch_size)
-        view = _PEARLTrainingView(pearl)
-        from segrobust.attacks import NAA
-
-        attack = functools.partial(
-            NAA, eps=eps, alpha=2.5 * eps / max(steps, 1) if alpha is None else alpha, steps=steps,
-            ignore_index=ignore_index,
-        )
-        optimizer = torch.optim.Adam(derainer.parameters(), lr=lr)
-        trainer = AdversarialTrainer(
-            view, optimizer, data, attack=attack, epochs=epochs, scheduler=trainer_kwargs.pop("scheduler", poly_lr()),
-            num_classes=num_classes, ignore_index=ignore_index, input_transform=_rain_transform(rain),
-            loss_fn=functools.partial(_pearl_loss, lambda_rec=lambda_rec, lambda_seg=lambda_seg, ignore_index=ignore_index),
-            **trainer_kwargs,
-        )
-        history = trainer.fit()
-    finally:
-        for p, flag in zip(segmenter.parameters(), flags):
-            p.requires_grad_(flag)
-    return pearl, history
+    kwargs = dict(trainer_kwargs or {})
+    scheduler = kwargs.pop("scheduler", "poly")
+    if ama and isinstance(train_data, DataLoader):
+        train_data = train_data.dataset
+    config = legacy_config(
+        PEARLConfig, kwargs, derainer=derainer, ama=ama, rain=rain, rain_reference_height=rain_reference_height,
+        eps=eps, alpha=alpha, steps=steps, ama_eps=ama_eps, ama_steps=ama_steps, lambda_rec=lambda_rec,
+        lambda_seg=lambda_seg, epochs=epochs, lr=lr, num_classes=num_classes, ignore_index=ignore_index,
+        cache_dir=cache_dir, transform=transform, scheduler=scheduler,
+        **({} if "batch_size" in kwargs else {"batch_size": batch_size}),
+    )
+    return fit_pearl(segmenter, derainer, train_data, config)
 
 
 PEARL_CHECKPOINT_FORMAT = "segrobust.pearl.v1"
@@ -356,23 +342,3 @@ def load_pearl_defense(model: nn.Module, path: Union[str, os.PathLike], **_: Any
         raise ModelLoadError(f"PEARL defence checkpoint {path} does not fit its derainer: {' '.join(str(error).split())[:300]}") from None
     device = next(model.parameters()).device
     return PEARL(model, derainer.to(device)).eval()
-
-
-def pearl_recipe(model: nn.Module, train_loader: Any, *, epochs: int = 1, eps: float = 4 / 255, steps: int = 3,
-                 alpha: Optional[float] = None, input_transform: Optional[nn.Module] = None, ama: bool = True,
-                 derainer: str = "prenet", num_classes: Optional[int] = None,
-                 trainer_kwargs: Optional[Mapping[str, Any]] = None, **_: Any) -> tuple[PEARL, list[dict[str, Any]]]:
-    """The ``segrobust train --recipe pearl`` entry: PEARL+AMA with a fresh derainer in front of ``model``.
-
-    Returns ``(PEARL(model, derainer), history)``; the CLI saves the derainer
-    with :func:`save_pearl_defense`.
-    """
-    from segrobust.defenses.derain import build_derainer
-
-    batch_size = getattr(train_loader, "batch_size", None) or 8
-    data = train_loader.dataset if isinstance(train_loader, DataLoader) else train_loader
-    kwargs = dict(trainer_kwargs or {})
-    kwargs.pop("batch_size", None)
-    return train_pearl(model, build_derainer(derainer), data, ama=ama, rain=input_transform, eps=eps, alpha=alpha,
-                       steps=steps, epochs=epochs, batch_size=batch_size, num_classes=num_classes,
-                       cache_dir=Path(kwargs.get("checkpoint_dir") or ".") / "ama_cache", trainer_kwargs=kwargs)

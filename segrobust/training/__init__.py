@@ -3,8 +3,10 @@
 :class:`AdversarialTrainer` takes any ``attack(images, masks) -> adv`` callable
 (or a factory building one from the model) as the inner maximiser, resumes
 exactly from atomic checkpoints, and runs unchanged under ``torchrun`` with
-DistributedDataParallel. The recipes in :mod:`segrobust.training.recipes` are
-thin calls of it.
+DistributedDataParallel. The recipes (``RECIPES``: standard, pgd_at, eroseg_at,
+nat, pearl, depth) share one protocol, ``recipe(model, data, config) ->
+TrainResult``, with a typed config per recipe; see
+:mod:`segrobust.training.recipes`.
 """
 
 from segrobust.distributed import (
@@ -20,24 +22,58 @@ from segrobust.training.functional import (
     segmentation_loss,
     split_batch_output,
 )
-from segrobust.training.recipes import train_eroseg_at, train_pgd_at, train_standard
+from segrobust.training.recipes import (
+    RECIPES,
+    Artifact,
+    DepthConfig,
+    EroSegATConfig,
+    NATConfig,
+    PEARLConfig,
+    PGDATConfig,
+    Recipe,
+    StandardConfig,
+    TrainConfig,
+    TrainResult,
+    get_recipe,
+    register_recipe,
+    train_eroseg_at,
+    train_nat,
+    train_pgd_at,
+    train_standard,
+)
+from segrobust.training.tensorboard import TensorBoardLogger
 from segrobust.training.trainer import AdversarialTrainer, Callback, evaluate, poly_lr
 
 __all__ = [
+    "RECIPES",
     "AdversarialTrainer",
+    "Artifact",
     "Callback",
+    "DepthConfig",
+    "EroSegATConfig",
+    "NATConfig",
+    "PEARLConfig",
+    "PGDATConfig",
+    "Recipe",
     "ShardSampler",
+    "StandardConfig",
+    "TensorBoardLogger",
+    "TrainConfig",
+    "TrainResult",
     "as_batch",
     "evaluate",
     "get_rank",
+    "get_recipe",
     "get_world_size",
     "init_distributed",
     "is_main_process",
     "masked_cross_entropy",
     "poly_lr",
+    "register_recipe",
     "segmentation_loss",
     "split_batch_output",
     "train_eroseg_at",
+    "train_nat",
     "train_pgd_at",
     "train_standard",
 ]

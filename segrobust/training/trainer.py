@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import math
 import os
 import time
@@ -25,15 +24,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from segrobust import distributed as _dist
-from segrobust.fileio import atomic_torch_save
 from segrobust.metrics import ConfusionMatrix
-from segrobust.training import _state
+from segrobust.training import checkpoint
 from segrobust.training.functional import as_batch, segmentation_loss, split_batch_output
 from segrobust.utils import model_mode_preserved, segmentation_logits
 
 __all__ = ["AdversarialTrainer", "Callback", "evaluate", "poly_lr"]
 
-_log = logging.getLogger("segrobust.training")
 _END = object()
 
 AttackFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -190,6 +187,39 @@ def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> Opti
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}")
     return value
+
+
+def _check_arguments(
+    *, model: Any, optimizer: Any, attack: Any, loss_fn: Any, eval_fn: Any, input_transform: Any, logger: Any,
+    scheduler: Any, scheduler_interval: Any, grad_clip: Any, clean_loss_weight: Any, seed: Any, num_classes: Any,
+    checkpoint_dir: Any, checkpoint_every: Any, resume: Any,
+) -> None:
+    """The trainer's argument checks that need no state: a clear ``TypeError``/``ValueError`` naming the argument."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if attack is not None and not callable(attack):
+        raise TypeError(f"attack must be None, a callable attack(images, masks) or a factory(model), got {type(attack).__name__}")
+    for name, fn in (("loss_fn", loss_fn), ("eval_fn", eval_fn), ("input_transform", input_transform), ("logger", logger)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
+    if scheduler_interval not in ("step", "epoch"):
+        raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+    if isinstance(scheduler, ReduceLROnPlateau):
+        raise TypeError("ReduceLROnPlateau needs a metric: step it from a Callback.on_epoch_end instead")
+    if grad_clip is not None and (isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or grad_clip <= 0):
+        raise ValueError(f"grad_clip must be a positive number or None, got {grad_clip!r}")
+    if isinstance(clean_loss_weight, bool) or not isinstance(clean_loss_weight, (int, float)) or not clean_loss_weight >= 0:
+        raise ValueError(f"clean_loss_weight must be a number >= 0, got {clean_loss_weight!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if num_classes is not None:
+        _check_positive_int(num_classes, "num_classes")
+    if checkpoint_every is not None and checkpoint_dir is None:
+        raise ValueError("checkpoint_every needs checkpoint_dir")
+    if resume and checkpoint_dir is None and not isinstance(resume, (str, os.PathLike)):
+        raise ValueError("resume=True needs checkpoint_dir (or pass the checkpoint path as resume=...)")
 
 
 class AdversarialTrainer:
@@ -351,32 +381,12 @@ class AdversarialTrainer:
         batch_size: Optional[int] = None,
         ddp_kwargs: Optional[Mapping[str, Any]] = None,
     ):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        if attack is not None and not callable(attack):
-            raise TypeError(f"attack must be None, a callable attack(images, masks) or a factory(model), got {type(attack).__name__}")
-        for name, fn in (("loss_fn", loss_fn), ("eval_fn", eval_fn), ("input_transform", input_transform), ("logger", logger)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
-        if scheduler_interval not in ("step", "epoch"):
-            raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
-        if isinstance(scheduler, ReduceLROnPlateau):
-            raise TypeError("ReduceLROnPlateau needs a metric: step it from a Callback.on_epoch_end instead")
-        if grad_clip is not None and (isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or grad_clip <= 0):
-            raise ValueError(f"grad_clip must be a positive number or None, got {grad_clip!r}")
-        if isinstance(clean_loss_weight, bool) or not isinstance(clean_loss_weight, (int, float)) or not clean_loss_weight >= 0:
-            raise ValueError(f"clean_loss_weight must be a number >= 0, got {clean_loss_weight!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        if num_classes is not None:
-            _check_positive_int(num_classes, "num_classes")
-        if checkpoint_every is not None and checkpoint_dir is None:
-            raise ValueError("checkpoint_every needs checkpoint_dir")
-        if resume and checkpoint_dir is None and not isinstance(resume, (str, os.PathLike)):
-            raise ValueError("resume=True needs checkpoint_dir (or pass the checkpoint path as resume=...)")
-
+        _check_arguments(
+            model=model, optimizer=optimizer, attack=attack, loss_fn=loss_fn, eval_fn=eval_fn,
+            input_transform=input_transform, logger=logger, scheduler=scheduler, scheduler_interval=scheduler_interval,
+            grad_clip=grad_clip, clean_loss_weight=clean_loss_weight, seed=seed, num_classes=num_classes,
+            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
+        )
         self.adv_fraction = _check_fraction(adv_fraction, "adv_fraction")
         self.clean_loss_weight = float(clean_loss_weight)
         self.epochs = _check_positive_int(epochs, "epochs")
@@ -394,6 +404,31 @@ class AdversarialTrainer:
         self.world_size, self.rank = _dist.init_distributed()
         self.is_main = self.rank == 0
         self.device = self._resolve_device(device)
+        self._place_and_wrap(model, ddp_kwargs)
+        self.optimizer = optimizer
+        self._setup_amp(amp, amp_dtype)
+        self.train_loader = _dist.prepare_train_loader(train_loader, batch_size, seed)
+        self.eval_loader = _dist.prepare_eval_loader(eval_loader, batch_size)
+        self.eval_fn = eval_fn
+        try:
+            self.steps_per_epoch: Optional[int] = len(self.train_loader)
+        except TypeError:
+            self.steps_per_epoch = None
+        self.attack = self._build_attack(attack)
+        self.scheduler = self._resolve_scheduler(scheduler)
+
+        self.epoch = 0  # the epoch in progress (0-based), or the next one between epochs
+        self.step_in_epoch = 0  # optimizer steps done in the current epoch
+        self.global_step = 0
+        self.history: list[dict[str, Any]] = []
+        self._acc = self._fresh_accumulators()
+        self._pending_rank_state: Optional[dict[str, Any]] = None
+        self._checked_attack = False
+
+    # -- set-up helpers ---------------------------------------------------
+
+    def _place_and_wrap(self, model: nn.Module, ddp_kwargs: Optional[Mapping[str, Any]]) -> None:
+        """Move the bare module to the device; under ``torch.distributed`` wrap it in DDP (buffers synced by us)."""
         self.module = model.module if isinstance(model, DistributedDataParallel) else model
         self.module.to(self.device)
         self.model: nn.Module = model
@@ -412,11 +447,12 @@ class AdversarialTrainer:
             self.model = DistributedDataParallel(self.module, device_ids=device_ids, **ddp_kwargs)
             if self._sync_buffers:
                 _dist.broadcast_buffers(self.module)
-        self.optimizer = optimizer
 
+    def _setup_amp(self, amp: bool, amp_dtype: torch.dtype) -> None:
+        """Autocast on CUDA only (a warning elsewhere); a loss scaler for float16."""
         self.amp = bool(amp) and self.device.type == "cuda"
         if amp and not self.amp:
-            warnings.warn(f"amp=True is ignored on {self.device}: autocast and GradScaler run on CUDA only; training in float32", stacklevel=2)
+            warnings.warn(f"amp=True is ignored on {self.device}: autocast and GradScaler run on CUDA only; training in float32", stacklevel=3)
         self.amp_dtype = amp_dtype
         use_scaler = self.amp and amp_dtype == torch.float16
         if hasattr(torch.amp, "GradScaler"):
@@ -424,33 +460,18 @@ class AdversarialTrainer:
         else:  # torch < 2.3
             self.scaler = torch.cuda.amp.GradScaler(enabled=use_scaler)
 
-        self.train_loader = _dist.prepare_train_loader(train_loader, batch_size, seed)
-        self.eval_loader = _dist.prepare_eval_loader(eval_loader, batch_size)
-        self.eval_fn = eval_fn
-        try:
-            self.steps_per_epoch: Optional[int] = len(self.train_loader)
-        except TypeError:
-            self.steps_per_epoch = None
-        self.attack = attack(self.module) if attack is not None and _is_attack_factory(attack) else attack
-        if attack is not None and not callable(self.attack):
-            raise TypeError(f"the attack factory returned {type(self.attack).__name__}, which is not callable")
-        if isinstance(getattr(self.attack, "model", None), DistributedDataParallel):
+    def _build_attack(self, attack: Any) -> Any:
+        """The attack itself, or the one a factory builds on the bare, placed module."""
+        built = attack(self.module) if attack is not None and _is_attack_factory(attack) else attack
+        if attack is not None and not callable(built):
+            raise TypeError(f"the attack factory returned {type(built).__name__}, which is not callable")
+        if isinstance(getattr(built, "model", None), DistributedDataParallel):
             warnings.warn(
                 "the attack is bound to the DistributedDataParallel wrapper: every attack step then broadcasts "
                 "buffers across ranks; build it on the bare module (pass a factory) instead",
-                stacklevel=2,
+                stacklevel=3,
             )
-        self.scheduler = self._resolve_scheduler(scheduler)
-
-        self.epoch = 0  # the epoch in progress (0-based), or the next one between epochs
-        self.step_in_epoch = 0  # optimizer steps done in the current epoch
-        self.global_step = 0
-        self.history: list[dict[str, Any]] = []
-        self._acc = self._fresh_accumulators()
-        self._pending_rank_state: Optional[dict[str, Any]] = None
-        self._checked_attack = False
-
-    # -- set-up helpers ---------------------------------------------------
+        return built
 
     def _resolve_device(self, device: Union[torch.device, str, None]) -> torch.device:
         if device is not None:
@@ -493,7 +514,7 @@ class AdversarialTrainer:
         ``eval_*`` metrics on evaluated epochs.
         """
         if self.resume:
-            self._load_checkpoint()
+            checkpoint.resume_trainer(self, self.resume, self.checkpoint_path)
         with model_mode_preserved(self.model):
             self.model.train()
             self._call("on_fit_start")
@@ -504,8 +525,8 @@ class AdversarialTrainer:
 
     def _run_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        seed = _state.epoch_seed(self.seed, epoch, self.rank)
-        _state.seed_all(seed)
+        seed = checkpoint.epoch_seed(self.seed, epoch, self.rank)
+        checkpoint.seed_all(seed)
         _dist.set_loader_epoch(self.train_loader, epoch, seed)
         if self._pending_rank_state is None:
             self._acc = self._fresh_accumulators()
@@ -521,7 +542,7 @@ class AdversarialTrainer:
                     raise ValueError(f"resume: the train loader ran out after {seen} batches, but the checkpoint was "
                                      f"written after {self.step_in_epoch} batches of epoch {epoch}; is it the same data?")
             self._acc = dict(self._pending_rank_state["acc"])
-            _state.restore_rng(self._pending_rank_state["rng"], self.device)
+            checkpoint.restore_rng(self._pending_rank_state["rng"], self.device)
             self._pending_rank_state = None
         bar = self._progress_bar(epoch)
         for raw in batches:
@@ -700,74 +721,15 @@ class AdversarialTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs; every rank must call it (it gathers per-rank RNG states)."""
-        acc = dict(self._acc)
-        acc["matrix"] = acc["matrix"].cpu() if acc["matrix"] is not None else None
-        acc["terms"] = dict(acc["terms"])
-        rank_states = _dist.all_gather_object({"rng": _state.capture_rng(self.device), "acc": acc})
-        return {
-            "format": "segrobust.training/1",
-            "model": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step,
-            "num_classes": self.num_classes,
-            "seed": self.seed,
-            "world_size": self.world_size,
-            "history": [dict(record) for record in self.history],
-            "rank_states": rank_states,
-        }
+        return checkpoint.trainer_state(self)
 
     def save_checkpoint(self, path: Union[str, os.PathLike, None] = None) -> Optional[Path]:
         """Write :meth:`state_dict` atomically (rank 0 only; call it on every rank). Returns the path on rank 0."""
         path = Path(path) if path is not None else self.checkpoint_path
         if path is None:
             raise ValueError("no checkpoint path: give checkpoint_dir to the trainer or a path here")
-        state = self.state_dict()
-        written = atomic_torch_save(state, path) if self.is_main else None
-        _dist.barrier()
-        return written
-
-    def _load_checkpoint(self) -> None:
-        path = Path(self.resume) if isinstance(self.resume, (str, os.PathLike)) else self.checkpoint_path
-        state = None
-        if self.is_main:
-            if path.exists():
-                state = _state.load_checkpoint(path)
-            elif isinstance(self.resume, (str, os.PathLike)):
-                raise FileNotFoundError(f"resume={str(self.resume)!r}: no such checkpoint")
-        state = _dist.broadcast_object(state)  # one reader: no shared file system needed across nodes
-        if state is None:
-            if self.is_main:
-                _log.info("resume: no checkpoint at %s, starting from scratch", path)
-            return
-        self.load_state_dict(state)
-        if self.is_main:
-            _log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step_in_epoch)
+        return checkpoint.save_trainer_checkpoint(self, path)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (model, optimizer, scheduler, scaler, counters, history, RNG)."""
-        if state["step_in_epoch"] > 0 and state["world_size"] != self.world_size:
-            raise ValueError(
-                f"the checkpoint was written mid-epoch by {state['world_size']} processes; resume it with the same "
-                f"number (got {self.world_size}), or from an epoch-end checkpoint"
-            )
-        if state["seed"] != self.seed:
-            warnings.warn(f"the checkpoint used seed={state['seed']}, this trainer seed={self.seed}", stacklevel=2)
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-        self.num_classes = self.num_classes or state["num_classes"]
-        self.history = [dict(record) for record in state["history"]]
-        if self.step_in_epoch > 0:
-            rank_state = state["rank_states"][self.rank]
-            acc = dict(rank_state["acc"])
-            acc["terms"] = dict(acc["terms"])
-            acc["matrix"] = acc["matrix"].to(self.device) if acc["matrix"] is not None else None
-            self._pending_rank_state = {"rng": rank_state["rng"], "acc": acc}
+        checkpoint.restore_trainer(self, state)

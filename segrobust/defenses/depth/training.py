@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from segrobust.defenses.depth.modules import DepthLoss, PoseNet
 from segrobust.defenses.depth.multitask import DepthMultiTask, DepthMultiTaskCriterion
+from segrobust.training.recipes.config import DepthConfig
 
-__all__ = ["TripletSegmentationView", "depth_recipe", "train_depth_multitask", "triplets_like"]
+__all__ = ["TripletSegmentationView", "fit_depth", "train_depth_multitask", "triplets_like"]
 
 
 class TripletSegmentationView(Dataset):
@@ -56,6 +57,45 @@ class _WithPoseNet(nn.Module):
         return self.model(images)
 
 
+def fit_depth(model: nn.Module, triplets: Any, config: DepthConfig) -> tuple[DepthMultiTask, list[dict[str, Any]]]:
+    """Joint training of ``model`` on a map-style triplet dataset as ``config`` says; returns ``(multitask_model, history)``.
+
+    The stages of [train_depth_multitask][segrobust.defenses.train_depth_multitask]
+    and of the ``depth`` recipe: wrap the model, build the depth loss (with a
+    pose network when needed), fit.
+    """
+    from segrobust.training import AdversarialTrainer
+    from segrobust.training.recipes._base import scheduler_for, trainer_options
+
+    if not isinstance(model, DepthMultiTask):
+        model = DepthMultiTask(model, depth_grad_scale=config.depth_grad_scale, seg_grad_scale=config.seg_grad_scale,
+                               min_depth=config.min_depth, max_depth=config.max_depth, initial_depth=config.initial_depth)
+    has_poses = "poses" in triplets[0]
+    pose_net = config.pose_net
+    if pose_net == "auto":
+        pose_net = None if has_poses else PoseNet()
+    elif isinstance(pose_net, str):
+        raise ValueError(f"pose_net must be 'auto', an nn.Module or None, got {pose_net!r}")
+    if pose_net is None and not has_poses:
+        raise ValueError("the triplets carry no 'poses': pass pose_net='auto' or a PoseNet")
+    depth_loss = DepthLoss(pose_net=pose_net, min_depth=config.min_depth, max_depth=config.max_depth,
+                           use_known_poses=has_poses, **dict(config.depth_loss_kwargs))
+    criterion = DepthMultiTaskCriterion(depth_loss, seg_weight=config.seg_weight, depth_weight=config.depth_weight,
+                                        ignore_index=config.ignore_index)
+    criterion.to(torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu")))
+    params = list(model.parameters()) + list(criterion.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.lr or 1e-3, weight_decay=1e-4)
+    # the pose network is trained through the criterion; holding it here puts it in the trainer's modes
+    # and checkpoints (under DDP pass ddp_kwargs={"find_unused_parameters": True} with a pose network)
+    trained = _WithPoseNet(model, pose_net) if pose_net is not None else model
+    trainer = AdversarialTrainer(
+        trained, optimizer, TripletSegmentationView(triplets),
+        **trainer_options(config, attack=config.attack, batch_size=config.batch_size,
+                          scheduler=scheduler_for(config.scheduler), loss_fn=criterion),
+    )
+    return model, trainer.fit()
+
+
 def train_depth_multitask(
     model: nn.Module,
     train_data: Union[Dataset, DataLoader],
@@ -79,13 +119,16 @@ def train_depth_multitask(
 ) -> tuple[DepthMultiTask, list[dict[str, Any]]]:
     """Train segmentation and self-supervised depth jointly; returns ``(multitask_model, history)``.
 
+    The keyword form of the ``depth`` recipe (see [DepthConfig][segrobust.training.DepthConfig]).
+
     Args:
         model: an smp model (wrapped in :class:`DepthMultiTask` with the given
             gradient scales, depth range and ``initial_depth``) or an existing
             :class:`DepthMultiTask`.
         train_data: a dataset of triplet items ``{"frames": (3, 3, H, W),
             "mask", "K", optional "poses"}`` (e.g. ``CamVidTriplets``,
-            ``SyntheticStreetTriplets``) or a ``DataLoader`` over one.
+            ``SyntheticStreetTriplets``) or a ``DataLoader`` over one (read
+            for its dataset and batch size).
         pose_net: ``"auto"`` builds a :class:`PoseNet` when items carry no known
             poses; a module to use one; ``None`` to require known poses.
         attack: optional inner maximiser for the segmentation half (any
@@ -98,40 +141,21 @@ def train_depth_multitask(
         >>> mt, history = train_depth_multitask(smp.Unet("resnet18", encoder_weights=None, classes=11),
         ...                                     SyntheticStreetTriplets(64, (48, 64)), epochs=2)  # doctest: +SKIP
     """
-    from segrobust.training import AdversarialTrainer, poly_lr
+    from segrobust.training.recipes._base import legacy_config
 
     if isinstance(train_data, DataLoader):
         batch_size = train_data.batch_size or batch_size
         train_data = train_data.dataset
-    dataset = TripletSegmentationView(train_data)
-    if not isinstance(model, DepthMultiTask):
-        model = DepthMultiTask(model, depth_grad_scale=depth_grad_scale, seg_grad_scale=seg_grad_scale,
-                               min_depth=min_depth, max_depth=max_depth, initial_depth=initial_depth)
-    has_poses = "poses" in train_data[0]
-    if pose_net == "auto":
-        pose_net = None if has_poses else PoseNet()
-    elif isinstance(pose_net, str):
-        raise ValueError(f"pose_net must be 'auto', an nn.Module or None, got {pose_net!r}")
-    if pose_net is None and not has_poses:
-        raise ValueError("the triplets carry no 'poses': pass pose_net='auto' or a PoseNet")
-    depth_loss = DepthLoss(pose_net=pose_net, min_depth=min_depth, max_depth=max_depth,
-                           use_known_poses=has_poses, **dict(depth_loss_kwargs or {}))
-    criterion = DepthMultiTaskCriterion(depth_loss, seg_weight=seg_weight, depth_weight=depth_weight,
-                                        ignore_index=ignore_index)
     kwargs = dict(trainer_kwargs or {})
-    device = torch.device(kwargs.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
-    criterion.to(device)
-    params = list(model.parameters()) + list(criterion.parameters())
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
-    # the pose network is trained through the criterion; holding it here puts it in the trainer's modes
-    # and checkpoints (under DDP pass ddp_kwargs={"find_unused_parameters": True} with a pose network)
-    trained = _WithPoseNet(model, pose_net) if pose_net is not None else model
-    trainer = AdversarialTrainer(
-        trained, optimizer, dataset, attack=attack, epochs=epochs, batch_size=batch_size,
-        scheduler=kwargs.pop("scheduler", poly_lr()), num_classes=num_classes, ignore_index=ignore_index,
-        loss_fn=criterion, **kwargs,
+    scheduler = kwargs.pop("scheduler", "poly")
+    config = legacy_config(
+        DepthConfig, kwargs, pose_net=pose_net, attack=attack, epochs=epochs, lr=lr, seg_weight=seg_weight,
+        depth_weight=depth_weight, depth_grad_scale=depth_grad_scale, seg_grad_scale=seg_grad_scale,
+        min_depth=min_depth, max_depth=max_depth, initial_depth=initial_depth, num_classes=num_classes,
+        ignore_index=ignore_index, depth_loss_kwargs=dict(depth_loss_kwargs or {}), scheduler=scheduler,
+        **({} if "batch_size" in kwargs else {"batch_size": batch_size}),
     )
-    return model, trainer.fit()
+    return fit_depth(model, train_data, config)
 
 
 def triplets_like(dataset: Any) -> Any:
@@ -158,22 +182,3 @@ def triplets_like(dataset: Any) -> Any:
         f"depth multi-task training needs video frame triplets; {type(dataset).__name__} has none "
         "(use the synthetic or camvid data sets)"
     )
-
-
-def depth_recipe(model: nn.Module, train_loader: Any, *, epochs: int = 1, num_classes: Optional[int] = None,
-                 trainer_kwargs: Optional[Mapping[str, Any]] = None, **_: Any) -> tuple[nn.Module, list[dict[str, Any]]]:
-    """The ``segrobust train --recipe depth`` entry: joint training on the triplets behind the loader's data.
-
-    ``model`` (an smp model) is trained in place through a :class:`DepthMultiTask`
-    wrapper sharing its modules; returns ``(model, history)``.
-    """
-    batch_size = getattr(train_loader, "batch_size", None) or 8
-    data = triplets_like(train_loader.dataset if isinstance(train_loader, DataLoader) else train_loader)
-    kwargs = dict(trainer_kwargs or {})
-    eval_loader = kwargs.get("eval_loader")
-    if eval_loader is not None:
-        eval_data = eval_loader.dataset if isinstance(eval_loader, DataLoader) else eval_loader
-        kwargs["eval_loader"] = DataLoader(eval_data, batch_size=batch_size)
-    _, history = train_depth_multitask(model, data, epochs=epochs, batch_size=batch_size, num_classes=num_classes,
-                                       trainer_kwargs=kwargs)
-    return model, history
