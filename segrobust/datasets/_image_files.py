@@ -18,24 +18,36 @@ from segrobust.datasets.functional import Size, resize_image, resize_mask
 LabelCheck = Callable[[np.ndarray, Path], None]
 
 
+def _named(error: BaseException, path: Path) -> BaseException:
+    """Decoding errors (a truncated or broken file) name the file they come from."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return error if str(path) in text else OSError(f"cannot decode {str(path)!r}: {text}")
+
+
 def load_rgb(path: Path) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB, whatever the file's own mode."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"), dtype=np.uint8)
+    try:
+        with Image.open(path) as img:
+            return np.array(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError) as error:
+        raise _named(error, path) from None
 
 
 def load_labels(path: Path) -> np.ndarray:
     """``(H, W)`` class ids from a single-channel (L, P, I or I;16) image."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        if img.mode not in ("L", "P", "I", "I;16"):
-            raise ValueError(
-                f"annotation {str(path)!r} has mode {img.mode!r}; expected a single-channel image of class ids"
-            )
-        return np.array(img)
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "P", "I", "I;16"):
+                raise ValueError(
+                    f"annotation {str(path)!r} has mode {img.mode!r}; expected a single-channel image of class ids"
+                )
+            return np.array(img)
+    except (OSError, SyntaxError) as error:
+        raise _named(error, path) from None
 
 
 def to_image_tensor(rgb: np.ndarray) -> torch.Tensor:
