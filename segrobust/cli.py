@@ -317,7 +317,6 @@ def _benchmark(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(f"--attack-args must be a JSON object like '{{\"eroseg\": {{\"q0\": 0.3}}}}': {error}") from None
     device = _resolve_device(args.device)
-    started = time.perf_counter()
     try:
         config = BenchmarkConfig(
             attacks=args.attacks, eps_list=args.eps or ["2/255", "4/255", "8/255"], rain=args.rain, steps=args.steps,
