@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from segrobust.benchmark import evaluate, load_default_model
+from segrobust.benchmark import BenchmarkConfig, load_default_model, run_benchmark
 from segrobust.datasets import CamVid, SyntheticStreets
 from segrobust.models import load_model
 
@@ -51,9 +51,7 @@ def main() -> None:
     # The built-in model was trained on SyntheticStreets: expect low CamVid scores; bring your own with --model.
     model = load_model(args.model, device=device) if args.model else load_default_model(device)
 
-    results = evaluate(
-        model,
-        data,
+    config = BenchmarkConfig(
         attacks="naa,segpgd,ama" if args.fast else "all",
         eps_list=["8/255"] if args.fast else ["2/255", "4/255", "8/255"],
         rain="light" if args.fast else "all",
@@ -62,8 +60,9 @@ def main() -> None:
         out_dir=args.out,  # partial results, results.json, report.md and figures go here
         resume=args.resume,  # continue an interrupted run: finished batches are read back, not recomputed
         progress=not args.fast,
-        config={"model_name": args.model or "built-in default", "dataset_name": name},
+        metadata={"model_name": args.model or "built-in default", "dataset_name": name},
     )
+    results = run_benchmark(model, data, config)
     print(results.table())
     worst = results.rows[-1]
     print(f"\n{name}: clean mIoU {100 * results.clean.miou:.1f} %, {worst.label}: {100 * worst.miou:.1f} %")

@@ -1,6 +1,6 @@
 """The ``segrobust`` command: ``segrobust benchmark`` and ``segrobust train``.
 
-A thin layer over :func:`segrobust.benchmark.evaluate` and the training
+A thin layer over :func:`segrobust.benchmark.run_benchmark` and the training
 recipes. Bad arguments (unknown attack, ε outside (0, 1], missing data root,
 unreadable checkpoint...) end with one ``segrobust ...: error: ...`` line on
 stderr and exit code 2, never a traceback. Under ``torchrun`` (``torchrun
@@ -243,7 +243,7 @@ def _one_line(error: BaseException) -> str:
 def _is_expected(error: BaseException) -> bool:
     """Failures a user can cause and fix (bad files, bad values), as opposed to bugs in segrobust.
 
-    segrobust's own error classes (ModelLoadError, DataError, UnavailableError,
+    segrobust's own error classes (ModelLoadError, DataError,
     ResumeMismatchError) are ValueErrors; PIL's undecodable-image errors are
     OSErrors, its decompression-bomb error is not.
     """
@@ -435,10 +435,8 @@ def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, str]:
 def _benchmark(args: argparse.Namespace) -> int:
     import torch
 
-    from segrobust.benchmark import plan_evaluation, run_plan
-    from segrobust.benchmark.core import DataError
+    from segrobust.benchmark import BenchmarkConfig, run_benchmark
     from segrobust.benchmark.defaults import DEFAULT_EVAL_IMAGES
-    from segrobust.benchmark.registry import UnavailableError, resolve_attacks, resolve_rain_presets
     from segrobust.distributed import init_distributed, is_main_process
     from segrobust.models import ModelLoadError
 
@@ -456,31 +454,26 @@ def _benchmark(args: argparse.Namespace) -> int:
         raise UsageError(f"--attack-args must be a JSON object like '{{\"eroseg\": {{\"q0\": 0.3}}}}': {error}") from None
     device = _resolve_device(args.device)
     try:
-        attacks = resolve_attacks(args.attacks)
-        rain = resolve_rain_presets(args.rain)
+        config = BenchmarkConfig(
+            attacks=args.attacks, eps_list=args.eps or ["2/255", "4/255", "8/255"], rain=args.rain, steps=args.steps,
+            alpha=args.alpha, random_start=not args.no_random_start, batch_size=args.batch_size or 8, device=device,
+            seed=args.seed, out_dir=args.out, resume=args.resume, progress=not args.no_progress, num_workers=args.workers,
+            num_examples=args.examples, attack_kwargs=attack_kwargs,
+        )
         _check_defense(args.defense)
         data, data_name = _dataset(args, "val", DEFAULT_EVAL_IMAGES)
         if args.model is None:
             _ensure_default_model(progress=not args.no_progress)
         init_distributed()
         model, model_name = _load_model(args, device)
-        plan = plan_evaluation(
-            model, data, attacks=attacks, eps_list=args.eps or ["2/255", "4/255", "8/255"], rain=rain,
-            steps=args.steps, alpha=args.alpha, random_start=not args.no_random_start, batch_size=args.batch_size or 8,
-            device=device, seed=args.seed, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
-            num_workers=args.workers, num_examples=args.examples, attack_kwargs=attack_kwargs,
-            config={"model_name": model_name, "dataset_name": data_name, "defense": args.defense,
-                    "command": "segrobust " + " ".join(sys.argv[1:])},
-        )
-    except (ModelLoadError, UnavailableError) as error:
+        metadata = {"model_name": model_name, "dataset_name": data_name, "defense": args.defense,
+                    "command": "segrobust " + " ".join(sys.argv[1:])}
+        started = time.perf_counter()
+        results = run_benchmark(model, data, config.replace(metadata=metadata))
+    except ModelLoadError as error:
         raise UsageError(str(error)) from None
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, OSError) as error:  # bad settings, data, model output or output folder
         raise UsageError(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from None
-    started = time.perf_counter()
-    try:
-        results = run_plan(plan)
-    except DataError as error:
-        raise UsageError(str(error)) from None
     if is_main_process():
         _print_table(results)
         out = Path(args.out)

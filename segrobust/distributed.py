@@ -23,7 +23,7 @@ from torch.utils.data import (
     Sampler,
 )
 
-__all__ = ["ShardSampler", "get_rank", "get_world_size", "init_distributed", "is_main_process"]
+__all__ = ["ShardSampler", "get_rank", "get_world_size", "init_distributed", "is_main_process", "reduce_over_ranks"]
 
 _log = logging.getLogger("segrobust.training")
 
@@ -223,3 +223,24 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
 def barrier() -> None:
     if _active():
         dist.barrier()
+
+
+def reduce_over_ranks(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """``tensor`` summed (``op="sum"``) or maximised (``op="max"``) over ranks, as a new tensor on its device.
+
+    The collective runs on the backend's device (CUDA for NCCL, CPU otherwise),
+    so CPU tensors can be reduced under NCCL; ``tensor`` itself is not changed.
+    Without a process group it is returned as is.
+
+    Examples:
+        >>> reduce_over_ranks(torch.ones(2)).tolist()
+        [1.0, 1.0]
+    """
+    if op not in ("sum", "max"):
+        raise ValueError(f"op must be 'sum' or 'max', got {op!r}")
+    if not _active():
+        return tensor
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    buffer = tensor.to(device, copy=True)
+    dist.all_reduce(buffer, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return buffer.to(tensor.device)

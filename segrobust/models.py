@@ -56,8 +56,10 @@ __all__ = [
     "ModelSpec",
     "SegmentationModel",
     "build_model",
+    "extract_state_dict",
     "load_model",
     "load_state_dict_file",
+    "load_weights",
     "parse_model_spec",
     "save_model",
 ]
@@ -396,7 +398,7 @@ def load_state_dict_file(path: Union[str, os.PathLike]) -> Any:
         raise ModelLoadError(f"cannot read checkpoint {path}: {reason}") from None
 
 
-def _extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     """The state dict inside a plain / segrobust / training / Lightning-style checkpoint."""
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model", "model_state_dict"):
@@ -408,7 +410,7 @@ def _extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     raise ModelLoadError(f"{path} holds no state dict (expected a mapping of parameter names to tensors)")
 
 
-def _load_weights(
+def load_weights(
     model: nn.Module,
     state: Mapping[str, torch.Tensor],
     path: Path,
@@ -611,8 +613,8 @@ def load_model(
     if _is_callable_source(text):
         model = _build_from_callable(text, num_classes, model_args or {}, seed)
         if weights is not None:
-            state = _extract_state_dict(load_state_dict_file(weights), Path(weights))
-            _load_weights(model, state, Path(weights), text, smp_stages=False, hint="check --model-args")
+            state = extract_state_dict(load_state_dict_file(weights), Path(weights))
+            load_weights(model, state, Path(weights), text, smp_stages=False, hint="check --model-args")
         return SegmentationModel(model, mean=mean, std=std).to(device).eval()
     spec: Optional[str] = None
     if "@" in text and not Path(text).exists():
@@ -648,12 +650,12 @@ def load_model(
             f"{path} is a plain state dict without its architecture; pass it as SPEC@PATH, "
             f"e.g. 'unet:resnet18@{path}'"
         )
-    state = _extract_state_dict(obj, path)
+    state = extract_state_dict(obj, path)
     if num_classes is None:
         head = state.get("segmentation_head.0.weight", state.get("module.segmentation_head.0.weight"))
         num_classes = int(head.shape[0]) if head is not None else 11
     model = build_model(spec, num_classes, **(model_args or {}))
-    _load_weights(model, state, path, spec)
+    load_weights(model, state, path, spec)
     return _wrap(model, mean, std).to(device).eval()
 
 

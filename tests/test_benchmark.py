@@ -1,4 +1,4 @@
-"""segrobust.benchmark: evaluate(), the worst case, resume, results files, and segrobust.models."""
+"""segrobust.benchmark: run_benchmark(), the worst case, resume, results files, and segrobust.models."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from segrobust.benchmark import (
     ATTACKS,
     BenchmarkResults,
     ResumeMismatchError,
-    evaluate,
     register_attack,
+    run_benchmark,
 )
 from segrobust.benchmark import functional as BF
 from segrobust.metrics import ConfusionMatrix, confusion_matrix, per_image_pixel_accuracy
@@ -87,7 +87,7 @@ def tiny_data():
 @pytest.fixture(scope="module")
 def reference(tiny_model, tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
-    results = evaluate(
+    results = run_benchmark(
         tiny_model, tiny_data, attacks="naa,segpgd,ama", eps_list=["4/255", "8/255"], rain="light,fog_only",
         steps=2, batch_size=4, progress=False, out_dir=out, num_examples=2,
     )
@@ -147,7 +147,7 @@ def test_evaluate_is_deterministic_and_leaves_the_model_alone(tiny_model, tiny_d
     tiny_model.train()
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     images_before = [item["image"].clone() for item in tiny_data]
-    again = evaluate(
+    again = run_benchmark(
         tiny_model, tiny_data, attacks="naa,segpgd,ama", eps_list=["8/255", "4/255"], rain="light,fog_only",
         steps=2, batch_size=4, progress=False, num_examples=2,
     )
@@ -159,8 +159,8 @@ def test_evaluate_is_deterministic_and_leaves_the_model_alone(tiny_model, tiny_d
 
 
 def test_clean_and_rain_do_not_depend_on_the_batch_size(tiny_model, tiny_data):
-    one = evaluate(tiny_model, tiny_data, attacks="none", rain="heavy", batch_size=1, progress=False)
-    four = evaluate(tiny_model, tiny_data, attacks="none", rain="heavy", batch_size=4, progress=False)
+    one = run_benchmark(tiny_model, tiny_data, attacks="none", rain="heavy", batch_size=1, progress=False)
+    four = run_benchmark(tiny_model, tiny_data, attacks="none", rain="heavy", batch_size=4, progress=False)
     assert [r.confusion_matrix for r in one.rows] == [r.confusion_matrix for r in four.rows]
     assert one.row("rain:heavy").confusion_matrix != one.row("clean").confusion_matrix
 
@@ -172,7 +172,7 @@ def test_resume_skips_finished_units_and_gives_identical_numbers(reference, tiny
     assert len(units) == 9 * 2  # 9 conditions x 2 batches
     for path in units[::3]:
         path.unlink()  # as if the run died before writing these
-    resumed = evaluate(
+    resumed = run_benchmark(
         tiny_model, tiny_data, attacks="naa,segpgd,ama", eps_list=["4/255", "8/255"], rain="light,fog_only",
         steps=2, batch_size=4, progress=False, out_dir=out, resume=True, num_examples=2,
     )
@@ -186,7 +186,7 @@ def test_resume_skips_finished_units_and_gives_identical_numbers(reference, tiny
 def test_resume_with_other_settings_is_refused(reference, tiny_model, tiny_data):
     _, out = reference
     with pytest.raises(ResumeMismatchError, match="eps"):
-        evaluate(tiny_model, tiny_data, attacks="naa,segpgd,ama", eps_list=["2/255"], rain="light,fog_only",
+        run_benchmark(tiny_model, tiny_data, attacks="naa,segpgd,ama", eps_list=["2/255"], rain="light,fog_only",
                  steps=2, batch_size=4, progress=False, out_dir=out, resume=True)
 
 
@@ -225,15 +225,15 @@ def test_report_files_and_json_round_trip(reference):
 def test_bad_arguments_raise_clear_errors(tiny_model, tiny_data, kwargs, message):
     arguments = {"attacks": "naa", "eps_list": ["4/255"], "rain": "none", "steps": 1, "progress": False, **kwargs}
     with pytest.raises((ValueError, TypeError), match=message):
-        evaluate(tiny_model, tiny_data, **arguments)
+        run_benchmark(tiny_model, tiny_data, **arguments)
 
 
 def test_model_output_of_the_wrong_size_is_reported_before_any_work(tiny_data):
     shrinking = nn.Conv2d(3, NUM_CLASSES, 3, stride=2, padding=1)
     with pytest.raises(ValueError, match="does not match masks"):
-        evaluate(shrinking, tiny_data, attacks="none", rain="none", progress=False)
+        run_benchmark(shrinking, tiny_data, attacks="none", rain="none", progress=False)
     with pytest.raises(ValueError, match="class ids"):
-        evaluate(nn.Conv2d(3, 2, 1), tiny_data, attacks="none", rain="none", progress=False)
+        run_benchmark(nn.Conv2d(3, 2, 1), tiny_data, attacks="none", rain="none", progress=False)
 
 
 def test_a_registered_attack_is_evaluated_and_joins_the_worst_case(tiny_model, tiny_data):
@@ -246,20 +246,13 @@ def test_a_registered_attack_is_evaluated_and_joins_the_worst_case(tiny_model, t
         def __call__(self, images, masks):
             return images.clone()
 
-    import sys
-    import types
-
-    module = types.ModuleType("segrobust_test_attacks")
-    module.Identity = Identity
-    sys.modules["segrobust_test_attacks"] = module
-    register_attack("identity", "Identity", "segrobust_test_attacks", "Identity")
+    register_attack("identity", "Identity", Identity)
     try:
-        results = evaluate(tiny_model, tiny_data, attacks="identity", eps_list=[1 / 255], rain="none", progress=False)
+        results = run_benchmark(tiny_model, tiny_data, attacks="identity", eps_list=[1 / 255], rain="none", progress=False)
         assert results.row("identity", 1 / 255).confusion_matrix == results.clean.confusion_matrix
         assert results.row("worst", 1 / 255).confusion_matrix == results.clean.confusion_matrix
     finally:
         del ATTACKS["identity"]
-        del sys.modules["segrobust_test_attacks"]
 
 
 # ----------------------------------------------------------------------------- models

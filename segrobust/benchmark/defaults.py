@@ -153,19 +153,16 @@ def load_default_model(
 
     Under ``torch.distributed`` only rank 0 trains; the others wait for it.
     """
-    import torch.distributed as dist
-
+    from segrobust import distributed
     from segrobust.models import load_model
 
     path = default_model_path()
-    distributed = dist.is_available() and dist.is_initialized()
     if not path.exists():
         if not train_if_missing:
             raise FileNotFoundError(f"the default model is not at {path}; run scripts/train_default_model.py")
-        if not distributed or dist.get_rank() == 0:
+        if distributed.is_main_process():
             if progress:
                 print(f"segrobust: training the default model once (cached in {path}) ...", flush=True)
             train_default_model(path, progress=progress)
-    if distributed:
-        dist.barrier()
+    distributed.barrier()
     return load_model(path, num_classes=NUM_CLASSES, device=device)

@@ -12,6 +12,7 @@ import torch
 from segrobust.benchmark.functional import amplify_perturbation, format_eps
 from segrobust.benchmark.registry import ATTACKS
 from segrobust.benchmark.results import BenchmarkResults
+from segrobust.fileio import atomic_write
 
 __all__ = ["class_palette", "plot_examples", "plot_miou_vs_eps", "plot_rain_examples"]
 
@@ -126,7 +127,7 @@ def plot_miou_vs_eps(results: BenchmarkResults, path: Union[str, os.PathLike]) -
         fig.suptitle(f"{model or 'model'} on {data or 'data'} ({results.num_images} images)", fontsize=11)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda handle: fig.savefig(handle, dpi=110, format="png"))
     plt.close(fig)
     return path
 
@@ -187,7 +188,7 @@ def plot_examples(
     _legend(fig, results.class_names, palette)
     fig.tight_layout(rect=(0, _legend_height(fig), 1, 1))
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda handle: fig.savefig(handle, dpi=110, format="png"))
     plt.close(fig)
     return path
 
@@ -224,6 +225,6 @@ def plot_rain_examples(
     _legend(fig, results.class_names, palette)
     fig.tight_layout(rect=(0, _legend_height(fig), 1, 1))
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda handle: fig.savefig(handle, dpi=110, format="png"))
     plt.close(fig)
     return path

@@ -11,6 +11,7 @@ from typing import Union
 from segrobust.benchmark.functional import format_eps
 from segrobust.benchmark.plots import plot_examples, plot_miou_vs_eps, plot_rain_examples
 from segrobust.benchmark.results import BenchmarkResults
+from segrobust.benchmark.storage import OutputFolder
 from segrobust.fileio import atomic_write_text
 
 __all__ = ["render_markdown", "write_report"]
@@ -94,11 +95,26 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
 def write_report(results: BenchmarkResults, out_dir: Union[str, os.PathLike]) -> dict[str, Path]:
     """Write ``results.json``, ``miou_vs_eps.png``, ``examples.png`` (and ``rain_examples.png``), ``report.md``.
 
-    Returns the paths written, by name.
+    Files of these names that segrobust did not write (or that were changed
+    since) are never overwritten: the call raises
+    [OutputFolderError][segrobust.benchmark.OutputFolderError] before writing
+    anything. The files written are recorded (name and SHA-256) in
+    ``out_dir/.segrobust-benchmark.json``. Returns the paths written, by name.
     """
-    out = Path(out_dir)
+    folder = OutputFolder(out_dir)
+    folder.check_report_files()
+    out = folder.path
     out.mkdir(parents=True, exist_ok=True)
-    written = {"results": results.save_json(out / "results.json")}
+    written: dict[str, Path] = {}
+    try:
+        written["results"] = results.save_json(out / "results.json")
+        _write_figures_and_markdown(results, out, written)
+    finally:
+        folder.record(written.values())
+    return written
+
+
+def _write_figures_and_markdown(results: BenchmarkResults, out: Path, written: dict[str, Path]) -> None:
     figures: dict[str, str] = {}
     for key, plot in (("miou_vs_eps", plot_miou_vs_eps), ("examples", plot_examples), ("rain_examples", plot_rain_examples)):
         target = out / f"{key}.png"
@@ -107,4 +123,3 @@ def write_report(results: BenchmarkResults, out_dir: Union[str, os.PathLike]) ->
             written[key] = path
             figures[key] = path.name
     written["report"] = atomic_write_text(out / "report.md", render_markdown(results, figures))
-    return written

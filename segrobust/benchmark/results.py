@@ -75,7 +75,7 @@ def _nan_to_none(value: Any) -> Any:
 
 @dataclass
 class BenchmarkResults:
-    """Everything :func:`segrobust.benchmark.evaluate` measured.
+    """Everything [run_benchmark][segrobust.benchmark.run_benchmark] measured.
 
     Rows come in report order: clean, rain presets, then per attack its ε
     values, the positive attacks (AMA), and the worst case per ε.

@@ -1,0 +1,137 @@
+"""``BenchmarkConfig``: every setting of a benchmark run, checked and normalised in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import torch
+
+from segrobust.benchmark import functional as BF
+from segrobust.benchmark.registry import resolve_attacks, resolve_rain_presets
+from segrobust.rain.presets import PRESET_REFERENCE_HEIGHT
+
+__all__ = ["DEFAULT_EPS", "RAIN_REFERENCE_HEIGHT", "BenchmarkConfig"]
+
+#: Default L∞ budgets: 2/255, 4/255 and 8/255.
+DEFAULT_EPS: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
+
+#: Image height the rain presets' streak lengths are tuned for (CamVid, 360 px).
+RAIN_REFERENCE_HEIGHT = PRESET_REFERENCE_HEIGHT
+
+_COUNTS = (("steps", 1), ("batch_size", 1), ("num_workers", 0), ("num_examples", 0), ("cache_bytes", 0))
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Settings of [run_benchmark][segrobust.benchmark.run_benchmark]; checked and normalised on creation.
+
+    Attributes:
+        attacks: keys of [ATTACKS][segrobust.benchmark.registry.ATTACKS]
+            (``"naa"``, ``"segpgd"``, ``"cospgd"``, ``"eroseg"``, ``"ama"``, …),
+            a comma-separated string, ``"all"`` (``None``, the default) or ``"none"``.
+            Stored as the list of keys in report order.
+        eps_list: L∞ budgets in ``(0, 1]`` (numbers or text like ``"8/255"``);
+            stored sorted, without duplicates.
+        rain: rain presets (``"light"``, ``"medium"``, ``"heavy"``, ``"fog_only"``),
+            ``"all"`` (``None``, the default) or ``"none"``; stored as a list.
+        steps: attack iterations.
+        alpha: attack step size; ``None`` uses ``2.5·ε/steps``.
+        random_start: start each attack at a random point of the ε-ball.
+        batch_size: images per batch (the unit of resume and of sharding).
+        num_classes: classes of the model; inferred from its output when ``None``.
+        ignore_index: mask value of pixels that do not count.
+        class_names: names for the report (default: the dataset's, CamVid's for 11 classes, else numbers).
+        device: where to run; defaults to the model's device (the model is never moved).
+        seed: base of every random draw (rain, attack start points).
+        out_dir: write per-batch partial results there (and, with
+            ``write_report``, ``results.json``, ``report.md`` and the figures).
+        resume: skip units already in ``out_dir`` (made with the same settings and data).
+        progress: tqdm bars per condition (rank 0 only).
+        num_workers: DataLoader workers.
+        num_examples: images kept (from the first batch) for ``examples.png``.
+        attack_kwargs: extra constructor arguments per attack key, e.g. ``{"eroseg": {"q0": 0.3}}``.
+        rain_reference_height: the presets' streak lengths are in pixels for
+            images of this height and are scaled to the data's height; ``None`` keeps them.
+        write_report: with ``out_dir``, write the report files (rank 0).
+        metadata: extra JSON-able settings recorded in ``results.json`` (e.g. the command line).
+        cache_bytes: keep this process's batches in memory between conditions up to this size.
+
+    Examples:
+        >>> config = BenchmarkConfig(attacks="SegPGD,naa", eps_list=["8/255", 4 / 255], rain="none")
+        >>> config.attacks, [round(e * 255) for e in config.eps_list], config.rain
+        (['naa', 'segpgd'], [4, 8], [])
+        >>> BenchmarkConfig(steps=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: steps must be an int >= 1, got 0
+    """
+
+    attacks: Union[str, Sequence[str], None] = None
+    eps_list: Union[Sequence[Union[float, str]], float, str] = DEFAULT_EPS
+    rain: Union[str, Sequence[str], None] = None
+    steps: int = 10
+    alpha: Optional[float] = None
+    random_start: bool = True
+    batch_size: int = 8
+    num_classes: Optional[int] = None
+    ignore_index: int = 255
+    class_names: Optional[Sequence[str]] = None
+    device: Union[str, torch.device, None] = None
+    seed: int = 0
+    out_dir: Union[str, os.PathLike, None] = None
+    resume: bool = False
+    progress: bool = True
+    num_workers: int = 0
+    num_examples: int = 3
+    attack_kwargs: Optional[Mapping[str, Mapping[str, Any]]] = None
+    rain_reference_height: Optional[int] = RAIN_REFERENCE_HEIGHT
+    write_report: bool = True
+    metadata: Optional[Mapping[str, Any]] = None
+    cache_bytes: int = 2 * 1024**3
+
+    def __post_init__(self) -> None:
+        attacks = resolve_attacks(self.attacks)
+        eps_list = [self.eps_list] if isinstance(self.eps_list, (str, float, int)) else list(self.eps_list)
+        eps_values = sorted({BF.parse_eps(eps) for eps in eps_list})
+        if attacks and not eps_values:
+            raise ValueError("eps_list is empty; give at least one budget in (0, 1]")
+        for name, minimum in _COUNTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        for name in ("seed", "ignore_index"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
+                raise ValueError(f"{name} must be an int, got {getattr(self, name)!r}")
+        if self.num_classes is not None and (isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int)
+                                             or self.num_classes < 1):
+            raise ValueError(f"num_classes must be a positive int or None, got {self.num_classes!r}")
+        if self.alpha is not None:
+            BF.parse_eps(self.alpha)
+        attack_kwargs = {key: dict(value) for key, value in (self.attack_kwargs or {}).items()}
+        for key in attack_kwargs:
+            if key not in attacks:
+                raise ValueError(f"attack_kwargs names {key!r}, which is not among the evaluated attacks {attacks}")
+        if self.rain_reference_height is not None and (not isinstance(self.rain_reference_height, int)
+                                                       or self.rain_reference_height < 1):
+            raise ValueError(f"rain_reference_height must be a positive int or None, got {self.rain_reference_height!r}")
+        normalised = {
+            "attacks": attacks, "eps_list": eps_values, "rain": resolve_rain_presets(self.rain),
+            "random_start": bool(self.random_start), "attack_kwargs": attack_kwargs,
+            "metadata": dict(self.metadata or {}), "resume": bool(self.resume),
+            "class_names": None if self.class_names is None else [str(name) for name in self.class_names],
+        }
+        for name, value in normalised.items():
+            object.__setattr__(self, name, value)
+
+    def replace(self, **changes: Any) -> BenchmarkConfig:
+        """A copy with some settings changed (checked again).
+
+        Examples:
+            >>> BenchmarkConfig(steps=2).replace(steps=5).steps
+            5
+        """
+        return dataclasses.replace(self, **changes)
