@@ -22,6 +22,7 @@ from typing import Any, NoReturn, Optional
 __all__ = ["build_parser", "main"]
 
 _DEFAULT_OUT = "segrobust-benchmark"
+_FORMATS = ("table", "json", "csv", "markdown")
 _FAST = {"num_images": 4, "size": (48, 64), "steps": 2, "eps": "8/255", "batch_size": 2}
 
 
@@ -167,13 +168,28 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--fast", action="store_true", help="tiny sizes for a smoke test (seconds)")
 
 
+def _add_config_option(group: Any, command: str) -> None:
+    group.add_argument("--config", metavar="FILE",
+                        help=f"read options from a YAML or JSON file (keys: the long option names, e.g. num_images); "
+                        f"flags on the command line win. {'A results.json replays its run.' if command == 'benchmark' else 'OUT/config.json repeats a training run.'}")
+
+
+def _recipes_epilog() -> str:
+    from segrobust.training import RECIPES
+
+    width = max(len(name) for name in RECIPES)
+    lines = [f"  {name.ljust(width)}  {recipe.description}" for name, recipe in RECIPES.items()]
+    return "recipes (--recipe):\n" + "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``segrobust`` argument parser (sub-commands ``benchmark`` and ``train``)."""
+    """The ``segrobust`` argument parser (sub-commands ``benchmark``, ``train`` and ``list``)."""
     from segrobust import __version__
+    from segrobust.training import RECIPES
 
     parser = _Parser(prog="segrobust", description="Robustness of semantic segmentation to rain and adversarial attacks.")
     parser.add_argument("--version", action="version", version=f"segrobust {__version__}")
-    commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{benchmark,train}")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{benchmark,train,list}")
     commands.required = True
 
     bench = commands.add_parser(
@@ -200,16 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     out = bench.add_argument_group("output")
     out.add_argument("--out", default=_DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{_DEFAULT_OUT})")
     out.add_argument("--examples", type=_non_negative_int, default=3, metavar="K", help="example images in examples.png")
+    out.add_argument("--format", default="table", choices=_FORMATS,
+                     help="summary on stdout: table (default, for people), json or csv (one record per condition and ε), "
+                     "or markdown; with json and csv the closing line goes to stderr")
+    _add_config_option(out, "benchmark")
     _add_common(bench)
 
     train = commands.add_parser(
         "train", help="train a model with a recipe (standard, pgd_at, eroseg_at, nat, ...)",
         description="Train a segmentation model with one of the registered recipes and save a checkpoint that "
         "'segrobust benchmark --model OUT/model.pt' evaluates.",
+        epilog=_recipes_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     recipe = train.add_argument_group("recipe")
     recipe.add_argument("--recipe", default="standard", metavar="NAME",
-                        help="standard, pgd_at, eroseg_at, nat, pearl or depth (default standard)")
+                        help=f"one of {', '.join(RECIPES)} (default standard; listed below)")
     recipe.add_argument("--model", default="unet:resnet18", metavar="SPEC|PATH", help="model spec or checkpoint to start from")
     recipe.add_argument("--num-classes", type=_positive_int, metavar="K", help="classes (default 11)")
     _add_model_options(recipe)
@@ -221,8 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--steps", type=_positive_int, metavar="N", help="inner attack steps (recipe default: 7 pgd_at/eroseg_at, 3 nat/pearl)")
     recipe.add_argument("--alpha", type=_step_size, metavar="A", help="inner attack step (recipe default: 2/255 pgd_at/eroseg_at, 2.5·ε/steps nat/pearl)")
     recipe.add_argument("--rain-preset", metavar="NAME", help="rain of nat and pearl (default medium, streaks scaled to the image height)")
-    recipe.add_argument("--out", default="segrobust-train", metavar="DIR", help="output folder (checkpoints, model.pt, history.json)")
+    recipe.add_argument("--out", default="segrobust-train", metavar="DIR",
+                        help="output folder (checkpoints, model.pt, history.json, config.json)")
+    _add_config_option(recipe, "train")
     _add_common(train)
+
+    commands.add_parser("list", help="list the attacks, pixel losses, rain presets, recipes, data sets and defences",
+                        description="List what segrobust can run: every registered attack, pixel loss, rain preset, "
+                        "training recipe, data set and defence, one line each.")
     return parser
 
 
@@ -352,6 +379,18 @@ def _ensure_default_model(progress: bool) -> None:
             time.sleep(2)
 
 
+def _print_summary(results: Any, style: str) -> None:
+    """The summary on stdout: the human table, JSON or CSV records, or a markdown table."""
+    if style == "json":
+        print(json.dumps(results.to_records(), indent=2, allow_nan=False))
+    elif style == "csv":
+        sys.stdout.write(results.to_csv())
+    elif style == "markdown":
+        print(results.table("markdown"))
+    else:
+        _print_table(results)
+
+
 def _print_table(results: Any) -> None:
     try:
         from rich.console import Console
@@ -366,6 +405,161 @@ def _print_table(results: Any) -> None:
     for row in rows[1:]:
         table.add_row(*row)
     Console().print(table)
+
+
+# ----------------------------------------------------------------------------- configuration files
+# Options a config file cannot set: where this run writes, how it continues, and the file itself.
+_NOT_IN_CONFIG = {"help", "config", "out", "resume", "fast", "format"}
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    """The options in a YAML/JSON file; a ``results.json`` gives the settings its run recorded."""
+    from segrobust.benchmark.results import RESULTS_FORMAT
+
+    _check_path("--config", path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"--config {path}: cannot read it ({_one_line(error)})") from None
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise UsageError(f"--config {path}: not valid YAML ({_one_line(error)})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise UsageError(f"--config {path}: not valid JSON ({error}); YAML files end in .yaml or .yml") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: expected a mapping of option names to values, got {type(data).__name__}")
+    if data.get("format") == RESULTS_FORMAT:
+        settings = data.get("config", {}).get("cli")
+        if not isinstance(settings, dict):
+            raise UsageError(f"--config {path}: this results.json was not written by 'segrobust benchmark' "
+                             "(it records no command-line settings to replay)")
+        return settings
+    return data
+
+
+def _as_text(value: Any) -> str:
+    """A config-file value as the command line would spell it (lists comma-separated, objects as JSON)."""
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(_as_text(item) for item in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
+    """The options of ``path`` as argparse defaults of ``parser``, each checked like its flag."""
+    actions = {action.dest: action for action in parser._actions if action.dest not in _NOT_IN_CONFIG}
+    defaults = {}
+    for key, value in _read_config_file(path).items():
+        dest = str(key).strip().lstrip("-").replace("-", "_")
+        if dest not in actions:
+            raise UsageError(f"--config {path}: unknown option {key!r} for '{parser.prog}' (see '{parser.prog} --help')")
+        action, flag = actions[dest], f"--{dest.replace('_', '-')}"
+        if value is None:
+            defaults[dest] = action.default
+        elif action.nargs == 0:  # an on/off flag
+            if not isinstance(value, bool):
+                raise UsageError(f"--config {path}: {key}: expected true or false, got {value!r}")
+            defaults[dest] = value
+        else:
+            try:
+                converted = action.type(_as_text(value)) if action.type else _as_text(value)
+            except argparse.ArgumentTypeError as error:
+                raise UsageError(f"--config {path}: {key} ({flag}): {error}") from None
+            if action.choices is not None and converted not in action.choices:
+                raise UsageError(f"--config {path}: {key}: expected one of {', '.join(map(str, action.choices))}, got {value!r}")
+            defaults[dest] = converted
+    return defaults
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parse ``argv``; with ``--config FILE`` the file's options become the defaults the flags override."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None) is None:
+        return args
+    subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    command = subparsers.choices[args.command]
+    command.set_defaults(**_config_defaults(command, args.config))
+    return parser.parse_args(argv)
+
+
+def _recorded_settings(args: argparse.Namespace, **resolved: Any) -> dict[str, Any]:
+    """Every setting of this run as JSON values that ``--config`` reads back (``resolved`` replaces defaults)."""
+    settings: dict[str, Any] = {}
+    for dest, value in {**vars(args), **resolved}.items():
+        if dest in _NOT_IN_CONFIG or dest == "command":
+            continue
+        if dest == "attack_args" and isinstance(value, str):
+            value = json.loads(value)
+        settings[dest] = list(value) if isinstance(value, tuple) else value
+    return settings
+
+
+# ----------------------------------------------------------------------------- list
+def _first_line(text: Optional[str]) -> str:
+    return (text or "").strip().split("\n", 1)[0].strip().rstrip(".")
+
+
+def _pixel_losses() -> dict[str, Any]:
+    """``segrobust.losses.PIXEL_LOSSES`` (name -> loss class) where this version has it."""
+    from segrobust import losses
+
+    return dict(getattr(losses, "PIXEL_LOSSES", {}))
+
+
+def _rain_summary(preset: Any) -> str:
+    def span(name: str, unit: str = "") -> str:
+        value = preset[name]
+        low, high = value if isinstance(value, (tuple, list)) else (value, value)
+        return (f"{low:g}" if low == high else f"{low:g}-{high:g}") + unit
+
+    layers = preset.get("num_layers", 1)
+    streaks = (f"streaks {span('length', ' px')} long (at 360 px height), density {span('density')}, "
+               f"{layers} layer{'s' if layers != 1 else ''}") if span("density") != "0" else "no streaks"
+    return f"{streaks}, fog {span('fog_density')}"
+
+
+def _catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
+    """``(group title, [(name, description), ...])`` for ``segrobust list``, read from the registries."""
+    from segrobust.benchmark.registry import ATTACKS, DEFENSES
+    from segrobust.datasets.factory import DATASETS
+    from segrobust.rain import RAIN_PRESETS
+    from segrobust.training import RECIPES
+
+    losses = _pixel_losses()
+    return [
+        ("attacks (segrobust benchmark --attacks)",
+         [(key, f"{entry.display_name}: {entry.description}") for key, entry in ATTACKS.items()]),
+        ("pixel losses (segrobust.losses.PIXEL_LOSSES)",
+         [(name, _first_line(getattr(loss, "__doc__", ""))) for name, loss in losses.items()]),
+        ("rain presets (--rain, --rain-preset)", [(name, _rain_summary(preset)) for name, preset in RAIN_PRESETS.items()]),
+        ("training recipes (segrobust train --recipe)", [(name, recipe.description) for name, recipe in RECIPES.items()]),
+        ("data sets (--dataset)", [(name, _first_line(getattr(build, "__doc__", ""))) for name, build in DATASETS.items()]),
+        ("defences (segrobust benchmark --defense KIND:PATH)", [(key, entry.description) for key, entry in DEFENSES.items()]),
+    ]
+
+
+def _list(args: argparse.Namespace) -> int:
+    for title, entries in _catalogue():
+        print(f"{title}:")
+        width = max((len(name) for name, _ in entries), default=0)
+        for name, description in entries:
+            print(f"  {name.ljust(width)}  {description}".rstrip())
+        if not entries:
+            print("  (none in this version)")
+        print()
+    return 0
 
 
 # ----------------------------------------------------------------------------- benchmark
@@ -466,8 +660,13 @@ def _benchmark(args: argparse.Namespace) -> int:
             _ensure_default_model(progress=not args.no_progress)
         init_distributed()
         model, model_name = _load_model(args, device)
+        settings = _recorded_settings(
+            args, attacks=config.attacks or "none", rain=config.rain or "none", eps=config.eps_list,
+            batch_size=config.batch_size, num_images=args.num_images or len(data),
+            size=args.size or ((96, 128) if args.dataset == "synthetic" else None),
+        )
         metadata = {"model_name": model_name, "dataset_name": data_name, "defense": args.defense,
-                    "command": "segrobust " + " ".join(sys.argv[1:])}
+                    "command": "segrobust " + " ".join(sys.argv[1:]), "cli": settings}
         started = time.perf_counter()
         results = run_benchmark(model, data, config.replace(metadata=metadata))
     except ModelLoadError as error:
@@ -475,10 +674,14 @@ def _benchmark(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError) as error:  # bad settings, data, model output or output folder
         raise UsageError(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from None
     if is_main_process():
-        _print_table(results)
+        _print_summary(results, args.format)
         out = Path(args.out)
         files = [name for name in ("results.json", "report.md", "miou_vs_eps.png", "examples.png", "rain_examples.png") if (out / name).exists()]
-        print(f"\n{results.num_images} images, {time.perf_counter() - started:.1f} s. Wrote {', '.join(files)} to {out}/")
+        closing = f"{results.num_images} images, {time.perf_counter() - started:.1f} s. Wrote {', '.join(files)} to {out}/"
+        if args.format in ("json", "csv"):  # stdout stays machine-readable
+            print(closing, file=sys.stderr)
+        else:
+            print(f"\n{closing}")
     return 0
 
 
@@ -517,10 +720,12 @@ def _train(args: argparse.Namespace) -> int:
     model.train()
     result = recipe(model, train_data, config)
     if is_main_process():
+        settings = _recorded_settings(args, batch_size=config.batch_size)
         metadata = {"recipe": recipe.name, "dataset": data_name, "epochs": config.epochs, "seed": args.seed,
-                    "history": json.loads(json.dumps(result.history, default=float))}
+                    "config": settings, "history": json.loads(json.dumps(result.history, default=float))}
         path = save_model(model.eval(), out / "model.pt", spec, num_classes, metadata=metadata)
         (out / "history.json").write_text(json.dumps(result.history, indent=2, default=float) + "\n", encoding="utf-8")
+        (out / "config.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         last = result.history[-1] if result.history else {}
         scores = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float) and ("miou" in k or k == "loss"))
         print(f"trained {recipe.name} for {config.epochs} epoch(s) on {data_name}: {scores}")
@@ -553,6 +758,7 @@ def _train_options(args: argparse.Namespace, recipe: Any) -> dict[str, Any]:
         options[name] = value
     if args.fast and "steps" in fields:
         options["steps"] = min(options.get("steps", fields["steps"].default), 2)
+        args.steps = options["steps"]  # recorded as the effective setting
     return options
 
 
@@ -602,7 +808,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     prog = f"segrobust {args.command}"
     try:
-        return _benchmark(args) if args.command == "benchmark" else _train(args)
+        args = _parse(parser, argv)
+        return {"benchmark": _benchmark, "train": _train, "list": _list}[args.command](args)
     except UsageError as error:
         _say(f"{prog}: error: {error}")
         return 2

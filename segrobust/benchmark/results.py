@@ -152,6 +152,66 @@ class BenchmarkResults:
     def __str__(self) -> str:
         return self.table()
 
+    # ------------------------------------------------------------------ records
+    def to_records(self) -> list[dict[str, Any]]:
+        """One flat dict per condition and ε, in report order: ``pd.DataFrame(results.to_records())``.
+
+        Columns: ``condition`` (the row key: ``"clean"``, ``"rain:heavy"``,
+        ``"naa"``, ``"worst"``...), ``name``, ``kind``, ``eps`` (``None`` for
+        clean and rain), ``eps_text``, ``miou``, ``pixel_accuracy``,
+        ``mean_class_accuracy``, ``delta_miou`` (versus clean), ``num_pixels``,
+        ``seconds``, ``images_per_second`` and ``iou_<class name>`` per class.
+        Scores are fractions in ``[0, 1]``; a value that does not exist (an
+        absent class's IoU, an unmeasured time) is ``None``.
+
+        Examples:
+            >>> row = ConditionResult("clean", "Clean", "clean", None, 0.5, 0.75, 0.5, [1.0, 0.0], 8,
+            ...                       [[4, 0], [2, 2]], [0.75])
+            >>> record = BenchmarkResults([row], ["road", "car"], 1).to_records()[0]
+            >>> record["condition"], record["miou"], record["iou_car"]
+            ('clean', 0.5, 0.0)
+        """
+        has_clean = any(row.key == "clean" for row in self.rows)
+        clean = self.clean.miou if has_clean else math.nan
+        records = []
+        for row in self.rows:
+            record: dict[str, Any] = {
+                "condition": row.key, "name": row.name, "kind": row.kind, "eps": row.eps,
+                "eps_text": None if row.eps is None else format_eps(row.eps),
+                "miou": row.miou, "pixel_accuracy": row.pixel_accuracy, "mean_class_accuracy": row.mean_class_accuracy,
+                "delta_miou": row.miou - clean, "num_pixels": row.num_pixels,
+                "seconds": row.seconds, "images_per_second": row.images_per_second,
+            }
+            record.update({f"iou_{name}": value for name, value in zip(self.class_names, row.iou)})
+            records.append(_nan_to_none(record))
+        return records
+
+    def to_csv(self, path: Union[str, os.PathLike, None] = None) -> str:
+        """[to_records][segrobust.benchmark.BenchmarkResults.to_records] as CSV text (header first; ``None`` is empty).
+
+        Floats are written with ``repr``, so reading them back gives the same
+        numbers. With ``path`` the text is also written there (atomically).
+
+        Examples:
+            >>> results = BenchmarkResults.load("results.json")  # doctest: +SKIP
+            >>> results.to_csv("results.csv")  # doctest: +SKIP
+        """
+        import csv
+        import io
+
+        records = self.to_records()
+        columns = list(records[0]) if records else ["condition", "eps", "miou"]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        text = buffer.getvalue()
+        if path is not None:
+            from segrobust.fileio import atomic_write_text
+
+            atomic_write_text(Path(path), text)
+        return text
+
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
         """Every number, the configuration and the library versions (``results.json``)."""

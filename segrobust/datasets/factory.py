@@ -30,6 +30,7 @@ def _needs_root(name: str, root: Root, what: str = "the folder holding its files
 
 
 def _folder(root: Root, split: str, size: Optional[Sequence[int]], **kwargs: Any) -> Dataset:
+    """Your own images/ and masks/ folder (root/<split> when it holds images/)."""
     base = _needs_root("folder", root, "a folder with images/ and masks/")
     folder = base / split if (base / split / "images").is_dir() else base
     return FolderDataset(folder, size=size, **kwargs)
@@ -42,6 +43,15 @@ def _synthetic(cls: type, name: str) -> Builder:
         kwargs.setdefault("n", SYNTHETIC_SIZES.get(split, 50))
         return cls(size=(96, 128) if size is None else size, split=split, **kwargs)
 
+    build.__doc__ = cls.__doc__  # `segrobust list` describes a data set by its builder's docstring
+    return build
+
+
+def _rooted(cls: type) -> Builder:
+    def build(root: Root, split: str, size: Optional[Sequence[int]], **kwargs: Any) -> Dataset:
+        return cls(root, split=split, size=size, **kwargs)
+
+    build.__doc__ = cls.__doc__
     return build
 
 
@@ -49,13 +59,14 @@ def _on_disk(cls: type, name: str) -> Builder:
     def build(root: Root, split: str, size: Optional[Sequence[int]], **kwargs: Any) -> Dataset:
         return cls(_needs_root(name, root), split=split, size=size, **kwargs)
 
+    build.__doc__ = cls.__doc__
     return build
 
 
 #: Data set name -> builder ``(root, split, size, **kwargs) -> Dataset``. Add entries to register your own.
 DATASETS: Dict[str, Builder] = {
-    "camvid": lambda root, split, size, **kwargs: CamVid(root, split=split, size=size, **kwargs),
-    "camvid-triplets": lambda root, split, size, **kwargs: CamVidTriplets(root, split=split, size=size, **kwargs),
+    "camvid": _rooted(CamVid),
+    "camvid-triplets": _rooted(CamVidTriplets),
     "folder": _folder,
     "synthetic": _synthetic(SyntheticStreets, "synthetic"),
     "synthetic-triplets": _synthetic(SyntheticStreetTriplets, "synthetic-triplets"),
