@@ -1,0 +1,125 @@
+"""``--config FILE`` (YAML/JSON, flags win, results.json replays), ``--format``, ``segrobust list``, ``train --help``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import torch
+
+from segrobust.benchmark import BenchmarkResults
+from segrobust.cli import _parse, build_parser, main
+
+SPEC = "unet:resnet18:encoder_depth=2:decoder_channels=8,8"
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    return err[0]
+
+
+def test_yaml_file_sets_defaults_and_flags_win(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("attacks: [naa, segpgd]\nrain: none\neps: [4/255, 0.03]\nsize: 48x64\n"
+                      "num-images: 6\nno_random_start: true\nattack_args: {naa: {}}\n", encoding="utf-8")
+    args = _parse(build_parser(), ["benchmark", "--config", str(config), "--num-images", "3"])
+    assert (args.attacks, args.rain, args.eps, args.size) == ("naa,segpgd", "none", [4 / 255, 0.03], (48, 64))
+    assert args.num_images == 3 and args.no_random_start is True and json.loads(args.attack_args) == {"naa": {}}
+    assert args.steps is None and args.seed == 0  # untouched options keep their defaults
+
+
+@pytest.mark.parametrize("text, where", [
+    ('{"epochs": 2, "bogus": 1}', "unknown option 'bogus'"),
+    ('{"epochs": 0}', "epochs (--epochs): expected a positive integer"),
+    ('{"dataset": "mnist"}', "dataset: expected one of"),
+    ('{"no_progress": "yes"}', "no_progress: expected true or false"),
+    ('[1, 2]', "expected a mapping"),
+    ('{"epochs": 2,', "not valid JSON"),
+])
+def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, capsys, text, where):
+    config = tmp_path / "train.json"
+    config.write_text(text, encoding="utf-8")
+    assert main(["train", "--config", str(config)]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("segrobust train: error: --config ") and str(config) in line and where in line
+
+
+def test_options_of_the_other_command_are_unknown(tmp_path, capsys):
+    config = tmp_path / "bench.yaml"
+    config.write_text("recipe: pgd_at\n", encoding="utf-8")
+    assert main(["benchmark", "--config", str(config)]) == 2
+    assert "unknown option 'recipe' for 'segrobust benchmark'" in _error_line(capsys)
+
+
+def _comparable(path) -> dict:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for row in data["rows"]:
+        row.pop("seconds"), row.pop("images_per_second")
+    config = {k: v for k, v in data["config"].items() if k != "command"}
+    return {"rows": data["rows"], "config": config, "classes": data["class_names"], "n": data["num_images"]}
+
+
+def test_results_json_replays_the_run_exactly(tmp_path, capsys):
+    out1, out2 = tmp_path / "out1", tmp_path / "out2"
+    assert main(["benchmark", "--fast", "--model", SPEC, "--attacks", "naa,ama", "--rain", "light",
+                 "--alpha", "1/255", "--out", str(out1), "--no-progress", "--examples", "0"]) == 0
+    capsys.readouterr()
+    assert main(["benchmark", "--config", str(out1 / "results.json"), "--out", str(out2), "--format", "csv"]) == 0
+    stdout = capsys.readouterr().out
+    first, second = _comparable(out1 / "results.json"), _comparable(out2 / "results.json")
+    assert first == second  # every number except timing, and every recorded setting
+    cli = first["config"]["cli"]
+    assert cli["model"] == SPEC and cli["eps"] == [8 / 255] and cli["steps"] == 2 and cli["alpha"] == 1 / 255
+    assert cli["size"] == [48, 64] and cli["num_images"] == 4 and cli["attacks"] == ["naa", "ama"]
+    records = BenchmarkResults.load(out2 / "results.json").to_records()
+    parsed = list(csv.DictReader(io.StringIO(stdout)))  # --format csv: stdout is the CSV only
+    assert [row["condition"] for row in parsed] == [r["condition"] for r in records]
+    assert [float(row["miou"]) for row in parsed] == [r["miou"] for r in records]
+
+
+def test_results_json_from_python_cannot_be_replayed(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"format": "segrobust.benchmark/1", "config": {"steps": 3}, "rows": []}), encoding="utf-8")
+    assert main(["benchmark", "--config", str(path)]) == 2
+    assert "not written by 'segrobust benchmark'" in _error_line(capsys)
+
+
+def test_train_records_its_config_and_config_json_repeats_it(tmp_path, capsys):
+    out = tmp_path / "train"
+    assert main(["train", "--fast", "--recipe", "standard", "--model", SPEC, "--lr", "0.02",
+                 "--out", str(out), "--no-progress"]) == 0
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert saved["recipe"] == "standard" and saved["lr"] == 0.02 and saved["epochs"] == 1
+    assert saved["num_images"] == 8 and saved["size"] == [48, 64] and saved["batch_size"] == 4
+    checkpoint = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["metadata"]["config"] == saved
+    args = _parse(build_parser(), ["train", "--config", str(out / "config.json"), "--out", str(tmp_path / "again")])
+    assert (args.recipe, args.lr, args.epochs, args.size, args.num_images) == ("standard", 0.02, 1, (48, 64), 8)
+    assert not args.fast
+
+
+def test_list_names_every_registered_entry(capsys):
+    from segrobust import losses
+    from segrobust.benchmark.registry import ATTACKS, DEFENSES
+    from segrobust.datasets.factory import DATASETS
+    from segrobust.rain import RAIN_PRESETS
+    from segrobust.training import RECIPES
+
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = {line.split()[0] for line in lines if line.startswith("  ") and line.strip()}
+    expected = [*ATTACKS, *RAIN_PRESETS, *RECIPES, *DATASETS, *DEFENSES, *getattr(losses, "PIXEL_LOSSES", {})]
+    assert set(expected) <= names
+    assert any(line.strip().startswith("naa") and "NAA" in line for line in lines)
+
+
+def test_train_help_lists_every_recipe_with_its_description():
+    from segrobust.training import RECIPES
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    text = train.format_help()
+    for name, recipe in RECIPES.items():
+        assert any(line.split()[:1] == [name] and recipe.description in line for line in text.splitlines())
