@@ -56,14 +56,17 @@ def check_images(
         >>> check_images(torch.rand(3, 4, 4))
         Traceback (most recent call last):
         ...
-        ValueError: images must be a 4-D batch (N, C, H, W), got shape (3, 4, 4)
+        ValueError: images must have shape (N, C, H, W) (a 4-D batch), got shape (3, 4, 4)
     """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (N, C, H, W), got {type(images).__name__}")
     if images.dim() != 4:
-        raise ValueError(f"{name} must be a 4-D batch (N, C, H, W), got shape {tuple(images.shape)}")
+        raise ValueError(f"{name} must have shape (N, C, H, W) (a 4-D batch), got shape {tuple(images.shape)}")
     if not images.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating-point tensor with values in [0, 1], got dtype {images.dtype}")
+        raise TypeError(
+            f"{name} must be a floating point tensor in [0, 1] (a floating-point dtype such as torch.float32), "
+            f"got dtype {images.dtype}"
+        )
     if images.numel() == 0:
         if allow_empty:
             return images
@@ -74,7 +77,7 @@ def check_images(
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or Inf values")
     if lo < -tol or hi > 1 + tol:
-        raise ValueError(f"{name} must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}] ({hint})")
+        raise ValueError(f"{name} must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] ({hint})")
     return images
 
 

@@ -12,10 +12,16 @@ import torch
 from torch import nn
 
 from segrobust.attacks import functional as AF
-from segrobust.attacks.attack_api import TORCHATTACKS_AVAILABLE, AttackBase
+from segrobust.attacks.attack_api import TORCHATTACKS_AVAILABLE, AttackBase, MultiAttackBase
 from segrobust.metrics.functional import per_image_pixel_accuracy
 from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
-from segrobust.validation import check_choice, check_class_ids, check_images, check_masks, check_unit_interval
+from segrobust.validation import (
+    check_choice,
+    check_class_ids,
+    check_images,
+    check_masks,
+    check_unit_interval,
+)
 
 __all__ = [
     "NONFINITE_POLICIES",
@@ -179,6 +185,7 @@ class SegAttack(SafeAttributeMixin, AttackBase):
     """
 
     _loss_sign = 1  # +1: ascend the loss on the reference labels; -1: descend it
+    _eps_may_be_zero = False  # True for attacks whose pixel budget is optional (RainAttack)
 
     def __init__(
         self,
@@ -198,7 +205,7 @@ class SegAttack(SafeAttributeMixin, AttackBase):
         super().__init__(name, model)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-        self.eps = check_unit_interval(eps, "eps")
+        self.eps = check_unit_interval(eps, "eps", allow_zero=self._eps_may_be_zero)
         self.steps = steps
         self.alpha = 2.5 * self.eps / max(steps, 1) if alpha is None else check_unit_interval(alpha, "alpha")
         self.random_start = bool(random_start)
@@ -212,7 +219,18 @@ class SegAttack(SafeAttributeMixin, AttackBase):
     def __call__(
         self, images: torch.Tensor, labels: Optional[torch.Tensor] = None, *, return_stats: bool = False
     ) -> Union[torch.Tensor, tuple[torch.Tensor, AttackStats]]:
-        _refuse_stock_multiattack(sys._getframe(1))
+        self._refuse_stock_multiattack(sys._getframe(1))
+        adv, stats = self._call(images, labels, {})
+        return (adv, stats) if return_stats else adv
+
+    def _call(
+        self, images: torch.Tensor, labels: Optional[torch.Tensor], options: dict[str, Any]
+    ) -> tuple[torch.Tensor, AttackStats]:
+        """The call's stages: check, move and convert the inputs, attack, convert back.
+
+        ``options`` are keyword arguments of this call for :meth:`_attack_batch`
+        (per-call state stays local, so an attack may be called re-entrantly).
+        """
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor (N, C, H, W), got {type(images).__name__}")
         normalised = self._normalization_applied is True
@@ -231,15 +249,27 @@ class SegAttack(SafeAttributeMixin, AttackBase):
             if normalised:
                 self._set_normalization_applied(False)
             try:
-                adv, stats = self._attack_with_targets(x, y)
+                adv, stats = self._attack_with_targets(x, y, options)
             finally:
                 self._pending_checks = []
                 if normalised:
                     self._set_normalization_applied(True)
             if normalised:
                 adv = self.normalize(adv)
-        adv = adv.to(device=images.device, dtype=images.dtype)
-        return (adv, stats) if return_stats else adv
+        return adv.to(device=images.device, dtype=images.dtype), stats
+
+    @staticmethod
+    def _refuse_stock_multiattack(caller: Any) -> None:
+        """Stop ``torchattacks.MultiAttack`` (the ``caller`` frame's ``self``) before it compares
+        masks with one label per image and fails deep inside with a shape error."""
+        if not TORCHATTACKS_AVAILABLE:
+            return
+        owner = caller.f_locals.get("self")
+        if isinstance(owner, MultiAttackBase) and not getattr(owner, "handles_masks", False):
+            raise TypeError(
+                "torchattacks.MultiAttack judges success by one class label per image and cannot combine "
+                "segmentation attacks; use segrobust.attacks.SegMultiAttack (per-image worst case by pixel accuracy)"
+            )
 
     def _work_dtype(self, images_dtype: torch.dtype) -> torch.dtype:
         """The dtype of the model's floating parameters (the images' own for a model without any)."""
@@ -275,10 +305,10 @@ class SegAttack(SafeAttributeMixin, AttackBase):
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """torchattacks entry point: images already in ``[0, 1]`` on the attack's device."""
-        return self._attack_with_targets(images, labels)[0]
+        return self._attack_with_targets(images, labels, {})[0]
 
     def _attack_with_targets(
-        self, images: torch.Tensor, labels: Optional[torch.Tensor]
+        self, images: torch.Tensor, labels: Optional[torch.Tensor], options: dict[str, Any]
     ) -> tuple[torch.Tensor, AttackStats]:
         if labels is None:
             with torch.no_grad():
@@ -296,9 +326,12 @@ class SegAttack(SafeAttributeMixin, AttackBase):
         else:
             reference = labels
         direction = self._loss_sign * (-1 if self.targeted else 1)
-        return self._attack_batch(images, reference.long(), direction)
+        return self._attack_batch(images, reference.long(), direction, **options)
 
-    def _attack_batch(self, images: torch.Tensor, labels: torch.Tensor, direction: int) -> tuple[torch.Tensor, AttackStats]:
+    def _attack_batch(
+        self, images: torch.Tensor, labels: torch.Tensor, direction: int, **options: Any
+    ) -> tuple[torch.Tensor, AttackStats]:
+        """Attack a checked batch in ``[0, 1]``; ``direction`` is +1 to ascend the loss on ``labels``."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ model
@@ -415,16 +448,3 @@ class LinfSegAttack(SegAttack):
         return tracker.best, tracker.stats()
 
 
-
-def _refuse_stock_multiattack(caller: Any) -> None:
-    """Stop ``torchattacks.MultiAttack`` before it compares masks with one label per image."""
-    if not TORCHATTACKS_AVAILABLE:
-        return
-    from torchattacks import MultiAttack
-
-    owner = caller.f_locals.get("self")
-    if isinstance(owner, MultiAttack) and not getattr(owner, "handles_masks", False):
-        raise TypeError(
-            "torchattacks.MultiAttack judges success by one class label per image and cannot combine "
-            "segmentation attacks; use segrobust.attacks.SegMultiAttack (per-image worst case by pixel accuracy)"
-        )
