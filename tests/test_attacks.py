@@ -11,7 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from segrobust.attacks import TORCHATTACKS_AVAILABLE, AMA, NAA, CosPGD, EroSeg, SegAttack, SegMultiAttack, SegPGD
+from segrobust.attacks import (
+    AMA,
+    NAA,
+    TORCHATTACKS_AVAILABLE,
+    CosPGD,
+    EroSeg,
+    SegAttack,
+    SegMultiAttack,
+    SegPGD,
+)
 from segrobust.metrics import per_image_pixel_accuracy
 
 ATTACKS = [NAA, AMA, SegPGD, CosPGD, EroSeg]
