@@ -1,8 +1,8 @@
 """The torchattacks ``Attack`` API that segrobust's attacks build on, with or without torchattacks.
 
-When torchattacks is importable, :data:`AttackBase` is ``torchattacks.attack.Attack``
-(and :data:`MultiAttackBase` is ``torchattacks.MultiAttack``), so every segrobust
-attack *is* a torchattacks attack. Otherwise both are :class:`StandaloneAttack`,
+When torchattacks is importable, `AttackBase` is ``torchattacks.attack.Attack``
+(and `MultiAttackBase` is ``torchattacks.MultiAttack``), so every segrobust
+attack *is* a torchattacks attack. Otherwise both are [StandaloneAttack][segrobust.attacks.attack_api.StandaloneAttack],
 segrobust's own implementation of the part of that API segrobust uses and
 promises: the constructor ``(name, model)``, ``device`` / ``set_device``,
 ``set_model``, ``get_logits``, ``set_normalization_used`` / ``normalize`` /
@@ -232,10 +232,11 @@ try:
     from torchattacks import MultiAttack as _TorchattacksMultiAttack
     from torchattacks.attack import Attack as _TorchattacksAttack
 except ImportError:  # torchattacks is an optional extra: pip install "segrobust[torchattacks]"
-    TORCHATTACKS_AVAILABLE = False
-    AttackBase: type = StandaloneAttack
-    MultiAttackBase: type = StandaloneAttack
-else:
-    TORCHATTACKS_AVAILABLE = True
-    AttackBase = _TorchattacksAttack
-    MultiAttackBase = _TorchattacksMultiAttack
+    _TorchattacksAttack = _TorchattacksMultiAttack = None
+
+#: Whether torchattacks is importable, i.e. whether segrobust's attacks are ``torchattacks.Attack`` objects.
+TORCHATTACKS_AVAILABLE: bool = _TorchattacksAttack is not None
+#: The base of every segrobust attack: ``torchattacks.attack.Attack``, or [StandaloneAttack][segrobust.attacks.attack_api.StandaloneAttack] without it.
+AttackBase: type = _TorchattacksAttack or StandaloneAttack
+#: The base of ``SegMultiAttack``: ``torchattacks.MultiAttack``, or [StandaloneAttack][segrobust.attacks.attack_api.StandaloneAttack] without it.
+MultiAttackBase: type = _TorchattacksMultiAttack or StandaloneAttack

@@ -152,7 +152,7 @@ class SegAttack(SafeAttributeMixin, AttackBase):
 
     With torchattacks importable, every segrobust attack is a
     ``torchattacks.attack.Attack``; without it, the same API comes from
-    [StandaloneAttack][segrobust.attacks.StandaloneAttack].
+    [StandaloneAttack][segrobust.attacks.attack_api.StandaloneAttack].
 
     It fixes what stock torchattacks gets wrong for segmentation: logits are
     ``(N, K, H, W)`` (tuple outputs of smp ``aux_params`` models and
