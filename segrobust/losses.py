@@ -5,7 +5,8 @@ Conventions: ``logits`` ``(N, K, H, W)``; ``labels`` ``(N, H, W)`` integer with
 zero on ignored pixels. A "mean" is over valid pixels only, and a batch with no
 valid pixel gives 0 (and a zero gradient), never NaN.
 
-This module sits at the bottom of the package: it imports only torch.
+This module sits at the bottom of the package: it imports only torch and
+:mod:`segrobust.validation` (which imports only torch).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+from segrobust.validation import check_class_ids
 
 __all__ = [
     "masked_cross_entropy",
@@ -102,5 +105,6 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_inde
             f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}: expected {expected} "
             "(upsample the logits to the mask size inside the model or the loss)"
         )
+    check_class_ids(target, logits.shape[1], ignore_index, "target")
     pixel_loss = pixel_cross_entropy(logits.float(), target, ignore_index)
     return masked_mean(pixel_loss, valid_mask(target, ignore_index))

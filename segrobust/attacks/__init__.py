@@ -7,10 +7,12 @@ per-pixel targeted modes, best-iterate tracking) and the pure functions of
 
 from segrobust.attacks import functional
 from segrobust.attacks.ama import AMA
+from segrobust.attacks.attack_api import TORCHATTACKS_AVAILABLE, StandaloneAttack
 from segrobust.attacks.base import (
     AttackStats,
     IterateTracker,
     LinfSegAttack,
+    NonFiniteGradientError,
     SafeAttributeMixin,
     SegAttack,
 )
@@ -18,21 +20,25 @@ from segrobust.attacks.cospgd import CosPGD
 from segrobust.attacks.eroseg import EroSeg
 from segrobust.attacks.multi import SegMultiAttack
 from segrobust.attacks.naa import NAA
-from segrobust.attacks.rain import RainAttack
+from segrobust.attacks.rain import RainAttack, RainAttackStats
 from segrobust.attacks.segpgd import SegPGD
 
 __all__ = [
     "AMA",
     "NAA",
+    "TORCHATTACKS_AVAILABLE",
     "AttackStats",
     "CosPGD",
     "EroSeg",
     "IterateTracker",
     "LinfSegAttack",
+    "NonFiniteGradientError",
     "RainAttack",
+    "RainAttackStats",
     "SafeAttributeMixin",
     "SegAttack",
     "SegMultiAttack",
     "SegPGD",
+    "StandaloneAttack",
     "functional",
 ]
