@@ -7,6 +7,7 @@ per-pixel targeted modes, best-iterate tracking) and the pure functions of
 
 from segrobust.attacks import functional
 from segrobust.attacks.ama import AMA
+from segrobust.attacks.apgd import APGD, APGDStats
 from segrobust.attacks.base import (
     AttackStats,
     IterateTracker,
@@ -15,6 +16,7 @@ from segrobust.attacks.base import (
     SegAttack,
 )
 from segrobust.attacks.cospgd import CosPGD
+from segrobust.attacks.ensemble import EnsembleStats, ReliableEnsemble, greedy_worst_case_miou
 from segrobust.attacks.eroseg import EroSeg
 from segrobust.attacks.multi import SegMultiAttack
 from segrobust.attacks.naa import NAA
@@ -23,16 +25,21 @@ from segrobust.attacks.segpgd import SegPGD
 
 __all__ = [
     "AMA",
+    "APGD",
     "NAA",
+    "APGDStats",
     "AttackStats",
     "CosPGD",
+    "EnsembleStats",
     "EroSeg",
     "IterateTracker",
     "LinfSegAttack",
     "RainAttack",
+    "ReliableEnsemble",
     "SafeAttributeMixin",
     "SegAttack",
     "SegMultiAttack",
     "SegPGD",
     "functional",
+    "greedy_worst_case_miou",
 ]
