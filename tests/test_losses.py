@@ -89,7 +89,7 @@ def test_losses_are_zero_on_ignored_pixels_and_have_finite_gradients(name):
 
 
 def test_js_closed_form_is_bounded_by_log_two():
-    logits, labels, valid = _case(5, scale=30.0)
+    logits, labels, _valid = _case(5, scale=30.0)
     js = L.js_divergence(logits, labels)
     assert float(js.min()) >= 0 and float(js.max()) <= torch.log(torch.tensor(2.0)).item() + 1e-12
 

@@ -255,7 +255,7 @@ class APGD(SegAttack):
     # ------------------------------------------------------------------ one pass
     def _gradient_pass(self, run: _Run, x: torch.Tensor, row: int, need_grad: bool):
         """Logits, objective ``(N,)`` and (if asked) the input gradient at ``x``, from one forward."""
-        with torch.enable_grad():
+        with torch.enable_grad() if need_grad else torch.no_grad():
             x = x.detach().requires_grad_(need_grad)
             logits = self._logits(x)
             pixel = run.loss_fn(logits, run.labels, run.valid, min(row + 1, run.steps), max(run.steps, 1))

@@ -201,7 +201,12 @@ class ReliableEnsemble(SegAttack):
                 stats_list.append(None)
                 confusion[a] = confusion[choice, torch.arange(n, device=dev)]
                 continue
-            adv, stats = member._attack_batch(images[todo], labels[todo], direction)
+            if a == 0:  # the masks are checked against the model's output in the first forward
+                member._pending_checks, self._pending_checks = self._pending_checks, []
+            try:
+                adv, stats = member._attack_batch(images[todo], labels[todo], direction)
+            finally:
+                member._pending_checks = []
             with torch.no_grad():
                 logits = self._logits(adv)
             acc = per_image_pixel_accuracy(logits, labels[todo], self.ignore_index)
