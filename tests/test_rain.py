@@ -306,15 +306,18 @@ def test_inputs_not_modified_in_place(preset, seed):
 
 
 def test_augmentation_probability_and_batch_sharing():
+    torch.manual_seed(0)
     images = torch.rand(4, 3, 20, 20)
     assert torch.equal(RandomRainStreaks(p=0.0)(images), images)
     assert not torch.equal(RandomRainStreaks(p=1.0)(images), images)
     same = RandomRainStreaks.from_preset("heavy", p=1.0, same_on_batch=True)(
         images[:1].expand(3, -1, -1, -1)
     )
-    assert torch.equal(same[0], same[1]) and torch.equal(same[1], same[2])
+    # one draw for the whole batch; the batched FFT may round each position differently (~1e-7)
+    torch.testing.assert_close(same[1], same[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(same[2], same[0], rtol=0, atol=1e-5)
     varied = RandomRainStreaks.from_preset("heavy", p=1.0)(images[:1].expand(3, -1, -1, -1))
-    assert not torch.equal(varied[0], varied[1])
+    assert float((varied[0] - varied[1]).abs().max()) > 1e-2
 
 
 def test_augmentation_keepdim_and_depth_override():

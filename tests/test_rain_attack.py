@@ -303,7 +303,7 @@ def test_normalization_contract_matches_torchattacks():
 
 
 def test_works_under_no_grad_in_multi_attack_and_as_torchattacks_attack(trained_tiny, blobs_test):
-    import torchattacks
+    torchattacks = pytest.importorskip("torchattacks")
 
     images, masks = blobs_test
     attack = RainAttack(trained_tiny, SMALL_ONE_LAYER, steps=2)

@@ -4,7 +4,7 @@ and adapters that let ART's PGD and Madry adversarial training run on masks.
 - :class:`PyTorchSegmenter`: an ART ``PyTorchEstimator`` (``LossGradientsMixin``) for
   any PyTorch segmentation model; ``predict`` gives logits ``(N, K, H, W)``,
   ``loss_gradient`` / ``fit`` take masks ``(N, H, W)`` with ``ignore_index``.
-- :class:`NAA`, :class:`AMA`, :class:`SegPGD`, :class:`CosPGD`, :class:`EroSeg`: ART
+- :class:`NAA`, :class:`AMA`, :class:`SegPGD`, :class:`CosPGD`, :class:`EroSeg`, :class:`APGD`: ART
   ``EvasionAttack`` classes running the segrobust torch attacks of the same name
   (one implementation); :func:`make_art_attack` adds one for a new torch attack.
 - :class:`SegmentationPGD` (numpy / PyTorch) and
@@ -13,6 +13,7 @@ and adapters that let ART's PGD and Madry adversarial training run on masks.
 - :class:`PEARLPreprocessor`: PEARL's derainer as a differentiable ART preprocessing defence.
 """
 
+from segrobust.art.apgd import APGD
 from segrobust.art.attacks import (
     AMA,
     ART_ATTACKS,
@@ -35,6 +36,7 @@ from segrobust.art.preprocessor import PEARLPreprocessor
 
 __all__ = [
     "AMA",
+    "APGD",
     "ART_ATTACKS",
     "NAA",
     "ArtSegAttack",

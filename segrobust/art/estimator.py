@@ -272,7 +272,14 @@ class PyTorchSegmenter(PyTorchEstimator):
         return torch.from_numpy(np.asarray(x_np, dtype=ART_NUMPY_DTYPE)).to(self._device)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return segmentation_logits(self._model(x))
+        logits = segmentation_logits(self._model(x))
+        expected = getattr(self, "_nb_classes", None)  # unset while the constructor infers it
+        if expected is not None and logits.shape[1] != expected:
+            raise ValueError(
+                f"the model predicts {logits.shape[1]} classes (logits {tuple(logits.shape)}) but nb_classes={expected}; "
+                "pass the model's number of classes, or nb_classes=None to infer it"
+            )
+        return logits
 
     def _check_logits(self, logits: torch.Tensor, masks: torch.Tensor) -> None:
         if logits.shape[0] != masks.shape[0] or logits.shape[2:] != masks.shape[1:]:

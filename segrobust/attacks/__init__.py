@@ -7,32 +7,45 @@ per-pixel targeted modes, best-iterate tracking) and the pure functions of
 
 from segrobust.attacks import functional
 from segrobust.attacks.ama import AMA
+from segrobust.attacks.apgd import APGD, APGDStats
+from segrobust.attacks.attack_api import TORCHATTACKS_AVAILABLE, StandaloneAttack
 from segrobust.attacks.base import (
     AttackStats,
     IterateTracker,
     LinfSegAttack,
+    NonFiniteGradientError,
     SafeAttributeMixin,
     SegAttack,
 )
 from segrobust.attacks.cospgd import CosPGD
+from segrobust.attacks.ensemble import EnsembleStats, ReliableEnsemble, greedy_worst_case_miou
 from segrobust.attacks.eroseg import EroSeg
 from segrobust.attacks.multi import SegMultiAttack
 from segrobust.attacks.naa import NAA
-from segrobust.attacks.rain import RainAttack
+from segrobust.attacks.rain import RainAttack, RainAttackStats
 from segrobust.attacks.segpgd import SegPGD
 
 __all__ = [
     "AMA",
+    "APGD",
     "NAA",
+    "TORCHATTACKS_AVAILABLE",
+    "APGDStats",
     "AttackStats",
     "CosPGD",
+    "EnsembleStats",
     "EroSeg",
     "IterateTracker",
     "LinfSegAttack",
+    "NonFiniteGradientError",
     "RainAttack",
+    "RainAttackStats",
+    "ReliableEnsemble",
     "SafeAttributeMixin",
     "SegAttack",
     "SegMultiAttack",
     "SegPGD",
+    "StandaloneAttack",
     "functional",
+    "greedy_worst_case_miou",
 ]

@@ -3,19 +3,46 @@ SegPGD, CosPGD and EroSeg share."""
 
 from __future__ import annotations
 
+import sys
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
-from torchattacks.attack import Attack as _TorchattacksAttack
 
 from segrobust.attacks import functional as AF
+from segrobust.attacks.attack_api import TORCHATTACKS_AVAILABLE, AttackBase, MultiAttackBase
 from segrobust.metrics.functional import per_image_pixel_accuracy
 from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
-from segrobust.validation import check_class_ids, check_images, check_masks, check_unit_interval
+from segrobust.validation import (
+    check_choice,
+    check_class_ids,
+    check_images,
+    check_masks,
+    check_unit_interval,
+)
 
-__all__ = ["AttackStats", "IterateTracker", "LinfSegAttack", "SafeAttributeMixin", "SegAttack"]
+__all__ = [
+    "NONFINITE_POLICIES",
+    "AttackStats",
+    "IterateTracker",
+    "LinfSegAttack",
+    "NonFiniteGradientError",
+    "SafeAttributeMixin",
+    "SegAttack",
+]
+
+#: What an attack does when a gradient holds NaN or Inf: raise (default) or warn and mark the stats.
+NONFINITE_POLICIES = ("raise", "warn")
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """An attack met a NaN or infinite gradient: its result would not measure robustness.
+
+    ``sign(NaN) == 0``, so such a step silently stays where it is and a broken
+    model (NaN logits, an overflow in half precision) would look robust.
+    """
 
 
 @dataclass
@@ -27,11 +54,15 @@ class AttackStats:
     w.r.t. the reference labels (true labels, or target labels when targeted);
     ``pixel_accuracy`` is the fraction of valid pixels predicted as those labels.
     ``best_step`` is the iterate returned for each image.
+    ``nonfinite_gradient`` is True for an image whose gradient held NaN or Inf
+    at some step (only possible with ``nonfinite="warn"``): its result is not
+    a robustness measurement.
     """
 
     loss: torch.Tensor  # (steps + 1, N)
     pixel_accuracy: torch.Tensor  # (steps + 1, N)
     best_step: torch.Tensor  # (N,)
+    nonfinite_gradient: Optional[torch.Tensor] = None  # (N,) bool
 
     def batch_means(self) -> dict[str, list[float]]:
         """Per-step batch means, ready for ``plt.plot``."""
@@ -61,6 +92,7 @@ class IterateTracker:
         self.best_step = torch.zeros(n, dtype=torch.long, device=start.device)
         self.loss = torch.zeros(steps + 1, n, device=start.device)
         self.pixel_accuracy = torch.zeros(steps + 1, n, device=start.device)
+        self.nonfinite_gradient = torch.zeros(n, dtype=torch.bool, device=start.device)
 
     def update(self, iterate: torch.Tensor, logits: torch.Tensor, pixel_loss: torch.Tensor, index: int) -> None:
         valid = AF.valid_mask(self.labels, self.ignore_index)
@@ -76,15 +108,15 @@ class IterateTracker:
         self.best = torch.where(better.view(-1, *([1] * (iterate.dim() - 1))), iterate.detach(), self.best)
 
     def stats(self) -> AttackStats:
-        return AttackStats(self.loss, self.pixel_accuracy, self.best_step)
+        return AttackStats(self.loss, self.pixel_accuracy, self.best_step, self.nonfinite_gradient)
 
 
-def _nested_attacks(value: Any, seen: set[int]) -> list[_TorchattacksAttack]:
+def _nested_attacks(value: Any, seen: set[int]) -> list[Any]:
     """Attacks held by ``value`` (itself, or inside lists, tuples and dicts), by identity."""
     if id(value) in seen:
         return []
     seen.add(id(value))
-    if isinstance(value, _TorchattacksAttack):
+    if isinstance(value, AttackBase):
         return [value]
     if isinstance(value, dict):
         value = list(value.keys()) + list(value.values())
@@ -115,8 +147,12 @@ class SafeAttributeMixin:
                 registry[f"{name}.{sub_name}"] = sub_attack
 
 
-class SegAttack(SafeAttributeMixin, _TorchattacksAttack):
-    """Base class of every segmentation attack in segrobust (a ``torchattacks.Attack``).
+class SegAttack(SafeAttributeMixin, AttackBase):
+    """Base class of every segmentation attack in segrobust (a ``torchattacks.Attack`` when installed).
+
+    With torchattacks importable, every segrobust attack is a
+    ``torchattacks.attack.Attack``; without it, the same API comes from
+    [StandaloneAttack][segrobust.attacks.attack_api.StandaloneAttack].
 
     It fixes what stock torchattacks gets wrong for segmentation: logits are
     ``(N, K, H, W)`` (tuple outputs of smp ``aux_params`` models and
@@ -126,7 +162,19 @@ class SegAttack(SafeAttributeMixin, _TorchattacksAttack):
     per-module train/eval flags are restored exactly, and the best iterate per
     image is returned rather than the last one.
 
-    Subclasses implement :meth:`_attack_batch`.
+    Subclasses implement :meth:`_attack_batch` and pass every gradient through
+    :meth:`_check_gradients`.
+
+    The attack works inside ``torch.no_grad()`` and ``torch.inference_mode()``.
+    Images are cast to the dtype of the model's parameters for the attack
+    (float64 or half images on a float32 model work) and the result is
+    returned in the images' dtype, so its distance to the input holds up to
+    that dtype's rounding.
+
+    A NaN or infinite gradient raises
+    [NonFiniteGradientError][segrobust.attacks.NonFiniteGradientError] naming
+    the attack and the step; with ``nonfinite="warn"`` it warns instead and
+    marks the images in ``AttackStats.nonfinite_gradient``.
 
     Call: ``attack(images, masks=None, *, return_stats=False)`` with images
     ``(N, C, H, W)`` float in ``[0, 1]`` (or normalised, after
@@ -137,6 +185,7 @@ class SegAttack(SafeAttributeMixin, _TorchattacksAttack):
     """
 
     _loss_sign = 1  # +1: ascend the loss on the reference labels; -1: descend it
+    _eps_may_be_zero = False  # True for attacks whose pixel budget is optional (RainAttack)
 
     def __init__(
         self,
@@ -147,13 +196,16 @@ class SegAttack(SafeAttributeMixin, _TorchattacksAttack):
         steps: int = 10,
         random_start: bool = True,
         ignore_index: int = 255,
+        *,
+        nonfinite: str = "raise",
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.nonfinite = check_choice(nonfinite, NONFINITE_POLICIES, "nonfinite")
         super().__init__(name, model)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-        self.eps = check_unit_interval(eps, "eps")
+        self.eps = check_unit_interval(eps, "eps", allow_zero=self._eps_may_be_zero)
         self.steps = steps
         self.alpha = 2.5 * self.eps / max(steps, 1) if alpha is None else check_unit_interval(alpha, "alpha")
         self.random_start = bool(random_start)
@@ -167,10 +219,24 @@ class SegAttack(SafeAttributeMixin, _TorchattacksAttack):
     def __call__(
         self, images: torch.Tensor, labels: Optional[torch.Tensor] = None, *, return_stats: bool = False
     ) -> Union[torch.Tensor, tuple[torch.Tensor, AttackStats]]:
+        self._refuse_stock_multiattack(sys._getframe(1))
+        adv, stats = self._call(images, labels, {})
+        return (adv, stats) if return_stats else adv
+
+    def _call(
+        self, images: torch.Tensor, labels: Optional[torch.Tensor], options: dict[str, Any]
+    ) -> tuple[torch.Tensor, AttackStats]:
+        """The call's stages: check, move and convert the inputs, attack, convert back.
+
+        ``options`` are keyword arguments of this call for :meth:`_attack_batch`
+        (per-call state stays local, so an attack may be called re-entrantly).
+        """
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor (N, C, H, W), got {type(images).__name__}")
         normalised = self._normalization_applied is True
-        with model_mode_preserved(self.model):
+        # The steps need autograd even when the caller evaluates under no_grad or inference_mode;
+        # inputs are copied into ordinary tensors so that autograd may save them.
+        with torch.inference_mode(False), torch.enable_grad(), model_mode_preserved(self.model):
             self._change_model_mode(self.model.training)
             pixels = self.inverse_normalize(images) if normalised and images.dim() == 4 else images
             check_images(pixels, "images")
@@ -178,27 +244,71 @@ class SegAttack(SafeAttributeMixin, _TorchattacksAttack):
                 check_masks(labels, images, "masks")
             device = self.device if self.device is not None else images.device
             # contiguous: results must not depend on the caller's memory layout
-            x = pixels.detach().to(device).clamp(0, 1).contiguous()
-            y = labels.detach().to(device) if labels is not None else None
+            x = pixels.detach().to(device=device, dtype=self._work_dtype(images.dtype)).clamp(0, 1).contiguous()
+            y = labels.detach().to(device).clone() if labels is not None else None
             if normalised:
                 self._set_normalization_applied(False)
             try:
-                adv, stats = self._attack_with_targets(x, y)
+                adv, stats = self._attack_with_targets(x, y, options)
             finally:
                 self._pending_checks = []
                 if normalised:
                     self._set_normalization_applied(True)
             if normalised:
                 adv = self.normalize(adv)
-        adv = adv.to(device=images.device, dtype=images.dtype)
-        return (adv, stats) if return_stats else adv
+        return adv.to(device=images.device, dtype=images.dtype), stats
+
+    @staticmethod
+    def _refuse_stock_multiattack(caller: Any) -> None:
+        """Stop ``torchattacks.MultiAttack`` (the ``caller`` frame's ``self``) before it compares
+        masks with one label per image and fails deep inside with a shape error."""
+        if not TORCHATTACKS_AVAILABLE:
+            return
+        owner = caller.f_locals.get("self")
+        if isinstance(owner, MultiAttackBase) and not getattr(owner, "handles_masks", False):
+            raise TypeError(
+                "torchattacks.MultiAttack judges success by one class label per image and cannot combine "
+                "segmentation attacks; use segrobust.attacks.SegMultiAttack (per-image worst case by pixel accuracy)"
+            )
+
+    def _work_dtype(self, images_dtype: torch.dtype) -> torch.dtype:
+        """The dtype of the model's floating parameters (the images' own for a model without any)."""
+        for parameter in self.model.parameters():
+            if parameter.dtype.is_floating_point:
+                return parameter.dtype
+        return images_dtype
+
+    def _check_gradients(
+        self, grads: Sequence[Optional[torch.Tensor]], step: int, tracker: IterateTracker
+    ) -> None:
+        """Raise (or warn and mark ``tracker``) when a per-image gradient ``(N, ...)`` holds NaN or Inf.
+
+        One ``isfinite`` per gradient and one host sync per step.
+        """
+        finite: Optional[torch.Tensor] = None
+        for grad in grads:
+            if grad is None:
+                continue
+            ok = torch.isfinite(grad).reshape(grad.shape[0], -1).all(dim=1)
+            finite = ok if finite is None else finite & ok
+        if finite is None or bool(finite.all()):
+            return
+        images = (~finite).nonzero().flatten().tolist()
+        message = (
+            f"{self.attack}: the gradient at step {step} of {self.steps} is NaN or infinite for images "
+            f"{images[:8]} (NaN logits or an overflow in the model?); its result would not measure robustness"
+        )
+        if self.nonfinite == "raise":
+            raise NonFiniteGradientError(message + " (nonfinite='warn' warns and marks AttackStats.nonfinite_gradient)")
+        warnings.warn(message + "; marked in AttackStats.nonfinite_gradient", RuntimeWarning, stacklevel=3)
+        tracker.nonfinite_gradient |= ~finite
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """torchattacks entry point: images already in ``[0, 1]`` on the attack's device."""
-        return self._attack_with_targets(images, labels)[0]
+        return self._attack_with_targets(images, labels, {})[0]
 
     def _attack_with_targets(
-        self, images: torch.Tensor, labels: Optional[torch.Tensor]
+        self, images: torch.Tensor, labels: Optional[torch.Tensor], options: dict[str, Any]
     ) -> tuple[torch.Tensor, AttackStats]:
         if labels is None:
             with torch.no_grad():
@@ -216,9 +326,12 @@ class SegAttack(SafeAttributeMixin, _TorchattacksAttack):
         else:
             reference = labels
         direction = self._loss_sign * (-1 if self.targeted else 1)
-        return self._attack_batch(images, reference.long(), direction)
+        return self._attack_batch(images, reference.long(), direction, **options)
 
-    def _attack_batch(self, images: torch.Tensor, labels: torch.Tensor, direction: int) -> tuple[torch.Tensor, AttackStats]:
+    def _attack_batch(
+        self, images: torch.Tensor, labels: torch.Tensor, direction: int, **options: Any
+    ) -> tuple[torch.Tensor, AttackStats]:
+        """Attack a checked batch in ``[0, 1]``; ``direction`` is +1 to ascend the loss on ``labels``."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ model
@@ -299,8 +412,10 @@ class LinfSegAttack(SegAttack):
         steps: int = 10,
         random_start: bool = True,
         ignore_index: int = 255,
+        *,
+        nonfinite: str = "raise",
     ):
-        super().__init__(type(self).__name__, model, eps, alpha, steps, random_start, ignore_index)
+        super().__init__(type(self).__name__, model, eps, alpha, steps, random_start, ignore_index, nonfinite=nonfinite)
 
     def _init_state(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
         return {}
@@ -324,6 +439,7 @@ class LinfSegAttack(SegAttack):
             objective = AF.weighted_pixel_loss(pixel_loss, weights, valid)
             (grad,) = torch.autograd.grad(objective, adv)
             adv = adv.detach()
+            self._check_gradients((grad,), step, tracker)
             tracker.update(adv, logits, pixel_loss, step - 1)
             adv = AF.project_linf(AF.sign_step(adv, grad, direction * self.alpha), images, self.eps)
         with torch.no_grad():
@@ -332,4 +448,3 @@ class LinfSegAttack(SegAttack):
         return tracker.best, tracker.stats()
 
 
-TargetFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

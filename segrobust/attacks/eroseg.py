@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from segrobust.attacks import functional as AF
 from segrobust.attacks.base import LinfSegAttack
+from segrobust.losses import EroSegLoss, ErosionSchedule, erosion_quantile
 
 __all__ = ["EroSeg"]
-
-Schedule = Union[str, Callable[[float], float]]
 
 
 class EroSeg(LinfSegAttack):
@@ -55,23 +53,15 @@ class EroSeg(LinfSegAttack):
         steps: int = 10,
         random_start: bool = True,
         q0: float = 0.2,
-        schedule: Schedule = "linear",
+        schedule: ErosionSchedule = "linear",
         kernel_size: int = 3,
         fooled_weight: float = 0.5,
         confidence: str = "true_prob",
         ignore_index: int = 255,
     ):
         super().__init__(model, eps, alpha, steps, random_start, ignore_index)
-        if not 0 < q0 <= 1:
-            raise ValueError(f"q0 must be in (0, 1], got {q0}")
-        if not (callable(schedule) or schedule in ("linear", "cosine")):
-            raise ValueError(f"schedule must be 'linear', 'cosine' or a callable progress -> q, got {schedule!r}")
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
-        if not 0 <= fooled_weight <= 1:
-            raise ValueError(f"fooled_weight must be in [0, 1], got {fooled_weight}")
-        if confidence not in ("true_prob", "max_prob"):
-            raise ValueError(f"confidence must be 'true_prob' or 'max_prob', got {confidence!r}")
+        # the weighting is segrobust.losses.EroSegLoss; building one validates the arguments
+        EroSegLoss(q0=q0, schedule=schedule, kernel_size=kernel_size, fooled_weight=fooled_weight, confidence=confidence)
         self.q0 = float(q0)
         self.schedule = schedule
         self.kernel_size = kernel_size
@@ -80,32 +70,24 @@ class EroSeg(LinfSegAttack):
 
     def quantile_at(self, step: int) -> float:
         """``q_t`` for a 1-based step: ``q0`` at the first step, 1 at the last."""
-        progress = 0.0 if self.steps <= 1 else (step - 1) / (self.steps - 1)
-        if self.schedule == "linear":
-            shaped = progress
-        elif self.schedule == "cosine":
-            shaped = (1 - math.cos(math.pi * progress)) / 2
-        else:
-            q = float(self.schedule(progress))
-            if not 0 <= q <= 1:
-                raise ValueError(f"schedule({progress}) returned {q}; expected a fraction in [0, 1]")
-            return max(q, self.q0) if step == 1 else q
-        return self.q0 + (1 - self.q0) * shaped
+        return erosion_quantile(step, self.steps, self.q0, self.schedule)
 
     def _init_state(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-        return {"attacked": None}
+        loss = EroSegLoss(
+            targeted=self.targeted,
+            ignore_index=self.ignore_index,
+            q0=self.q0,
+            schedule=self.schedule,
+            kernel_size=self.kernel_size,
+            fooled_weight=self.fooled_weight,
+            confidence=self.confidence,
+        )
+        return {"loss": loss, "attacked": None}
 
     def _pixel_weights(
         self, logits: torch.Tensor, labels: torch.Tensor, step: int, state: dict[str, Any]
     ) -> torch.Tensor:
         valid = AF.valid_mask(labels, self.ignore_index)
-        conf = AF.pixel_confidence(logits, labels, self.confidence, self.ignore_index)
-        if self.targeted and self.confidence == "true_prob":
-            conf = 1 - conf
-        seeds = AF.lowest_fraction_mask(conf, valid, self.quantile_at(step))
-        previous = state["attacked"]
-        attacked = seeds if previous is None else (AF.dilate_mask(previous, self.kernel_size) & valid) | seeds
-        state["attacked"] = attacked
-        fooled = AF.success_mask(logits, labels, self.targeted)
-        weights = torch.where(fooled, torch.full_like(conf, self.fooled_weight), torch.ones_like(conf))
-        return weights * attacked.to(weights.dtype)
+        weights = state["loss"].weights(logits, labels, valid, step, self.steps)
+        state["attacked"] = state["loss"].attacked
+        return weights

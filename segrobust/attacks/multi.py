@@ -1,12 +1,12 @@
-"""Worst case over several segmentation attacks, as a torchattacks.MultiAttack."""
+"""Worst case over several segmentation attacks (a torchattacks.MultiAttack when torchattacks is installed)."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
-import torchattacks
 
+from segrobust.attacks.attack_api import AttackBase, MultiAttackBase
 from segrobust.attacks.base import SafeAttributeMixin, SegAttack
 from segrobust.metrics.functional import per_image_pixel_accuracy
 from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
@@ -14,7 +14,7 @@ from segrobust.utils import model_mode_preserved, predicted_classes, segmentatio
 __all__ = ["SegMultiAttack"]
 
 
-class SegMultiAttack(SafeAttributeMixin, torchattacks.MultiAttack):
+class SegMultiAttack(SafeAttributeMixin, MultiAttackBase):
     r"""Per-image worst case over several segmentation attacks.
 
     Stock ``torchattacks.MultiAttack`` decides success per sample from one
@@ -23,17 +23,37 @@ class SegMultiAttack(SafeAttributeMixin, torchattacks.MultiAttack):
     image with the lowest pixel accuracy over valid pixels (the evaluation
     protocol's worst case). Setter calls (``set_normalization_used``,
     ``set_model_training_mode``, targeted modes) still reach every attack.
+    With torchattacks installed it is a ``torchattacks.MultiAttack``; without
+    it, it offers the same API from segrobust's own base. One attack is
+    accepted (its worst case is its own result); all must share one model.
+
+    Stock ``torchattacks.MultiAttack`` given segrobust attacks stops with a
+    ``TypeError`` that points here.
 
     Examples:
         >>> atk = SegMultiAttack([NAA(model), SegPGD(model), EroSeg(model)])  # doctest: +SKIP
         >>> worst_images = atk(images, masks)  # doctest: +SKIP
     """
 
-    def __init__(self, attacks: list[SegAttack], verbose: bool = False):
+    handles_masks = True  # read by SegAttack: this MultiAttack compares masks, not single labels
+
+    def __init__(self, attacks: Sequence[SegAttack], verbose: bool = False):
+        if not isinstance(attacks, (list, tuple)) or not attacks:
+            raise ValueError(
+                f"SegMultiAttack needs a non-empty list of segrobust attacks, got {attacks!r}"
+            )
         for attack in attacks:
             if not isinstance(attack, SegAttack):
                 raise TypeError(f"SegMultiAttack takes segrobust SegAttack objects, got {type(attack).__name__}")
-        super().__init__(attacks, verbose)
+        if len({id(attack.model) for attack in attacks}) != 1:
+            raise ValueError("every attack given to SegMultiAttack must attack the same model object")
+        # torchattacks.MultiAttack.__init__ insists on two attacks; the Attack base sets up the rest.
+        AttackBase.__init__(self, "SegMultiAttack", attacks[0].model)
+        self.attacks = list(attacks)
+        self.verbose = verbose
+        self.supported_mode = ["default"]
+        self._accumulate_multi_atk_records = False
+        self._multi_atk_records = [0.0]
         self.ignore_index = attacks[0].ignore_index
 
     def __call__(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -12,7 +14,9 @@ from segrobust.attacks.base import AttackStats, IterateTracker, SegAttack
 from segrobust.rain.functional import (
     RAIN_PARAM_KEYS,
     RainParams,
-    _checked_prior,
+    broadcast_rain_params,
+    check_depth_prior,
+    check_edge_softness,
     clamp_rain_params,
     ground_plane_depth,
     render_rain,
@@ -22,10 +26,7 @@ from segrobust.rain.functional import (
 from segrobust.rain.presets import CONTINUOUS_RAIN_PARAMS, RAIN_PARAM_BOUNDS
 from segrobust.validation import check_unit_interval
 
-__all__ = ["RainAttack"]
-
-_PER_IMAGE_KEYS = ("intensity", "density", "width", "fog_density", "attenuation")
-_PER_LAYER_KEYS = ("angle", "length")
+__all__ = ["RainAttack", "RainAttackStats"]
 
 # The optimised variables: the continuous parameters, with the per-layer angle split into the
 # image's angle and each layer's offset from it, as sample_rain_params draws them.
@@ -38,6 +39,13 @@ def _clamp_keep_grad(values: torch.Tensor, low: float, high: float) -> torch.Ten
     if not values.requires_grad:
         return clamped
     return torch.where(clamped == values, values, clamped)
+
+
+@dataclass
+class RainAttackStats(AttackStats):
+    """[AttackStats][segrobust.attacks.AttackStats] plus the rain of each returned image (a replayable draw)."""
+
+    params: Optional[RainParams] = None
 
 
 class RainAttack(SegAttack):
@@ -116,7 +124,8 @@ class RainAttack(SegAttack):
         ``RandomRainStreaks._params``. Its noise field is kept and its values
         are projected into the ranges. It replaces the random start of the
         rain, but not that of ``δ``. The call returns the adversarial images,
-        then the :class:`AttackStats` if ``return_stats``, then the rain
+        then the :class:`RainAttackStats` (an :class:`AttackStats` that also holds
+        the rain of each returned image) if ``return_stats``, then the rain
         parameters of each returned image if ``return_params``. Those are a
         dict of :data:`~segrobust.rain.RAIN_PARAM_KEYS`, noise included, so
         ``render_rain(images, params, depth)`` replays the rain. ``images`` and
@@ -154,12 +163,16 @@ class RainAttack(SegAttack):
         depth_prior: Optional[Mapping[str, Any]] = None,
         edge_softness: float = 0.5,
         ignore_index: int = 255,
+        *,
+        nonfinite: str = "raise",
     ):
         pixel_eps = check_unit_interval(pixel_eps, "pixel_eps", allow_zero=True)
         if pixel_alpha is not None:
             pixel_alpha = check_unit_interval(pixel_alpha, "pixel_alpha")
-        # SegAttack wants eps in (0, 1]; pure rain has no pixel budget, so set eps/alpha below.
-        super().__init__("RainAttack", model, 1.0, 1.0, steps, random_start, ignore_index)
+        # eps and alpha are torchattacks' names for the pixel budget (0: pure rain).
+        super().__init__(
+            "RainAttack", model, pixel_eps, pixel_alpha, steps, random_start, ignore_index, nonfinite=nonfinite
+        )
         self.ranges: Dict[str, Any] = resolve_rain_ranges(ranges)
         if param_step is None:
             param_step = min(1.0, 1.25 / max(self.steps, 1))
@@ -168,22 +181,24 @@ class RainAttack(SegAttack):
                 f"param_step must be a fraction of each parameter's range in (0, 1], got {param_step!r}"
             )
         self.param_step = float(param_step)
-        self.pixel_eps = pixel_eps
-        self.pixel_alpha = 2.5 * pixel_eps / max(self.steps, 1) if pixel_alpha is None else pixel_alpha
-        # torchattacks' names for the pixel budget, read by code that reports attacks generically.
-        self.eps = self.pixel_eps
-        self.alpha = self.pixel_alpha
         self.attack_keys = self._checked_keys(attack_keys)
-        depth_prior = _checked_prior(depth_prior)
+        depth_prior = check_depth_prior(depth_prior)
         ground_plane_depth(2, 2, **depth_prior)  # a bad prior fails here, not mid-attack
         self.depth_prior = depth_prior
-        if isinstance(edge_softness, bool) or not isinstance(edge_softness, (int, float)) or not edge_softness > 0:
-            raise ValueError(f"edge_softness must be a number of pixels > 0, got {edge_softness!r}")
-        self.edge_softness = float(edge_softness)
+        self.edge_softness = check_edge_softness(edge_softness)
         self._boxes = self._feasible_boxes()
-        self._call_depth: Optional[torch.Tensor] = None
-        self._call_init: Optional[Mapping[str, torch.Tensor]] = None
-        self._best_params: Optional[RainParams] = None
+
+    _eps_may_be_zero = True
+
+    @property
+    def pixel_eps(self) -> float:
+        """L∞ budget of the joint pixel perturbation (``eps``, torchattacks' name)."""
+        return self.eps
+
+    @property
+    def pixel_alpha(self) -> float:
+        """Step of the pixel perturbation (``alpha``, torchattacks' name)."""
+        return self.alpha
 
     @staticmethod
     def _checked_keys(attack_keys: Optional[Sequence[str]]) -> Tuple[str, ...]:
@@ -229,32 +244,30 @@ class RainAttack(SegAttack):
                 f"init_params must be a mapping of rain parameter tensors (a rain draw) or None, "
                 f"got {type(init_params).__name__}"
             )
-        self._call_depth, self._call_init, self._best_params = depth, init_params, None
-        try:
-            adv, stats = super().__call__(images, labels, return_stats=True)
-            params = self._best_params
-        finally:
-            self._call_depth, self._call_init, self._best_params = None, None, None
+        self._refuse_stock_multiattack(sys._getframe(1))
+        adv, stats = self._call(images, labels, {"depth": depth, "init_params": init_params})
         outputs: Tuple[Any, ...] = (adv,)
         if return_stats:
             outputs += (stats,)
         if return_params:
-            assert params is not None
-            outputs += ({key: value.to(images.device) for key, value in params.items()},)
+            assert isinstance(stats, RainAttackStats) and stats.params is not None
+            outputs += ({key: value.to(images.device) for key, value in stats.params.items()},)
         return outputs[0] if len(outputs) == 1 else outputs
 
     # ------------------------------------------------------------------ parameters
-    def _start_params(self, images: torch.Tensor, dtype: torch.dtype) -> Tuple[RainParams, torch.Tensor]:
+    def _start_params(
+        self, images: torch.Tensor, dtype: torch.dtype, init_params: Optional[Mapping[str, torch.Tensor]]
+    ) -> Tuple[RainParams, torch.Tensor]:
         """The optimised variables (angle split into image angle and layer offsets) and the noise field."""
         batch, channels, height, width = images.shape
-        if self._call_init is None:
+        if init_params is None:
             draw = sample_rain_params(batch, (height, width), self.ranges, device=images.device, dtype=dtype)
             if not self.random_start:
                 for key in CONTINUOUS_RAIN_PARAMS:
                     low, high = self.ranges[key]
                     draw[key] = torch.full_like(draw[key], (low + high) / 2)
         else:
-            draw = _canonical_params(self._call_init, batch, channels, (height, width), images.device, dtype)
+            draw = _canonical_params(init_params, batch, channels, (height, width), images.device, dtype)
         angle = draw["angle"]
         low, high = self.ranges["angle"]
         spread = float(self.ranges["angle_spread"])
@@ -285,21 +298,21 @@ class RainAttack(SegAttack):
         return tuple(names)
 
     # ------------------------------------------------------------------ attack
-    def _attack_batch(
-        self, images: torch.Tensor, labels: torch.Tensor, direction: int
-    ) -> Tuple[torch.Tensor, AttackStats]:
-        # The gallery and evaluation loops may call attacks under no_grad; the steps need autograd.
-        with torch.enable_grad():
-            return self._run(images, labels, direction)
-
     def _render(self, images: torch.Tensor, params: RainParams, depth: Optional[torch.Tensor]) -> torch.Tensor:
         return render_rain(images, params, depth, depth_prior=self.depth_prior, edge_softness=self.edge_softness)
 
-    def _run(self, images: torch.Tensor, labels: torch.Tensor, direction: int) -> Tuple[torch.Tensor, AttackStats]:
+    def _attack_batch(  # type: ignore[override]
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        direction: int,
+        depth: Optional[torch.Tensor] = None,
+        init_params: Optional[Mapping[str, torch.Tensor]] = None,
+    ) -> Tuple[torch.Tensor, RainAttackStats]:
         work_dtype = torch.float32 if images.dtype in (torch.float16, torch.bfloat16) else images.dtype
-        depth = self._call_depth.to(images.device) if self._call_depth is not None else None
+        depth = depth.to(images.device) if depth is not None else None
         valid = AF.valid_mask(labels, self.ignore_index)
-        variables, noise = self._start_params(images, work_dtype)
+        variables, noise = self._start_params(images, work_dtype, init_params)
         attacked = self._attacked_variables()
         use_delta = self.pixel_eps > 0
         if use_delta and self.random_start:
@@ -329,6 +342,7 @@ class RainAttack(SegAttack):
                 grads = torch.autograd.grad(objective, inputs, allow_unused=True)
             else:
                 grads = ()
+            self._check_gradients(grads, step, tracker)
             best_params = self._track(tracker, adv, logits, pixel_loss, step - 1, params, best_params)
             with torch.no_grad():
                 stepped = {key: value.detach() for key, value in variables.items()}
@@ -348,8 +362,10 @@ class RainAttack(SegAttack):
             logits = self._logits(adv)
             pixel_loss = AF.pixel_cross_entropy(logits, labels, self.ignore_index)
             best_params = self._track(tracker, adv, logits, pixel_loss, self.steps, params, best_params)
-        self._best_params = best_params
-        return tracker.best, tracker.stats()
+        stats = tracker.stats()
+        return tracker.best, RainAttackStats(
+            stats.loss, stats.pixel_accuracy, stats.best_step, stats.nonfinite_gradient, best_params
+        )
 
     @staticmethod
     def _track(
@@ -393,37 +409,10 @@ def _canonical_params(
             raise TypeError(f"init_params[{key!r}] must be a floating point torch.Tensor, got {value!r:.60}")
         if not bool(torch.isfinite(value.detach()).all()):
             raise ValueError(f"init_params[{key!r}] contains NaN or infinite values")
-    noise = params["noise"].detach()
-    if noise.dim() != 4 or noise.shape[0] != batch or tuple(noise.shape[2:]) != tuple(size) or noise.shape[1] < 1:
-        raise ValueError(
-            f"init_params['noise'] must have shape ({batch}, L, {size[0]}, {size[1]}) (one field per image "
-            f"and streak layer), got {tuple(noise.shape)}"
-        )
-    if bool(((noise < 0) | (noise > 1)).any()):
+    try:
+        out = broadcast_rain_params({key: params[key].detach() for key in RAIN_PARAM_KEYS}, batch, channels, size)
+    except ValueError as err:
+        raise ValueError(f"init_params: {err}") from None
+    if bool(((out["noise"] < 0) | (out["noise"] > 1)).any()):
         raise ValueError("init_params['noise'] must lie in [0, 1]")
-    layers = noise.shape[1]
-
-    def per_image(key: str) -> torch.Tensor:
-        value = params[key].detach()
-        if value.numel() in (1, batch) and (value.dim() == 0 or (value.dim() == 1)):
-            return value.reshape(-1).expand(batch)
-        raise ValueError(f"init_params[{key!r}] must have shape (), (1,) or ({batch},), got {tuple(value.shape)}")
-
-    out: RainParams = {key: per_image(key) for key in _PER_IMAGE_KEYS}
-    for key in _PER_LAYER_KEYS:
-        value = params[key].detach()
-        if value.dim() <= 1:
-            out[key] = per_image(key).unsqueeze(1).expand(batch, layers)
-        elif value.dim() == 2 and value.shape[0] in (1, batch) and value.shape[1] in (1, layers):
-            out[key] = value.expand(batch, layers)
-        else:
-            raise ValueError(
-                f"init_params[{key!r}] must have shape ({batch},) or ({batch}, {layers}), got {tuple(value.shape)}"
-            )
-    light = params["atmospheric_light"].detach()
-    if light.dim() == 2 and light.shape[0] in (1, batch) and light.shape[1] in (1, channels):
-        out["atmospheric_light"] = light.expand(batch, light.shape[1])
-    else:
-        out["atmospheric_light"] = per_image("atmospheric_light")
-    out["noise"] = noise
     return {key: value.to(device=device, dtype=dtype).clone() for key, value in out.items()}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from segrobust.validation import check_int, check_shape, check_tensor
+
 __all__ = ["PReNet", "ResidualUNet", "build_derainer"]
 
 
@@ -48,8 +50,9 @@ class PReNet(nn.Module):
 
     def __init__(self, channels: int = 32, stages: int = 6, blocks: int = 5):
         super().__init__()
-        if stages < 1 or blocks < 0 or channels < 1:
-            raise ValueError(f"stages must be >= 1, blocks >= 0 and channels >= 1, got {stages}, {blocks}, {channels}")
+        check_int(stages, "stages", low=1)
+        check_int(blocks, "blocks", low=0)
+        check_int(channels, "channels", low=1)
         self.stages = stages
         self.channels = channels
         self.head = nn.Sequential(_conv(6, channels), nn.ReLU())
@@ -58,6 +61,7 @@ class PReNet(nn.Module):
         self.tail = _conv(channels, 3)
 
     def forward(self, rainy: torch.Tensor) -> torch.Tensor:
+        _check_rainy(rainy)
         n, _, h, w = rainy.shape
         estimate = rainy
         hidden = rainy.new_zeros(n, self.channels, h, w)
@@ -88,6 +92,7 @@ class ResidualUNet(nn.Module):
 
     def __init__(self, width: int = 16):
         super().__init__()
+        check_int(width, "width", low=1)
         w1, w2, w3 = width, 2 * width, 4 * width
         self.enc1 = nn.Sequential(_conv(3, w1), nn.ReLU(), _conv(w1, w1), nn.ReLU())
         self.enc2 = nn.Sequential(nn.Conv2d(w1, w2, 3, stride=2, padding=1), nn.ReLU(), _conv(w2, w2), nn.ReLU())
@@ -101,6 +106,7 @@ class ResidualUNet(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, rainy: torch.Tensor) -> torch.Tensor:
+        _check_rainy(rainy)
         h, w = rainy.shape[-2:]
         pad_h, pad_w = (-h) % 4, (-w) % 4
         x = nn.functional.pad(rainy, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else rainy
@@ -124,3 +130,8 @@ def build_derainer(name: str = "prenet", **kwargs) -> nn.Module:
     if name not in builders:
         raise ValueError(f"unknown derainer {name!r}; expected one of {sorted(builders)}")
     return builders[name](**kwargs)
+
+
+def _check_rainy(rainy: object) -> None:
+    # shape only: a value check would cost a host sync inside every attack step
+    check_shape(check_tensor(rainy, "rainy images", "(N, 3, H, W)"), (None, 3, None, None), "rainy images")

@@ -14,6 +14,7 @@ from segrobust.metrics.functional import (
     per_image_pixel_accuracy,
     pixel_accuracy,
 )
+from segrobust.validation import check_finite, check_int
 
 __all__ = [
     "ConfusionMatrix",
@@ -64,19 +65,32 @@ class ConfusionMatrix:
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str | None = None):
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
+        self.num_classes = check_int(num_classes, "num_classes", low=1)
+        self.ignore_index = check_int(ignore_index, "ignore_index")
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        self.updates = 0  # batches added since the last reset, to name a bad one in errors
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch: ``pred`` class ids ``(N, H, W)`` or logits ``(N, K, H, W)``; ``target`` ``(N, H, W)``."""
-        cm = confusion_matrix(pred.detach(), target.detach(), self.num_classes, self.ignore_index)
+        """Add a batch: ``pred`` integer class ids ``(N, H, W)`` or finite logits ``(N, K, H, W)``
+        with ``K == num_classes``; ``target`` integer ``(N, H, W)``.
+
+        A bad batch raises a ``TypeError``/``ValueError`` naming it (``batch 3`` is
+        the fourth ``update`` since the last reset) and adds nothing.
+        """
+        where = f"(batch {self.updates} of this ConfusionMatrix, counting from 0)"
+        try:
+            if isinstance(pred, torch.Tensor) and pred.dim() == 4 and pred.dtype.is_floating_point:
+                check_finite(pred, "pred logits", where)
+            cm = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        except (TypeError, ValueError) as err:
+            message = str(err) if where in str(err) else f"{err} {where}"
+            raise type(err)(message) from None
         self.matrix += cm.to(self.matrix.device)
+        self.updates += 1
 
     def reset(self) -> None:
         self.matrix.zero_()
+        self.updates = 0
 
     def all_reduce(self, group=None) -> ConfusionMatrix:
         """Sum the matrix over all processes of ``torch.distributed`` (no-op when not initialised)."""

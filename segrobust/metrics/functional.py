@@ -6,9 +6,12 @@ class and columns the predicted class, counted over valid pixels only.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from segrobust.utils import predicted_classes
+from segrobust.validation import check_tensor
 
 __all__ = [
     "class_iou",
@@ -20,16 +23,30 @@ __all__ = [
 ]
 
 
-def _as_prediction(pred: torch.Tensor) -> torch.Tensor:
-    """Accept class ids ``(N, H, W)`` or logits ``(N, K, H, W)``."""
+def _as_prediction(pred: object, num_classes: Optional[int] = None) -> torch.Tensor:
+    """Accept integer class ids ``(N, H, W)`` or float logits ``(N, K, H, W)`` (``K == num_classes`` when given)."""
+    pred = check_tensor(pred, "pred", "of class ids (N, H, W) or logits (N, K, H, W)")
     if pred.dim() == 4:
+        if not pred.dtype.is_floating_point:
+            raise TypeError(f"pred of shape (N, K, H, W) must be float logits, got dtype {pred.dtype}")
+        if num_classes is not None and pred.shape[1] != num_classes:
+            raise ValueError(
+                f"pred holds logits for {pred.shape[1]} classes but num_classes is {num_classes}: "
+                f"expected logits (N, {num_classes}, H, W)"
+            )
         return predicted_classes(pred)
     if pred.dim() == 3:
+        if pred.dtype.is_floating_point or pred.dtype.is_complex or pred.dtype == torch.bool:
+            raise TypeError(
+                f"pred of shape (N, H, W) must be integer class ids, got dtype {pred.dtype} "
+                "(pass logits (N, K, H, W), or convert class ids with .long())"
+            )
         return pred
     raise ValueError(f"pred must be class ids (N, H, W) or logits (N, K, H, W), got shape {tuple(pred.shape)}")
 
 
-def _check_target(pred: torch.Tensor, target: torch.Tensor) -> None:
+def _check_target(pred: torch.Tensor, target: object) -> None:
+    target = check_tensor(target, "target", "of class ids (N, H, W)")
     if target.dtype.is_floating_point or target.dtype == torch.bool:
         raise TypeError(f"target must be an integer mask (N, H, W), got dtype {target.dtype}")
     if pred.shape != target.shape:
@@ -57,7 +74,7 @@ def confusion_matrix(
         tensor([[1, 1],
                 [0, 1]])
     """
-    pred = _as_prediction(pred)
+    pred = _as_prediction(pred, num_classes)
     _check_target(pred, target)
     valid = target != ignore_index
     t = target[valid].long()

@@ -9,7 +9,8 @@ from kornia.augmentation import IntensityAugmentationBase2D
 
 from segrobust.rain.functional import (
     RAIN_PARAM_KEYS,
-    _checked_prior,
+    check_depth_prior,
+    check_edge_softness,
     ground_plane_depth,
     render_rain,
     resolve_rain_ranges,
@@ -106,10 +107,9 @@ class RandomRainStreaks(IntensityAugmentationBase2D):
         )
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
-        if not edge_softness > 0:
-            raise ValueError(f"edge_softness must be > 0 pixels, got {edge_softness!r}")
+        edge_softness = check_edge_softness(edge_softness)
         # Checked once here (with a dummy size) so a bad prior fails at construction, not mid-training.
-        depth_prior = _checked_prior(depth_prior)
+        depth_prior = check_depth_prior(depth_prior)
         ground_plane_depth(2, 2, **depth_prior)
         self.flags = {"depth_prior": depth_prior, "edge_softness": float(edge_softness)}
 

@@ -30,6 +30,7 @@ from segrobust.rain.presets import (
     RAIN_PRESETS,
     RainRange,
 )
+from segrobust.validation import check_images, check_number
 
 __all__ = [
     "CONTINUOUS_RAIN_PARAMS",
@@ -39,6 +40,9 @@ __all__ = [
     "RAIN_PRESETS",
     "RainParams",
     "RainRange",
+    "broadcast_rain_params",
+    "check_depth_prior",
+    "check_edge_softness",
     "clamp_rain_params",
     "ground_plane_depth",
     "line_kernel",
@@ -62,30 +66,11 @@ _TAIL_SOFTNESS_UNITS = 8.0
 _TAIL_WIDTH_UNITS = 4.0
 
 _RANGE_KEYS = (*CONTINUOUS_RAIN_PARAMS, "num_layers", "angle_spread")
+_PER_IMAGE_KEYS = ("intensity", "density", "width", "fog_density", "attenuation")
+_PER_LAYER_KEYS = ("angle", "length")
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _check_images(images: torch.Tensor, name: str = "images") -> None:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (N, C, H, W), got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(images.shape)}")
-    if not images.dtype.is_floating_point:
-        raise TypeError(
-            f"{name} must be a floating point tensor in [0, 1], got dtype {images.dtype}"
-        )
-    if images.numel() == 0:
-        return
-    low, high = torch.aminmax(images.detach())
-    if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if low < 0 or high > 1:
-        raise ValueError(
-            f"{name} must lie in [0, 1] (apply rain before normalisation), "
-            f"got values in [{float(low):.4g}, {float(high):.4g}]"
-        )
 
 
 def _per_image(name: str, value: torch.Tensor, batch: int) -> torch.Tensor:
@@ -110,20 +95,34 @@ def _per_layer(name: str, value: torch.Tensor, batch: int, layers: int) -> torch
 
 
 def _atmospheric_light(value: torch.Tensor, batch: int, channels: int) -> torch.Tensor:
-    """``A0`` as ``(N, 1 or C, 1, 1)``: a grey level per image or one value per channel."""
+    """``A0`` as ``(N,)`` (a grey level per image) or ``(N, 1 or C)`` (one value per channel)."""
     if value.dim() <= 1:
-        return _per_image("atmospheric_light", value, batch).view(batch, 1, 1, 1)
+        return _per_image("atmospheric_light", value, batch)
     if value.dim() == 2 and value.shape[0] in (1, batch) and value.shape[1] in (1, channels):
-        return value.expand(batch, value.shape[1]).reshape(batch, value.shape[1], 1, 1)
+        return value.expand(batch, value.shape[1])
     raise ValueError(
         f"params['atmospheric_light'] must have shape (), ({batch},), ({batch}, 1) or "
         f"({batch}, {channels}), got {tuple(value.shape)}"
     )
 
 
-def _check_params(
+def broadcast_rain_params(
     params: Mapping[str, torch.Tensor], batch: int, channels: int, size: Tuple[int, int]
-) -> None:
+) -> RainParams:
+    """Check a rain draw's structure and broadcast it to one value per image (and layer).
+
+    The shapes :func:`render_rain` accepts become ``(N,)`` for the per-image
+    parameters, ``(N, L)`` for ``angle`` and ``length``, ``(N,)`` or
+    ``(N, 1 or C)`` for ``atmospheric_light``; ``noise`` ``(N, L, H, W)`` is
+    returned as is. Broadcast entries are views, not copies. Values are not
+    checked here (:func:`render_rain` does).
+
+    Examples:
+        >>> draw = sample_rain_params(1, (4, 4), "heavy", generator=torch.Generator().manual_seed(0))
+        >>> out = broadcast_rain_params({**draw, "intensity": torch.tensor(0.5)}, 1, 3, (4, 4))
+        >>> out["intensity"].shape, out["angle"].shape
+        (torch.Size([1]), torch.Size([1, 3]))
+    """
     if not isinstance(params, Mapping):
         raise TypeError(
             f"params must be a mapping of rain parameter tensors, got {type(params).__name__}"
@@ -154,11 +153,12 @@ def _check_params(
             f"(one uniform field per image and streak layer, L >= 1), got {tuple(noise.shape)}"
         )
     layers = noise.shape[1]
-    for key in ("intensity", "density", "width", "fog_density", "attenuation"):
-        _per_image(key, params[key], batch)
-    for key in ("angle", "length"):
-        _per_layer(key, params[key], batch, layers)
-    _atmospheric_light(params["atmospheric_light"], batch, channels)
+    out: RainParams = {key: _per_image(key, params[key], batch) for key in _PER_IMAGE_KEYS}
+    for key in _PER_LAYER_KEYS:
+        out[key] = _per_layer(key, params[key], batch, layers)
+    out["atmospheric_light"] = _atmospheric_light(params["atmospheric_light"], batch, channels)
+    out["noise"] = noise
+    return out
 
 
 # The domain in which the model is defined; RAIN_PARAM_BOUNDS is the narrower plausible range.
@@ -345,6 +345,7 @@ def line_kernel(
         >>> k.shape, round(float(k[0, 3, 3]), 3), bool(k[0, 3, 3] > k[0, 3, 4])
         (torch.Size([1, 7, 7]), 0.987, True)
     """
+    edge_softness = check_edge_softness(edge_softness)
     theta = torch.deg2rad(angle).reshape(-1, 1, 1)
     half_length = (length.reshape(-1, 1, 1) / 2).to(theta.dtype)
     sigma = width.reshape(-1, 1, 1).to(theta.dtype)
@@ -409,6 +410,7 @@ def streak_layer(
         >>> s.shape, bool(s[0, 0, 3, 4] > 0.9), bool(s[0, 0, 4, 2] < 0.01)
         (torch.Size([1, 1, 9, 9]), True, True)
     """
+    edge_softness = check_edge_softness(edge_softness)
     batch, layers, height, width_px = noise.shape
     dtype = noise.dtype
     seed_fraction = density.view(batch, 1, 1, 1)
@@ -485,35 +487,29 @@ def render_rain(
         >>> torch.equal(render_rain(images, params), rainy)
         True
     """
-    _check_images(images)
+    check_images(images, tol=0.0, allow_empty=True, hint="apply rain before normalisation")
+    edge_softness = check_edge_softness(edge_softness)
     batch, channels, height, width = images.shape
-    _check_params(params, batch, channels, (height, width))
+    p = broadcast_rain_params(params, batch, channels, (height, width))
     if images.numel() == 0:
         return images.clone()
     work_dtype = torch.float32 if images.dtype in (torch.float16, torch.bfloat16) else images.dtype
-    p = {key: params[key].to(device=images.device, dtype=work_dtype) for key in RAIN_PARAM_KEYS}
+    p = {key: value.to(device=images.device, dtype=work_dtype) for key, value in p.items()}
     _check_param_values(p)
     if depth is None:
         depth = ground_plane_depth(
-            height, width, **_checked_prior(depth_prior), device=images.device, dtype=work_dtype
+            height, width, **check_depth_prior(depth_prior), device=images.device, dtype=work_dtype
         )
     else:
         _check_depth(depth, batch, (height, width))
         depth = depth.to(device=images.device, dtype=work_dtype)
 
-    layers = p["noise"].shape[1]
     streaks = streak_layer(
-        p["noise"],
-        _per_image("density", p["density"], batch),
-        _per_layer("angle", p["angle"], batch, layers),
-        _per_layer("length", p["length"], batch, layers),
-        _per_image("width", p["width"], batch),
-        _per_image("intensity", p["intensity"], batch),
-        edge_softness=edge_softness,
+        p["noise"], p["density"], p["angle"], p["length"], p["width"], p["intensity"], edge_softness=edge_softness
     )
-    attenuation = _per_image("attenuation", p["attenuation"], batch).view(batch, 1, 1, 1)
-    fog_density = _per_image("fog_density", p["fog_density"], batch).view(batch, 1, 1, 1)
-    light = _atmospheric_light(p["atmospheric_light"], batch, channels)
+    attenuation = p["attenuation"].view(batch, 1, 1, 1)
+    fog_density = p["fog_density"].view(batch, 1, 1, 1)
+    light = p["atmospheric_light"].reshape(batch, -1, 1, 1)
     rain = streaks * torch.exp(-attenuation * depth)
     fog = -torch.expm1(-fog_density * depth)
     clean = images.to(work_dtype)
@@ -524,7 +520,13 @@ def render_rain(
 _PRIOR_KEYS = ("horizon", "bottom_depth", "max_depth", "side_depth", "horizon_softness")
 
 
-def _checked_prior(depth_prior: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def check_depth_prior(depth_prior: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """A copy of ``depth_prior`` (keyword arguments of :func:`ground_plane_depth`), keys checked; ``{}`` for None.
+
+    Examples:
+        >>> check_depth_prior({"horizon": 0.4})
+        {'horizon': 0.4}
+    """
     if depth_prior is None:
         return {}
     if not isinstance(depth_prior, Mapping):
@@ -537,6 +539,18 @@ def _checked_prior(depth_prior: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
             f"depth_prior has unknown keys {unknown}; expected some of {list(_PRIOR_KEYS)}"
         )
     return dict(depth_prior)
+
+
+def check_edge_softness(edge_softness: object) -> float:
+    """``edge_softness`` (pixels over which a streak end fades) must be a finite number > 0.
+
+    ``0`` would divide by zero (NaN gradients) and a negative value inverts the streaks.
+
+    Examples:
+        >>> check_edge_softness(0.5)
+        0.5
+    """
+    return check_number(edge_softness, "edge_softness", low=0.0, low_inclusive=False, unit="pixels")
 
 
 def _check_depth(depth: torch.Tensor, batch: int, size: Tuple[int, int]) -> None:

@@ -32,9 +32,15 @@ from kornia.geometry.conversions import axis_angle_to_rotation_matrix, normalize
 from kornia.geometry.depth import depth_to_3d_v2, warp_frame_depth
 from kornia.geometry.linalg import transform_points
 
+from segrobust.validation import check_choice, check_finite, check_number
+
 __all__ = [
     "DepthLossTerms",
     "ScaleGradient",
+    "check_depth_range",
+    "check_frames",
+    "check_padding_mode",
+    "check_weight",
     "depth_loss_terms",
     "disparity_to_depth",
     "edge_aware_smoothness",
@@ -64,11 +70,6 @@ def _check_tensor(value: object, name: str, shape_text: str, dim: int) -> torch.
     return value
 
 
-def _check_finite(value: torch.Tensor, name: str) -> None:
-    if not bool(torch.isfinite(value).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
-
-
 def _check_same_device(reference: torch.Tensor, reference_name: str, **others: torch.Tensor) -> None:
     for name, value in others.items():
         if value.device != reference.device:
@@ -82,7 +83,7 @@ def _check_intrinsics(K: object, batch: int, name: str = "K") -> torch.Tensor:
     K = _check_tensor(K, name, "(N, 3, 3)", 3)
     if tuple(K.shape[1:]) != (3, 3) or K.shape[0] not in (1, batch):
         raise ValueError(f"{name} must have shape ({batch}, 3, 3), got {tuple(K.shape)}")
-    _check_finite(K, name)
+    check_finite(K, name)
     return K.expand(batch, 3, 3)
 
 
@@ -90,32 +91,30 @@ def _check_poses(poses: object, batch: int, num_sources: int, name: str = "poses
     poses = _check_tensor(poses, name, f"(N, {num_sources}, 4, 4)", 4)
     if tuple(poses.shape) != (batch, num_sources, 4, 4):
         raise ValueError(f"{name} must have shape ({batch}, {num_sources}, 4, 4), got {tuple(poses.shape)}")
-    _check_finite(poses, name)
+    check_finite(poses, name)
     return poses
 
 
-def _check_depth_range(min_depth: float, max_depth: float) -> None:
-    for name, value in (("min_depth", min_depth), ("max_depth", max_depth)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive finite number, got {value}")
+def check_depth_range(min_depth: float, max_depth: float) -> None:
+    """``0 < min_depth < max_depth``, both finite numbers (the depth a disparity maps to).
+
+    Examples:
+        >>> check_depth_range(0.1, 100.0)
+    """
+    check_number(min_depth, "min_depth", low=0.0, low_inclusive=False)
+    check_number(max_depth, "max_depth", low=0.0, low_inclusive=False)
     if min_depth >= max_depth:
         raise ValueError(f"min_depth must be smaller than max_depth, got {min_depth} >= {max_depth}")
 
 
-def _check_weight(value: float, name: str, low: float = 0.0, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if math.isnan(value) or not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
-    return value
+def check_padding_mode(padding_mode: str) -> str:
+    """How a warp samples outside the source frame: one of ``"border"``, ``"zeros"``, ``"reflection"``."""
+    return check_choice(padding_mode, _PADDING_MODES, "padding_mode")
 
 
-def _check_padding_mode(padding_mode: str) -> None:
-    if padding_mode not in _PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+def check_weight(value: float, name: str, low: float = 0.0, high: float = math.inf) -> float:
+    """A finite loss weight or scale in ``[low, high]``, as ``float``."""
+    return check_number(value, name, low=low, high=None if math.isinf(high) else high)
 
 
 # ------------------------------------------------------------------ gradient scaling
@@ -190,7 +189,7 @@ def disparity_to_depth(disparity: torch.Tensor, min_depth: float = 0.1, max_dept
     """
     if not isinstance(disparity, torch.Tensor):
         raise TypeError(f"disparity must be a torch.Tensor, got {type(disparity).__name__}")
-    _check_depth_range(min_depth, max_depth)
+    check_depth_range(min_depth, max_depth)
     min_disp, max_disp = 1.0 / max_depth, 1.0 / min_depth
     return 1.0 / (min_disp + (max_disp - min_disp) * disparity)
 
@@ -283,7 +282,7 @@ def warp_to_target(
         >>> torch.allclose(out, image, atol=1e-5)
         True
     """
-    _check_padding_mode(padding_mode)
+    check_padding_mode(padding_mode)
     if padding_mode == "zeros":
         return warp_frame_depth(source, target_depth, source_from_target, K)
     points_target = depth_to_3d_v2(target_depth.squeeze(1), K)  # (N, H, W, 3)
@@ -333,7 +332,7 @@ def photometric_error(
         raise ValueError(
             f"prediction and target must have the same shape, got {tuple(prediction.shape)} and {tuple(target.shape)}"
         )
-    ssim_weight = _check_weight(ssim_weight, "ssim_weight", 0.0, 1.0)
+    ssim_weight = check_weight(ssim_weight, "ssim_weight", 0.0, 1.0)
     if not isinstance(window_size, int) or window_size < 1 or window_size % 2 == 0:
         raise ValueError(f"window_size must be a positive odd integer, got {window_size!r}")
     l1 = (prediction - target).abs().mean(dim=1, keepdim=True)
@@ -418,7 +417,7 @@ def reprojection_loss(
     _check_same_device(target, "target", sources=stack, depth=depth, poses=poses, K=K)
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    _check_padding_mode(padding_mode)
+    check_padding_mode(padding_mode)
     poses, K = poses.to(depth.dtype), K.to(depth.dtype)
 
     errors = [
@@ -469,13 +468,13 @@ class DepthLossTerms(NamedTuple):
     smoothness: torch.Tensor
 
 
-def _check_frames(frames: object) -> torch.Tensor:
+def check_frames(frames: object) -> torch.Tensor:
     frames = _check_tensor(frames, "frames", "(N, 3, C, H, W) = (previous, current, next)", 5)
     if frames.shape[1] != 3:
         raise ValueError(
             f"frames must hold a triplet (previous, current, next) on dim 1, shape (N, 3, C, H, W), got {tuple(frames.shape)}"
         )
-    _check_finite(frames, "frames")
+    check_finite(frames, "frames")
     lo, hi = float(frames.min()), float(frames.max())
     if lo < -1e-5 or hi > 1 + 1e-5:
         raise ValueError(f"frames must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
@@ -543,7 +542,7 @@ def depth_loss_terms(
         >>> bool(terms.total > 0)
         True
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames)
     batch, _, _, height, width = frames.shape
     scales = _as_scale_list(disparity, num_scales)
     for i, d in enumerate(scales):
@@ -552,8 +551,8 @@ def depth_loss_terms(
         _check_same_device(frames, "frames", disparity=d)
     if poses is None:
         raise ValueError("poses is required: give known poses (N, 2, 4, 4) or predict them with a PoseNet")
-    _check_depth_range(min_depth, max_depth)
-    smoothness_weight = _check_weight(smoothness_weight, "smoothness_weight")
+    check_depth_range(min_depth, max_depth)
+    smoothness_weight = check_weight(smoothness_weight, "smoothness_weight")
     target, sources = frames[:, 1], frames[:, [0, 2]]
 
     reprojection_total = frames.new_zeros(())
@@ -637,7 +636,7 @@ def median_scaled_abs_rel(
             "predicted_depth and true_depth must share a shape (N, 1, H, W) or (N, H, W), got "
             f"{tuple(predicted_depth.shape)} and {tuple(true_depth.shape)}"
         )
-    _check_depth_range(min_depth, max_depth)
+    check_depth_range(min_depth, max_depth)
     errors = []
     for pred, true in zip(predicted_depth.detach().flatten(1), true_depth.detach().flatten(1)):
         valid = (true > min_depth) & (true < max_depth) & torch.isfinite(true)

@@ -10,10 +10,10 @@ from torch import nn
 
 from .functional import (
     DepthLossTerms,
-    _check_depth_range,
-    _check_frames,
-    _check_padding_mode,
-    _check_weight,
+    check_depth_range,
+    check_frames,
+    check_padding_mode,
+    check_weight,
     depth_loss_terms,
     pose_vec_to_matrix,
     scale_gradient,
@@ -38,7 +38,7 @@ class GradientScale(nn.Module):
 
     def __init__(self, scale: float) -> None:
         super().__init__()
-        self.scale = float(_check_weight(scale, "scale", -1e9, 1e9))
+        self.scale = float(check_weight(scale, "scale", -1e9, 1e9))
 
     def forward(self, tensor: torch.Tensor) -> torch.Tensor:
         return scale_gradient(tensor, self.scale)
@@ -81,7 +81,7 @@ class PoseNet(nn.Module):
         output_scale: float = 0.01,
     ) -> None:
         super().__init__()
-        self.output_scale = _check_weight(output_scale, "output_scale")
+        self.output_scale = check_weight(output_scale, "output_scale")
         self.encoder_name = encoder_name
         if encoder_name is None:
             if len(channels) == 0 or not all(isinstance(c, int) and c > 0 for c in channels):
@@ -134,7 +134,7 @@ def predict_poses(pose_net: nn.Module, frames: torch.Tensor) -> torch.Tensor:
         >>> predict_poses(PoseNet(channels=(8,)), torch.rand(2, 3, 3, 16, 16)).shape
         torch.Size([2, 2, 4, 4])
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames)
     previous, current, following = frames[:, 0], frames[:, 1], frames[:, 2]
     to_previous = pose_vec_to_matrix(*pose_net(previous, current), invert=True)
     to_next = pose_vec_to_matrix(*pose_net(current, following), invert=False)
@@ -187,17 +187,17 @@ class DepthLoss(nn.Module):
         super().__init__()
         if pose_net is not None and not isinstance(pose_net, nn.Module):
             raise TypeError(f"pose_net must be an nn.Module or None, got {type(pose_net).__name__}")
-        _check_depth_range(min_depth, max_depth)
-        _check_padding_mode(padding_mode)
+        check_depth_range(min_depth, max_depth)
+        check_padding_mode(padding_mode)
         if isinstance(num_scales, bool) or not isinstance(num_scales, int) or num_scales < 1:
             raise ValueError(f"num_scales must be a positive integer, got {num_scales!r}")
         self.pose_net = pose_net
         self.options: dict[str, Any] = {
             "min_depth": min_depth,
             "max_depth": max_depth,
-            "smoothness_weight": _check_weight(smoothness_weight, "smoothness_weight"),
+            "smoothness_weight": check_weight(smoothness_weight, "smoothness_weight"),
             "automask": bool(automask),
-            "ssim_weight": _check_weight(ssim_weight, "ssim_weight", 0.0, 1.0),
+            "ssim_weight": check_weight(ssim_weight, "ssim_weight", 0.0, 1.0),
             "padding_mode": padding_mode,
             "num_scales": num_scales,
         }

@@ -14,7 +14,7 @@ from torch import nn
 
 from segrobust.losses import masked_cross_entropy
 
-from .functional import _check_depth_range, disparity_to_depth, scale_gradient
+from .functional import check_depth_range, disparity_to_depth, scale_gradient
 
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
@@ -217,7 +217,7 @@ class DepthMultiTask(nn.Module):
         for arg, value in (("depth_grad_scale", depth_grad_scale), ("seg_grad_scale", seg_grad_scale)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
                 raise ValueError(f"{arg} must be a finite number >= 0, got {value!r}")
-        _check_depth_range(min_depth, max_depth)
+        check_depth_range(min_depth, max_depth)
 
         self.model = model
         self.depth_grad_scale = float(depth_grad_scale)

@@ -1,0 +1,239 @@
+"""The reliable ensemble (SEA, Croce et al. 2024): APGD once per loss, worst case per image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from segrobust.attacks.apgd import APGD, APGDStats
+from segrobust.attacks.base import SegAttack
+from segrobust.metrics.functional import per_image_pixel_accuracy
+from segrobust.utils import predicted_classes
+
+__all__ = ["EnsembleStats", "ReliableEnsemble", "greedy_worst_case_miou", "per_image_confusion"]
+
+SEA_LOSSES = ("masked_ce", "balanced_masked_ce", "js")
+
+
+def per_image_confusion(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """Confusion matrix of each image ``(N, K, K)`` int64 (rows: true class, columns: predicted), valid pixels only.
+
+    Examples:
+        >>> import torch
+        >>> logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 2.0]]]])  # predicts 0, 1
+        >>> per_image_confusion(logits, torch.tensor([[[0, 0]]]), 2)
+        tensor([[[1, 1],
+                 [0, 0]]])
+    """
+    n = labels.shape[0]
+    pred = predicted_classes(logits).reshape(n, -1)
+    target = labels.reshape(n, -1).long()
+    valid = target != ignore_index
+    index = torch.where(valid, target * num_classes + pred, torch.zeros_like(target))
+    counts = torch.zeros(n, num_classes * num_classes, dtype=torch.long, device=labels.device)
+    counts.scatter_add_(1, index, valid.long())
+    return counts.reshape(n, num_classes, num_classes)
+
+
+def _mean_iou_batched(cm: torch.Tensor) -> torch.Tensor:
+    """mIoU of each ``(..., K, K)`` matrix over classes present in target or prediction (NaN if none)."""
+    cm = cm.double()
+    tp = cm.diagonal(dim1=-2, dim2=-1)
+    union = cm.sum(-1) + cm.sum(-2) - tp
+    present = union > 0
+    iou = torch.where(present, tp / union.clamp_min(1), torch.zeros_like(tp))
+    count = present.sum(-1)
+    return torch.where(count > 0, iou.sum(-1) / count.clamp_min(1), torch.full_like(iou[..., 0], float("nan")))
+
+
+def greedy_worst_case_miou(confusions: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """Greedy worst-case mIoU over a data set attacked by ``A`` attacks.
+
+    ``confusions`` ``(A, N, K, K)`` holds the confusion matrix of image ``n``
+    under attack ``a``. Images are visited in order; each takes the attack whose
+    result makes the running (intersection, union) mIoU, i.e. the mIoU of the
+    summed confusion matrices so far, lowest (ties: the first attack). Returns
+    the final mIoU and the chosen attack per image ``(N,)``.
+
+    Examples:
+        >>> import torch
+        >>> good = torch.tensor([[2, 0], [0, 2]]); bad = torch.tensor([[0, 2], [2, 0]])
+        >>> miou, choice = greedy_worst_case_miou(torch.stack([torch.stack([good, bad]), torch.stack([bad, good])]))
+        >>> miou, choice.tolist()
+        (0.0, [1, 0])
+    """
+    if not isinstance(confusions, torch.Tensor) or confusions.dim() != 4 or confusions.shape[-1] != confusions.shape[-2]:
+        shape = tuple(confusions.shape) if isinstance(confusions, torch.Tensor) else type(confusions).__name__
+        raise ValueError(f"confusions must be a tensor (A, N, K, K), got {shape}")
+    attacks, n, k, _ = confusions.shape
+    if attacks == 0:
+        raise ValueError("confusions must hold at least one attack (A >= 1)")
+    running = torch.zeros(k, k, dtype=torch.long, device=confusions.device)
+    choice = torch.zeros(n, dtype=torch.long, device=confusions.device)
+    for i in range(n):
+        candidates = _mean_iou_batched(running.unsqueeze(0) + confusions[:, i].long())
+        best = int(torch.nan_to_num(candidates, nan=float("inf")).argmin())
+        choice[i] = best
+        running += confusions[best, i].long()
+    return float(_mean_iou_batched(running)), choice
+
+
+@dataclass
+class EnsembleStats:
+    """What a [ReliableEnsemble][segrobust.attacks.ReliableEnsemble] call did, per member ``a`` and image ``n``.
+
+    ``attacked`` ``(A, N)``: whether member ``a`` ran on image ``n`` (False
+    after early stop). ``member_pixel_accuracy`` ``(A, N)``: the accuracy of
+    the member's returned image (NaN where it did not run). ``pixel_accuracy``
+    ``(N,)`` and ``choice`` ``(N,)``: the worst case and the member it came
+    from. ``confusion`` ``(A, N, K, K)``: per-image confusion matrices of each
+    member's image; where a member did not run, the matrix of the image returned
+    so far (input for
+    [greedy_worst_case_miou][segrobust.attacks.greedy_worst_case_miou], after
+    concatenating batches along dim 1). ``forward_passes`` /
+    ``backward_passes`` ``(A, N)``: model passes spent, including the one
+    scoring forward per member and image. ``member_stats``: each member's
+    [APGDStats][segrobust.attacks.APGDStats] on the images it attacked
+    (``member_images`` their indices).
+    """
+
+    member_names: list[str]
+    attacked: torch.Tensor
+    member_pixel_accuracy: torch.Tensor
+    pixel_accuracy: torch.Tensor
+    choice: torch.Tensor
+    confusion: torch.Tensor
+    forward_passes: torch.Tensor
+    backward_passes: torch.Tensor
+    member_stats: list[Optional[APGDStats]] = field(default_factory=list)
+    member_images: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def passes_per_image(self) -> torch.Tensor:
+        """Forward plus backward passes spent on each image ``(N,)``."""
+        return (self.forward_passes + self.backward_passes).sum(0)
+
+    @property
+    def total_passes(self) -> int:
+        """Forward plus backward passes spent on the whole batch."""
+        return int(self.passes_per_image.sum())
+
+    def greedy_miou(self) -> tuple[float, torch.Tensor]:
+        """[greedy_worst_case_miou][segrobust.attacks.greedy_worst_case_miou] over this batch."""
+        return greedy_worst_case_miou(self.confusion)
+
+
+class ReliableEnsemble(SegAttack):
+    r"""The reliable ensemble of SEA (Croce, Singh, Hein, "Towards Reliable Evaluation and Fast
+    Training of Robust Semantic Segmentation Models", ECCV 2024).
+
+    One [APGD][segrobust.attacks.APGD] run per loss (default: masked CE, balanced
+    masked CE and Jensen–Shannon, each with the SEA radius schedule); each image
+    gets the member result with the lowest pixel accuracy (targeted: highest on
+    the target). With ``early_stop``, an image that a member already brought to
+    0 % accuracy (targeted: 100 % on target) is not attacked by later members.
+    ``return_stats=True`` adds an [EnsembleStats][segrobust.attacks.EnsembleStats]
+    with every member's per-image accuracy, the per-image confusion matrices for
+    the greedy worst-case mIoU, and the passes spent per image.
+
+    Threat model: white-box, ``‖x_adv − x‖∞ ≤ eps``, ``x_adv ∈ [0, 1]``.
+
+    Args:
+        model: segmentation model returning logits ``(N, K, H, W)``.
+        eps: L∞ budget in ``(0, 1]``.
+        steps: APGD iterations per member.
+        losses: pixel-loss names (or ``PixelLoss`` classes / callables), one member each.
+        radius_schedule: passed to every member (``"sea"``, ``None``, or pairs).
+        random_start: passed to every member.
+        ignore_index: mask label whose pixels add nothing.
+        early_stop: skip images already at 0 % accuracy in later members.
+        member_options: further [APGD][segrobust.attacks.APGD] arguments for every member.
+
+    Examples:
+        >>> ens = ReliableEnsemble(model, eps=8/255, steps=100)  # doctest: +SKIP
+        >>> adv_images, stats = ens(images, masks, return_stats=True)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        steps: int = 100,
+        losses: Sequence[Any] = SEA_LOSSES,
+        radius_schedule: Union[str, Sequence[tuple[float, float]], None] = "sea",
+        random_start: bool = True,
+        ignore_index: int = 255,
+        early_stop: bool = True,
+        member_options: Optional[dict[str, Any]] = None,
+    ):
+        super().__init__("ReliableEnsemble", model, eps, None, steps, random_start, ignore_index)
+        self.alpha = None
+        if isinstance(losses, str) or len(losses) == 0:
+            raise ValueError(f"losses must be a non-empty sequence of pixel losses, got {losses!r}")
+        self.losses = list(losses)
+        self.radius_schedule = radius_schedule
+        self.early_stop = bool(early_stop)
+        options = dict(member_options or {})
+        self.members = [
+            APGD(model, eps, steps, loss, radius_schedule, random_start, ignore_index, **options) for loss in self.losses
+        ]
+
+    def _attack_batch(self, images: torch.Tensor, labels: torch.Tensor, direction: int) -> tuple[torch.Tensor, EnsembleStats]:
+        n, members = images.shape[0], len(self.members)
+        dev = images.device
+        best = images.clone()
+        best_key = torch.full((n,), float("inf"), device=dev)  # direction · accuracy: lower is worse for the model
+        attacked = torch.zeros(members, n, dtype=torch.bool, device=dev)
+        member_acc = torch.full((members, n), float("nan"), device=dev)
+        choice = torch.zeros(n, dtype=torch.long, device=dev)
+        forward = torch.zeros(members, n, dtype=torch.long, device=dev)
+        backward = torch.zeros_like(forward)
+        confusion: Optional[torch.Tensor] = None
+        stats_list, index_list = [], []
+        done = torch.zeros(n, dtype=torch.bool, device=dev)
+        for a, member in enumerate(self.members):
+            todo = (~done if self.early_stop else torch.ones_like(done)).nonzero().flatten()
+            index_list.append(todo)
+            if todo.numel() == 0:
+                stats_list.append(None)
+                confusion[a] = confusion[choice, torch.arange(n, device=dev)]
+                continue
+            if a == 0:  # the masks are checked against the model's output in the first forward
+                member._pending_checks, self._pending_checks = self._pending_checks, []
+            try:
+                adv, stats = member._attack_batch(images[todo], labels[todo], direction)
+            finally:
+                member._pending_checks = []
+            with torch.no_grad():
+                logits = self._logits(adv)
+            acc = per_image_pixel_accuracy(logits, labels[todo], self.ignore_index)
+            matrices = per_image_confusion(logits, labels[todo], logits.shape[1], self.ignore_index)
+            if confusion is None:
+                confusion = torch.zeros(members, n, *matrices.shape[1:], dtype=torch.long, device=dev)
+            # images this member skipped keep the matrix of the image returned so far
+            confusion[a] = confusion[choice, torch.arange(n, device=dev)] if a > 0 else confusion[a]
+            confusion[a, todo] = matrices
+            attacked[a, todo], member_acc[a, todo] = True, acc
+            forward[a, todo], backward[a, todo] = stats.forward_passes + 1, stats.backward_passes
+            key = direction * acc
+            better = key < best_key[todo]
+            chosen = todo[better]
+            best[chosen], best_key[chosen], choice[chosen] = adv[better], key[better], a
+            done[todo] |= acc == (0.0 if direction > 0 else 1.0)
+            stats_list.append(stats)
+        ensemble_stats = EnsembleStats(
+            member_names=[loss if isinstance(loss, str) else getattr(loss, "__name__", repr(loss)) for loss in self.losses],
+            attacked=attacked,
+            member_pixel_accuracy=member_acc,
+            pixel_accuracy=direction * best_key,
+            choice=choice,
+            confusion=confusion,
+            forward_passes=forward,
+            backward_passes=backward,
+            member_stats=stats_list,
+            member_images=index_list,
+        )
+        return best, ensemble_stats
