@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -508,14 +509,9 @@ def _recorded_settings(args: argparse.Namespace, **resolved: Any) -> dict[str, A
 
 # ----------------------------------------------------------------------------- list
 def _first_line(text: Optional[str]) -> str:
-    return (text or "").strip().split("\n", 1)[0].strip().rstrip(".")
-
-
-def _pixel_losses() -> dict[str, Any]:
-    """``segrobust.losses.PIXEL_LOSSES`` (name -> loss class) where this version has it."""
-    from segrobust import losses
-
-    return dict(getattr(losses, "PIXEL_LOSSES", {}))
+    """A docstring's first line as plain text (cross-references and code marks dropped)."""
+    line = (text or "").strip().split("\n", 1)[0].strip().rstrip(".")
+    return re.sub(r"\[([^\]]+)\]\[[^\]]+\]", r"\1", line).replace("``", "")
 
 
 def _rain_summary(preset: Any) -> str:
@@ -534,15 +530,15 @@ def _catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
     """``(group title, [(name, description), ...])`` for ``segrobust list``, read from the registries."""
     from segrobust.benchmark.registry import ATTACKS, DEFENSES
     from segrobust.datasets.factory import DATASETS
+    from segrobust.losses import PIXEL_LOSSES
     from segrobust.rain import RAIN_PRESETS
     from segrobust.training import RECIPES
 
-    losses = _pixel_losses()
     return [
         ("attacks (segrobust benchmark --attacks)",
          [(key, f"{entry.display_name}: {entry.description}") for key, entry in ATTACKS.items()]),
         ("pixel losses (segrobust.losses.PIXEL_LOSSES)",
-         [(name, _first_line(getattr(loss, "__doc__", ""))) for name, loss in losses.items()]),
+         [(name, _first_line(getattr(loss, "__doc__", ""))) for name, loss in PIXEL_LOSSES.items()]),
         ("rain presets (--rain, --rain-preset)", [(name, _rain_summary(preset)) for name, preset in RAIN_PRESETS.items()]),
         ("training recipes (segrobust train --recipe)", [(name, recipe.description) for name, recipe in RECIPES.items()]),
         ("data sets (--dataset)", [(name, _first_line(getattr(build, "__doc__", ""))) for name, build in DATASETS.items()]),
