@@ -248,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(recipe, "train")
     _add_common(train)
 
-    commands.add_parser("list", help="list the attacks, pixel losses, rain presets, recipes, data sets and defences",
-                        description="List what segrobust can run: every registered attack, pixel loss, rain preset, "
+    commands.add_parser("list", help="list the attacks, pixel losses, presets, recipes, data sets and defences",
+                        description="List what segrobust can run: every registered attack, pixel loss, APGD radius schedule, rain preset, "
                         "training recipe, data set and defence, one line each.")
     return parser
 
@@ -528,6 +528,7 @@ def _rain_summary(preset: Any) -> str:
 
 def _catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
     """``(group title, [(name, description), ...])`` for ``segrobust list``, read from the registries."""
+    from segrobust.attacks.apgd import RADIUS_SCHEDULES
     from segrobust.benchmark.registry import ATTACKS, DEFENSES
     from segrobust.datasets.factory import DATASETS
     from segrobust.losses import PIXEL_LOSSES
@@ -539,6 +540,9 @@ def _catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
          [(key, f"{entry.display_name}: {entry.description}") for key, entry in ATTACKS.items()]),
         ("pixel losses (segrobust.losses.PIXEL_LOSSES)",
          [(name, _first_line(getattr(loss, "__doc__", ""))) for name, loss in PIXEL_LOSSES.items()]),
+        ("APGD radius schedules (segrobust.attacks.APGD(radius_schedule=NAME))",
+         [(name, ", then ".join(f"{radius:g}·ε for {fraction:.0%} of the steps" for radius, fraction in stages))
+          for name, stages in RADIUS_SCHEDULES.items()]),
         ("rain presets (--rain, --rain-preset)", [(name, _rain_summary(preset)) for name, preset in RAIN_PRESETS.items()]),
         ("training recipes (segrobust train --recipe)", [(name, recipe.description) for name, recipe in RECIPES.items()]),
         ("data sets (--dataset)", [(name, _first_line(getattr(build, "__doc__", ""))) for name, build in DATASETS.items()]),

@@ -102,6 +102,7 @@ def test_train_records_its_config_and_config_json_repeats_it(tmp_path, capsys):
 
 
 def test_list_names_every_registered_entry(capsys):
+    from segrobust.attacks.apgd import RADIUS_SCHEDULES
     from segrobust.benchmark.registry import ATTACKS, DEFENSES
     from segrobust.datasets.factory import DATASETS
     from segrobust.losses import PIXEL_LOSSES
@@ -111,7 +112,7 @@ def test_list_names_every_registered_entry(capsys):
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     names = {line.split()[0] for line in lines if line.startswith("  ") and line.strip()}
-    expected = [*ATTACKS, *RAIN_PRESETS, *RECIPES, *DATASETS, *DEFENSES, *PIXEL_LOSSES]
+    expected = [*ATTACKS, *RAIN_PRESETS, *RECIPES, *DATASETS, *DEFENSES, *PIXEL_LOSSES, *RADIUS_SCHEDULES]
     assert set(expected) <= names
     assert any(line.strip().startswith("naa") and "NAA" in line for line in lines)
     assert not any("][" in line or "``" in line for line in lines)  # docstring markup is dropped
