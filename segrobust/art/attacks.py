@@ -242,7 +242,7 @@ def make_art_attack(torch_attack: type[SegAttack], name: Optional[str] = None, d
 class NAA(ArtSegAttack):
     """ART counterpart of :class:`segrobust.attacks.NAA` (Negative Adversarial Attack, PEARL).
 
-    ``NAA(estimator, eps=8/255, alpha=2/255, steps=10, random_start=True, ignore_index=None,
+    ``NAA(estimator, eps=8/255, alpha=None, steps=10, random_start=True, ignore_index=None,
     *, batch_size=32, targeted=False, verbose=False)``; conventions in :class:`ArtSegAttack`.
 
     Examples:

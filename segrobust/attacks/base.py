@@ -192,7 +192,7 @@ class SegAttack(SafeAttributeMixin, AttackBase):
         name: str,
         model: nn.Module,
         eps: float = 8 / 255,
-        alpha: Optional[float] = 2 / 255,
+        alpha: Optional[float] = None,
         steps: int = 10,
         random_start: bool = True,
         ignore_index: int = 255,
@@ -402,13 +402,17 @@ class LinfSegAttack(SegAttack):
     statistics come from the logits of that pass (the final iterate is scored
     by one extra forward without gradient). Subclasses choose the pixel weights
     (:meth:`_pixel_weights`) and the sign of the step (``_loss_sign``).
+
+    The step size ``alpha`` defaults to ``None``: ``2.5 · eps / steps``, the
+    same default as ``segrobust benchmark`` and ``run_benchmark`` (2/255 at
+    the defaults ``eps=8/255, steps=10``); a given ``alpha`` is used as is.
     """
 
     def __init__(
         self,
         model: nn.Module,
         eps: float = 8 / 255,
-        alpha: Optional[float] = 2 / 255,
+        alpha: Optional[float] = None,
         steps: int = 10,
         random_start: bool = True,
         ignore_index: int = 255,

@@ -49,7 +49,7 @@ class EroSeg(LinfSegAttack):
         self,
         model: nn.Module,
         eps: float = 8 / 255,
-        alpha: Optional[float] = 2 / 255,
+        alpha: Optional[float] = None,
         steps: int = 10,
         random_start: bool = True,
         q0: float = 0.2,

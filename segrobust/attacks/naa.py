@@ -22,7 +22,8 @@ class NAA(LinfSegAttack):
         model: segmentation model returning logits ``(N, K, H, W)`` (or a tuple
             / ``{"out": ...}`` dict holding them).
         eps: L∞ budget in ``(0, 1]``.
-        alpha: step size; ``None`` uses ``2.5 · eps / steps``.
+        alpha: step size; ``None`` (the default) uses ``2.5 · eps / steps``
+            (2/255 at ``eps=8/255, steps=10``).
         steps: number of gradient steps.
         random_start: start from a uniform point in the ``eps`` ball.
         ignore_index: mask label whose pixels add nothing to the loss.
