@@ -409,8 +409,9 @@ def _print_table(results: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- configuration files
-# Options a config file cannot set: where this run writes, how it continues, and the file itself.
-_NOT_IN_CONFIG = {"help", "config", "out", "resume", "fast", "format"}
+_NOT_IN_CONFIG = {"help", "config"}  # a config file cannot name another one
+# Not recorded for replay: where a run writes, how it continues, how it prints (--fast is recorded expanded).
+_NOT_RECORDED = {"command", "config", "out", "resume", "fast", "format"}
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
@@ -499,7 +500,7 @@ def _recorded_settings(args: argparse.Namespace, **resolved: Any) -> dict[str, A
     """Every setting of this run as JSON values that ``--config`` reads back (``resolved`` replaces defaults)."""
     settings: dict[str, Any] = {}
     for dest, value in {**vars(args), **resolved}.items():
-        if dest in _NOT_IN_CONFIG or dest == "command":
+        if dest in _NOT_RECORDED:
             continue
         if dest == "attack_args" and isinstance(value, str):
             value = json.loads(value)

@@ -24,8 +24,9 @@ def _error_line(capsys) -> str:
 def test_yaml_file_sets_defaults_and_flags_win(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("attacks: [naa, segpgd]\nrain: none\neps: [4/255, 0.03]\nsize: 48x64\n"
-                      "num-images: 6\nno_random_start: true\nattack_args: {naa: {}}\n", encoding="utf-8")
+                      "num-images: 6\nno_random_start: true\nattack_args: {naa: {}}\nout: runs/a\n", encoding="utf-8")
     args = _parse(build_parser(), ["benchmark", "--config", str(config), "--num-images", "3"])
+    assert args.out == "runs/a" and args.format == "table"
     assert (args.attacks, args.rain, args.eps, args.size) == ("naa,segpgd", "none", [4 / 255, 0.03], (48, 64))
     assert args.num_images == 3 and args.no_random_start is True and json.loads(args.attack_args) == {"naa": {}}
     assert args.steps is None and args.seed == 0  # untouched options keep their defaults
@@ -33,6 +34,7 @@ def test_yaml_file_sets_defaults_and_flags_win(tmp_path):
 
 @pytest.mark.parametrize("text, where", [
     ('{"epochs": 2, "bogus": 1}', "unknown option 'bogus'"),
+    ('{"config": "other.json"}', "unknown option 'config'"),
     ('{"epochs": 0}', "epochs (--epochs): expected a positive integer"),
     ('{"dataset": "mnist"}', "dataset: expected one of"),
     ('{"no_progress": "yes"}', "no_progress: expected true or false"),
