@@ -22,7 +22,7 @@ DEFAULT_EPS: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
 #: Image height the rain presets' streak lengths are tuned for (CamVid, 360 px).
 RAIN_REFERENCE_HEIGHT = PRESET_REFERENCE_HEIGHT
 
-_COUNTS = (("steps", 1), ("batch_size", 1), ("num_workers", 0), ("num_examples", 0), ("cache_bytes", 0))
+_COUNTS = (("steps", 1), ("reliable_steps", 1), ("batch_size", 1), ("num_workers", 0), ("num_examples", 0), ("cache_bytes", 0))
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,9 @@ class BenchmarkConfig:
             stored sorted, without duplicates.
         rain: rain presets (``"light"``, ``"medium"``, ``"heavy"``, ``"fog_only"``),
             ``"all"`` (``None``, the default) or ``"none"``; stored as a list.
-        steps: attack iterations.
+        steps: iterations of the short attacks.
+        reliable_steps: iterations of each APGD member of the reliable ensemble
+            (attack key ``"reliable"``; SEA uses 100, the default).
         alpha: attack step size; ``None`` uses ``2.5·ε/steps``.
         random_start: start each attack at a random point of the ε-ball.
         batch_size: images per batch (the unit of resume and of sharding).
@@ -74,6 +76,7 @@ class BenchmarkConfig:
     eps_list: Union[Sequence[Union[float, str]], float, str] = DEFAULT_EPS
     rain: Union[str, Sequence[str], None] = None
     steps: int = 10
+    reliable_steps: int = 100
     alpha: Optional[float] = None
     random_start: bool = True
     batch_size: int = 8
