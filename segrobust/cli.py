@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--defense", metavar="KIND:PATH", help="defence to evaluate: depth:PATH (DepthMultiTask checkpoint) or pearl:PATH")
     _add_model_options(model)
     attack = bench.add_argument_group("attacks")
-    attack.add_argument("--attacks", default="all", metavar="LIST", help="comma-separated attacks, 'all' or 'none' (default all available)")
+    attack.add_argument("--attacks", default="all", metavar="LIST", help="comma-separated attacks, 'all' or 'none' (default all: every attack but 'reliable', the "
+                        "reliable APGD ensemble; add it with reliable,all)")
     attack.add_argument("--rain", default="all", metavar="LIST", help="comma-separated rain presets, 'all' or 'none'")
     attack.add_argument("--eps", type=_eps_list, metavar="LIST", help="L∞ budgets in (0, 1], e.g. 2/255,4/255,8/255 (the default)")
     attack.add_argument("--steps", type=_positive_int, metavar="N", help="attack steps (default 10; 5 for the built-in default)")

@@ -40,7 +40,12 @@ from segrobust.benchmark.defaults import (
     load_default_model,
     train_default_model,
 )
-from segrobust.benchmark.plots import plot_convergence, plot_examples, plot_miou_vs_eps, plot_rain_examples
+from segrobust.benchmark.plots import (
+    plot_convergence,
+    plot_examples,
+    plot_miou_vs_eps,
+    plot_rain_examples,
+)
 from segrobust.benchmark.registry import (
     ATTACKS,
     DEFENSES,

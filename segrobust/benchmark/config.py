@@ -31,8 +31,9 @@ class BenchmarkConfig:
 
     Attributes:
         attacks: keys of [ATTACKS][segrobust.benchmark.registry.ATTACKS]
-            (``"naa"``, ``"segpgd"``, ``"cospgd"``, ``"eroseg"``, ``"ama"``, …),
-            a comma-separated string, ``"all"`` (``None``, the default) or ``"none"``.
+            (``"reliable"``, ``"naa"``, ``"segpgd"``, ``"cospgd"``, ``"eroseg"``, ``"ama"``, …),
+            a comma-separated string, ``"all"`` (``None``, the default: every attack
+            but the reliable ensemble, which runs when named, e.g. ``"reliable,all"``) or ``"none"``.
             Stored as the list of keys in report order.
         eps_list: L∞ budgets in ``(0, 1]`` (numbers or text like ``"8/255"``);
             stored sorted, without duplicates.

@@ -139,7 +139,7 @@ def _build_reliable(
 
 
 register_attack(
-    "reliable", "Reliable ensemble", _attacks.ReliableEnsemble, builder=_build_reliable, reliable=True,
+    "reliable", "Reliable ensemble", _attacks.ReliableEnsemble, builder=_build_reliable, reliable=True, default=False,
     description="APGD with masked CE, balanced masked CE and JS losses, worst case per image (SEA, Croce et al. 2024)",
 )
 for _key, _name, _class, _positive, _description in (

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Union
 
 from segrobust.benchmark.functional import format_eps
-from segrobust.benchmark.plots import plot_convergence, plot_examples, plot_miou_vs_eps, plot_rain_examples
+from segrobust.benchmark.plots import (
+    plot_convergence,
+    plot_examples,
+    plot_miou_vs_eps,
+    plot_rain_examples,
+)
 from segrobust.benchmark.results import BenchmarkResults
 from segrobust.benchmark.storage import OutputFolder
 from segrobust.fileio import atomic_write_text
@@ -112,7 +117,7 @@ def _reliable_section(results: BenchmarkResults) -> list[str]:
     lines = ["## Robustness (reliable evaluation)", ""]
     reliable = [row for row in results.rows if row.key == "reliable"]
     if not reliable:
-        return lines + [headline, ""]
+        return [*lines, headline, ""]
     lines += [
         "| ε | mIoU % (greedy worst case) | Pixel acc. % | Passes / image | Short attacks: worst-case mIoU % |",
         "|---|---:|---:|---:|---:|",
