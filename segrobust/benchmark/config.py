@@ -30,7 +30,7 @@ class BenchmarkConfig:
     """Settings of [run_benchmark][segrobust.benchmark.run_benchmark]; checked and normalised on creation.
 
     Attributes:
-        attacks: keys of [ATTACKS][segrobust.benchmark.registry.ATTACKS]
+        attacks: keys of `segrobust.benchmark.ATTACKS`
             (``"reliable"``, ``"naa"``, ``"segpgd"``, ``"cospgd"``, ``"eroseg"``, ``"ama"``, …),
             a comma-separated string, ``"all"`` (``None``, the default: every attack
             but the reliable ensemble, which runs when named, e.g. ``"reliable,all"``) or ``"none"``.

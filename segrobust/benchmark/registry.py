@@ -93,7 +93,7 @@ def register_attack(
     """Add (or replace) an attack in :data:`ATTACKS`.
 
     ``attack_class`` must take ``(model, eps=, alpha=, steps=, random_start=, ignore_index=)``
-    like the attacks in [segrobust.attacks][segrobust.attacks]; ``defaults`` adds keyword arguments.
+    like the attacks in `segrobust.attacks`; ``defaults`` adds keyword arguments.
 
     Examples:
         >>> from segrobust.attacks import NAA

@@ -30,7 +30,7 @@ class ConditionResult:
     run (``None`` when every batch came from a resumed run).
     ``ensemble`` (reliable ensemble and member rows only): the greedy choice,
     passes per image, convergence curves, gradient-masking flags (see
-    [the benchmark guide](../benchmark.md)).
+    the "Reliable evaluation" section of the benchmark guide).
     """
 
     key: str
