@@ -440,6 +440,7 @@ def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, str]:
 def _benchmark(args: argparse.Namespace) -> int:
     import torch
 
+    from segrobust.attacks import NonFiniteGradientError
     from segrobust.benchmark import BenchmarkConfig, run_benchmark
     from segrobust.benchmark.defaults import DEFAULT_EVAL_IMAGES
     from segrobust.distributed import init_distributed, is_main_process
@@ -479,7 +480,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         results = run_benchmark(model, data, config.replace(metadata=metadata))
     except ModelLoadError as error:
         raise UsageError(str(error)) from None
-    except (ValueError, TypeError, OSError) as error:  # bad settings, data, model output or output folder
+    except (ValueError, TypeError, OSError, NonFiniteGradientError) as error:  # bad settings, data, model or folder
         raise UsageError(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from None
     if is_main_process():
         _print_table(results)
