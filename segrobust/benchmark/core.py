@@ -645,6 +645,12 @@ def run_benchmark(
     prediction into its own confusion matrix. mIoU always comes from a
     confusion matrix summed over the whole set.
 
+    The reliable ensemble (attack ``"reliable"``, ``reliable_steps`` APGD
+    iterations per loss) adds one row per loss; its own row gives the pixel
+    accuracy of its per-image worst case and the greedy worst-case mIoU over
+    the whole set, and its returned image is one candidate of the worst case.
+    ``results.checks`` holds the gradient-masking checks.
+
     Every item is loaded and checked before any attack runs (a bad file is
     named in a one-line [DataError][segrobust.benchmark.DataError]); NaN or
     infinite logits stop the run with a
