@@ -24,6 +24,7 @@ __all__ = ["build_parser", "main"]
 
 _DEFAULT_OUT = "segrobust-benchmark"
 _FORMATS = ("table", "json", "csv", "markdown")
+_BUILTIN_RELIABLE_STEPS = 10  # keeps the built-in default run under 2 minutes on 2 CPU cores
 _FAST = {"num_images": 4, "size": (48, 64), "steps": 2, "eps": "8/255", "batch_size": 2}
 
 
@@ -207,10 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--defense", metavar="KIND:PATH", help="defence to evaluate: depth:PATH (DepthMultiTask checkpoint) or pearl:PATH")
     _add_model_options(model)
     attack = bench.add_argument_group("attacks")
-    attack.add_argument("--attacks", default="all", metavar="LIST", help="comma-separated attacks, 'all' or 'none' (default all available)")
+    attack.add_argument("--attacks", default="all", metavar="LIST", help="comma-separated attacks, 'all' or 'none' (default all: every attack but 'reliable', the "
+                        "reliable APGD ensemble; add it with reliable,all)")
     attack.add_argument("--rain", default="all", metavar="LIST", help="comma-separated rain presets, 'all' or 'none'")
     attack.add_argument("--eps", type=_eps_list, metavar="LIST", help="L∞ budgets in (0, 1], e.g. 2/255,4/255,8/255 (the default)")
     attack.add_argument("--steps", type=_positive_int, metavar="N", help="attack steps (default 10; 5 for the built-in default)")
+    attack.add_argument("--reliable-steps", type=_positive_int, metavar="N",
+                        help="APGD iterations per loss of the reliable ensemble, --attacks reliable (default 100; "
+                        f"{_BUILTIN_RELIABLE_STEPS} for the built-in default and --fast)")
     attack.add_argument("--alpha", type=_step_size, metavar="A", help="attack step size (default 2.5·ε/steps)")
     attack.add_argument("--no-random-start", action="store_true", help="start attacks at the clean image")
     attack.add_argument("--attack-args", type=_attack_args, metavar="JSON", help='extra attack arguments, e.g. \'{"eroseg": {"q0": 0.3}}\'')
@@ -630,6 +635,7 @@ def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, str]:
 def _benchmark(args: argparse.Namespace) -> int:
     import torch
 
+    from segrobust.attacks import NonFiniteGradientError
     from segrobust.benchmark import BenchmarkConfig, run_benchmark
     from segrobust.benchmark.defaults import DEFAULT_EVAL_IMAGES
     from segrobust.distributed import init_distributed, is_main_process
@@ -639,6 +645,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     builtin = args.model is None and args.dataset == "synthetic"
     if args.steps is None:
         args.steps = 5 if builtin else 10
+    if args.reliable_steps is None:
+        args.reliable_steps = _BUILTIN_RELIABLE_STEPS if builtin or args.fast else 100
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -653,7 +661,7 @@ def _benchmark(args: argparse.Namespace) -> int:
             attacks=args.attacks, eps_list=args.eps or ["2/255", "4/255", "8/255"], rain=args.rain, steps=args.steps,
             alpha=args.alpha, random_start=not args.no_random_start, batch_size=args.batch_size or 8, device=device,
             seed=args.seed, out_dir=args.out, resume=args.resume, progress=not args.no_progress, num_workers=args.workers,
-            num_examples=args.examples, attack_kwargs=attack_kwargs,
+            num_examples=args.examples, attack_kwargs=attack_kwargs, reliable_steps=args.reliable_steps,
         )
         _check_defense(args.defense)
         data, data_name = _dataset(args, "val", DEFAULT_EVAL_IMAGES)
@@ -672,12 +680,16 @@ def _benchmark(args: argparse.Namespace) -> int:
         results = run_benchmark(model, data, config.replace(metadata=metadata))
     except ModelLoadError as error:
         raise UsageError(str(error)) from None
-    except (ValueError, TypeError, OSError) as error:  # bad settings, data, model output or output folder
+    except (ValueError, TypeError, OSError, NonFiniteGradientError) as error:  # bad settings, data, model or folder
         raise UsageError(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from None
     if is_main_process():
         _print_summary(results, args.format)
+        headline = results.headline() if args.format in ("table", "markdown") else ""
+        if headline:
+            print(f"\n{headline}")
         out = Path(args.out)
-        files = [name for name in ("results.json", "report.md", "miou_vs_eps.png", "examples.png", "rain_examples.png") if (out / name).exists()]
+        files = [name for name in ("results.json", "report.md", "miou_vs_eps.png", "convergence.png", "examples.png",
+                                   "rain_examples.png") if (out / name).exists()]
         closing = f"{results.num_images} images, {time.perf_counter() - started:.1f} s. Wrote {', '.join(files)} to {out}/"
         if args.format in ("json", "csv"):  # stdout stays machine-readable
             print(closing, file=sys.stderr)

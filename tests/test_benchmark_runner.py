@@ -65,7 +65,9 @@ def test_registries_are_plain_dicts_of_classes_and_callables():
     assert type(ATTACKS) is dict and type(DEFENSES) is dict
     assert ATTACKS["naa"].attack_class is NAA and ATTACKS["rain_attack"].attack_class is RainAttack
     assert all(callable(entry.load) for entry in DEFENSES.values())
-    assert resolve_attacks("all") == list(ATTACKS) and resolve_attacks(None) == list(ATTACKS)
+    defaults = [key for key, entry in ATTACKS.items() if entry.default]
+    assert resolve_attacks("all") == defaults == resolve_attacks(None) and "reliable" not in defaults
+    assert resolve_attacks("all,reliable") == ["reliable", *defaults]
     assert resolve_attacks("none") == [] and resolve_rain_presets("none") == []
     with pytest.raises(TypeError, match="attack_class"):
         register_attack("broken", "Broken", "segrobust.attacks.NAA")  # module paths are gone

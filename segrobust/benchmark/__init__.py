@@ -2,7 +2,8 @@
 
 [run_benchmark][segrobust.benchmark.run_benchmark] runs a model on a data set
 clean, under the rain presets and under every registered attack at several L∞
-budgets, adds the per-image worst case over the attacks, and returns
+budgets (the reliable APGD ensemble, key ``"reliable"``, and the short
+attacks beside it), adds the per-image worst case over the attacks, and returns
 [BenchmarkResults][segrobust.benchmark.BenchmarkResults] (tables,
 ``results.json``, ``report.md`` and figures). Its settings are one
 [BenchmarkConfig][segrobust.benchmark.BenchmarkConfig]. It resumes from
@@ -39,7 +40,12 @@ from segrobust.benchmark.defaults import (
     load_default_model,
     train_default_model,
 )
-from segrobust.benchmark.plots import plot_examples, plot_miou_vs_eps, plot_rain_examples
+from segrobust.benchmark.plots import (
+    plot_convergence,
+    plot_examples,
+    plot_miou_vs_eps,
+    plot_rain_examples,
+)
 from segrobust.benchmark.registry import (
     ATTACKS,
     DEFENSES,
@@ -69,6 +75,7 @@ __all__ = [
     "default_dataset",
     "functional",
     "load_default_model",
+    "plot_convergence",
     "plot_examples",
     "plot_miou_vs_eps",
     "plot_rain_examples",

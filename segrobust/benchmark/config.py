@@ -22,7 +22,7 @@ DEFAULT_EPS: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
 #: Image height the rain presets' streak lengths are tuned for (CamVid, 360 px).
 RAIN_REFERENCE_HEIGHT = PRESET_REFERENCE_HEIGHT
 
-_COUNTS = (("steps", 1), ("batch_size", 1), ("num_workers", 0), ("num_examples", 0), ("cache_bytes", 0))
+_COUNTS = (("steps", 1), ("reliable_steps", 1), ("batch_size", 1), ("num_workers", 0), ("num_examples", 0), ("cache_bytes", 0))
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,17 @@ class BenchmarkConfig:
 
     Attributes:
         attacks: keys of `segrobust.benchmark.ATTACKS`
-            (``"naa"``, ``"segpgd"``, ``"cospgd"``, ``"eroseg"``, ``"ama"``, …),
-            a comma-separated string, ``"all"`` (``None``, the default) or ``"none"``.
+            (``"reliable"``, ``"naa"``, ``"segpgd"``, ``"cospgd"``, ``"eroseg"``, ``"ama"``, …),
+            a comma-separated string, ``"all"`` (``None``, the default: every attack
+            but the reliable ensemble, which runs when named, e.g. ``"reliable,all"``) or ``"none"``.
             Stored as the list of keys in report order.
         eps_list: L∞ budgets in ``(0, 1]`` (numbers or text like ``"8/255"``);
             stored sorted, without duplicates.
         rain: rain presets (``"light"``, ``"medium"``, ``"heavy"``, ``"fog_only"``),
             ``"all"`` (``None``, the default) or ``"none"``; stored as a list.
-        steps: attack iterations.
+        steps: iterations of the short attacks.
+        reliable_steps: iterations of each APGD member of the reliable ensemble
+            (attack key ``"reliable"``; SEA uses 100, the default).
         alpha: attack step size; ``None`` uses ``2.5·ε/steps``.
         random_start: start each attack at a random point of the ε-ball.
         batch_size: images per batch (the unit of resume and of sharding).
@@ -74,6 +77,7 @@ class BenchmarkConfig:
     eps_list: Union[Sequence[Union[float, str]], float, str] = DEFAULT_EPS
     rain: Union[str, Sequence[str], None] = None
     steps: int = 10
+    reliable_steps: int = 100
     alpha: Optional[float] = None
     random_start: bool = True
     batch_size: int = 8

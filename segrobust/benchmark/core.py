@@ -34,7 +34,10 @@ import torch
 from torch import nn
 
 from segrobust import distributed
+from segrobust.attacks.ensemble import EnsembleStats
 from segrobust.benchmark import functional as BF
+from segrobust.benchmark import reliable as R
+from segrobust.benchmark.checks import gradient_masking_checks
 from segrobust.benchmark.config import DEFAULT_EPS, RAIN_REFERENCE_HEIGHT, BenchmarkConfig
 from segrobust.benchmark.data import BatchSource, CheckedItems, DataError
 from segrobust.benchmark.registry import ATTACKS
@@ -242,7 +245,7 @@ def _plan(model: nn.Module, dataset: Any, config: BenchmarkConfig) -> _Plan:
     num_classes, first = _classes_of_model(model, dataset, device)
     image_size = tuple(first["image"].shape[-2:])
     for key in config.attacks:  # bad attack arguments fail now, not after the clean pass
-        ATTACKS[key].build(model, eps=config.eps_list[0], alpha=config.alpha, steps=config.steps,
+        ATTACKS[key].build(model, eps=config.eps_list[0], alpha=config.alpha, steps=_steps_of(config, key),
                            random_start=config.random_start, ignore_index=config.ignore_index, image_size=image_size,
                            **config.attack_kwargs.get(key, {}))
     if config.num_classes is not None and config.num_classes != num_classes:
@@ -266,14 +269,21 @@ def _plan(model: nn.Module, dataset: Any, config: BenchmarkConfig) -> _Plan:
     return plan
 
 
+def _steps_of(config: BenchmarkConfig, key: str) -> int:
+    """Iterations of attack ``key``: ``reliable_steps`` for the reliable ensemble, ``steps`` otherwise."""
+    return config.reliable_steps if ATTACKS[key].reliable else config.steps
+
+
 def _settings(plan: _Plan) -> dict[str, Any]:
     """The settings that determine the numbers (recorded in the manifest and in ``results.json``)."""
     config = plan.config
+    reliable = any(ATTACKS[key].reliable for key in config.attacks)
     return {
         "attacks": list(config.attacks),
         "rain": list(config.rain),
         "eps": list(config.eps_list),
         "steps": config.steps,
+        **({"reliable_steps": config.reliable_steps} if reliable else {}),
         "alpha": config.alpha,
         "random_start": config.random_start,
         "batch_size": config.batch_size,
@@ -350,7 +360,8 @@ class _Work:
 
 def _build_attack(plan: _Plan, condition: Condition) -> Callable[..., torch.Tensor]:
     config = plan.config
-    kwargs = {"eps": condition.eps, "alpha": config.alpha, "steps": config.steps, "random_start": config.random_start,
+    kwargs = {"eps": condition.eps, "alpha": config.alpha, "steps": _steps_of(config, condition.key),
+              "random_start": config.random_start,
               "ignore_index": config.ignore_index}
     return ATTACKS[condition.key].build(plan.model, image_size=plan.image_size, **kwargs,
                                        **config.attack_kwargs.get(condition.key, {}))
@@ -359,11 +370,11 @@ def _build_attack(plan: _Plan, condition: Condition) -> Callable[..., torch.Tens
 def _shown_and_logits(
     plan: _Plan, condition: Condition, attack: Optional[Callable[..., torch.Tensor]], b: int,
     batch: dict[str, torch.Tensor], images: torch.Tensor, masks: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images the model sees under ``condition`` and its logits on them."""
+) -> tuple[torch.Tensor, torch.Tensor, Optional[EnsembleStats]]:
+    """The images the model sees under ``condition``, its logits on them and the ensemble's statistics (if any)."""
     model, seed, device = plan.model, plan.config.seed, plan.device
     depth = batch.get("depth")
-    shown = images
+    shown, stats = images, None
     if condition.kind == "rain":
         with torch.no_grad():
             shown = _rainy(images, None if depth is None else depth.to(device), batch["index"],
@@ -373,12 +384,14 @@ def _shown_and_logits(
             torch.manual_seed(BF.unit_seed(seed, condition.key, condition.eps_index, b))
             if depth is not None and ATTACKS[condition.key].accepts_depth:
                 shown = attack(images, masks, depth=depth.to(device))
+            elif ATTACKS[condition.key].reliable:
+                shown, stats = attack(images, masks, return_stats=True)
             else:
                 shown = attack(images, masks)
     with torch.no_grad():
         logits = segmentation_logits(model(shown))
     first, last = int(batch["index"][0]), int(batch["index"][-1])
-    return shown, _check_logits(logits, f"batch {b} (dataset items {first}-{last}) under {condition.label}")
+    return shown, _check_logits(logits, f"batch {b} (dataset items {first}-{last}) under {condition.label}"), stats
 
 
 def _compute_unit(
@@ -388,13 +401,15 @@ def _compute_unit(
     num_classes, ignore_index = plan.num_classes, plan.config.ignore_index
     images = batch["image"].to(plan.device)
     masks = batch["mask"].to(plan.device)
-    shown, logits = _shown_and_logits(plan, condition, attack, b, batch, images, masks)
+    shown, logits, stats = _shown_and_logits(plan, condition, attack, b, batch, images, masks)
     pred = predicted_classes(logits)
     unit: Unit = {
         "indices": batch["index"].clone(),
         "confusion": BF.per_image_confusion(pred, masks, num_classes, ignore_index).cpu(),
         "accuracy": per_image_pixel_accuracy(pred, masks, ignore_index).double().cpu(),
     }
+    if stats is not None:
+        unit.update(R.ensemble_unit(stats, plan.config.reliable_steps))
     num_examples = plan.config.num_examples
     if b == 0 and num_examples > 0 and condition.eps_index in (None, len(plan.config.eps_list) - 1):
         k = min(num_examples, images.shape[0])
@@ -462,6 +477,7 @@ class _Totals:
     worst_choice: torch.Tensor
     seconds: torch.Tensor
     computed_images: torch.Tensor
+    ensembles: dict[int, R.EnsembleTotals] = field(default_factory=dict)
 
 
 def _worst_case_group(plan: _Plan, e: int) -> list[int]:
@@ -498,6 +514,10 @@ def _reduce(plan: _Plan, work: _Work) -> _Totals:
             totals.worst_choice[e, indices] = torch.tensor(group)[choice]
     for name in ("confusion", "accuracy", "worst_confusion", "worst_accuracy", "worst_choice", "computed_images"):
         setattr(totals, name, distributed.reduce_over_ranks(getattr(totals, name)))
+    for c, condition in enumerate(plan.conditions):  # every rank reaches this loop in the same order
+        if condition.kind == "attack" and ATTACKS[condition.key].reliable:
+            units = [work.units[(c, b)] for b in plan.mine]
+            totals.ensembles[c] = R.reduce_ensemble(units, n, k, plan.config.reliable_steps)
     totals.seconds = distributed.reduce_over_ranks(totals.seconds, "max")
     return totals
 
@@ -524,10 +544,12 @@ def _row(condition: Condition, cm: torch.Tensor, accs: torch.Tensor, secs: Optio
 
 def _rows(plan: _Plan, totals: _Totals) -> list[ConditionResult]:
     """One row per condition, then the worst case per ε."""
-    rows = [
-        _row(cond, totals.confusion[c], totals.accuracy[c], float(totals.seconds[c]), float(totals.computed_images[c]))
-        for c, cond in enumerate(plan.conditions)
-    ]
+    rows = []
+    for c, cond in enumerate(plan.conditions):
+        row = _row(cond, totals.confusion[c], totals.accuracy[c], float(totals.seconds[c]), float(totals.computed_images[c]))
+        rows.append(row)
+        if c in totals.ensembles:
+            rows += R.ensemble_rows(row, totals.ensembles[c], _row, _reliable_scored_from(plan))
     for e, eps in enumerate(plan.config.eps_list):
         if not _worst_case_group(plan, e):
             continue
@@ -535,6 +557,15 @@ def _rows(plan: _Plan, totals: _Totals) -> list[ConditionResult]:
         row.worst_attack = [plan.conditions[int(c)].key for c in totals.worst_choice[e]]
         rows.append(row)
     return rows
+
+
+def _reliable_scored_from(plan: _Plan) -> int:
+    """First iteration of the ensemble's members at radius ε (earlier ones run at a larger radius)."""
+    from segrobust.attacks.apgd import radius_stages
+
+    options = plan.config.attack_kwargs.get("reliable", {})
+    schedule = options.get("radius_schedule", "sea")
+    return sum(length for _, length in radius_stages(schedule, plan.config.reliable_steps)[:-1])
 
 
 def _results(plan: _Plan, totals: _Totals, rows: list[ConditionResult], examples: dict[str, Unit]) -> BenchmarkResults:
@@ -557,6 +588,7 @@ def _results(plan: _Plan, totals: _Totals, rows: list[ConditionResult], examples
         config=run_config,
         versions=_versions(),
         timing=timing,
+        checks=gradient_masking_checks(rows),
         examples=_examples_for_plot(examples, plan.conditions, rows, plan.config.eps_list) if examples else None,
     )
 
@@ -612,6 +644,12 @@ def run_benchmark(
     whose prediction has the lowest pixel accuracy, and accumulates that
     prediction into its own confusion matrix. mIoU always comes from a
     confusion matrix summed over the whole set.
+
+    The reliable ensemble (attack ``"reliable"``, ``reliable_steps`` APGD
+    iterations per loss) adds one row per loss; its own row gives the pixel
+    accuracy of its per-image worst case and the greedy worst-case mIoU over
+    the whole set, and its returned image is one candidate of the worst case.
+    ``results.checks`` holds the gradient-masking checks.
 
     Every item is loaded and checked before any attack runs (a bad file is
     named in a one-line [DataError][segrobust.benchmark.DataError]); NaN or

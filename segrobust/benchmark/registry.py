@@ -44,6 +44,9 @@ class AttackEntry:
     (RainAttack: its rain is not inside the L∞ ball the other attacks share).
     ``builder(attack_class, model, **kwargs)`` adapts other constructor
     signatures; ``accepts_depth`` attacks are called with ``depth=`` when the data has one.
+    ``reliable`` marks the reliable ensemble: it runs ``reliable_steps`` iterations,
+    is called with ``return_stats=True`` and reports one row per member loss.
+    ``default=False`` keeps an attack out of ``"all"`` (it runs only when named).
     """
 
     key: str
@@ -55,6 +58,8 @@ class AttackEntry:
     in_worst_case: bool = True
     builder: Optional[Callable[..., Any]] = None
     accepts_depth: bool = False
+    reliable: bool = False
+    default: bool = True
 
     @property
     def display_name(self) -> str:
@@ -82,6 +87,8 @@ def register_attack(
     in_worst_case: Optional[bool] = None,
     builder: Optional[Callable[..., Any]] = None,
     accepts_depth: bool = False,
+    reliable: bool = False,
+    default: bool = True,
 ) -> AttackEntry:
     """Add (or replace) an attack in :data:`ATTACKS`.
 
@@ -100,7 +107,8 @@ def register_attack(
         raise TypeError(f"attack_class must be a class or callable, got {type(attack_class).__name__}")
     entry = AttackEntry(
         key, name, attack_class, positive, description, dict(defaults or {}),
-        (not positive) if in_worst_case is None else bool(in_worst_case), builder, accepts_depth,
+        (not positive) if in_worst_case is None else bool(in_worst_case), builder, accepts_depth, bool(reliable),
+        bool(default),
     )
     ATTACKS[key] = entry
     return entry
@@ -122,6 +130,18 @@ def _build_rain_attack(
     )
 
 
+def _build_reliable(
+    attack_class: Any, model: nn.Module, *, eps: float, alpha: Optional[float], steps: int, random_start: bool,
+    ignore_index: int, image_size: Optional[tuple[int, int]] = None, **kwargs: Any,
+) -> Any:
+    """The ensemble chooses its own step sizes (APGD), so ``alpha`` does not apply."""
+    return attack_class(model, eps=eps, steps=steps, random_start=random_start, ignore_index=ignore_index, **kwargs)
+
+
+register_attack(
+    "reliable", "Reliable ensemble", _attacks.ReliableEnsemble, builder=_build_reliable, reliable=True, default=False,
+    description="APGD with masked CE, balanced masked CE and JS losses, worst case per image (SEA, Croce et al. 2024)",
+)
 for _key, _name, _class, _positive, _description in (
     ("naa", "NAA", _attacks.NAA, False, "PGD ascending the masked pixel cross-entropy (PEARL's Negative Adversarial Attack)"),
     ("segpgd", "SegPGD", _attacks.SegPGD, False, "PGD re-weighting correct and wrong pixels over the steps (Gu et al. 2022)"),
@@ -151,17 +171,23 @@ def _selection(names: Union[str, list[str], tuple[str, ...], None]) -> Optional[
 def resolve_attacks(names: Union[str, list[str], tuple[str, ...], None]) -> list[str]:
     """Attack keys from ``"all"``, ``"none"``, a comma-separated string or a list (case-insensitive).
 
+    ``"all"`` is every attack registered with ``default=True`` (it may be combined with
+    others: ``"reliable,all"``); keys come back in report order.
+
     Examples:
         >>> resolve_attacks("NAA, segpgd")
         ['naa', 'segpgd']
         >>> resolve_attacks("pgd")
         Traceback (most recent call last):
         ...
-        ValueError: unknown attack 'pgd'; expected 'all', 'none' or a comma-separated list of: naa, segpgd, cospgd, eroseg, ama, rain_attack
+        ValueError: unknown attack 'pgd'; expected 'all', 'none' or a comma-separated list of: reliable, naa, segpgd, cospgd, eroseg, ama, rain_attack
     """
+    defaults = [key for key, entry in ATTACKS.items() if entry.default]
     wanted = _selection(names)
     if wanted is None:
-        return list(ATTACKS)
+        return defaults
+    if "all" in wanted:  # "reliable,all": the default set plus the attacks named
+        wanted = [name for name in wanted if name != "all"] + defaults
     for name in wanted:
         if name not in ATTACKS:
             raise ValueError(

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Union
 
 from segrobust.benchmark.functional import format_eps
-from segrobust.benchmark.plots import plot_examples, plot_miou_vs_eps, plot_rain_examples
+from segrobust.benchmark.plots import (
+    plot_convergence,
+    plot_examples,
+    plot_miou_vs_eps,
+    plot_rain_examples,
+)
 from segrobust.benchmark.results import BenchmarkResults
 from segrobust.benchmark.storage import OutputFolder
 from segrobust.fileio import atomic_write_text
@@ -22,7 +27,8 @@ def _pct(value: float) -> str:
 
 
 def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], None] = None) -> str:
-    """``report.md``: settings, the summary table, the worst case, figures, per-class IoU, versions."""
+    """``report.md``: settings, robustness under the reliable evaluation, the summary table, the worst case,
+    the gradient-masking checks, figures, per-class IoU, versions."""
     figures = figures or {}
     config = results.config
     clean = results.clean
@@ -33,13 +39,14 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
         ("Data", f"{config.get('dataset_name', 'data')}: {results.num_images} images of {'×'.join(map(str, config.get('image_size', [])))} px"),
         ("Attacks", f"{', '.join(config.get('attacks', [])) or 'none'}; ε ∈ {{{', '.join(format_eps(e) for e in config.get('eps', []))}}}, "
          f"{config.get('steps')} steps, α = {'2.5·ε/steps' if config.get('alpha') is None else config.get('alpha')}, "
-         f"random start: {config.get('random_start')}"),
+         f"random start: {config.get('random_start')}"
+         + (f"; reliable ensemble: {config['reliable_steps']} iterations per loss" if config.get("reliable_steps") else "")),
         ("Rain presets", ", ".join(config.get("rain", [])) or "none"),
         ("Seed", config.get("seed")),
         ("Processes", f"{config.get('world_size', 1)} on {config.get('device', '?')}"),
     ]
     lines += [f"- **{name}**: {value}" for name, value in described if value not in (None, "")]
-    lines += ["", "## Summary", "", results.table("markdown"), ""]
+    lines += ["", *_reliable_section(results), "## Summary", "", results.table("markdown"), ""]
     worst = [row for row in results.rows if row.kind == "worst"]
     if worst:
         strongest = worst[-1]
@@ -60,9 +67,18 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
             "not part of the worst case.",
             "",
         ]
-    for title, key in (("mIoU against ε", "miou_vs_eps"), ("Adversarial examples", "examples"), ("Rain examples", "rain_examples")):
+    lines += _masking_section(results)
+    for title, key in (("mIoU against ε", "miou_vs_eps"), ("Convergence of the reliable ensemble", "convergence"),
+                       ("Adversarial examples", "examples"), ("Rain examples", "rain_examples")):
         if key in figures:
             lines += [f"## {title}", "", f"![{title}]({figures[key]})", ""]
+    if "convergence" in figures:
+        lines.insert(
+            lines.index(f"![Convergence of the reliable ensemble]({figures['convergence']})") + 1,
+            "\nMean pixel accuracy against iteration for each loss of the reliable ensemble, one panel per ε (over "
+            "the images each loss attacked). The shaded iterations run at a radius above ε (SEA's schedule); a curve "
+            "still falling at the last iteration means more iterations (`--reliable-steps`) would lower it further.",
+        )
     if "examples" in figures:
         lines.insert(
             lines.index(f"![Adversarial examples]({figures['examples']})") + 1,
@@ -70,7 +86,8 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
             "largest ε, the perturbation scaled so ±ε spans black to white, the prediction on it, the ground truth.",
         )
     rain = sorted((row for row in results.rows if row.kind == "rain"), key=lambda row: row.miou)
-    chosen = [clean, *rain[:1], *worst[-1:]]  # clean, the hardest rain, the strongest worst case
+    reliable = [row for row in results.rows if row.key == "reliable"]
+    chosen = [clean, *rain[:1], *reliable[-1:], *worst[-1:]]  # clean, the hardest rain, the largest ε
     lines += ["## Per-class IoU (%)", "", "| Class | " + " | ".join(row.label for row in chosen) + " |", "|---|" + "---:|" * len(chosen)]
     for c, name in enumerate(results.class_names):
         lines.append(f"| {name} | " + " | ".join(_pct(row.iou[c]) for row in chosen) + " |")
@@ -92,8 +109,84 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
     return "\n".join(lines)
 
 
+def _reliable_section(results: BenchmarkResults) -> list[str]:
+    """Robustness stated under the reliable evaluation, the short attacks beside it (or why the numbers are upper bounds)."""
+    headline = results.headline()
+    if not headline:
+        return []
+    lines = ["## Robustness (reliable evaluation)", ""]
+    reliable = [row for row in results.rows if row.key == "reliable"]
+    if not reliable:
+        return [*lines, headline, ""]
+    lines += [
+        "| ε | mIoU % (greedy worst case) | Pixel acc. % | Passes / image | Short attacks: worst-case mIoU % |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in reliable:
+        worst = [w for w in results.rows if w.kind == "worst" and w.eps is not None and abs(w.eps - row.eps) < 1e-9]
+        passes = (row.ensemble or {}).get("mean_passes_per_image")
+        lines.append(f"| {format_eps(row.eps)} | {_pct(row.miou)} | {_pct(row.pixel_accuracy)} | "
+                     f"{'–' if passes is None else f'{passes:.0f}'} | {_pct(worst[0].miou) if worst else '–'} |")
+    lines += [
+        "",
+        f"The reliable ensemble runs APGD ({results.config.get('reliable_steps')} iterations) once per loss "
+        f"({', '.join((reliable[0].ensemble or {}).get('members', []))}); each image keeps the member result with the "
+        "lowest pixel accuracy (the pixel accuracy above), and the mIoU is the greedy worst case over the whole set: "
+        "images in order, each taking the member result that makes the running mIoU lowest. Its rows "
+        "(`Reliable · <loss>`) give each loss alone; passes are forward plus backward passes of the model per image, "
+        "all members together. The short attacks are reported beside it; the per-image 'Worst case' row takes the "
+        "reliable ensemble's image as one candidate among them.",
+        "",
+    ]
+    return lines
+
+
+def _image_list(indices: list, limit: int = 20) -> str:
+    shown = ", ".join(str(i) for i in indices[:limit])
+    return shown + (f", … ({len(indices)} in all)" if len(indices) > limit else "")
+
+
+def _masking_section(results: BenchmarkResults) -> list[str]:
+    """Counts and images of the gradient-masking flags and of the ε-monotonicity violations."""
+    checks = results.checks or {}
+    flags, monotonicity = checks.get("apgd_flags", []), checks.get("eps_monotonicity", {})
+    if not flags and not monotonicity:
+        return []
+    lines = ["## Gradient-masking checks", ""]
+    if flags:
+        lines += [
+            "Per APGD member of the reliable ensemble (image indices in data-set order): a loss that never rose, an "
+            "all-zero input gradient, a NaN or infinite gradient. Any of them means the attack could not search "
+            "that image, and its number there is no robustness measurement.",
+            "",
+            "| ε | Loss | Attacked | Loss never rose | Zero gradient | Non-finite gradient |",
+            "|---|---|---:|---|---|---|",
+        ]
+        for entry in flags:
+            cells = [f"{len(entry[flag])}" + (f" ({_image_list(entry[flag])})" if entry[flag] else "")
+                     for flag in ("loss_never_rose", "zero_gradient", "nonfinite_gradient")]
+            lines.append(f"| {format_eps(entry['eps'])} | {entry['member']} | {entry.get('images_attacked')} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+    if monotonicity:
+        lines += [
+            "ε monotonicity: a larger ε allows every perturbation of a smaller one, so a higher accuracy at a larger "
+            "ε means the attack fell short there (too few iterations, or masked gradients).",
+            "",
+            "| Attack | Whole set: ε pairs where accuracy or mIoU rose | Images whose accuracy rose |",
+            "|---|---|---|",
+        ]
+        for entry in monotonicity.values():
+            overall = ", ".join(f"{a}→{b}" for a, b in (item["eps"] for item in entry["overall"])) or "none"
+            images = sorted(entry["images"], key=int)
+            lines.append(f"| {entry['name']} | {overall} | {len(images)}" + (f" ({_image_list(images)})" if images else "")
+                         + " |")
+        lines.append("")
+    return lines
+
+
 def write_report(results: BenchmarkResults, out_dir: Union[str, os.PathLike]) -> dict[str, Path]:
-    """Write ``results.json``, ``miou_vs_eps.png``, ``examples.png`` (and ``rain_examples.png``), ``report.md``.
+    """Write ``results.json``, ``miou_vs_eps.png``, ``examples.png`` (and ``convergence.png``, ``rain_examples.png``), ``report.md``.
 
     Files of these names that segrobust did not write (or that were changed
     since) are never overwritten: the call raises
@@ -116,7 +209,8 @@ def write_report(results: BenchmarkResults, out_dir: Union[str, os.PathLike]) ->
 
 def _write_figures_and_markdown(results: BenchmarkResults, out: Path, written: dict[str, Path]) -> None:
     figures: dict[str, str] = {}
-    for key, plot in (("miou_vs_eps", plot_miou_vs_eps), ("examples", plot_examples), ("rain_examples", plot_rain_examples)):
+    for key, plot in (("miou_vs_eps", plot_miou_vs_eps), ("convergence", plot_convergence), ("examples", plot_examples),
+                      ("rain_examples", plot_rain_examples)):
         target = out / f"{key}.png"
         path = plot(results, target)
         if path is not None:

@@ -22,12 +22,15 @@ class ConditionResult:
     """Scores of one condition (clean, a rain preset, an attack at one ε, or the worst case at one ε).
 
     ``kind`` is ``"clean"``, ``"rain"``, ``"attack"``, ``"positive"`` (AMA:
-    it helps the model) or ``"worst"`` (per image, the attack with the lowest
-    pixel accuracy). ``confusion_matrix`` is summed over the whole set (rows:
+    it helps the model), ``"member"`` (one loss of the reliable ensemble) or
+    ``"worst"`` (per image, the attack with the lowest pixel accuracy). ``confusion_matrix`` is summed over the whole set (rows:
     true class); ``per_image_pixel_accuracy`` follows the data set's order.
     ``worst_attack`` (worst-case rows only) names the attack chosen per image.
     ``seconds`` and ``images_per_second`` time the batches computed in this
     run (``None`` when every batch came from a resumed run).
+    ``ensemble`` (reliable ensemble and member rows only): the greedy choice,
+    passes per image, convergence curves, gradient-masking flags (see
+    the "Reliable evaluation" section of the benchmark guide).
     """
 
     key: str
@@ -44,6 +47,7 @@ class ConditionResult:
     worst_attack: Optional[list[str]] = None
     seconds: Optional[float] = None
     images_per_second: Optional[float] = None
+    ensemble: Optional[dict[str, Any]] = None
 
     @property
     def label(self) -> str:
@@ -91,6 +95,7 @@ class BenchmarkResults:
     config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
     examples: Optional[dict[str, Any]] = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ access
@@ -212,6 +217,28 @@ class BenchmarkResults:
             atomic_write_text(Path(path), text)
         return text
 
+    def headline(self) -> str:
+        """Robustness under the reliable evaluation per ε, the short attacks beside it (or a note that they are upper bounds)."""
+        reliable = [row for row in self.rows if row.key == "reliable"]
+        worst = {round(row.eps * 255, 6): row for row in self.rows if row.kind == "worst"}
+        steps = self.config.get("reliable_steps")
+        if not reliable:
+            if not any(row.kind == "attack" for row in self.rows):
+                return ""
+            return ("No reliable evaluation in this run: the attack numbers are upper bounds on robustness from "
+                    f"short attacks ({self.config.get('steps')} steps). For the reliable evaluation run "
+                    "`segrobust benchmark --attacks reliable,all` (Python: `attacks=\"reliable,...\"`).")
+        lines = [f"Robustness under the reliable evaluation (APGD ensemble, {steps} iterations per loss):"]
+        for row in reliable:
+            line = (f"  ε={format_eps(row.eps)}: mIoU {100 * row.miou:.1f} % (greedy worst case), "
+                    f"pixel accuracy {100 * row.pixel_accuracy:.1f} %")
+            short = worst.get(round(row.eps * 255, 6))
+            if short is not None:
+                line += (f"; all attacks together (per-image worst case): mIoU {100 * short.miou:.1f} %, "
+                         f"pixel accuracy {100 * short.pixel_accuracy:.1f} %")
+            lines.append(line)
+        return "\n".join(lines)
+
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
         """Every number, the configuration and the library versions (``results.json``)."""
@@ -223,6 +250,7 @@ class BenchmarkResults:
                 "config": self.config,
                 "versions": self.versions,
                 "timing": self.timing,
+                "checks": self.checks,
                 "rows": [row.to_dict() for row in self.rows],
             }
         )
@@ -244,6 +272,7 @@ class BenchmarkResults:
             config=dict(data.get("config", {})),
             versions=dict(data.get("versions", {})),
             timing=dict(data.get("timing", {})),
+            checks=dict(data.get("checks", {})),
         )
 
     @classmethod
