@@ -1,6 +1,6 @@
 """The ``segrobust`` command: ``segrobust benchmark`` and ``segrobust train``.
 
-A thin layer over :func:`segrobust.benchmark.run_benchmark` and the training
+A thin layer over [`segrobust.benchmark.run_benchmark`][segrobust.benchmark.run_benchmark] and the training
 recipes. Bad arguments (unknown attack, ε outside (0, 1], missing data root,
 unreadable checkpoint...) end with one ``segrobust ...: error: ...`` line on
 stderr and exit code 2, never a traceback. Under ``torchrun`` (``torchrun
@@ -134,7 +134,7 @@ def _positive_float(text: str) -> float:
 
 # ----------------------------------------------------------------------------- parser
 def _dataset_names() -> list[str]:
-    """The image/mask data sets of :func:`segrobust.datasets.build_dataset` (frame triplets feed Python recipes only)."""
+    """The image/mask data sets of [`segrobust.datasets.build_dataset`][segrobust.datasets.build_dataset] (frame triplets feed Python recipes only)."""
     from segrobust.datasets.factory import DATASET_NAMES
 
     return [name for name in DATASET_NAMES if not name.endswith("-triplets")]
@@ -586,7 +586,7 @@ def _check_defense(text: Optional[str]) -> tuple[str, str]:
 
 
 def _model_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of :func:`segrobust.models.load_model` the model flags give."""
+    """The keyword arguments of [`segrobust.models.load_model`][segrobust.models.load_model] the model flags give."""
     if (args.mean is None) != (args.std is None):
         raise UsageError("--mean and --std go together (one value per image channel each)")
     if args.mean is not None and len(args.mean) != len(args.std):

@@ -7,9 +7,9 @@ always built with ``encoder_weights=None`` (nothing is downloaded).
 
 Checkpoints are read with ``torch.load(weights_only=True)``, which unpickles
 only tensors and plain containers, so reading one runs no code from the file.
-:func:`load_model` understands
+[`load_model`][segrobust.models.load_model] understands
 
-- a segrobust model checkpoint written by :func:`save_model` (it holds its spec),
+- a segrobust model checkpoint written by [`save_model`][segrobust.models.save_model] (it holds its spec),
 - ``SPEC@PATH``: a plain ``state_dict`` (or a segrobust training checkpoint)
   loaded into the model that ``SPEC`` builds,
 - ``module:callable``: any model a Python function builds (torchvision,
@@ -20,8 +20,8 @@ only tensors and plain containers, so reading one runs no code from the file.
   model is called. No pickled Python objects are unpickled, but the model
   computes whatever the file says, so load only TorchScript files you trust.
 
-and raises :class:`ModelLoadError` (a ``ValueError``) with a one-line
-explanation for anything else. :class:`SegmentationModel` adapts any model
+and raises [`ModelLoadError`][segrobust.models.ModelLoadError] (a ``ValueError``) with a one-line
+explanation for anything else. [`SegmentationModel`][segrobust.models.SegmentationModel] adapts any model
 (lower-resolution logits, Hugging Face or torchvision outputs, its own input
 normalisation) to what segrobust expects: ``[0, 1]`` images in, logits at the
 input resolution out.
@@ -64,7 +64,7 @@ __all__ = [
     "save_model",
 ]
 
-#: ``format`` tag of the checkpoints :func:`save_model` writes.
+#: ``format`` tag of the checkpoints [`save_model`][segrobust.models.save_model] writes.
 CHECKPOINT_FORMAT = "segrobust.model/1"
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".ts", ".jit", ".zip")
@@ -219,7 +219,7 @@ def _architectures() -> dict[str, Any]:
 def parse_model_spec(spec: Union[str, ModelSpec]) -> ModelSpec:
     """Parse ``"arch[:encoder[:key=value...]]"`` (values: ints, floats, true/false, none, comma lists).
 
-    Raises :class:`ModelLoadError` naming the valid architectures for an unknown one.
+    Raises [`ModelLoadError`][segrobust.models.ModelLoadError] naming the valid architectures for an unknown one.
 
     Examples:
         >>> parse_model_spec("unet:resnet18:decoder_channels=32,16,8").kwargs
@@ -282,7 +282,7 @@ def build_model(
     """Build an smp model from a spec, with ``encoder_weights=None``, in eval mode.
 
     Keyword arguments are added to (and override) those of the spec. Encoder
-    stages beyond ``encoder_depth`` are dropped (see :func:`_drop_unused_stages`).
+    stages beyond ``encoder_depth`` are dropped (see `_drop_unused_stages`).
     ``seed`` draws the random initial weights from its own generator (the same
     model in every process and run); ``None`` uses torch's global one.
 
@@ -324,7 +324,7 @@ def save_model(
     half: bool = False,
     metadata: Optional[Mapping[str, Any]] = None,
 ) -> Path:
-    """Write a checkpoint :func:`load_model` reads back without being told the architecture.
+    """Write a checkpoint [`load_model`][segrobust.models.load_model] reads back without being told the architecture.
 
     ``half=True`` stores floating tensors as float16 (half the size; they are
     cast back to float32 on load). ``metadata`` (JSON-like: str, numbers,
@@ -422,7 +422,7 @@ def load_weights(
     """Load ``state`` into ``model``, all or nothing, with a one-line error listing what does not fit.
 
     ``smp_stages`` ignores weights of encoder stages dropped by
-    :func:`_drop_unused_stages` (only meaningful for spec-built smp models).
+    `_drop_unused_stages` (only meaningful for spec-built smp models).
     """
     state = {k.removeprefix("module."): v for k, v in state.items()}  # DDP-saved weights
     expected = model.state_dict()
@@ -530,7 +530,7 @@ def _call_text(source: str, kwargs: Mapping[str, Any]) -> str:
 
 
 def _read_segrobust_checkpoint(obj: Mapping[str, Any], path: Path) -> tuple[str, int]:
-    """The spec and class count a :func:`save_model` checkpoint records."""
+    """The spec and class count a [`save_model`][segrobust.models.save_model] checkpoint records."""
     spec, stored = obj.get("spec"), obj.get("num_classes")
     if not isinstance(spec, str) or isinstance(stored, bool) or not isinstance(stored, int) or stored < 1:
         missing = [key for key, value in (("spec", spec), ("num_classes", stored)) if value is None]
@@ -570,7 +570,7 @@ def load_model(
     Args:
         source: ``"unet:resnet18"`` (random weights), ``"unet:resnet18@weights.pt"``
             (a plain state dict for that architecture), a path to a checkpoint
-            written by :func:`save_model`, ``"package.module:function"`` (any
+            written by [`save_model`][segrobust.models.save_model], ``"package.module:function"`` (any
             function returning an ``nn.Module``, called with ``model_args``; the
             current directory is importable), or a TorchScript archive. An
             ``nn.Module`` is returned as is (moved to ``device``, in eval mode).

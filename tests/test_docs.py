@@ -127,11 +127,10 @@ def test_math_reaches_the_page_as_tex_for_katex(built_site):
     assert "katex" in page and "javascripts/katex.js" in page
 
 
-# Enable once the docstrings under segrobust/ use markdown cross-references
-# (convert_roles.py rewrites them): every rendered page, API entries included.
-# def test_built_site_shows_no_raw_sphinx_roles(built_site):
-#     site, proc = built_site
-#     assert proc.returncode == 0, proc.stderr[-3000:]
-#     raw = [str(page.relative_to(site)) for page in site.rglob("*.html")
-#            if re.search(r":(?:class|meth|func|attr|mod|obj|data|exc):", page.read_text())]
-#     assert raw == []
+def test_built_site_shows_no_raw_sphinx_roles(built_site):
+    """Every rendered page, API entries included: docstrings use markdown cross-references."""
+    site, proc = built_site
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    raw = [str(page.relative_to(site)) for page in site.rglob("*.html")
+           if re.search(r":(?:class|meth|func|attr|mod|obj|data|exc):", page.read_text())]
+    assert raw == []

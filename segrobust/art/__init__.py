@@ -1,16 +1,16 @@
 """IBM ART interoperability: a segmentation estimator, ART versions of segrobust's attacks,
 and adapters that let ART's PGD and Madry adversarial training run on masks.
 
-- :class:`PyTorchSegmenter`: an ART ``PyTorchEstimator`` (``LossGradientsMixin``) for
+- [`PyTorchSegmenter`][segrobust.art.PyTorchSegmenter]: an ART ``PyTorchEstimator`` (``LossGradientsMixin``) for
   any PyTorch segmentation model; ``predict`` gives logits ``(N, K, H, W)``,
   ``loss_gradient`` / ``fit`` take masks ``(N, H, W)`` with ``ignore_index``.
-- :class:`NAA`, :class:`AMA`, :class:`SegPGD`, :class:`CosPGD`, :class:`EroSeg`, :class:`APGD`: ART
+- [`NAA`][segrobust.art.NAA], [`AMA`][segrobust.art.AMA], [`SegPGD`][segrobust.art.SegPGD], [`CosPGD`][segrobust.art.CosPGD], [`EroSeg`][segrobust.art.EroSeg], `APGD`: ART
   ``EvasionAttack`` classes running the segrobust torch attacks of the same name
-  (one implementation); :func:`make_art_attack` adds one for a new torch attack.
-- :class:`SegmentationPGD` (numpy / PyTorch) and
-  :class:`SegmentationAdversarialTrainerMadryPGD`: ART's PGD and Madry training with
+  (one implementation); [`make_art_attack`][segrobust.art.make_art_attack] adds one for a new torch attack.
+- [`SegmentationPGD`][segrobust.art.SegmentationPGD] (numpy / PyTorch) and
+  [`SegmentationAdversarialTrainerMadryPGD`][segrobust.art.SegmentationAdversarialTrainerMadryPGD]: ART's PGD and Madry training with
   masks, random init and restarts.
-- :class:`PEARLPreprocessor`: PEARL's derainer as a differentiable ART preprocessing defence.
+- `PEARLPreprocessor`: PEARL's derainer as a differentiable ART preprocessing defence.
 """
 
 from segrobust.art.apgd import APGD

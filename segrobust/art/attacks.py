@@ -1,9 +1,9 @@
 """ART counterparts of segrobust's torch attacks, built on the torch implementations.
 
 Each class here is an ART ``EvasionAttack`` that runs the segrobust attack of
-the same name on a :class:`~segrobust.art.PyTorchSegmenter`: the estimator's
+the same name on a [`PyTorchSegmenter`][segrobust.art.PyTorchSegmenter]: the estimator's
 forward chain (unit rescale, preprocessing defences, standardisation, model) is
-wrapped as an ``nn.Module`` (:class:`~segrobust.art.EstimatorModule`) and the
+wrapped as an ``nn.Module`` ([`EstimatorModule`][segrobust.art.EstimatorModule]) and the
 torch attack runs on it. There is one implementation of every algorithm.
 
 A new torch attack gets its ART counterpart with one line::
@@ -61,8 +61,8 @@ class ArtSegAttack(EvasionAttack):
     ``generate(x, y=None)`` takes images ``(N, C, H, W)`` within
     ``clip_values`` and masks ``(N, H, W)`` (numpy or torch; ``y=None`` attacks
     the model's own prediction) and returns float32 numpy adversarial images.
-    After a call, :attr:`stats` holds the torch attack's
-    :class:`~segrobust.attacks.AttackStats` for the whole input.
+    After a call, `stats` holds the torch attack's
+    [`AttackStats`][segrobust.attacks.AttackStats] for the whole input.
 
     Examples:
         >>> import numpy as np, torch
@@ -223,7 +223,7 @@ class ArtSegAttack(EvasionAttack):
 
 
 def make_art_attack(torch_attack: type[SegAttack], name: Optional[str] = None, doc: Optional[str] = None) -> type[ArtSegAttack]:
-    """Create (and register in :data:`ART_ATTACKS`) the ART counterpart of a segrobust torch attack class.
+    """Create (and register in [`ART_ATTACKS`][segrobust.art.ART_ATTACKS]) the ART counterpart of a segrobust torch attack class.
 
     Examples:
         >>> from segrobust.attacks import NAA as TorchNAA
@@ -233,17 +233,17 @@ def make_art_attack(torch_attack: type[SegAttack], name: Optional[str] = None, d
     """
     name = name or torch_attack.__name__
     doc = doc or (
-        f"ART counterpart of :class:`{torch_attack.__module__}.{torch_attack.__name__}` "
-        "(see :class:`~segrobust.art.ArtSegAttack` for the conventions)."
+        f"ART counterpart of `{torch_attack.__module__}.{torch_attack.__name__}` "
+        "(see [`ArtSegAttack`][segrobust.art.ArtSegAttack] for the conventions)."
     )
     return type(name, (ArtSegAttack,), {"torch_attack": torch_attack, "__doc__": doc, "__module__": __name__})
 
 
 class NAA(ArtSegAttack):
-    """ART counterpart of :class:`segrobust.attacks.NAA` (Negative Adversarial Attack, PEARL).
+    """ART counterpart of [`segrobust.attacks.NAA`][segrobust.attacks.NAA] (Negative Adversarial Attack, PEARL).
 
     ``NAA(estimator, eps=8/255, alpha=None, steps=10, random_start=True, ignore_index=None,
-    *, batch_size=32, targeted=False, verbose=False)``; conventions in :class:`ArtSegAttack`.
+    *, batch_size=32, targeted=False, verbose=False)``; conventions in [`ArtSegAttack`][segrobust.art.ArtSegAttack].
 
     Examples:
         >>> adv = NAA(estimator, eps=8 / 255, alpha=2 / 255, steps=10).generate(images, masks)  # doctest: +SKIP
@@ -253,9 +253,9 @@ class NAA(ArtSegAttack):
 
 
 class AMA(ArtSegAttack):
-    """ART counterpart of :class:`segrobust.attacks.AMA` (Auxiliary Mirror Attack, PEARL): descends the loss.
+    """ART counterpart of [`segrobust.attacks.AMA`][segrobust.attacks.AMA] (Auxiliary Mirror Attack, PEARL): descends the loss.
 
-    Same arguments as :class:`NAA`; ``targeted=True`` is refused (as by the torch class).
+    Same arguments as [`NAA`][segrobust.art.NAA]; ``targeted=True`` is refused (as by the torch class).
 
     Examples:
         >>> positive = AMA(estimator, eps=4 / 255, alpha=1 / 255, steps=10).generate(images, masks)  # doctest: +SKIP
@@ -265,7 +265,7 @@ class AMA(ArtSegAttack):
 
 
 class SegPGD(ArtSegAttack):
-    """ART counterpart of :class:`segrobust.attacks.SegPGD` (Gu et al., ECCV 2022). Arguments as :class:`NAA`.
+    """ART counterpart of [`segrobust.attacks.SegPGD`][segrobust.attacks.SegPGD] (Gu et al., ECCV 2022). Arguments as [`NAA`][segrobust.art.NAA].
 
     Examples:
         >>> adv = SegPGD(estimator, eps=8 / 255, alpha=2 / 255, steps=20).generate(images, masks)  # doctest: +SKIP
@@ -275,7 +275,7 @@ class SegPGD(ArtSegAttack):
 
 
 class CosPGD(ArtSegAttack):
-    """ART counterpart of :class:`segrobust.attacks.CosPGD` (Agnihotri et al., ICML 2024). Arguments as :class:`NAA`.
+    """ART counterpart of [`segrobust.attacks.CosPGD`][segrobust.attacks.CosPGD] (Agnihotri et al., ICML 2024). Arguments as [`NAA`][segrobust.art.NAA].
 
     Examples:
         >>> adv = CosPGD(estimator, eps=8 / 255, alpha=2 / 255, steps=20).generate(images, masks)  # doctest: +SKIP
@@ -285,7 +285,7 @@ class CosPGD(ArtSegAttack):
 
 
 class EroSeg(ArtSegAttack):
-    """ART counterpart of :class:`segrobust.attacks.EroSeg` (erosion attack).
+    """ART counterpart of [`segrobust.attacks.EroSeg`][segrobust.attacks.EroSeg] (erosion attack).
 
     ``EroSeg(estimator, eps, alpha, steps, random_start, q0=0.2, schedule="linear", kernel_size=3,
     fooled_weight=0.5, confidence="true_prob", ignore_index=None, *, batch_size, targeted, verbose)``.
@@ -298,11 +298,11 @@ class EroSeg(ArtSegAttack):
 
 
 class RainAttack(ArtSegAttack):
-    """ART counterpart of :class:`segrobust.attacks.RainAttack`: gradient ascent over the rain parameters.
+    """ART counterpart of [`segrobust.attacks.RainAttack`][segrobust.attacks.RainAttack]: gradient ascent over the rain parameters.
 
     ``RainAttack(estimator, ranges="medium", steps=10, param_step=None, pixel_eps=0.0, pixel_alpha=None, ...,
     *, batch_size, targeted, verbose)``; ``pixel_eps`` is in ``[0, 1]`` image units. Conventions in
-    :class:`ArtSegAttack`.
+    [`ArtSegAttack`][segrobust.art.ArtSegAttack].
 
     Examples:
         >>> rainy_adv = RainAttack(estimator, ranges="heavy", steps=10, pixel_eps=4 / 255).generate(images, masks)  # doctest: +SKIP

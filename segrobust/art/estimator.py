@@ -56,7 +56,7 @@ def _standardisation(preprocessing: object, channels: int) -> object:
 
 
 class EstimatorModule(nn.Module):
-    """The forward chain of a :class:`PyTorchSegmenter` as a differentiable ``nn.Module``.
+    """The forward chain of a [`PyTorchSegmenter`][segrobust.art.PyTorchSegmenter] as a differentiable ``nn.Module``.
 
     ``images → [unit rescale] → preprocessing defences → standardisation → model → logits``.
     With ``unit_range=True`` inputs are in ``[0, 1]`` and are mapped to the
@@ -95,15 +95,15 @@ class PyTorchSegmenter(PyTorchEstimator):
     trainers and defences run on any PyTorch segmenter (smp, torchvision, ...)
     with masks as labels.
 
-    - :meth:`predict` returns logits ``(N, K, H, W)`` (numpy, batched).
-    - :meth:`loss_gradient` differentiates the mean pixel cross-entropy over
+    - [`predict`][segrobust.art.PyTorchSegmenter.predict] returns logits ``(N, K, H, W)`` (numpy, batched).
+    - [`loss_gradient`][segrobust.art.PyTorchSegmenter.loss_gradient] differentiates the mean pixel cross-entropy over
       valid pixels (``ignore_index`` pixels count for nothing) through the
       preprocessing defences, the standardisation and the model. It takes numpy
       arrays or torch tensors and returns the same kind. Labels may be masks
       ``(N, H, W)`` (integer, or float holding ids as PGD-PyTorch passes them),
       or ``(N, K, H, W)`` logits/one-hot maps (ART's ``y=None`` convention),
       reduced by argmax.
-    - :meth:`fit` trains on masks with the given optimizer.
+    - [`fit`][segrobust.art.PyTorchSegmenter.fit] trains on masks with the given optimizer.
     - Model outputs may be tensors, tuples (smp ``aux_params``) or
       ``{"out": ...}`` dicts (torchvision).
 
@@ -112,7 +112,7 @@ class PyTorchSegmenter(PyTorchEstimator):
         input_shape: shape of one input ``(C, H, W)``; ``H, W`` are only used to
             infer ``nb_classes`` (inputs of any size are accepted).
         nb_classes: number of classes ``K``; inferred by one forward pass when None.
-        optimizer: optimizer over the model's parameters, needed only by :meth:`fit`.
+        optimizer: optimizer over the model's parameters, needed only by [`fit`][segrobust.art.PyTorchSegmenter.fit].
         ignore_index: mask id whose pixels add nothing to the loss.
         clip_values: ``(min, max)`` of the inputs (default ``(0, 1)``); inputs
             outside it are refused.
@@ -120,7 +120,7 @@ class PyTorchSegmenter(PyTorchEstimator):
         preprocessing_defences: ART preprocessors applied before the
             standardisation; ``PreprocessorPyTorch`` ones are chained
             differentiably, a numpy one switches to ART's numpy gradient path.
-        postprocessing_defences: ART postprocessors applied to :meth:`predict`.
+        postprocessing_defences: ART postprocessors applied to [`predict`][segrobust.art.PyTorchSegmenter.predict].
         preprocessing: ``(mean, std)`` standardisation applied inside the
             estimator (per-channel vectors allowed), an ART ``Preprocessor``, or
             None for no standardisation. Unlike ART's base class the default is
@@ -298,7 +298,7 @@ class PyTorchSegmenter(PyTorchEstimator):
             return int(self._logits(self._preprocess_batch(probe)).shape[1])
 
     def as_torch_module(self, unit_range: bool = True) -> EstimatorModule:
-        """This estimator's forward chain as an ``nn.Module`` for torch attacks (see :class:`EstimatorModule`)."""
+        """This estimator's forward chain as an ``nn.Module`` for torch attacks (see [`EstimatorModule`][segrobust.art.EstimatorModule])."""
         return EstimatorModule(self, unit_range=unit_range)
 
     # ------------------------------------------------------------------ ART API
@@ -450,13 +450,13 @@ class PyTorchSegmenter(PyTorchEstimator):
 
     @property
     def layer_names(self) -> list[str]:
-        """Names of the model's submodules (``model.named_modules()``), usable in :meth:`get_activations`."""
+        """Names of the model's submodules (``model.named_modules()``), usable in [`get_activations`][segrobust.art.PyTorchSegmenter.get_activations]."""
         return list(self._layer_names)
 
     def get_activations(
         self, x: ArrayLike, layer: Union[int, str], batch_size: int = 128, framework: bool = False
     ) -> ArrayLike:
-        """Output of the submodule ``layer`` (a name from :attr:`layer_names` or its index).
+        """Output of the submodule ``layer`` (a name from [`layer_names`][segrobust.art.PyTorchSegmenter.layer_names] or its index).
 
         With ``framework=True`` ``x`` must be a tensor and a tensor with its graph
         is returned (one pass, no batching); otherwise a numpy array. The input

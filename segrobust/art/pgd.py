@@ -1,6 +1,6 @@
 """Adapters that let ART's PGD and Madry adversarial training run on segmentation estimators.
 
-What stock ART 1.20.1 does on a :class:`~segrobust.art.PyTorchSegmenter`, and why
+What stock ART 1.20.1 does on a [`PyTorchSegmenter`][segrobust.art.PyTorchSegmenter], and why
 these adapters exist:
 
 - ``ProjectedGradientDescent`` picks its PyTorch implementation only for a
@@ -85,7 +85,7 @@ def _restart_scores(attack: Any, adv: np.ndarray, masks: np.ndarray) -> np.ndarr
 
 
 def _best_of_restarts(attack: Any, run_restart: Callable[[], np.ndarray], masks: np.ndarray) -> np.ndarray:
-    """Runs ``max(1, num_random_init)`` restarts; each image keeps its best one (by :func:`_restart_scores`)."""
+    """Runs ``max(1, num_random_init)`` restarts; each image keeps its best one (by `_restart_scores`)."""
     best = run_restart()
     best_scores: Optional[np.ndarray] = None
     for _ in range(max(1, attack.num_random_init) - 1):
@@ -215,8 +215,8 @@ class SegmentationPGDPyTorch(_SegmentationTargets, ProjectedGradientDescentPyTor
 
 
 class SegmentationPGD(ProjectedGradientDescent):
-    """``ProjectedGradientDescent`` for segmentation: picks :class:`SegmentationPGDPyTorch` or
-    :class:`SegmentationPGDNumpy`.
+    """``ProjectedGradientDescent`` for segmentation: picks [`SegmentationPGDPyTorch`][segrobust.art.SegmentationPGDPyTorch] or
+    [`SegmentationPGDNumpy`][segrobust.art.SegmentationPGDNumpy].
 
     Same arguments as ART's ``ProjectedGradientDescent`` plus ``implementation``:
     ``"auto"`` (PyTorch when the estimator is a ``PyTorchEstimator`` whose
@@ -275,7 +275,7 @@ class SegmentationPGD(ProjectedGradientDescent):
 
 
 class SegmentationAdversarialTrainerMadryPGD(AdversarialTrainerMadryPGD):
-    """Madry et al.'s PGD adversarial training on masks, with :class:`SegmentationPGD`.
+    """Madry et al.'s PGD adversarial training on masks, with [`SegmentationPGD`][segrobust.art.SegmentationPGD].
 
     ART's ``AdversarialTrainerMadryPGD`` with the inner attack replaced (so
     random init works) and budgets in ``[0, 1]`` image units by default

@@ -14,16 +14,16 @@ __all__ = ["PEARLPreprocessor"]
 class PEARLPreprocessor(PreprocessorPyTorch):
     """Runs a PEARL derainer in front of any ART PyTorch estimator, differentiably.
 
-    Put it in ``preprocessing_defences`` of :class:`~segrobust.art.PyTorchSegmenter`
+    Put it in ``preprocessing_defences`` of [`PyTorchSegmenter`][segrobust.art.PyTorchSegmenter]
     (or of any ART PyTorch estimator): the estimator then computes
     ``model(derainer(x))`` and its ``loss_gradient`` flows through the
     derainer, so ART's attacks see the whole PEARL pipeline (no gradient
-    masking), exactly as :class:`segrobust.defenses.PEARL` does in torch.
+    masking), exactly as [`segrobust.defenses.PEARL`][segrobust.defenses.PEARL] does in torch.
     The derainer runs in eval mode and is never trained by the estimator.
 
     Args:
         derainer: image-to-image module, ``(N, 3, H, W)`` in ``[0, 1]`` to the
-            same shape and range (e.g. a trained :class:`~segrobust.defenses.PReNet`).
+            same shape and range (e.g. a trained [`PReNet`][segrobust.defenses.PReNet]).
         device_type: ``"cpu"`` or ``"gpu"``, as in ART.
         apply_fit: also apply it when the estimator is fitted (default: no,
             PEARL trains the segmenter on clean data).

@@ -1,8 +1,8 @@
 """Segmentation attacks as torchattacks-compatible classes.
 
-All attacks share :class:`SegAttack` (validation, masks with ``ignore_index``,
+All attacks share [`SegAttack`][segrobust.attacks.SegAttack] (validation, masks with ``ignore_index``,
 per-pixel targeted modes, best-iterate tracking) and the pure functions of
-:mod:`segrobust.attacks.functional`.
+[`segrobust.attacks.functional`][segrobust.attacks.functional].
 """
 
 from segrobust.attacks import functional

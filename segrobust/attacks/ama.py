@@ -8,7 +8,7 @@ __all__ = ["AMA"]
 
 
 class AMA(NAA):
-    r"""Auxiliary Mirror Attack from the PEARL paper: the mirror image of :class:`NAA`.
+    r"""Auxiliary Mirror Attack from the PEARL paper: the mirror image of [`NAA`][segrobust.attacks.NAA].
 
     The same projected steps *descending* the loss,
     ``x ← Π(x − α·sign ∇ mean L_pix(f(x), y))``, give a "positive" image that
@@ -22,7 +22,7 @@ class AMA(NAA):
     needs the true masks (with ``masks=None`` it reinforces the model's own
     prediction). Targeted modes are not meaningful for AMA and are refused.
 
-    Arguments, shapes: as :class:`NAA`.
+    Arguments, shapes: as [`NAA`][segrobust.attacks.NAA].
 
     Examples:
         >>> atk = AMA(model, eps=4/255, alpha=1/255, steps=10)  # doctest: +SKIP

@@ -1,4 +1,4 @@
-"""The segmentation attack engine: :class:`SegAttack` and the L∞ PGD loop that NAA, AMA,
+"""The segmentation attack engine: [`SegAttack`][segrobust.attacks.SegAttack] and the L∞ PGD loop that NAA, AMA,
 SegPGD, CosPGD and EroSeg share."""
 
 from __future__ import annotations
@@ -162,8 +162,8 @@ class SegAttack(SafeAttributeMixin, AttackBase):
     per-module train/eval flags are restored exactly, and the best iterate per
     image is returned rather than the last one.
 
-    Subclasses implement :meth:`_attack_batch` and pass every gradient through
-    :meth:`_check_gradients`.
+    Subclasses implement `_attack_batch` and pass every gradient through
+    `_check_gradients`.
 
     The attack works inside ``torch.no_grad()`` and ``torch.inference_mode()``.
     Images are cast to the dtype of the model's parameters for the attack
@@ -180,7 +180,7 @@ class SegAttack(SafeAttributeMixin, AttackBase):
     ``(N, C, H, W)`` float in ``[0, 1]`` (or normalised, after
     ``set_normalization_used``) and masks ``(N, H, W)`` integer; ``masks=None``
     attacks the model's own prediction on the clean images. Returns adversarial
-    images of the same shape, dtype and device (and an :class:`AttackStats`
+    images of the same shape, dtype and device (and an [`AttackStats`][segrobust.attacks.AttackStats]
     with ``return_stats=True``).
     """
 
@@ -228,7 +228,7 @@ class SegAttack(SafeAttributeMixin, AttackBase):
     ) -> tuple[torch.Tensor, AttackStats]:
         """The call's stages: check, move and convert the inputs, attack, convert back.
 
-        ``options`` are keyword arguments of this call for :meth:`_attack_batch`
+        ``options`` are keyword arguments of this call for `_attack_batch`
         (per-call state stays local, so an attack may be called re-entrantly).
         """
         if not isinstance(images, torch.Tensor):
@@ -401,7 +401,7 @@ class LinfSegAttack(SegAttack):
     One step costs one forward and one backward pass; the best iterate and the
     statistics come from the logits of that pass (the final iterate is scored
     by one extra forward without gradient). Subclasses choose the pixel weights
-    (:meth:`_pixel_weights`) and the sign of the step (``_loss_sign``).
+    (`_pixel_weights`) and the sign of the step (``_loss_sign``).
 
     The step size ``alpha`` defaults to ``None``: ``2.5 · eps / steps``, the
     same default as ``segrobust benchmark`` and ``run_benchmark`` (2/255 at

@@ -22,7 +22,7 @@ class CosPGD(LinfSegAttack):
     not sigmoid: the authors report sigmoid as clearly weaker.
 
     Threat model: white-box, ``‖x_adv − x‖∞ ≤ eps``, ``x_adv ∈ [0, 1]``.
-    Arguments, shapes and output: as :class:`~segrobust.attacks.NAA`.
+    Arguments, shapes and output: as [`NAA`][segrobust.attacks.NAA].
 
     Examples:
         >>> atk = CosPGD(model, eps=8/255, alpha=2/255, steps=20)  # doctest: +SKIP

@@ -13,7 +13,7 @@ class NAA(LinfSegAttack):
     L∞ PGD that ascends the mean per-pixel cross-entropy over valid pixels,
     ``x ← Π(x + α·sign ∇ mean L_pix(f(x), y))``: "negative" because it pushes
     the image's information against its labels. As defined in
-    ``ALGORITHMS.md``; :class:`~segrobust.attacks.AMA` is the same attack with
+    ``ALGORITHMS.md``; [`AMA`][segrobust.attacks.AMA] is the same attack with
     the opposite sign.
 
     Threat model: white-box, ``‖x_adv − x‖∞ ≤ eps``, ``x_adv ∈ [0, 1]``.

@@ -52,8 +52,8 @@ class RainAttack(SegAttack):
     r"""Adversarial rain: gradient ascent of the segmentation loss over the rain parameters.
 
     The rain is the differentiable RainCityscapes model of
-    :func:`segrobust.rain.render_rain`. Starting from a draw of
-    :func:`~segrobust.rain.sample_rain_params`, each step renders the rain, runs
+    [`segrobust.rain.render_rain`][segrobust.rain.functional.render_rain]. Starting from a draw of
+    [`sample_rain_params`][segrobust.rain.functional.sample_rain_params], each step renders the rain, runs
     the model once forward and once backward, and moves every attacked
     parameter by a signed-gradient step of ``param_step`` times the width of
     its range, then projects it back into its range. The noise field (where
@@ -72,7 +72,7 @@ class RainAttack(SegAttack):
     so the attack searches exactly the rain that random draws from the same
     ranges can produce. Each continuous parameter lies in its ``(low, high)``
     range (a single number fixes it). ``ranges`` must lie inside
-    :data:`~segrobust.rain.RAIN_PARAM_BOUNDS`, which is checked. The angle of
+    `RAIN_PARAM_BOUNDS`, which is checked. The angle of
     streak layer ``l`` is ``a + o_l``: the image angle ``a`` lies in the angle
     range and the offsets ``o_l`` in ``±angle_spread``, clipped to the angle
     bounds. ``num_layers`` and the noise field do not change.
@@ -92,7 +92,7 @@ class RainAttack(SegAttack):
             / ``{"out": ...}`` dict holding them).
         ranges: a preset name (``"light"``, ``"medium"``, ``"heavy"``,
             ``"fog_only"``) or a mapping of ranges completed from ``"medium"``
-            (the same ranges as :class:`~segrobust.rain.RandomRainStreaks`).
+            (the same ranges as [`RandomRainStreaks`][segrobust.rain.augmentation.RandomRainStreaks]).
             This is the feasible set. Streak lengths are in pixels, so scale
             them to your image size.
         steps: number of gradient steps (one forward and one backward each).
@@ -103,14 +103,14 @@ class RainAttack(SegAttack):
         pixel_alpha: step of the pixel perturbation. ``None`` uses
             ``2.5 · pixel_eps / steps``.
         attack_keys: which continuous parameters to optimise. The default is all
-            of :data:`~segrobust.rain.CONTINUOUS_RAIN_PARAMS`. The others keep
+            of `CONTINUOUS_RAIN_PARAMS`. The others keep
             their start value. ``()`` with ``pixel_eps=0`` is plain random rain,
             and with ``pixel_eps > 0`` it is an L∞ attack on randomly rainy images.
         random_start: start from a random draw from ``ranges`` and a uniform
             ``δ`` in the ball. Otherwise start from the middle of every range
             (with a random noise field) and ``δ = 0``.
         depth_prior: keyword arguments of
-            :func:`~segrobust.rain.ground_plane_depth` for images rendered
+            [`ground_plane_depth`][segrobust.rain.functional.ground_plane_depth] for images rendered
             without a depth.
         edge_softness: pixels over which a streak end fades.
         ignore_index: mask label whose pixels add nothing to the loss.
@@ -124,12 +124,12 @@ class RainAttack(SegAttack):
         ``RandomRainStreaks._params``. Its noise field is kept and its values
         are projected into the ranges. It replaces the random start of the
         rain, but not that of ``δ``. The call returns the adversarial images,
-        then the :class:`RainAttackStats` (an :class:`AttackStats` that also holds
+        then the [`RainAttackStats`][segrobust.attacks.RainAttackStats] (an [`AttackStats`][segrobust.attacks.AttackStats] that also holds
         the rain of each returned image) if ``return_stats``, then the rain
         parameters of each returned image if ``return_params``. Those are a
-        dict of :data:`~segrobust.rain.RAIN_PARAM_KEYS`, noise included, so
+        dict of `RAIN_PARAM_KEYS`, noise included, so
         ``render_rain(images, params, depth)`` replays the rain. ``images`` and
-        ``masks`` follow :class:`SegAttack`.
+        ``masks`` follow [`SegAttack`][segrobust.attacks.SegAttack].
 
     Shape:
         - images: ``(N, C, H, W)`` float in ``[0, 1]``

@@ -22,7 +22,7 @@ class SegPGD(LinfSegAttack):
     ``1 − λ_t``), so early steps spend the budget where the model still holds.
 
     Threat model: white-box, ``‖x_adv − x‖∞ ≤ eps``, ``x_adv ∈ [0, 1]``.
-    Arguments, shapes and output: as :class:`~segrobust.attacks.NAA`.
+    Arguments, shapes and output: as [`NAA`][segrobust.attacks.NAA].
 
     Examples:
         >>> atk = SegPGD(model, eps=8/255, alpha=2/255, steps=20)  # doctest: +SKIP

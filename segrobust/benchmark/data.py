@@ -2,7 +2,7 @@
 
 Errors name the item and, for file-backed data sets (``CamVid``,
 ``FolderDataset``, or a ``Subset`` of one), the file; they are raised as
-:class:`DataError` with a one-line message.
+[`DataError`][segrobust.benchmark.DataError] with a one-line message.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``segrobust benchmark`` with no arguments evaluates this model. Its weights
 ship with the package (``segrobust/assets/default_model.pt``, written by
-``scripts/train_default_model.py`` with :func:`train_default_model`); if that
+``scripts/train_default_model.py`` with [`train_default_model`][segrobust.benchmark.train_default_model]); if that
 file is missing, the same fixed schedule is trained once (about a minute on
 two CPU cores) and cached in ``$SEGROBUST_CACHE`` (default ``~/.cache/segrobust``).
 """
@@ -111,7 +111,7 @@ def train_default_model(
 ) -> Path:
     """Train the default model with the fixed ``schedule`` and save it (float16 by default).
 
-    Uses :func:`segrobust.training.train_standard` with AdamW and a one-cycle
+    Uses [`segrobust.training.train_standard`][segrobust.training.train_standard] with AdamW and a one-cycle
     learning rate; the data are ``SyntheticStreets(split="train")``.
     """
     from segrobust.datasets import SyntheticStreets

@@ -1,7 +1,7 @@
 """Pure functions of the benchmark: per-image confusion matrices, worst-case selection, seeds, ε text.
 
 Nothing here touches files, models or ``torch.distributed``; the evaluation
-loop in :mod:`segrobust.benchmark.core` is composed of these.
+loop in `segrobust.benchmark.core` is composed of these.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def per_image_confusion(
 ) -> torch.Tensor:
     """One confusion matrix per image, ``(N, K, K)`` int64 (rows: true class, columns: predicted).
 
-    Summed over images it equals :func:`segrobust.metrics.confusion_matrix`,
+    Summed over images it equals [`segrobust.metrics.confusion_matrix`][segrobust.metrics.confusion_matrix],
     so per-image matrices can be regrouped (e.g. for a per-image worst case)
     and still give whole-set mIoU.
 

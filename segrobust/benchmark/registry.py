@@ -2,8 +2,8 @@
 
 Each table is a plain dict from a short key (what users type after
 ``--attacks``, ``--defense`` or ``--recipe``) to an entry holding the class or
-function itself. Adding an attack or defence is one :func:`register_attack` /
-:func:`register_defense` call (or one line in the tables below).
+function itself. Adding an attack or defence is one [`register_attack`][segrobust.benchmark.register_attack] /
+[`register_defense`][segrobust.benchmark.register_defense] call (or one line in the tables below).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def register_attack(
     reliable: bool = False,
     default: bool = True,
 ) -> AttackEntry:
-    """Add (or replace) an attack in :data:`ATTACKS`.
+    """Add (or replace) an attack in `ATTACKS`.
 
     ``attack_class`` must take ``(model, eps=, alpha=, steps=, random_start=, ignore_index=)``
     like the attacks in `segrobust.attacks`; ``defaults`` adds keyword arguments.

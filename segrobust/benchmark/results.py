@@ -277,7 +277,7 @@ class BenchmarkResults:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> BenchmarkResults:
-        """Read a ``results.json`` written by :meth:`save_json`."""
+        """Read a ``results.json`` written by [`save_json`][segrobust.benchmark.BenchmarkResults.save_json]."""
         with open(path, encoding="utf-8") as handle:
             return cls.from_dict(json.load(handle))
 

@@ -5,7 +5,7 @@ Promises (see ``docs/reliability.md``):
 - nothing is deleted or overwritten that segrobust did not write: the report
   files are recorded with their SHA-256 in ``OUT/.segrobust-benchmark.json``
   and ``OUT/partial/manifest.json`` lists the unit files of the run that made it;
-  anything else found there makes the run stop with :class:`OutputFolderError`;
+  anything else found there makes the run stop with [`OutputFolderError`][segrobust.benchmark.OutputFolderError];
 - one run at a time per folder: ``OUT/.segrobust-benchmark.lock`` is held with
   ``fcntl.flock`` for the run (the kernel drops it when the process dies);
 - a unit file is used only when its checksum and its data fingerprint match.
@@ -121,7 +121,7 @@ class OutputFolder:
         self.unlock()
 
     def lock(self) -> None:
-        """Make the folder if needed and take its lock; :class:`OutputFolderError` if another run holds it."""
+        """Make the folder if needed and take its lock; [`OutputFolderError`][segrobust.benchmark.OutputFolderError] if another run holds it."""
         import fcntl
 
         self._make()
@@ -201,7 +201,7 @@ class UnitStore:
     ``OUT/partial/manifest.json`` records the settings that determine the
     numbers and lists the run's unit files (the only files segrobust removes
     there). ``resume`` with a different manifest raises
-    :class:`ResumeMismatchError` rather than mixing results. A unit is read
+    [`ResumeMismatchError`][segrobust.benchmark.ResumeMismatchError] rather than mixing results. A unit is read
     back only if its checksum matches and it was computed on the same data
     (fingerprint of the loaded batch); otherwise it is computed again. Without
     ``out_dir`` nothing is written (in-memory run).

@@ -69,7 +69,7 @@ def camvid_intrinsics(size: Optional[Sequence[int]] = None,
     """Approximate CamVid intrinsics ``(3, 3)`` at image size ``(H, W)`` (default 360x480).
 
     A centred pinhole with square pixels and the given horizontal field of
-    view (an estimate, see :data:`CAMVID_HORIZONTAL_FOV_DEG`).
+    view (an estimate, see `CAMVID_HORIZONTAL_FOV_DEG`).
 
     Examples:
         >>> K = camvid_intrinsics((360, 480))
@@ -258,11 +258,11 @@ class CamVidTriplets(Dataset):
     No poses are given (estimate them, e.g. with a pose network).
 
     Args:
-        root, split, ignore_index, cache: as in :class:`CamVid`.
+        root, split, ignore_index, cache: as in [`CamVid`][segrobust.datasets.CamVid].
         size: ``None`` keeps 360x480, ``(H, W)`` resizes.
-        K: intrinsics at the output size; default :func:`camvid_intrinsics`
+        K: intrinsics at the output size; default [`camvid_intrinsics`][segrobust.datasets.camvid_intrinsics]
             (an approximation: horizontal field of view
-            :data:`CAMVID_HORIZONTAL_FOV_DEG`).
+            `CAMVID_HORIZONTAL_FOV_DEG`).
         max_gap: largest allowed distance to a neighbour, in video frames.
 
     Items:

@@ -75,7 +75,7 @@ DATASETS: Dict[str, Builder] = {
     "voc": _on_disk(VOCSegmentation, "voc"),
     "ade20k": _on_disk(ADE20K, "ade20k"),
 }
-#: Names accepted by :func:`build_dataset` (``_`` and ``-`` are interchangeable).
+#: Names accepted by [`build_dataset`][segrobust.datasets.build_dataset] (``_`` and ``-`` are interchangeable).
 DATASET_NAMES = tuple(DATASETS)
 
 

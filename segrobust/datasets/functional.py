@@ -1,11 +1,11 @@
 """Pure functions shared by the data sets: class palette, resizing, camera geometry.
 
-Conventions used throughout :mod:`segrobust.datasets`:
+Conventions used throughout [`segrobust.datasets`][segrobust.datasets]:
 
 * images are float32 ``(3, H, W)`` in ``[0, 1]``; masks are int64 ``(H, W)`` holding
   CamVid class ids ``0..10`` and ``ignore_index`` (default 255) on void pixels;
 * pixel ``(u, v)`` (column, row) has its centre at integer coordinates, the
-  convention of :func:`kornia.geometry.depth.depth_to_3d_v2`, so intrinsics put
+  convention of `kornia.geometry.depth.depth_to_3d_v2`, so intrinsics put
   the principal point of an undistorted centred camera at ``((W - 1) / 2, (H - 1) / 2)``;
 * camera frames are OpenCV-like: ``x`` right, ``y`` down, ``z`` forward; depth is
   the ``z`` coordinate (not the length of the ray), in metres;
@@ -125,7 +125,7 @@ def colorize(
 
     Args:
         mask: integer class ids ``(..., H, W)``, a tensor or a numpy array.
-        palette: one RGB triple (0..255) per class id; defaults to :data:`CAMVID_COLORS`.
+        palette: one RGB triple (0..255) per class id; defaults to `CAMVID_COLORS`.
         ignore_index: label drawn black.
 
     Returns:
@@ -247,7 +247,7 @@ def relative_pose(cam_to_world_src: torch.Tensor, cam_to_world_dst: torch.Tensor
     ``T_src_to_dst = inverse(cam_to_world_dst) @ cam_to_world_src``: with the
     current frame as source and the previous frame as destination this is
     ``T_{cur->prev}``, the ``src_trans_dst`` argument that
-    :func:`kornia.geometry.depth.warp_frame_depth` needs to warp the previous
+    `kornia.geometry.depth.warp_frame_depth` needs to warp the previous
     image onto the current one (kornia's "dst" is the frame holding the depth).
 
     Examples:

@@ -116,8 +116,8 @@ def check_pairs_exist(pairs: Sequence[Tuple[Path, Path]], what: str, source: Pat
 class LabeledPairs(Dataset):
     """Image/label file pairs whose stored ids are mapped to class ids by a lookup table.
 
-    Subclasses find the files of their layout and set :attr:`class_names`,
-    :attr:`palette` and the table; this class loads, checks and maps.
+    Subclasses find the files of their layout and set `class_names`,
+    `palette` and the table; this class loads, checks and maps.
 
     Args:
         pairs: ``(image path, label path)`` per item.

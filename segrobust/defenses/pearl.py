@@ -25,7 +25,7 @@ class PEARL(nn.Module):
         segmenter: any segmentation model, e.g. an smp model.
         derainer: any image-to-image model mapping ``(N, 3, H, W)`` in
             ``[0, 1]`` to the same shape and range, e.g.
-            :class:`~segrobust.defenses.derain.PReNet`.
+            [`PReNet`][segrobust.defenses.PReNet].
 
     Examples:
         >>> import torch

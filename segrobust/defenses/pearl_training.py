@@ -1,15 +1,15 @@
 """Training recipes of the PEARL paper on the shared trainer: NAT, PEARL and PEARL+AMA.
 
-- ``train_nat`` (defined in :mod:`segrobust.training`, re-exported here) trains
+- ``train_nat`` (defined in [`segrobust.training`][segrobust.training], re-exported here) trains
   the segmenter itself on rainy images perturbed by NAA (Madry min-max):
   ``min_θ E max_δ L(f_θ(rain(x) + δ), y)``.
-- :func:`train_pearl` freezes the segmenter ``f`` and trains a derainer ``D`` in
+- [`train_pearl`][segrobust.defenses.train_pearl] freezes the segmenter ``f`` and trains a derainer ``D`` in
   front of it on NAA examples crafted against ``f ∘ D`` from rainy inputs,
   with loss ``λ_rec·‖D(x̃) − t‖₁ + λ_seg·CE(f(D(x̃)), y)``. The target ``t`` is
   the clean image, or with ``ama=True`` its AMA image (computed against ``f``
   before training and cached on disk).
 
-Rain comes from :class:`~segrobust.rain.RandomRainStreaks` on the fly, as the
+Rain comes from [`RandomRainStreaks`][segrobust.rain.augmentation.RandomRainStreaks] on the fly, as the
 trainer's ``input_transform``.
 """
 
@@ -287,7 +287,7 @@ def train_pearl(
             ``"target"``) after the AMA target is attached, so a geometric
             augmentation must move ``"target"`` with the image. AMA targets
             are computed on the un-augmented data. Needs a map-style dataset.
-        trainer_kwargs: passed to :class:`~segrobust.training.AdversarialTrainer`
+        trainer_kwargs: passed to [`AdversarialTrainer`][segrobust.training.AdversarialTrainer]
             (``eval_loader``, ``checkpoint_dir``, ``resume``, ``device``...).
 
     Examples:
@@ -324,7 +324,7 @@ def save_pearl_defense(derainer: nn.Module, path: Union[str, os.PathLike], name:
 
 
 def load_pearl_defense(model: nn.Module, path: Union[str, os.PathLike], **_: Any) -> PEARL:
-    """``PEARL(model, derainer)`` with the derainer of a :func:`save_pearl_defense` checkpoint.
+    """``PEARL(model, derainer)`` with the derainer of a [`save_pearl_defense`][segrobust.defenses.pearl_training.save_pearl_defense] checkpoint.
 
     Examples:
         >>> defended = load_pearl_defense(segmenter, "runs/pearl/defense.pt")  # doctest: +SKIP

@@ -46,7 +46,7 @@ class ConfusionMatrix:
     """Accumulates one confusion matrix over a whole data set.
 
     mIoU is computed from the summed matrix, never as a mean of per-image
-    scores. Matrices from several processes add up with :meth:`all_reduce`
+    scores. Matrices from several processes add up with [`all_reduce`][segrobust.metrics.ConfusionMatrix.all_reduce]
     (or ``+``), so a sharded evaluation gives the same numbers as one process.
 
     Args:

@@ -1,4 +1,4 @@
-"""kornia augmentation drawing depth-aware, differentiable rain (see :mod:`segrobust.rain.functional`)."""
+"""kornia augmentation drawing depth-aware, differentiable rain (see [`segrobust.rain.functional`][segrobust.rain.functional])."""
 
 from __future__ import annotations
 
@@ -25,18 +25,18 @@ class RandomRainStreaks(IntensityAugmentationBase2D):
     r"""Add rain streaks and a depth-dependent fog veil (the RainCityscapes model).
 
     ``O = I·(1 − R − A) + R + A0·A`` with ``R = S·exp(−α·d)``,
-    ``A = 1 − exp(−β·d)``; see :func:`segrobust.rain.functional.render_rain`.
+    ``A = 1 − exp(−β·d)``; see [`segrobust.rain.functional.render_rain`][segrobust.rain.functional.render_rain].
     Every parameter is drawn uniformly per image from its range (a number
     fixes it); unset ranges come from the ``"medium"`` preset, and
-    :meth:`from_preset` builds the ``light``/``medium``/``heavy``/``fog_only``
+    [`from_preset`][segrobust.rain.augmentation.RandomRainStreaks.from_preset] builds the ``light``/``medium``/``heavy``/``fog_only``
     looks. The drawn noise field is stored in ``_params["noise"]``, so
     ``aug(x, params=aug._params)`` replays a draw bit for bit. Masks, boxes and
-    keypoints pass through :class:`kornia.augmentation.AugmentationSequential`
+    keypoints pass through `kornia.augmentation.AugmentationSequential`
     untouched. The output is differentiable with respect to the input and to
     the floating tensors in ``params``.
 
     Depth: without one, the ground-plane prior of
-    :func:`~segrobust.rain.functional.ground_plane_depth` (configured by
+    [`ground_plane_depth`][segrobust.rain.functional.ground_plane_depth] (configured by
     ``depth_prior``) is used. A measured depth ``(N, 1, H, W)``
     is passed per call as ``aug(x, depth=d)`` or put in ``params["depth"]``.
 
@@ -51,14 +51,14 @@ class RandomRainStreaks(IntensityAugmentationBase2D):
         atmospheric_light: A0, grey level of the fog in ``[0, 1]``.
         num_layers: streak layers, each with its own angle, length and noise.
         angle_spread: degrees by which a layer's angle may differ from the image's.
-        depth_prior: keyword arguments of :func:`~segrobust.rain.functional.ground_plane_depth`
+        depth_prior: keyword arguments of [`ground_plane_depth`][segrobust.rain.functional.ground_plane_depth]
             (``horizon``, ``bottom_depth``, ``max_depth``, ``side_depth``) for images without a depth.
         edge_softness: pixels over which a streak end fades.
         same_on_batch: one draw (noise included) for the whole batch.
         p: probability of raining on each image.
         keepdim: keep a ``(C, H, W)`` input's shape.
 
-    Ranges must lie inside :data:`~segrobust.rain.presets.RAIN_PARAM_BOUNDS`;
+    Ranges must lie inside `RAIN_PARAM_BOUNDS`;
     images must be in ``[0, 1]`` (apply before normalisation).
 
     Examples:
@@ -117,7 +117,7 @@ class RandomRainStreaks(IntensityAugmentationBase2D):
     def from_preset(cls, name: str, **kwargs: Any) -> RandomRainStreaks:
         """Build the augmentation from a named preset; keyword arguments override it.
 
-        Presets (:data:`~segrobust.rain.presets.RAIN_PRESETS`): ``light``
+        Presets (`RAIN_PRESETS`): ``light``
         (Rain100L-like sparse thin streaks), ``medium``, ``heavy``
         (Rain100H-like dense streaks in a few directions, with a veil) and
         ``fog_only`` (RainCityscapes-like veil growing with depth, no streaks).

@@ -10,7 +10,7 @@ streak layer: sparse noise motion-blurred along a soft line kernel and scaled by
 the intensity. Every step is a smooth tensor operation, so ``O`` is
 differentiable with respect to ``I``, ``d`` and every continuous parameter.
 
-A draw is a plain ``dict`` of tensors (see :func:`sample_rain_params`); the
+A draw is a plain ``dict`` of tensors (see [`sample_rain_params`][segrobust.rain.functional.sample_rain_params]); the
 random noise field is one of its entries, so rendering the same dict twice gives
 the same image bit for bit.
 """
@@ -54,10 +54,10 @@ __all__ = [
     "streak_layer",
 ]
 
-#: A rain draw: parameter name -> tensor (see :func:`sample_rain_params` for the shapes).
+#: A rain draw: parameter name -> tensor (see [`sample_rain_params`][segrobust.rain.functional.sample_rain_params] for the shapes).
 RainParams = Dict[str, torch.Tensor]
 
-#: Every key :func:`render_rain` reads from a parameter dict.
+#: Every key [`render_rain`][segrobust.rain.functional.render_rain] reads from a parameter dict.
 RAIN_PARAM_KEYS: Tuple[str, ...] = (*CONTINUOUS_RAIN_PARAMS, "noise")
 
 # Tails of the soft line kernel beyond which it is treated as zero: the along profile
@@ -111,11 +111,11 @@ def broadcast_rain_params(
 ) -> RainParams:
     """Check a rain draw's structure and broadcast it to one value per image (and layer).
 
-    The shapes :func:`render_rain` accepts become ``(N,)`` for the per-image
+    The shapes [`render_rain`][segrobust.rain.functional.render_rain] accepts become ``(N,)`` for the per-image
     parameters, ``(N, L)`` for ``angle`` and ``length``, ``(N,)`` or
     ``(N, 1 or C)`` for ``atmospheric_light``; ``noise`` ``(N, L, H, W)`` is
     returned as is. Broadcast entries are views, not copies. Values are not
-    checked here (:func:`render_rain` does).
+    checked here ([`render_rain`][segrobust.rain.functional.render_rain] does).
 
     Examples:
         >>> draw = sample_rain_params(1, (4, 4), "heavy", generator=torch.Generator().manual_seed(0))
@@ -388,7 +388,7 @@ def streak_layer(
     Drops are the fraction ``density`` of pixels whose uniform ``noise`` is
     highest, with brightness ``(u − (1 − density)) / density`` (uniform in
     ``(0, 1]``, piecewise linear so differentiable in ``density``). Each layer's
-    drops are motion-blurred with its own :func:`line_kernel` by circular
+    drops are motion-blurred with its own [`line_kernel`][segrobust.rain.functional.line_kernel] by circular
     convolution (FFT; streaks leaving one edge re-enter at the opposite one, so
     the density is uniform up to the borders), layers are summed, and
     ``S = 1 − exp(−intensity · blur)``: linear in the intensity for faint rain,
@@ -450,7 +450,7 @@ def render_rain(
     """Render depth-aware rain and fog onto ``images`` (``O = I·(1 − R − A) + R + A0·A``).
 
     ``R = S·exp(−α·d)`` (streaks fade with distance) and ``A = 1 − exp(−β·d)``
-    (the fog veil thickens with distance), ``S`` from :func:`streak_layer`.
+    (the fog veil thickens with distance), ``S`` from [`streak_layer`][segrobust.rain.functional.streak_layer].
     Differentiable with respect to ``images``, ``depth`` and every floating
     parameter in ``params``. Parameters are cast to the images' dtype and device
     (half precision is computed in float32).
@@ -463,17 +463,17 @@ def render_rain(
 
     Args:
         images: ``(N, C, H, W)`` in ``[0, 1]``.
-        params: a rain draw, e.g. from :func:`sample_rain_params`: ``intensity``,
+        params: a rain draw, e.g. from [`sample_rain_params`][segrobust.rain.functional.sample_rain_params]: ``intensity``,
             ``density``, ``width``, ``fog_density``, ``attenuation`` of shape
             ``(N,)`` (or ``()``/``(1,)``, broadcast), ``angle`` and ``length`` of
             shape ``(N,)`` or ``(N, L)``, ``atmospheric_light`` of shape ``(N,)``,
             ``(N, 1)`` or ``(N, C)``, and ``noise`` ``(N, L, H, W)`` in ``[0, 1]``.
         depth: ``(N, 1, H, W)`` or ``(1, 1, H, W)``, ``>= 0``, in the units
             ``fog_density`` and ``attenuation`` are per; ``None`` uses
-            :func:`ground_plane_depth`.
-        depth_prior: keyword arguments of :func:`ground_plane_depth` (``horizon``,
+            [`ground_plane_depth`][segrobust.rain.functional.ground_plane_depth].
+        depth_prior: keyword arguments of [`ground_plane_depth`][segrobust.rain.functional.ground_plane_depth] (``horizon``,
             ``bottom_depth``, ``max_depth``, ``side_depth``) used when ``depth`` is ``None``.
-        edge_softness: pixels over which a streak end fades (see :func:`line_kernel`).
+        edge_softness: pixels over which a streak end fades (see [`line_kernel`][segrobust.rain.functional.line_kernel]).
 
     Returns:
         ``(N, C, H, W)`` rainy images in ``[0, 1]``, a new tensor.
@@ -521,7 +521,7 @@ _PRIOR_KEYS = ("horizon", "bottom_depth", "max_depth", "side_depth", "horizon_so
 
 
 def check_depth_prior(depth_prior: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """A copy of ``depth_prior`` (keyword arguments of :func:`ground_plane_depth`), keys checked; ``{}`` for None.
+    """A copy of ``depth_prior`` (keyword arguments of [`ground_plane_depth`][segrobust.rain.functional.ground_plane_depth]), keys checked; ``{}`` for None.
 
     Examples:
         >>> check_depth_prior({"horizon": 0.4})
@@ -582,7 +582,7 @@ def resolve_rain_ranges(ranges: Union[str, Mapping[str, object], None] = None) -
     """Complete a preset name or a partial range mapping into a full, checked range dict.
 
     Missing entries come from the ``"medium"`` preset. A range is ``(low, high)``
-    or a single number; it must lie inside :data:`RAIN_PARAM_BOUNDS`.
+    or a single number; it must lie inside `RAIN_PARAM_BOUNDS`.
     ``num_layers`` (int >= 1) and ``angle_spread`` (degrees >= 0) are also accepted.
 
     Examples:
@@ -660,8 +660,8 @@ def sample_rain_params(
     Args:
         batch_size: ``N``.
         image_size: ``(H, W)``.
-        ranges: preset name (see :data:`RAIN_PRESETS`), a mapping completed by
-            :func:`resolve_rain_ranges`, or ``None`` for ``"medium"``.
+        ranges: preset name (see `RAIN_PRESETS`), a mapping completed by
+            [`resolve_rain_ranges`][segrobust.rain.functional.resolve_rain_ranges], or ``None`` for ``"medium"``.
         same_on_batch: one draw (noise included) shared by the whole batch.
         generator: random generator; the global one when ``None``.
         device: device of the tensors.
@@ -718,7 +718,7 @@ def clamp_rain_params(
     *,
     inplace: bool = False,
 ) -> RainParams:
-    """Project every parameter present in ``params`` onto its ``bounds`` (default :data:`RAIN_PARAM_BOUNDS`).
+    """Project every parameter present in ``params`` onto its ``bounds`` (default `RAIN_PARAM_BOUNDS`).
 
     Keys without bounds (e.g. kornia's ``batch_prob``) are passed through.
     Out of place by default; ``inplace=True`` clamps the tensors themselves
@@ -783,7 +783,7 @@ def scale_rain_ranges(
 
     The presets are tuned for 360-pixel-high images; on a 96-pixel-high image
     the same streaks must be about a quarter as long to look the same. The
-    result stays inside :data:`RAIN_PARAM_BOUNDS`.
+    result stays inside `RAIN_PARAM_BOUNDS`.
 
     Examples:
         >>> scale_rain_ranges({"length": (20.0, 40.0)}, height=180)["length"]

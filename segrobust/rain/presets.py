@@ -41,7 +41,7 @@ CONTINUOUS_RAIN_PARAMS: Tuple[str, ...] = (
 )
 
 #: Physically plausible range of every parameter, used by
-#: :func:`segrobust.rain.functional.clamp_rain_params` to project an attacked
+#: [`segrobust.rain.functional.clamp_rain_params`][segrobust.rain.functional.clamp_rain_params] to project an attacked
 #: parameter set back, and to reject constructor ranges that leave it.
 RAIN_PARAM_BOUNDS: Mapping[str, Tuple[float, float]] = MappingProxyType(
     {

@@ -1,12 +1,12 @@
 """Training: one loop for standard, adversarial (PGD-AT, EroSeg-AT, NAT) and preprocessor (PEARL) training.
 
-:class:`AdversarialTrainer` takes any ``attack(images, masks) -> adv`` callable
+[`AdversarialTrainer`][segrobust.training.AdversarialTrainer] takes any ``attack(images, masks) -> adv`` callable
 (or a factory building one from the model) as the inner maximiser, resumes
 exactly from atomic checkpoints, and runs unchanged under ``torchrun`` with
 DistributedDataParallel. The recipes (``RECIPES``: standard, pgd_at, eroseg_at,
 nat, pearl, depth) share one protocol, ``recipe(model, data, config) ->
 TrainResult``, with a typed config per recipe; see
-:mod:`segrobust.training.recipes`.
+`segrobust.training.recipes`.
 """
 
 from segrobust.distributed import (

@@ -82,7 +82,7 @@ def capture_rng(device: torch.device) -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any], device: torch.device) -> None:
-    """Inverse of :func:`capture_rng`."""
+    """Inverse of `capture_rng`."""
     torch.set_rng_state(state["torch"])
     np_state = state["numpy"]
     np.random.set_state(  # noqa: NPY002
@@ -121,7 +121,7 @@ def trainer_state(trainer: AdversarialTrainer) -> dict[str, Any]:
 
 
 def save_trainer_checkpoint(trainer: AdversarialTrainer, path: Path) -> Optional[Path]:
-    """Write :func:`trainer_state` atomically on rank 0 (call it on every rank); the path on rank 0."""
+    """Write `trainer_state` atomically on rank 0 (call it on every rank); the path on rank 0."""
     state = trainer_state(trainer)
     written = atomic_torch_save(state, path) if trainer.is_main else None
     _dist.barrier()
@@ -151,7 +151,7 @@ def resume_trainer(trainer: AdversarialTrainer, resume: Union[bool, str, os.Path
 
 
 def restore_trainer(trainer: AdversarialTrainer, state: Mapping[str, Any]) -> None:
-    """Restore a :func:`trainer_state` (model, optimizer, scheduler, scaler, counters, history, RNG)."""
+    """Restore a `trainer_state` (model, optimizer, scheduler, scaler, counters, history, RNG)."""
     if state["step_in_epoch"] > 0 and state["world_size"] != trainer.world_size:
         raise ValueError(
             f"the checkpoint was written mid-epoch by {state['world_size']} processes; resume it with the same "

@@ -21,10 +21,10 @@ __all__ = ["as_batch", "masked_cross_entropy", "segmentation_loss", "split_batch
 
 
 def segmentation_loss(outputs: Any, batch: Mapping[str, Any], ignore_index: int = 255) -> torch.Tensor:
-    """The trainer's default loss: :func:`masked_cross_entropy` of the model's logits against ``batch["mask"]``.
+    """The trainer's default loss: [`masked_cross_entropy`][segrobust.losses.masked_cross_entropy] of the model's logits against ``batch["mask"]``.
 
     ``outputs`` may be a tensor, a tuple or a dict as accepted by
-    :func:`segrobust.utils.segmentation_logits`.
+    [`segrobust.utils.segmentation_logits`][segrobust.utils.segmentation_logits].
 
     Examples:
         >>> import torch

@@ -113,7 +113,7 @@ def evaluate(
     ``attack`` the scores are those on ``attack(images, masks)``; with
     ``input_transform`` the images are transformed first (e.g. rain). With
     ``reduce`` the matrix is summed over ``torch.distributed`` ranks, so each
-    rank should see a disjoint shard (see :class:`~segrobust.distributed.ShardSampler`).
+    rank should see a disjoint shard (see [`ShardSampler`][segrobust.training.ShardSampler]).
 
     Returns:
         ``{"miou", "pixel_accuracy", "mean_class_accuracy", "num_pixels"}``.
@@ -270,14 +270,14 @@ class AdversarialTrainer:
             history). ``batch`` is the loader's dict plus ``"input"`` (what the
             model saw), ``"clean_input"`` (after ``input_transform``, before the
             attack) and ``"adversarial"`` (bool ``(N,)``). Default:
-            :func:`~segrobust.training.functional.segmentation_loss`, the mean
+            [`segmentation_loss`][segrobust.training.segmentation_loss], the mean
             cross-entropy over valid pixels (zero, not NaN, without any).
         num_classes: for the training and evaluation mIoU; inferred from the
             logits of the first batch when ``None``.
         ignore_index: mask label of void pixels.
         epochs: number of epochs to train in total (counting resumed ones).
         scheduler: a ``torch.optim.lr_scheduler`` instance, or a factory
-            ``factory(optimizer, total_steps)`` (e.g. :func:`poly_lr`) built
+            ``factory(optimizer, total_steps)`` (e.g. [`poly_lr`][segrobust.training.poly_lr]) built
             once the number of steps of the run is known. ``ReduceLROnPlateau``
             is not supported (use a callback).
         scheduler_interval: ``"step"`` (default: stepped after every optimizer
@@ -297,7 +297,7 @@ class AdversarialTrainer:
             sharded over ranks without padding.
         eval_fn: ``eval_fn(model, eval_loader) -> {name: value}``, called with
             the bare module on each rank's shard; the values enter the history
-            as ``eval_<name>``. Default: :func:`evaluate` (clean mIoU, pixel
+            as ``eval_<name>``. Default: [`evaluate`][segrobust.training.evaluate] (clean mIoU, pixel
             accuracy, mean class accuracy, reduced over ranks). A custom one
             must reduce over ranks itself (``ConfusionMatrix.all_reduce``).
         eval_every: evaluate every this many epochs (and after the last one).
@@ -312,7 +312,7 @@ class AdversarialTrainer:
             before the attack (e.g. a rain augmentation for NAT). Its random
             draws must come from the global torch/numpy/random generators (as
             kornia's do) for resume to replay them. It runs without gradient.
-        callbacks: :class:`Callback` objects (or any object with some of its methods).
+        callbacks: [`Callback`][segrobust.training.Callback] objects (or any object with some of its methods).
         logger: ``logger(record)`` called on rank 0 with every epoch record,
             and with step records every ``log_every`` steps.
         log_every: see ``logger``; ``None`` for epoch records only.
@@ -697,7 +697,7 @@ class AdversarialTrainer:
         return record
 
     def run_eval(self) -> dict[str, float]:
-        """Evaluate with ``eval_fn`` (default :func:`evaluate`) on ``eval_loader``; same result on every rank."""
+        """Evaluate with ``eval_fn`` (default [`evaluate`][segrobust.training.evaluate]) on ``eval_loader``; same result on every rank."""
         if self.eval_loader is None:
             raise ValueError("no eval_loader was given")
         if self.eval_fn is not None:
@@ -724,12 +724,12 @@ class AdversarialTrainer:
         return checkpoint.trainer_state(self)
 
     def save_checkpoint(self, path: Union[str, os.PathLike, None] = None) -> Optional[Path]:
-        """Write :meth:`state_dict` atomically (rank 0 only; call it on every rank). Returns the path on rank 0."""
+        """Write [`state_dict`][segrobust.training.AdversarialTrainer.state_dict] atomically (rank 0 only; call it on every rank). Returns the path on rank 0."""
         path = Path(path) if path is not None else self.checkpoint_path
         if path is None:
             raise ValueError("no checkpoint path: give checkpoint_dir to the trainer or a path here")
         return checkpoint.save_trainer_checkpoint(self, path)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (model, optimizer, scheduler, scaler, counters, history, RNG)."""
+        """Restore a [`state_dict`][segrobust.training.AdversarialTrainer.state_dict] (model, optimizer, scheduler, scaler, counters, history, RNG)."""
         checkpoint.restore_trainer(self, state)

@@ -1,7 +1,7 @@
 """SyntheticStreets: procedural street scenes, the library's built-in default data.
 
 Each item is a street world drawn from ``(seed, split, index)`` and rendered
-by the ray caster of :mod:`segrobust.datasets.synthetic.render`: a road with lane
+by the ray caster of `segrobust.datasets.synthetic.render`: a road with lane
 markings, raised pavements, buildings with windows and shop fronts, parks
 with fences, trees, lamps, signs, traffic lights, parked and stopped cars,
 vans, buses, pedestrians and cyclists, under sunny or overcast skies. Labels
@@ -225,7 +225,7 @@ class SyntheticStreetVideo(Dataset):
     apart; the camera drives along the road at ``speed`` with a small lateral,
     yaw and pitch sway. The world is static (cars do not move), so the poses
     are exact. Relative poses between frames ``a`` and ``b`` follow from
-    :func:`~segrobust.datasets.functional.relative_pose`:
+    [`relative_pose`][segrobust.datasets.relative_pose]:
     ``T_a_to_b = relative_pose(cam_to_world[a], cam_to_world[b])``.
 
     Args:
@@ -235,7 +235,7 @@ class SyntheticStreetVideo(Dataset):
         seed: base seed.
         speed: metres per second, or a ``(min, max)`` range drawn per sequence.
         frame_interval: seconds between frames.
-        split, horizontal_fov_deg, max_depth, noise, cache: as in :class:`SyntheticStreets`.
+        split, horizontal_fov_deg, max_depth, noise, cache: as in [`SyntheticStreets`][segrobust.datasets.SyntheticStreets].
 
     Items:
         ``{"frames": (L, 3, H, W), "masks": (L, H, W) int64, "depth": (L, 1, H, W)
@@ -313,7 +313,7 @@ class SyntheticStreetTriplets(Dataset):
     map a point expressed in the *current* camera frame to the previous / next
     camera frame (``p_prev = T_{cur->prev} @ p_cur``; OpenCV camera axes,
     metres). This is exactly the ``src_trans_dst`` argument of
-    :func:`kornia.geometry.depth.warp_frame_depth` with the neighbour as source
+    `kornia.geometry.depth.warp_frame_depth` with the neighbour as source
     and the current frame (holding the depth) as destination::
 
         warped_prev = warp_frame_depth(frames[None, 0], depth[None], poses[None, 0], K[None])
@@ -328,7 +328,7 @@ class SyntheticStreetTriplets(Dataset):
         speed: metres per second, or a ``(min, max)`` range drawn per item.
         frame_interval: seconds between consecutive frames (default 0.1 s:
             0.8 m per frame at the default 8 m/s).
-        split, horizontal_fov_deg, max_depth, noise, cache: as in :class:`SyntheticStreets`.
+        split, horizontal_fov_deg, max_depth, noise, cache: as in [`SyntheticStreets`][segrobust.datasets.SyntheticStreets].
 
     Items:
         ``{"frames": (3, 3, H, W) float32 = (previous, current, next), "mask": (H, W)

@@ -1,9 +1,9 @@
-"""A small vectorised ray caster that renders :class:`~.scene.StreetScene` worlds.
+"""A small vectorised ray caster that renders [`StreetScene`][segrobust.datasets.StreetScene] worlds.
 
 One primary ray per pixel (through the pixel centre, kornia's convention) is
 intersected with the ground plane, every box and every sphere; the nearest hit
 gives the class label, the metric depth (the camera-frame ``z``, exactly what
-:func:`kornia.geometry.depth.depth_to_3d_v2` expects) and the surface to shade.
+`kornia.geometry.depth.depth_to_3d_v2` expects) and the surface to shade.
 
 Speed comes from screen-space binning instead of per-pixel Python: each
 primitive's projected bounding rectangle is computed once, the image is cut
@@ -182,7 +182,7 @@ def render_street(
     """Render one view of a street scene.
 
     Args:
-        scene: the world (see :func:`~segrobust.datasets.synthetic.sample_street_scene`).
+        scene: the world (see [`sample_street_scene`][segrobust.datasets.sample_street_scene]).
         cam_to_world: ``(4, 4)`` camera-to-world pose (OpenCV camera axes).
         K: ``(3, 3)`` intrinsics; pixel centres at integer coordinates.
         size: output ``(H, W)``.
@@ -191,7 +191,7 @@ def render_street(
         tile: side of the screen tiles used to bin primitives (speed only).
         far: primitives farther than this are skipped (they are lost in the haze).
 
-    Rendering runs on one intra-op thread (see :func:`single_intra_op_thread`).
+    Rendering runs on one intra-op thread (see `single_intra_op_thread`).
 
     Returns:
         ``{"image": (3, H, W) float32 in [0, 1], "mask": (H, W) int64 CamVid ids,

@@ -8,7 +8,7 @@ trees, street lamps, signs, traffic lights, parked and stopped cars, vans,
 pedestrians and cyclists populate the street. Everything is an axis-aligned
 box or a sphere, which keeps the ray caster fully vectorised.
 
-A scene is drawn from a :class:`numpy.random.Generator`, so ``(seed, index)``
+A scene is drawn from a `numpy.random.Generator`, so ``(seed, index)``
 fixes it completely. The camera corridor (the stretch of road the camera will
 drive along) is kept free of obstacles.
 """
@@ -83,7 +83,7 @@ class FacadeParam:
 def facade_params(floor_height: float, window_spacing: float, window_width: float, window_height: float,
                   ground_floor_height: float, shop_front: float, texture_seed: float,
                   light_frames: float) -> Tuple[float, ...]:
-    """A facade's material parameters in :class:`FacadeParam` order."""
+    """A facade's material parameters in `FacadeParam` order."""
     return (floor_height, window_spacing, window_width, window_height, ground_floor_height, shop_front,
             texture_seed, light_frames)
 
@@ -184,7 +184,7 @@ class StreetScene:
     albedo and ``NUM_PARAMS`` material parameters (named per material: ``FacadeParam``, ...).
     ``skyline_*`` arrays describe the building heights along each facade line,
     used for the street-canyon sun shadows. Build one with
-    :func:`sample_street_scene`.
+    [`sample_street_scene`][segrobust.datasets.sample_street_scene].
 
     Examples:
         >>> scene = sample_street_scene(np.random.default_rng(0))

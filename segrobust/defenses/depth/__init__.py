@@ -1,10 +1,10 @@
 """Depth multi-task defence (Klingner et al., CVPRW 2020 / SGDepth; monodepth2 loss).
 
-:class:`DepthMultiTask` adds a self-supervised depth branch to any smp
-segmentation model; :class:`DepthLoss` (or the functional
-:func:`self_supervised_depth_loss`) trains it on frame triplets;
-:func:`depth_multitask_loss` is the joint objective a training recipe calls.
-The functional core lives in :mod:`segrobust.defenses.depth.functional`.
+[`DepthMultiTask`][segrobust.defenses.DepthMultiTask] adds a self-supervised depth branch to any smp
+segmentation model; [`DepthLoss`][segrobust.defenses.DepthLoss] (or the functional
+[`self_supervised_depth_loss`][segrobust.defenses.self_supervised_depth_loss]) trains it on frame triplets;
+[`depth_multitask_loss`][segrobust.defenses.depth_multitask_loss] is the joint objective a training recipe calls.
+The functional core lives in [`segrobust.defenses.depth.functional`][segrobust.defenses.depth.functional].
 """
 
 from .functional import (

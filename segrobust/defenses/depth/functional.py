@@ -5,7 +5,7 @@ depth, pose vectors to matrices, the photometric error, the auto-masked
 minimum reprojection loss, edge-aware smoothness, the combined self-supervised
 loss on a frame triplet, and the median-scaled depth error used to evaluate it.
 
-Conventions (the data contract shared with :mod:`segrobust.datasets`):
+Conventions (the data contract shared with [`segrobust.datasets`][segrobust.datasets]):
 
 - ``frames``: ``(N, 3, C, H, W)`` = (previous, current, next), values in ``[0, 1]``;
   the current frame is the *target* whose depth is predicted.
@@ -13,9 +13,9 @@ Conventions (the data contract shared with :mod:`segrobust.datasets`):
 - ``poses``: ``(N, 2, 4, 4)`` = ``(T_cur->prev, T_cur->next)``; each maps a point
   in the current camera's frame into the previous / next camera's frame
   (``X_prev = T_cur->prev @ X_cur``). This is the ``src_trans_dst`` argument of
-  :func:`kornia.geometry.depth.warp_frame_depth` with ``dst`` = current frame.
+  `kornia.geometry.depth.warp_frame_depth` with ``dst`` = current frame.
 - disparity: the sigmoid output ``(N, 1, H, W)`` of a depth head, in ``(0, 1)``;
-  :func:`disparity_to_depth` maps it to metric depth in ``[min_depth, max_depth]``.
+  [`disparity_to_depth`][segrobust.defenses.depth.functional.disparity_to_depth] maps it to metric depth in ``[min_depth, max_depth]``.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class ScaleGradient(torch.autograd.Function):
 
     SGDepth puts one of these where each task's gradient enters the shared
     encoder, so the depth and segmentation losses can be balanced without
-    changing either loss. Use :func:`scale_gradient` rather than calling
+    changing either loss. Use [`scale_gradient`][segrobust.defenses.depth.functional.scale_gradient] rather than calling
     ``apply`` directly.
 
     Examples:
@@ -263,7 +263,7 @@ def warp_to_target(
     ``source_from_target`` (a point in the target camera frame -> the source
     camera frame) and projected into ``source``, which is sampled bilinearly.
     ``padding_mode="zeros"`` is exactly
-    :func:`kornia.geometry.depth.warp_frame_depth`; the default ``"border"``
+    `kornia.geometry.depth.warp_frame_depth`; the default ``"border"``
     (monodepth2's choice, so pixels leaving the view do not turn black) composes
     the same kornia steps with a border-padded ``grid_sample``.
 
@@ -304,7 +304,7 @@ def photometric_error(
 ) -> torch.Tensor:
     """Per-pixel ``ssim_weight·(1−SSIM)/2 + (1−ssim_weight)·|prediction − target|``, averaged over channels.
 
-    The monodepth2 appearance error. SSIM is :func:`kornia.losses.ssim_loss`
+    The monodepth2 appearance error. SSIM is `kornia.losses.ssim_loss`
     (already ``(1 − SSIM) / 2``, Gaussian window of ``window_size``, reflect
     padding) where monodepth2 uses a 3x3 box window: this project's choice, an
     argument here.
@@ -377,8 +377,8 @@ def reprojection_loss(
     """Monodepth2's per-pixel minimum reprojection loss, with auto-masking.
 
     Every source frame is warped onto the target through ``depth`` and its
-    pose (:func:`warp_to_target`); the loss at a pixel is the minimum of the
-    :func:`photometric_error` over sources, so occlusions seen in one source
+    pose ([`warp_to_target`][segrobust.defenses.depth.functional.warp_to_target]); the loss at a pixel is the minimum of the
+    [`photometric_error`][segrobust.defenses.depth.functional.photometric_error] over sources, so occlusions seen in one source
     only do not count. With ``automask`` the errors of the *unwarped* sources
     (identity reprojection, plus noise of ``noise_scale`` to break ties) join
     the minimum: pixels that look static (objects moving with the camera,
@@ -392,8 +392,8 @@ def reprojection_loss(
         poses: ``(N, S, 4, 4)``; ``poses[:, s]`` maps target-camera points into source ``s``'s camera.
         K: ``(N, 3, 3)`` intrinsics (or ``(1, 3, 3)`` for the whole batch).
         automask: include the identity reprojection in the minimum.
-        ssim_weight: see :func:`photometric_error`.
-        padding_mode: see :func:`warp_to_target`.
+        ssim_weight: see [`photometric_error`][segrobust.defenses.depth.functional.photometric_error].
+        padding_mode: see [`warp_to_target`][segrobust.defenses.depth.functional.warp_to_target].
         noise_scale: standard deviation of the tie-break noise on identity errors.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (the ``(N, 1, H, W)`` minimum map).
 
@@ -439,7 +439,7 @@ def edge_aware_smoothness(disparity: torch.Tensor, image: torch.Tensor) -> torch
 
     The disparity is divided by its per-image mean (so the term cannot be
     lowered by shrinking the disparity) and passed to
-    :func:`kornia.losses.inverse_depth_smoothness_loss`, which weights disparity
+    `kornia.losses.inverse_depth_smoothness_loss`, which weights disparity
     gradients by ``exp(−|image gradient|)``. ``image`` is resized to the
     disparity's size when they differ.
 
@@ -513,9 +513,9 @@ def depth_loss_terms(
     """Monodepth2's self-supervised loss for the current frame of a triplet, split into its terms.
 
     For each scale ``s`` the disparity is upsampled to the frames' size,
-    turned into depth (:func:`disparity_to_depth`) and scored by
-    :func:`reprojection_loss` against the previous and next frames; the
-    smoothness term (:func:`edge_aware_smoothness`, at the disparity's own
+    turned into depth ([`disparity_to_depth`][segrobust.defenses.depth.functional.disparity_to_depth]) and scored by
+    [`reprojection_loss`][segrobust.defenses.depth.functional.reprojection_loss] against the previous and next frames; the
+    smoothness term ([`edge_aware_smoothness`][segrobust.defenses.depth.functional.edge_aware_smoothness], at the disparity's own
     resolution) is weighted by ``smoothness_weight / 2**s``. Both are averaged
     over scales.
 
@@ -525,11 +525,11 @@ def depth_loss_terms(
         frames: ``(N, 3, C, H, W)`` = (previous, current, next) in ``[0, 1]``.
         K: ``(N, 3, 3)`` intrinsics for ``H x W``.
         poses: ``(N, 2, 4, 4)`` = ``(T_cur->prev, T_cur->next)``.
-        min_depth, max_depth: range of :func:`disparity_to_depth`.
+        min_depth, max_depth: range of [`disparity_to_depth`][segrobust.defenses.depth.functional.disparity_to_depth].
         smoothness_weight: 1e-3 in monodepth2 / SGDepth.
         automask: identity reprojection joins the minimum.
-        ssim_weight: see :func:`photometric_error`.
-        padding_mode: see :func:`warp_to_target`.
+        ssim_weight: see [`photometric_error`][segrobust.defenses.depth.functional.photometric_error].
+        padding_mode: see [`warp_to_target`][segrobust.defenses.depth.functional.warp_to_target].
         num_scales: when ``disparity`` is one tensor, also score its bilinear
             down-sampled copies at ``1/2 .. 1/2**(num_scales-1)`` (smp decoders
             emit one scale; this is this project's reading of "multi-scale").
@@ -578,11 +578,11 @@ def self_supervised_depth_loss(
     poses: Optional[torch.Tensor] = None,
     **kwargs: Any,
 ) -> torch.Tensor:
-    """The scalar monodepth2 loss on a batch ``{"frames", "K", "poses"?}`` (see :func:`depth_loss_terms`).
+    """The scalar monodepth2 loss on a batch ``{"frames", "K", "poses"?}`` (see [`depth_loss_terms`][segrobust.defenses.depth.functional.depth_loss_terms]).
 
     ``poses`` overrides ``batch["poses"]`` (e.g. poses predicted by a
-    :class:`~segrobust.defenses.depth.PoseNet`); one of the two is required.
-    Keyword arguments go to :func:`depth_loss_terms`.
+    [`PoseNet`][segrobust.defenses.PoseNet]); one of the two is required.
+    Keyword arguments go to [`depth_loss_terms`][segrobust.defenses.depth.functional.depth_loss_terms].
 
     Examples:
         >>> import torch

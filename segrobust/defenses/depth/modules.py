@@ -1,4 +1,4 @@
-"""Thin modules over :mod:`segrobust.defenses.depth.functional`: gradient scaling, pose network, depth loss."""
+"""Thin modules over [`segrobust.defenses.depth.functional`][segrobust.defenses.depth.functional]: gradient scaling, pose network, depth loss."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ _IMAGE_MEAN, _IMAGE_STD = 0.45, 0.225
 
 
 class GradientScale(nn.Module):
-    """Module form of :func:`~segrobust.defenses.depth.functional.scale_gradient`.
+    """Module form of [`scale_gradient`][segrobust.defenses.depth.functional.scale_gradient].
 
     Examples:
         >>> import torch
@@ -54,7 +54,7 @@ class PoseNet(nn.Module):
     "pose_model_input=pairs"); the output, averaged over space and scaled by
     ``output_scale`` (0.01 in monodepth2, so the initial poses are near
     identity), is read as the transform ``T_a->b`` mapping points in camera
-    ``a``'s frame into camera ``b``'s: see :func:`predict_poses`.
+    ``a``'s frame into camera ``b``'s: see [`predict_poses`][segrobust.defenses.depth.modules.predict_poses].
 
     The default encoder is a few strided 3x3 convolutions (``channels``).
     ``encoder_name`` instead builds an smp encoder (e.g. ``"resnet18"``, always
@@ -146,21 +146,21 @@ class DepthLoss(nn.Module):
 
     ``forward(disparity, batch)`` returns the scalar loss for the current
     frame's predicted disparity; ``terms(disparity, batch)`` returns
-    :class:`~segrobust.defenses.depth.functional.DepthLossTerms` for logging.
+    [`DepthLossTerms`][segrobust.defenses.depth.functional.DepthLossTerms] for logging.
     ``batch`` is ``{"frames": (N, 3, C, H, W), "K": (N, 3, 3), "poses": (N, 2, 4, 4)?}``
-    (see :mod:`segrobust.defenses.depth.functional` for the conventions).
+    (see [`segrobust.defenses.depth.functional`][segrobust.defenses.depth.functional] for the conventions).
     Known poses are used when the batch has them and ``use_known_poses`` is
     true; otherwise ``pose_net`` predicts them (put ``DepthLoss.parameters()``
     in the optimiser then: the pose network is trained by this loss).
 
     Args:
-        pose_net: e.g. :class:`PoseNet`; required for batches without poses.
-        min_depth, max_depth: must match the :class:`DepthMultiTask` producing the disparity.
+        pose_net: e.g. [`PoseNet`][segrobust.defenses.PoseNet]; required for batches without poses.
+        min_depth, max_depth: must match the [`DepthMultiTask`][segrobust.defenses.DepthMultiTask] producing the disparity.
         smoothness_weight: 1e-3 (monodepth2 / SGDepth).
         automask: identity reprojection joins the per-pixel minimum.
         ssim_weight: 0.85.
         padding_mode: ``"border"`` (monodepth2) or ``"zeros"`` (kornia's ``warp_frame_depth``).
-        num_scales: see :func:`~segrobust.defenses.depth.functional.depth_loss_terms`.
+        num_scales: see [`depth_loss_terms`][segrobust.defenses.depth.functional.depth_loss_terms].
         use_known_poses: prefer ``batch["poses"]`` over the pose network.
 
     Examples:

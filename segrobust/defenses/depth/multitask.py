@@ -37,7 +37,7 @@ _Features = tuple[list[torch.Tensor], Optional[list[Optional[torch.Tensor]]]]
 
 
 class DepthMultiTaskOutput(NamedTuple):
-    """What :class:`DepthMultiTask` returns in training mode.
+    """What [`DepthMultiTask`][segrobust.defenses.DepthMultiTask] returns in training mode.
 
     Attributes:
         segmentation: logits ``(N, K, H, W)``, identical to the wrapped model's.
@@ -47,7 +47,7 @@ class DepthMultiTaskOutput(NamedTuple):
             when it was built with ``aux_params``, else ``None``.
 
     Being a tuple with the logits first, it passes through
-    :func:`segrobust.utils.segmentation_logits`.
+    [`segrobust.utils.segmentation_logits`][segrobust.utils.segmentation_logits].
     """
 
     segmentation: torch.Tensor
@@ -123,7 +123,7 @@ class DepthMultiTask(nn.Module):
     The wrapper adds a depth decoder and a one-channel disparity head that read
     the model's encoder features; the encoder runs once per forward and feeds
     both branches. Training the depth branch with
-    :class:`~segrobust.defenses.depth.DepthLoss` (frame triplets, no depth
+    [`DepthLoss`][segrobust.defenses.DepthLoss] (frame triplets, no depth
     labels) shapes the shared encoder, which is what SGDepth credits for the
     robustness of the segmentation.
 
@@ -144,13 +144,13 @@ class DepthMultiTask(nn.Module):
         - ``eval()``: ``forward`` is exactly the wrapped model's forward (same
           logits, same output type), so attacks, ART estimators and the
           benchmark see an ordinary segmentation model.
-        - ``train()``: ``forward`` returns a :class:`DepthMultiTaskOutput`
+        - ``train()``: ``forward`` returns a [`DepthMultiTaskOutput`][segrobust.defenses.DepthMultiTaskOutput]
           ``(segmentation, disparity, classification)``. Its segmentation
           gradient with respect to the *input* is also scaled by
           ``seg_grad_scale`` (the scaling sits on the encoder features), so
           craft adversarial examples in eval mode.
-        - :meth:`forward_multitask` returns both outputs in either mode;
-          :meth:`predict_depth` returns metric depth.
+        - [`forward_multitask`][segrobust.defenses.DepthMultiTask.forward_multitask] returns both outputs in either mode;
+          [`predict_depth`][segrobust.defenses.DepthMultiTask.predict_depth] returns metric depth.
 
     Supported smp architectures (segmentation-models-pytorch 0.6): Unet,
     UnetPlusPlus, FPN, Linknet, MAnet, PSPNet, DeepLabV3, DeepLabV3Plus,
@@ -305,7 +305,7 @@ class DepthMultiTask(nn.Module):
         return DepthMultiTaskOutput(segmentation, disparity, classification)
 
     def forward(self, images: torch.Tensor) -> Any:
-        """Training mode: :class:`DepthMultiTaskOutput`; eval mode: the wrapped model's own output."""
+        """Training mode: [`DepthMultiTaskOutput`][segrobust.defenses.DepthMultiTaskOutput]; eval mode: the wrapped model's own output."""
         if not self.training:
             return self.model(images)
         return self.forward_multitask(images)
@@ -372,13 +372,13 @@ def depth_multitask_loss(
 ) -> MultiTaskLossTerms:
     """SGDepth's joint objective for one batch: segmentation loss on labels, depth loss on triplets.
 
-    ``output`` is the :class:`DepthMultiTaskOutput` of a :class:`DepthMultiTask`
-    on :func:`multitask_inputs` ``(batch)``. The segmentation term is computed
+    ``output`` is the [`DepthMultiTaskOutput`][segrobust.defenses.DepthMultiTaskOutput] of a [`DepthMultiTask`][segrobust.defenses.DepthMultiTask]
+    on [`multitask_inputs`][segrobust.defenses.depth.multitask.multitask_inputs] ``(batch)``. The segmentation term is computed
     when ``batch`` has a ``"mask"`` (``seg_criterion(logits, mask)``; default:
     cross-entropy averaged over pixels other than ``ignore_index``); the depth
     term when it has ``"frames"`` and ``depth_loss`` is given
     (``depth_loss(disparity, batch)``, e.g. a
-    :class:`~segrobust.defenses.depth.DepthLoss`). The task balance inside the
+    [`DepthLoss`][segrobust.defenses.DepthLoss]). The task balance inside the
     encoder is the wrapper's gradient scaling; ``seg_weight`` and
     ``depth_weight`` weight the losses themselves (1 and 1 in SGDepth).
     Alternating labelled and video batches (SGDepth's setting) simply gives
@@ -428,11 +428,11 @@ def depth_multitask_loss(
 
 
 class DepthMultiTaskCriterion(nn.Module):
-    """:func:`depth_multitask_loss` as a trainer loss: ``criterion(outputs, batch) -> {"loss", ...}``.
+    """[`depth_multitask_loss`][segrobust.defenses.depth_multitask_loss] as a trainer loss: ``criterion(outputs, batch) -> {"loss", ...}``.
 
-    Fits :class:`segrobust.training.AdversarialTrainer`'s ``loss_fn``: the
+    Fits [`segrobust.training.AdversarialTrainer`][segrobust.training.AdversarialTrainer]'s ``loss_fn``: the
     trainer feeds ``batch["image"]`` (which must be the current frame of the
-    batch's triplets) to a :class:`DepthMultiTask` in training mode and passes
+    batch's triplets) to a [`DepthMultiTask`][segrobust.defenses.DepthMultiTask] in training mode and passes
     its output here. Returns ``{"loss": total, "seg_loss": ..., "depth_loss": ...}``.
     Put ``criterion.parameters()`` (the pose network's, if any) in the
     optimiser too.

@@ -1,4 +1,4 @@
-"""Joint training of a :class:`DepthMultiTask` model on the shared trainer.
+"""Joint training of a [`DepthMultiTask`][segrobust.defenses.DepthMultiTask] model on the shared trainer.
 
 Each step feeds the current frame of a batch of triplets to the model; the
 segmentation half is trained with the masks (optionally on adversarial
@@ -122,19 +122,19 @@ def train_depth_multitask(
     The keyword form of the ``depth`` recipe (see [DepthConfig][segrobust.training.DepthConfig]).
 
     Args:
-        model: an smp model (wrapped in :class:`DepthMultiTask` with the given
+        model: an smp model (wrapped in [`DepthMultiTask`][segrobust.defenses.DepthMultiTask] with the given
             gradient scales, depth range and ``initial_depth``) or an existing
-            :class:`DepthMultiTask`.
+            [`DepthMultiTask`][segrobust.defenses.DepthMultiTask].
         train_data: a dataset of triplet items ``{"frames": (3, 3, H, W),
             "mask", "K", optional "poses"}`` (e.g. ``CamVidTriplets``,
             ``SyntheticStreetTriplets``) or a ``DataLoader`` over one (read
             for its dataset and batch size).
-        pose_net: ``"auto"`` builds a :class:`PoseNet` when items carry no known
+        pose_net: ``"auto"`` builds a [`PoseNet`][segrobust.defenses.PoseNet] when items carry no known
             poses; a module to use one; ``None`` to require known poses.
         attack: optional inner maximiser for the segmentation half (any
             ``attack(images, masks)`` or factory, as in the trainer); it
             attacks the segmentation output of the model in training mode.
-        trainer_kwargs: passed to :class:`~segrobust.training.AdversarialTrainer`.
+        trainer_kwargs: passed to [`AdversarialTrainer`][segrobust.training.AdversarialTrainer].
 
     Examples:
         >>> from segrobust.datasets import SyntheticStreetTriplets  # doctest: +SKIP

@@ -155,7 +155,7 @@ def scheduler_for(scheduler: Any) -> Any:
 
 
 def trainer_options(config: TrainConfig, **recipe_options: Any) -> dict[str, Any]:
-    """The :class:`AdversarialTrainer` keyword arguments of ``config``; ``trainer_kwargs`` may not repeat a setting."""
+    """The [`AdversarialTrainer`][segrobust.training.AdversarialTrainer] keyword arguments of ``config``; ``trainer_kwargs`` may not repeat a setting."""
     options: dict[str, Any] = {
         "epochs": config.epochs, "num_classes": config.num_classes, "ignore_index": config.ignore_index,
         "seed": config.seed, "device": config.device, "checkpoint_dir": config.checkpoint_dir,

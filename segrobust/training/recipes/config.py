@@ -3,7 +3,7 @@
 Every field has a default, so ``PGDATConfig(eps=4/255)`` is a complete
 configuration. A recipe never ignores a setting: an option that is not a field
 of its config is an error naming the option and the recipe
-(:func:`make_config`). Values are checked when the config is built.
+(`make_config`). Values are checked when the config is built.
 """
 
 from __future__ import annotations
