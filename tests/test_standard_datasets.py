@@ -318,15 +318,32 @@ def test_torchvision_adapter_errors():
 # ----------------------------------------------------------------------------- benchmark
 @pytest.mark.parametrize("name", ["cityscapes", "rain-cityscapes", "voc", "ade20k"])
 def test_benchmark_reads_class_names_of_each_new_data_set(name, cityscapes, voc, ade):
-    """The CLI cannot name these data sets yet (its --dataset choices are fixed); the Python path can."""
-    from segrobust.benchmark import evaluate
+    from segrobust.benchmark import run_benchmark
 
     roots = {"cityscapes": cityscapes, "rain-cityscapes": cityscapes, "voc": voc, "ade20k": ade}
     data = build_dataset(name, root=roots[name], split="train", size=(8, 8))
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, data.num_classes, 1).eval()
-    results = evaluate(model, data, attacks="none", rain="none", batch_size=2, progress=False, write_report=False)
+    results = run_benchmark(model, data, attacks="none", rain="none", batch_size=2, progress=False, write_report=False)
     assert results.class_names == list(data.class_names) and len(results.class_names) == data.num_classes
+
+
+@pytest.mark.parametrize("name", ["cityscapes", "rain-cityscapes", "voc", "ade20k"])
+def test_cli_benchmark_runs_on_each_new_data_set(name, cityscapes, voc, ade, tmp_path, capsys):
+    """`segrobust benchmark --fast --dataset NAME --data-root FIXTURE` on a tree in the data set's own layout."""
+    import json
+
+    from segrobust.cli import main
+
+    roots = {"cityscapes": cityscapes, "rain-cityscapes": cityscapes, "voc": voc, "ade20k": ade}
+    num_classes = build_dataset(name, root=roots[name], split="train", size=(8, 8)).num_classes
+    args = ["benchmark", "--fast", "--dataset", name, "--data-root", str(roots[name]), "--size", "32x32",
+            "--model", "unet:resnet18:encoder_depth=3:decoder_channels=16,8,8", "--num-classes", str(num_classes),
+            "--attacks", "naa", "--rain", "none", "--eps", "4/255", "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(results["class_names"]) == num_classes
+    assert {row["key"] for row in results["rows"]} >= {"clean", "naa"}
 
 
 # ----------------------------------------------------------------------------- properties

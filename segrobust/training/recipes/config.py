@@ -175,7 +175,7 @@ def _check_rain(rain: RainSpec, reference_height: Optional[int]) -> None:
         from segrobust.rain import resolve_rain_ranges
 
         resolve_rain_ranges(rain)
-    elif rain is not None and not isinstance(rain, nn.Module):
+    elif rain is not None and not isinstance(rain, (nn.Module, Mapping)):
         raise TypeError(f"rain must be a preset name, a mapping of rain ranges, a module or None, got {type(rain).__name__}")
 
 
