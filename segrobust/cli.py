@@ -326,6 +326,19 @@ def _check_path(flag: str, path: str) -> Path:
     return Path(path)
 
 
+def _check_out_folder(out: str) -> None:
+    """``--out`` must be a writable folder or a path one can be made at: checked before any work."""
+    path = Path(out).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is inside {existing}, which is a file"
+        raise UsageError(f"--out {out} {where}; give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {existing} is not writable")
+
+
 def _dataset(args: argparse.Namespace, split: str, default_images: Optional[int] = None) -> tuple[Any, str]:
     from torch.utils.data import Subset
 
@@ -717,6 +730,7 @@ def _train(args: argparse.Namespace) -> int:
         settings = recipe.config(**_train_options(args, recipe))  # checked before any model or data is loaded
     except (TypeError, ValueError) as error:
         raise UsageError(f"--recipe {recipe.name}: {str(error).strip().splitlines()[0]}") from None
+    _check_out_folder(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _resolve_device(args.device)

@@ -226,3 +226,15 @@ def test_dataset_choices_follow_the_factory(monkeypatch):
     for name in factory.DATASET_NAMES:
         if not name.endswith("-triplets"):
             assert build_parser().parse_args(["train", "--dataset", name]).dataset == name
+
+
+def test_train_refuses_an_out_that_is_or_is_inside_a_file(tmp_path, capsys):
+    from segrobust.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for out, needle in ((afile, "is a file"), (afile / "sub", "which is a file")):
+        assert main(["train", "--fast", "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err and "Traceback" not in err
+    assert afile.read_text() == "mine"
