@@ -28,8 +28,12 @@ DEFAULT_CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camv
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="spec, SPEC@weights.pt, segrobust checkpoint or module:callable (default: the built-in model)")
-    parser.add_argument("--camvid", default=os.environ.get("SEGROBUST_CAMVID", str(DEFAULT_CAMVID)), help="CamVid folder")
+    parser.add_argument(
+        "--model", help="spec, SPEC@weights.pt, segrobust checkpoint or module:callable (default: the built-in model)"
+    )
+    parser.add_argument(
+        "--camvid", default=os.environ.get("SEGROBUST_CAMVID", str(DEFAULT_CAMVID)), help="CamVid folder"
+    )
     parser.add_argument("--out", default="benchmark-camvid", help="output folder")
     parser.add_argument("--fast", action="store_true", help="4 images at 48x64, one budget, 2 steps")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")

@@ -39,13 +39,21 @@ def main() -> None:
     train = DataLoader(SyntheticStreets(n_train, size=size, seed=0), batch_size=8, shuffle=True)
     val = SyntheticStreets(8 if args.fast else 32, size=size, seed=0, split="val")
     model = smp.Unet("resnet18", encoder_weights=None, encoder_depth=4, decoder_channels=(64, 32, 16, 8), classes=11)
-    train_standard(model, train, epochs=epochs, optimizer=torch.optim.Adam(model.parameters(), 1e-3),
-                   num_classes=11, trainer_kwargs={"progress": False})
+    train_standard(
+        model,
+        train,
+        epochs=epochs,
+        optimizer=torch.optim.Adam(model.parameters(), 1e-3),
+        num_classes=11,
+        trainer_kwargs={"progress": False},
+    )
     model.eval()
 
     eps = args.eps / 255
-    attacks = {name: cls(model, eps=eps, alpha=2.5 * eps / steps, steps=steps)
-               for name, cls in [("NAA", NAA), ("SegPGD", SegPGD), ("CosPGD", CosPGD), ("EroSeg", EroSeg), ("AMA", AMA)]}
+    attacks = {
+        name: cls(model, eps=eps, alpha=2.5 * eps / steps, steps=steps)
+        for name, cls in [("NAA", NAA), ("SegPGD", SegPGD), ("CosPGD", CosPGD), ("EroSeg", EroSeg), ("AMA", AMA)]
+    }
     batch = next(iter(DataLoader(val, batch_size=len(val))))
     images, masks = batch["image"], batch["mask"]
     shown = 0
@@ -68,7 +76,12 @@ def main() -> None:
         for r, (name, adv) in enumerate(rows):
             pred = model(adv[shown : shown + 1]).argmax(1)[0]
             delta = (adv[shown] - images[shown]) * (0.5 / eps) + 0.5
-            panels = [adv[shown].permute(1, 2, 0), delta.clamp(0, 1).permute(1, 2, 0), colorize(pred), colorize(masks[shown])]
+            panels = [
+                adv[shown].permute(1, 2, 0),
+                delta.clamp(0, 1).permute(1, 2, 0),
+                colorize(pred),
+                colorize(masks[shown]),
+            ]
             for c, panel in enumerate(panels):
                 ax = axes[r, c]
                 ax.imshow(panel.numpy() if hasattr(panel, "numpy") else panel)

@@ -40,7 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast", action="store_true", help="tiny sizes, a few steps (seconds)")
     parser.add_argument("--steps", type=int, default=None, help="joint training steps")
-    parser.add_argument("--pose-net", action="store_true", help="predict poses with a PoseNet instead of using the known ones")
+    parser.add_argument(
+        "--pose-net", action="store_true", help="predict poses with a PoseNet instead of using the known ones"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
@@ -59,11 +61,15 @@ def main() -> None:
     num_classes = 11  # the CamVid classes the procedural streets are labelled with
 
     if args.fast:
-        net = smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(32, 16, 8), classes=num_classes)
+        net = smp.Unet(
+            "resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(32, 16, 8), classes=num_classes
+        )
     else:
         net = smp.Unet("resnet18", encoder_weights=None, classes=num_classes)
     # initial_depth: start the depth branch at a typical street depth (see the DepthMultiTask docs)
-    model = DepthMultiTask(net, depth_grad_scale=0.9, seg_grad_scale=0.1, min_depth=1.0, max_depth=100.0, initial_depth=10.0)
+    model = DepthMultiTask(
+        net, depth_grad_scale=0.9, seg_grad_scale=0.1, min_depth=1.0, max_depth=100.0, initial_depth=10.0
+    )
     depth_loss = DepthLoss(
         pose_net=PoseNet() if args.pose_net else None,
         min_depth=1.0,
@@ -80,7 +86,9 @@ def main() -> None:
             depth = model.predict_depth(test["frames"][:, 1])
         return float(median_scaled_abs_rel(depth, test["depth"].reshape(depth.shape)))
 
-    print(f"DepthMultiTask(Unet-resnet18), {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, images {size}")
+    print(
+        f"DepthMultiTask(Unet-resnet18), {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, images {size}"
+    )
     print(f"depth abs-rel before training (median-scaled): {depth_error():.3f}")
     model.train()
     step, start = 0, time.time()

@@ -27,10 +27,13 @@ from segrobust.training import evaluate, train_standard
 def miou(model, loader, rain_ranges=None, attack=None) -> float:
     def add_rain(images: torch.Tensor) -> torch.Tensor:  # a fixed draw, so every model sees the same rain
         generator = torch.Generator().manual_seed(0)
-        return render_rain(images, sample_rain_params(images.shape[0], images.shape[-2:], rain_ranges, generator=generator))
+        return render_rain(
+            images, sample_rain_params(images.shape[0], images.shape[-2:], rain_ranges, generator=generator)
+        )
 
-    return evaluate(model, loader, num_classes=11, attack=attack,
-                    input_transform=add_rain if rain_ranges is not None else None)["miou"]
+    return evaluate(
+        model, loader, num_classes=11, attack=attack, input_transform=add_rain if rain_ranges is not None else None
+    )["miou"]
 
 
 def main() -> None:
@@ -43,17 +46,36 @@ def main() -> None:
     val = DataLoader(SyntheticStreets(8 if args.fast else 32, size=size, seed=0, split="val"), batch_size=8)
     rain = scale_rain_ranges("medium", size[0])
 
-    segmenter = smp.Unet("resnet18", encoder_weights=None, encoder_depth=4, decoder_channels=(64, 32, 16, 8), classes=11)
-    train_standard(segmenter, DataLoader(train_set, batch_size=8, shuffle=True), epochs=epochs,
-                   optimizer=torch.optim.Adam(segmenter.parameters(), 1e-3), num_classes=11,
-                   trainer_kwargs={"progress": False})
+    segmenter = smp.Unet(
+        "resnet18", encoder_weights=None, encoder_depth=4, decoder_channels=(64, 32, 16, 8), classes=11
+    )
+    train_standard(
+        segmenter,
+        DataLoader(train_set, batch_size=8, shuffle=True),
+        epochs=epochs,
+        optimizer=torch.optim.Adam(segmenter.parameters(), 1e-3),
+        num_classes=11,
+        trainer_kwargs={"progress": False},
+    )
     segmenter.eval()
 
     derainer = PReNet(stages=2 if args.fast else 6)
     with tempfile.TemporaryDirectory() as cache:
-        pearl, _ = train_pearl(segmenter, derainer, train_set, ama=True, rain=rain, eps=4 / 255, steps=1 if args.fast else 3,
-                               ama_steps=2 if args.fast else 10, epochs=pearl_epochs, batch_size=8, num_classes=11,
-                               cache_dir=cache, trainer_kwargs={"progress": False})
+        pearl, _ = train_pearl(
+            segmenter,
+            derainer,
+            train_set,
+            ama=True,
+            rain=rain,
+            eps=4 / 255,
+            steps=1 if args.fast else 3,
+            ama_steps=2 if args.fast else 10,
+            epochs=pearl_epochs,
+            batch_size=8,
+            num_classes=11,
+            cache_dir=cache,
+            trainer_kwargs={"progress": False},
+        )
     pearl.eval()
 
     print(f"{'model':16s} {'clean':>6s} {'rainy':>6s} {'rainy+NAA':>9s}")

@@ -1,7 +1,7 @@
 """Quick start: train a small smp model on procedural streets, attack it with NAA, measure mIoU.
 
-    python examples/quickstart_attack.py          # ~1 minute on a laptop CPU
-    python examples/quickstart_attack.py --fast   # a few seconds
+python examples/quickstart_attack.py          # ~1 minute on a laptop CPU
+python examples/quickstart_attack.py --fast   # a few seconds
 """
 
 from __future__ import annotations
@@ -31,8 +31,14 @@ def main() -> None:
     val = DataLoader(SyntheticStreets(8 if args.fast else 32, size=size, seed=0, split="val"), batch_size=8)
 
     model = smp.Unet("resnet18", encoder_weights=None, encoder_depth=4, decoder_channels=(64, 32, 16, 8), classes=11)
-    train_standard(model, train, epochs=epochs, optimizer=torch.optim.Adam(model.parameters(), 1e-3),
-                   num_classes=11, trainer_kwargs={"progress": False})
+    train_standard(
+        model,
+        train,
+        epochs=epochs,
+        optimizer=torch.optim.Adam(model.parameters(), 1e-3),
+        num_classes=11,
+        trainer_kwargs={"progress": False},
+    )
     model.eval()
 
     naa = NAA(model, eps=4 / 255, alpha=1 / 255, steps=2 if args.fast else 10)

@@ -44,22 +44,15 @@ Column = Callable[[torch.Tensor], torch.Tensor]
 
 def load_camvid_images(root: Path, count: int, split: str = "val") -> torch.Tensor:
     """Read ``count`` images spread over the split list, as ``(N, 3, H, W)`` floats in [0, 1]."""
-    lines = [
-        line.split()[0] for line in (root / f"{split}.txt").read_text().splitlines() if line.strip()
-    ]
+    lines = [line.split()[0] for line in (root / f"{split}.txt").read_text().splitlines() if line.strip()]
     picks = np.linspace(0, len(lines) - 1, count).round().astype(int)
-    arrays = [
-        np.asarray(Image.open(root / lines[i]).convert("RGB"), dtype=np.float32) / 255.0
-        for i in picks
-    ]
+    arrays = [np.asarray(Image.open(root / lines[i]).convert("RGB"), dtype=np.float32) / 255.0 for i in picks]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 def load_camvid_masks(root: Path, count: int, split: str = "val") -> torch.Tensor:
     """The masks of :func:`load_camvid_images`' picks, ``(N, H, W)`` int64, void (11) mapped to 255."""
-    lines = [
-        line.split()[1] for line in (root / f"{split}.txt").read_text().splitlines() if line.strip()
-    ]
+    lines = [line.split()[1] for line in (root / f"{split}.txt").read_text().splitlines() if line.strip()]
     picks = np.linspace(0, len(lines) - 1, count).round().astype(int)
     arrays = [np.asarray(Image.open(root / lines[i]), dtype=np.int64) for i in picks]
     masks = torch.from_numpy(np.stack(arrays))
@@ -72,13 +65,9 @@ def procedural_images(count: int, height: int, width: int, seed: int = 0) -> tor
     rows = torch.linspace(0, 1, height).view(height, 1)
     images = []
     for _ in range(count):
-        sky = torch.stack([0.55 + 0.2 * rows, 0.65 + 0.2 * rows, 0.85 + 0.1 * rows]).expand(
-            3, height, width
-        )
+        sky = torch.stack([0.55 + 0.2 * rows, 0.65 + 0.2 * rows, 0.85 + 0.1 * rows]).expand(3, height, width)
         road = torch.tensor([0.35, 0.34, 0.33]).view(3, 1, 1) * (0.7 + 0.6 * rows)
-        image = torch.where(
-            rows.expand(height, width) < 0.5, sky, road.expand(3, height, width)
-        ).clone()
+        image = torch.where(rows.expand(height, width) < 0.5, sky, road.expand(3, height, width)).clone()
         for _ in range(4):
             top = int(torch.randint(height // 4, height // 2, (1,), generator=generator))
             left = int(torch.randint(0, max(1, width - width // 5), (1,), generator=generator))
@@ -93,9 +82,7 @@ def preset_column(name: str, seed: int) -> Column:
 
     def render(images: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
-        params = sample_rain_params(
-            images.shape[0], tuple(images.shape[-2:]), name, generator=generator
-        )
+        params = sample_rain_params(images.shape[0], tuple(images.shape[-2:]), name, generator=generator)
         return render_rain(images, params)
 
     return render
@@ -119,9 +106,7 @@ def build_gallery(
     return list(columns), torch.stack(rendered, dim=1)
 
 
-def grid_image(
-    titles: Sequence[str], cells: torch.Tensor, gap: int = 4, title_height: int = 18
-) -> Image.Image:
+def grid_image(titles: Sequence[str], cells: torch.Tensor, gap: int = 4, title_height: int = 18) -> Image.Image:
     """Paste the ``(rows, cols, 3, H, W)`` cells into one RGB image with column titles."""
     rows, cols, _, height, width = cells.shape
     canvas = Image.new(
@@ -160,13 +145,9 @@ class ResizedSegmenter(nn.Module):
         self.size = size
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        small = nn.functional.interpolate(
-            images, size=self.size, mode="bilinear", align_corners=False, antialias=True
-        )
+        small = nn.functional.interpolate(images, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         logits = self.model(small)
-        return nn.functional.interpolate(
-            logits, size=images.shape[-2:], mode="bilinear", align_corners=False
-        )
+        return nn.functional.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def training_data(
@@ -258,8 +239,7 @@ def benchmark(images: torch.Tensor, repeats: int = 5) -> Dict[str, float]:
 
     timings: Dict[str, float] = {}
     augmentations = {
-        f"RandomRainStreaks[{name}]": RandomRainStreaks.from_preset(name, p=1.0)
-        for name in ("light", "heavy")
+        f"RandomRainStreaks[{name}]": RandomRainStreaks.from_preset(name, p=1.0) for name in ("light", "heavy")
     }
     augmentations["kornia.RandomRain"] = K.RandomRain(p=1.0)
     for name, augmentation in augmentations.items():
@@ -275,27 +255,15 @@ def benchmark(images: torch.Tensor, repeats: int = 5) -> Dict[str, float]:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--data-root", type=Path, default=Path(os.environ.get("SEGROBUST_CAMVID", DEFAULT_CAMVID))
-    )
+    parser.add_argument("--data-root", type=Path, default=Path(os.environ.get("SEGROBUST_CAMVID", DEFAULT_CAMVID)))
     parser.add_argument("--out", type=Path, default=Path("rain_gallery.png"))
     parser.add_argument("--rows", type=int, default=3, help="number of images (rows)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--scale", type=float, default=1.0, help="resize the written grid (after rendering)"
-    )
-    parser.add_argument(
-        "--palette", action="store_true", help="write a 256-colour PNG (about 3x smaller)"
-    )
-    parser.add_argument(
-        "--fast", action="store_true", help="two small procedural images, for smoke tests"
-    )
-    parser.add_argument(
-        "--benchmark", action="store_true", help="time 8x3x360x480 renders vs kornia RandomRain"
-    )
-    parser.add_argument(
-        "--no-attack", action="store_true", help="leave out the adversarial rain column"
-    )
+    parser.add_argument("--scale", type=float, default=1.0, help="resize the written grid (after rendering)")
+    parser.add_argument("--palette", action="store_true", help="write a 256-colour PNG (about 3x smaller)")
+    parser.add_argument("--fast", action="store_true", help="two small procedural images, for smoke tests")
+    parser.add_argument("--benchmark", action="store_true", help="time 8x3x360x480 renders vs kornia RandomRain")
+    parser.add_argument("--no-attack", action="store_true", help="leave out the adversarial rain column")
     parser.add_argument(
         "--train-steps",
         type=int,
@@ -339,9 +307,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             f"trained {GALLERY_MODEL_SPEC} for {train_steps} steps on {train_source} "
             f"in {time.perf_counter() - start:.0f} s"
         )
-        extra["adversarial rain"] = adversarial_rain_column(
-            model, masks, "medium", attack_steps, seed=args.seed
-        )
+        extra["adversarial rain"] = adversarial_rain_column(model, masks, "medium", attack_steps, seed=args.seed)
     start = time.perf_counter()
     titles, cells = build_gallery(images, extra_columns=extra, seed=args.seed)
     print(f"rendered the gallery in {time.perf_counter() - start:.1f} s")
@@ -356,9 +322,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     picture = grid_image(titles, cells)
     if args.scale != 1.0:
-        picture = picture.resize(
-            (round(picture.width * args.scale), round(picture.height * args.scale)), Image.LANCZOS
-        )
+        picture = picture.resize((round(picture.width * args.scale), round(picture.height * args.scale)), Image.LANCZOS)
     if args.palette:
         picture = picture.quantize(256, dither=Image.Dither.NONE)
     picture.save(args.out, optimize=True)
@@ -366,16 +330,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     if args.benchmark and not args.fast:
         batch = (
-            images[torch.arange(8) % images.shape[0]]
-            if images.shape[-2:] == (360, 480)
-            else torch.rand(8, 3, 360, 480)
+            images[torch.arange(8) % images.shape[0]] if images.shape[-2:] == (360, 480) else torch.rand(8, 3, 360, 480)
         )
         timings = benchmark(batch)
         reference = timings["kornia.RandomRain"]
         for name, seconds in timings.items():
-            print(
-                f"{name:32s} {seconds * 1000:8.1f} ms  ({seconds / reference:5.2f}x kornia.RandomRain)"
-            )
+            print(f"{name:32s} {seconds * 1000:8.1f} ms  ({seconds / reference:5.2f}x kornia.RandomRain)")
 
 
 assert set(PRESET_COLUMNS) <= set(RAIN_PRESETS)

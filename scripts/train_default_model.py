@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ASSET, help=f"where to write the checkpoint (default {ASSET})")
     parser.add_argument("--steps", type=int, default=DEFAULT_SCHEDULE.steps, help="optimiser steps")
-    parser.add_argument("--train-images", type=int, default=DEFAULT_SCHEDULE.train_images, help="SyntheticStreets training scenes")
+    parser.add_argument(
+        "--train-images", type=int, default=DEFAULT_SCHEDULE.train_images, help="SyntheticStreets training scenes"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)

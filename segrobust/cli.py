@@ -89,7 +89,9 @@ def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({error}); expected an object like '{{\"key\": 1}}'") from None
+        raise argparse.ArgumentTypeError(
+            f"not valid JSON ({error}); expected an object like '{{\"key\": 1}}'"
+        ) from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"key\": 1}}', got {type(value).__name__}")
     return value
@@ -109,7 +111,9 @@ def _channel_list(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, one per channel, e.g. 0.485,0.456,0.406, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, one per channel, e.g. 0.485,0.456,0.406, got {text!r}"
+        ) from None
     if not values:
         raise argparse.ArgumentTypeError("expected comma-separated numbers, one per channel, e.g. 0.485,0.456,0.406")
     return values
@@ -141,23 +145,40 @@ def _dataset_names() -> list[str]:
 
 
 def _add_model_options(group: Any) -> None:
-    group.add_argument("--model-args", type=_json_object, metavar="JSON",
-                       help='keyword arguments of a module:callable model (or extra smp spec arguments), '
-                       'e.g. \'{"num_classes": 21, "weights": null}\'')
+    group.add_argument(
+        "--model-args",
+        type=_json_object,
+        metavar="JSON",
+        help="keyword arguments of a module:callable model (or extra smp spec arguments), "
+        'e.g. \'{"num_classes": 21, "weights": null}\'',
+    )
     group.add_argument("--weights", metavar="PATH", help="a state_dict file for a spec- or module:callable-built model")
-    group.add_argument("--mean", type=_channel_list, metavar="LIST",
-                       help="per-channel mean the model normalises with, e.g. 0.485,0.456,0.406 (images stay in [0, 1])")
+    group.add_argument(
+        "--mean",
+        type=_channel_list,
+        metavar="LIST",
+        help="per-channel mean the model normalises with, e.g. 0.485,0.456,0.406 (images stay in [0, 1])",
+    )
     group.add_argument("--std", type=_channel_list, metavar="LIST", help="per-channel std, e.g. 0.229,0.224,0.225")
-    group.add_argument("--allow-torchscript", action="store_true",
-                       help="load a TorchScript --model (its stored code runs when the model is called: trusted files only)")
+    group.add_argument(
+        "--allow-torchscript",
+        action="store_true",
+        help="load a TorchScript --model (its stored code runs when the model is called: trusted files only)",
+    )
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="synthetic", choices=_dataset_names(),
-                      help="synthetic (SyntheticStreets, generated), camvid (SegNet layout), folder (images/ + masks/), ...")
+    data.add_argument(
+        "--dataset",
+        default="synthetic",
+        choices=_dataset_names(),
+        help="synthetic (SyntheticStreets, generated), camvid (SegNet layout), folder (images/ + masks/), ...",
+    )
     data.add_argument("--data-root", metavar="PATH", help="data folder (camvid: default $SEGROBUST_CAMVID)")
-    data.add_argument("--size", type=_size, metavar="HxW", help="resize images (default: 96x128 synthetic, native size otherwise)")
+    data.add_argument(
+        "--size", type=_size, metavar="HxW", help="resize images (default: 96x128 synthetic, native size otherwise)"
+    )
     data.add_argument("--num-images", type=_positive_int, metavar="N", help="use the first N images")
     run = parser.add_argument_group("run")
     run.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per batch (default 8)")
@@ -171,9 +192,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_config_option(group: Any, command: str) -> None:
-    group.add_argument("--config", metavar="FILE",
-                        help=f"read options from a YAML or JSON file (keys: the long option names, e.g. num_images); "
-                        f"flags on the command line win. {'A results.json replays its run.' if command == 'benchmark' else 'OUT/config.json repeats a training run.'}")
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"read options from a YAML or JSON file (keys: the long option names, e.g. num_images); "
+        f"flags on the command line win. {'A results.json replays its run.' if command == 'benchmark' else 'OUT/config.json repeats a training run.'}",
+    )
 
 
 def _recipes_epilog() -> str:
@@ -189,73 +213,147 @@ def build_parser() -> argparse.ArgumentParser:
     from segrobust import __version__
     from segrobust.training import RECIPES
 
-    parser = _Parser(prog="segrobust", description="Robustness of semantic segmentation to rain and adversarial attacks.")
+    parser = _Parser(
+        prog="segrobust", description="Robustness of semantic segmentation to rain and adversarial attacks."
+    )
     parser.add_argument("--version", action="version", version=f"segrobust {__version__}")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{benchmark,train,list}")
     commands.required = True
 
     bench = commands.add_parser(
-        "benchmark", help="evaluate a model clean, under rain and under attacks",
+        "benchmark",
+        help="evaluate a model clean, under rain and under attacks",
         description="Evaluate a segmentation model clean, under rain presets and under attacks at several L∞ budgets, "
         "with the per-image worst case. Without arguments: the built-in default model on SyntheticStreets.",
     )
     model = bench.add_argument_group("model")
-    model.add_argument("--model", metavar="SPEC|PATH",
-                       help="smp spec (unet:resnet18, deeplabv3plus:resnet34:encoder_depth=4), a segrobust checkpoint, "
-                       "SPEC@state_dict.pt, module:callable (torchvision.models.segmentation:lraspp_mobilenet_v3_large) "
-                       "or a TorchScript file with --allow-torchscript (default: the built-in default model)")
-    model.add_argument("--num-classes", type=_positive_int, metavar="K", help="classes of a spec-built model (default 11)")
-    model.add_argument("--defense", metavar="KIND:PATH", help="defence to evaluate: depth:PATH (DepthMultiTask checkpoint) or pearl:PATH")
+    model.add_argument(
+        "--model",
+        metavar="SPEC|PATH",
+        help="smp spec (unet:resnet18, deeplabv3plus:resnet34:encoder_depth=4), a segrobust checkpoint, "
+        "SPEC@state_dict.pt, module:callable (torchvision.models.segmentation:lraspp_mobilenet_v3_large) "
+        "or a TorchScript file with --allow-torchscript (default: the built-in default model)",
+    )
+    model.add_argument(
+        "--num-classes", type=_positive_int, metavar="K", help="classes of a spec-built model (default 11)"
+    )
+    model.add_argument(
+        "--defense",
+        metavar="KIND:PATH",
+        help="defence to evaluate: depth:PATH (DepthMultiTask checkpoint) or pearl:PATH",
+    )
     _add_model_options(model)
     attack = bench.add_argument_group("attacks")
-    attack.add_argument("--attacks", default="all", metavar="LIST", help="comma-separated attacks, 'all' or 'none' (default all: every attack but 'reliable', the "
-                        "reliable APGD ensemble; add it with reliable,all)")
+    attack.add_argument(
+        "--attacks",
+        default="all",
+        metavar="LIST",
+        help="comma-separated attacks, 'all' or 'none' (default all: every attack but 'reliable', the "
+        "reliable APGD ensemble; add it with reliable,all)",
+    )
     attack.add_argument("--rain", default="all", metavar="LIST", help="comma-separated rain presets, 'all' or 'none'")
-    attack.add_argument("--eps", type=_eps_list, metavar="LIST", help="L∞ budgets in (0, 1], e.g. 2/255,4/255,8/255 (the default)")
-    attack.add_argument("--steps", type=_positive_int, metavar="N", help="attack steps (default 10; 5 for the built-in default)")
-    attack.add_argument("--reliable-steps", type=_positive_int, metavar="N",
-                        help="APGD iterations per loss of the reliable ensemble, --attacks reliable (default 100; "
-                        f"{_BUILTIN_RELIABLE_STEPS} for the built-in default and --fast)")
+    attack.add_argument(
+        "--eps", type=_eps_list, metavar="LIST", help="L∞ budgets in (0, 1], e.g. 2/255,4/255,8/255 (the default)"
+    )
+    attack.add_argument(
+        "--steps", type=_positive_int, metavar="N", help="attack steps (default 10; 5 for the built-in default)"
+    )
+    attack.add_argument(
+        "--reliable-steps",
+        type=_positive_int,
+        metavar="N",
+        help="APGD iterations per loss of the reliable ensemble, --attacks reliable (default 100; "
+        f"{_BUILTIN_RELIABLE_STEPS} for the built-in default and --fast)",
+    )
     attack.add_argument("--alpha", type=_step_size, metavar="A", help="attack step size (default 2.5·ε/steps)")
     attack.add_argument("--no-random-start", action="store_true", help="start attacks at the clean image")
-    attack.add_argument("--attack-args", type=_attack_args, metavar="JSON", help='extra attack arguments, e.g. \'{"eroseg": {"q0": 0.3}}\'')
+    attack.add_argument(
+        "--attack-args",
+        type=_attack_args,
+        metavar="JSON",
+        help='extra attack arguments, e.g. \'{"eroseg": {"q0": 0.3}}\'',
+    )
     out = bench.add_argument_group("output")
     out.add_argument("--out", default=_DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{_DEFAULT_OUT})")
-    out.add_argument("--examples", type=_non_negative_int, default=3, metavar="K", help="example images in examples.png")
-    out.add_argument("--format", default="table", choices=_FORMATS,
-                     help="summary on stdout: table (default, for people), json or csv (one record per condition and ε), "
-                     "or markdown; with json and csv the closing line goes to stderr")
+    out.add_argument(
+        "--examples", type=_non_negative_int, default=3, metavar="K", help="example images in examples.png"
+    )
+    out.add_argument(
+        "--format",
+        default="table",
+        choices=_FORMATS,
+        help="summary on stdout: table (default, for people), json or csv (one record per condition and ε), "
+        "or markdown; with json and csv the closing line goes to stderr",
+    )
     _add_config_option(out, "benchmark")
     _add_common(bench)
 
     train = commands.add_parser(
-        "train", help="train a model with a recipe (standard, pgd_at, eroseg_at, nat, ...)",
+        "train",
+        help="train a model with a recipe (standard, pgd_at, eroseg_at, nat, ...)",
         description="Train a segmentation model with one of the registered recipes and save a checkpoint that "
         "'segrobust benchmark --model OUT/model.pt' evaluates.",
-        epilog=_recipes_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_recipes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     recipe = train.add_argument_group("recipe")
-    recipe.add_argument("--recipe", default="standard", metavar="NAME",
-                        help=f"one of {', '.join(RECIPES)} (default standard; listed below)")
-    recipe.add_argument("--model", default="unet:resnet18", metavar="SPEC|PATH", help="model spec or checkpoint to start from")
+    recipe.add_argument(
+        "--recipe",
+        default="standard",
+        metavar="NAME",
+        help=f"one of {', '.join(RECIPES)} (default standard; listed below)",
+    )
+    recipe.add_argument(
+        "--model", default="unet:resnet18", metavar="SPEC|PATH", help="model spec or checkpoint to start from"
+    )
     recipe.add_argument("--num-classes", type=_positive_int, metavar="K", help="classes (default 11)")
     _add_model_options(recipe)
     recipe.add_argument("--epochs", type=_positive_int, default=10, help="epochs (default 10)")
     # The options below are passed on only when given; a recipe without the setting rejects them.
     recipe.add_argument("--lr", type=_positive_float, help="learning rate (recipe default: 0.01 SGD, 1e-3 AdamW/Adam)")
-    recipe.add_argument("--optimizer", choices=["sgd", "adamw"], help="sgd (poly schedule, the default) or adamw; standard, pgd_at, eroseg_at, nat")
-    recipe.add_argument("--eps", type=_budget, metavar="E", help="adversarial budget (recipe default: 8/255 pgd_at/eroseg_at, 4/255 nat/pearl)")
-    recipe.add_argument("--steps", type=_positive_int, metavar="N", help="inner attack steps (recipe default: 7 pgd_at/eroseg_at, 3 nat/pearl)")
-    recipe.add_argument("--alpha", type=_step_size, metavar="A", help="inner attack step (recipe default: 2/255 pgd_at/eroseg_at, 2.5·ε/steps nat/pearl)")
-    recipe.add_argument("--rain-preset", metavar="NAME", help="rain of nat and pearl (default medium, streaks scaled to the image height)")
-    recipe.add_argument("--out", default="segrobust-train", metavar="DIR",
-                        help="output folder (checkpoints, model.pt, history.json, config.json)")
+    recipe.add_argument(
+        "--optimizer",
+        choices=["sgd", "adamw"],
+        help="sgd (poly schedule, the default) or adamw; standard, pgd_at, eroseg_at, nat",
+    )
+    recipe.add_argument(
+        "--eps",
+        type=_budget,
+        metavar="E",
+        help="adversarial budget (recipe default: 8/255 pgd_at/eroseg_at, 4/255 nat/pearl)",
+    )
+    recipe.add_argument(
+        "--steps",
+        type=_positive_int,
+        metavar="N",
+        help="inner attack steps (recipe default: 7 pgd_at/eroseg_at, 3 nat/pearl)",
+    )
+    recipe.add_argument(
+        "--alpha",
+        type=_step_size,
+        metavar="A",
+        help="inner attack step (recipe default: 2/255 pgd_at/eroseg_at, 2.5·ε/steps nat/pearl)",
+    )
+    recipe.add_argument(
+        "--rain-preset",
+        metavar="NAME",
+        help="rain of nat and pearl (default medium, streaks scaled to the image height)",
+    )
+    recipe.add_argument(
+        "--out",
+        default="segrobust-train",
+        metavar="DIR",
+        help="output folder (checkpoints, model.pt, history.json, config.json)",
+    )
     _add_config_option(recipe, "train")
     _add_common(train)
 
-    commands.add_parser("list", help="list the attacks, pixel losses, presets, recipes, data sets and defences",
-                        description="List what segrobust can run: every registered attack, pixel loss, APGD radius schedule, rain preset, "
-                        "training recipe, data set and defence, one line each.")
+    commands.add_parser(
+        "list",
+        help="list the attacks, pixel losses, presets, recipes, data sets and defences",
+        description="List what segrobust can run: every registered attack, pixel loss, APGD radius schedule, rain preset, "
+        "training recipe, data set and defence, one line each.",
+    )
     return parser
 
 
@@ -390,7 +488,11 @@ def _ensure_default_model(progress: bool) -> None:
     if path.exists():
         return
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        print(f"segrobust: training the default model once (about a minute; cached as {path}) ...", file=sys.stderr, flush=True)
+        print(
+            f"segrobust: training the default model once (about a minute; cached as {path}) ...",
+            file=sys.stderr,
+            flush=True,
+        )
         train_default_model(path, progress=progress)
     else:
         deadline = time.time() + 3600
@@ -460,8 +562,10 @@ def _read_config_file(path: str) -> dict[str, Any]:
     if data.get("format") == RESULTS_FORMAT:
         settings = data.get("config", {}).get("cli")
         if not isinstance(settings, dict):
-            raise UsageError(f"--config {path}: this results.json was not written by 'segrobust benchmark' "
-                             "(it records no command-line settings to replay)")
+            raise UsageError(
+                f"--config {path}: this results.json was not written by 'segrobust benchmark' "
+                "(it records no command-line settings to replay)"
+            )
         return settings
     return data
 
@@ -484,7 +588,9 @@ def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, An
     for key, value in _read_config_file(path).items():
         dest = str(key).strip().lstrip("-").replace("-", "_")
         if dest not in actions:
-            raise UsageError(f"--config {path}: unknown option {key!r} for '{parser.prog}' (see '{parser.prog} --help')")
+            raise UsageError(
+                f"--config {path}: unknown option {key!r} for '{parser.prog}' (see '{parser.prog} --help')"
+            )
         action, flag = actions[dest], f"--{dest.replace('_', '-')}"
         if value is None:
             defaults[dest] = action.default
@@ -498,7 +604,9 @@ def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, An
             except argparse.ArgumentTypeError as error:
                 raise UsageError(f"--config {path}: {key} ({flag}): {error}") from None
             if action.choices is not None and converted not in action.choices:
-                raise UsageError(f"--config {path}: {key}: expected one of {', '.join(map(str, action.choices))}, got {value!r}")
+                raise UsageError(
+                    f"--config {path}: {key}: expected one of {', '.join(map(str, action.choices))}, got {value!r}"
+                )
             defaults[dest] = converted
     return defaults
 
@@ -540,8 +648,14 @@ def _rain_summary(preset: Any) -> str:
         return (f"{low:g}" if low == high else f"{low:g}-{high:g}") + unit
 
     layers = preset.get("num_layers", 1)
-    streaks = (f"streaks {span('length', ' px')} long (at 360 px height), density {span('density')}, "
-               f"{layers} layer{'s' if layers != 1 else ''}") if span("density") != "0" else "no streaks"
+    streaks = (
+        (
+            f"streaks {span('length', ' px')} long (at 360 px height), density {span('density')}, "
+            f"{layers} layer{'s' if layers != 1 else ''}"
+        )
+        if span("density") != "0"
+        else "no streaks"
+    )
     return f"{streaks}, fog {span('fog_density')}"
 
 
@@ -555,17 +669,37 @@ def _catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
     from segrobust.training import RECIPES
 
     return [
-        ("attacks (segrobust benchmark --attacks)",
-         [(key, f"{entry.display_name}: {entry.description}") for key, entry in ATTACKS.items()]),
-        ("pixel losses (segrobust.losses.PIXEL_LOSSES)",
-         [(name, _first_line(getattr(loss, "__doc__", ""))) for name, loss in PIXEL_LOSSES.items()]),
-        ("APGD radius schedules (segrobust.attacks.APGD(radius_schedule=NAME))",
-         [(name, ", then ".join(f"{radius:g}·ε for {fraction:.0%} of the steps" for radius, fraction in stages))
-          for name, stages in RADIUS_SCHEDULES.items()]),
-        ("rain presets (--rain, --rain-preset)", [(name, _rain_summary(preset)) for name, preset in RAIN_PRESETS.items()]),
-        ("training recipes (segrobust train --recipe)", [(name, recipe.description) for name, recipe in RECIPES.items()]),
-        ("data sets (--dataset)", [(name, _first_line(getattr(build, "__doc__", ""))) for name, build in DATASETS.items()]),
-        ("defences (segrobust benchmark --defense KIND:PATH)", [(key, entry.description) for key, entry in DEFENSES.items()]),
+        (
+            "attacks (segrobust benchmark --attacks)",
+            [(key, f"{entry.display_name}: {entry.description}") for key, entry in ATTACKS.items()],
+        ),
+        (
+            "pixel losses (segrobust.losses.PIXEL_LOSSES)",
+            [(name, _first_line(getattr(loss, "__doc__", ""))) for name, loss in PIXEL_LOSSES.items()],
+        ),
+        (
+            "APGD radius schedules (segrobust.attacks.APGD(radius_schedule=NAME))",
+            [
+                (name, ", then ".join(f"{radius:g}·ε for {fraction:.0%} of the steps" for radius, fraction in stages))
+                for name, stages in RADIUS_SCHEDULES.items()
+            ],
+        ),
+        (
+            "rain presets (--rain, --rain-preset)",
+            [(name, _rain_summary(preset)) for name, preset in RAIN_PRESETS.items()],
+        ),
+        (
+            "training recipes (segrobust train --recipe)",
+            [(name, recipe.description) for name, recipe in RECIPES.items()],
+        ),
+        (
+            "data sets (--dataset)",
+            [(name, _first_line(getattr(build, "__doc__", ""))) for name, build in DATASETS.items()],
+        ),
+        (
+            "defences (segrobust benchmark --defense KIND:PATH)",
+            [(key, entry.description) for key, entry in DEFENSES.items()],
+        ),
     ]
 
 
@@ -606,8 +740,13 @@ def _model_options(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--mean has {len(args.mean)} values but --std has {len(args.std)}; give one per channel")
     if args.weights is not None:
         _check_path("--weights", args.weights)
-    return {"model_args": args.model_args, "weights": args.weights, "mean": args.mean, "std": args.std,
-            "allow_torchscript": args.allow_torchscript}
+    return {
+        "model_args": args.model_args,
+        "weights": args.weights,
+        "mean": args.mean,
+        "std": args.std,
+        "allow_torchscript": args.allow_torchscript,
+    }
 
 
 def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, str]:
@@ -640,7 +779,9 @@ def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, str]:
             if isinstance(error, MemoryError):
                 raise
             reason = _one_line(error)
-            raise UsageError(f"--defense {kind}: {reason if str(path) in reason else f'cannot load {path}: {reason}'}") from None
+            raise UsageError(
+                f"--defense {kind}: {reason if str(path) in reason else f'cannot load {path}: {reason}'}"
+            ) from None
         name = f"{name} + {kind} defence ({path})"
     return model, name
 
@@ -667,14 +808,26 @@ def _benchmark(args: argparse.Namespace) -> int:
         if attack_kwargs is not None and not isinstance(attack_kwargs, dict):
             raise ValueError("expected a JSON object")
     except ValueError as error:
-        raise UsageError(f"--attack-args must be a JSON object like '{{\"eroseg\": {{\"q0\": 0.3}}}}': {error}") from None
+        raise UsageError(f'--attack-args must be a JSON object like \'{{"eroseg": {{"q0": 0.3}}}}\': {error}') from None
     device = _resolve_device(args.device)
     try:
         config = BenchmarkConfig(
-            attacks=args.attacks, eps_list=args.eps or ["2/255", "4/255", "8/255"], rain=args.rain, steps=args.steps,
-            alpha=args.alpha, random_start=not args.no_random_start, batch_size=args.batch_size or 8, device=device,
-            seed=args.seed, out_dir=args.out, resume=args.resume, progress=not args.no_progress, num_workers=args.workers,
-            num_examples=args.examples, attack_kwargs=attack_kwargs, reliable_steps=args.reliable_steps,
+            attacks=args.attacks,
+            eps_list=args.eps or ["2/255", "4/255", "8/255"],
+            rain=args.rain,
+            steps=args.steps,
+            alpha=args.alpha,
+            random_start=not args.no_random_start,
+            batch_size=args.batch_size or 8,
+            device=device,
+            seed=args.seed,
+            out_dir=args.out,
+            resume=args.resume,
+            progress=not args.no_progress,
+            num_workers=args.workers,
+            num_examples=args.examples,
+            attack_kwargs=attack_kwargs,
+            reliable_steps=args.reliable_steps,
         )
         _check_defense(args.defense)
         data, data_name = _dataset(args, "val", DEFAULT_EVAL_IMAGES)
@@ -683,12 +836,21 @@ def _benchmark(args: argparse.Namespace) -> int:
         init_distributed()
         model, model_name = _load_model(args, device)
         settings = _recorded_settings(
-            args, attacks=config.attacks or "none", rain=config.rain or "none", eps=config.eps_list,
-            batch_size=config.batch_size, num_images=args.num_images or len(data),
+            args,
+            attacks=config.attacks or "none",
+            rain=config.rain or "none",
+            eps=config.eps_list,
+            batch_size=config.batch_size,
+            num_images=args.num_images or len(data),
             size=args.size or ((96, 128) if args.dataset == "synthetic" else None),
         )
-        metadata = {"model_name": model_name, "dataset_name": data_name, "defense": args.defense,
-                    "command": "segrobust " + " ".join(sys.argv[1:]), "cli": settings}
+        metadata = {
+            "model_name": model_name,
+            "dataset_name": data_name,
+            "defense": args.defense,
+            "command": "segrobust " + " ".join(sys.argv[1:]),
+            "cli": settings,
+        }
         started = time.perf_counter()
         results = run_benchmark(model, data, config.replace(metadata=metadata))
     except ModelLoadError as error:
@@ -701,9 +863,21 @@ def _benchmark(args: argparse.Namespace) -> int:
         if headline:
             print(f"\n{headline}")
         out = Path(args.out)
-        files = [name for name in ("results.json", "report.md", "miou_vs_eps.png", "convergence.png", "examples.png",
-                                   "rain_examples.png") if (out / name).exists()]
-        closing = f"{results.num_images} images, {time.perf_counter() - started:.1f} s. Wrote {', '.join(files)} to {out}/"
+        files = [
+            name
+            for name in (
+                "results.json",
+                "report.md",
+                "miou_vs_eps.png",
+                "convergence.png",
+                "examples.png",
+                "rain_examples.png",
+            )
+            if (out / name).exists()
+        ]
+        closing = (
+            f"{results.num_images} images, {time.perf_counter() - started:.1f} s. Wrote {', '.join(files)} to {out}/"
+        )
         if args.format in ("json", "csv"):  # stdout stays machine-readable
             print(closing, file=sys.stderr)
         else:
@@ -737,24 +911,41 @@ def _train(args: argparse.Namespace) -> int:
     init_distributed()
     model, spec, num_classes = _train_model(args, device)
     train_data, data_name = _dataset(args, "train", 200)
-    val_data, _ = _dataset(argparse.Namespace(**{**vars(args), "num_images": min(args.num_images or 50, 50)}), "val", 50)
+    val_data, _ = _dataset(
+        argparse.Namespace(**{**vars(args), "num_images": min(args.num_images or 50, 50)}), "val", 50
+    )
     out = Path(args.out)
     config = recipe.config(
-        settings, num_classes=num_classes, batch_size=args.batch_size or 8, seed=args.seed, device=device,
-        num_workers=args.workers, eval_data=val_data, checkpoint_dir=out / "checkpoints", resume=args.resume,
+        settings,
+        num_classes=num_classes,
+        batch_size=args.batch_size or 8,
+        seed=args.seed,
+        device=device,
+        num_workers=args.workers,
+        eval_data=val_data,
+        checkpoint_dir=out / "checkpoints",
+        resume=args.resume,
         progress=not args.no_progress,
     )
     model.train()
     result = recipe(model, train_data, config)
     if is_main_process():
         settings = _recorded_settings(args, batch_size=config.batch_size)
-        metadata = {"recipe": recipe.name, "dataset": data_name, "epochs": config.epochs, "seed": args.seed,
-                    "config": settings, "history": json.loads(json.dumps(result.history, default=float))}
+        metadata = {
+            "recipe": recipe.name,
+            "dataset": data_name,
+            "epochs": config.epochs,
+            "seed": args.seed,
+            "config": settings,
+            "history": json.loads(json.dumps(result.history, default=float)),
+        }
         path = save_model(model.eval(), out / "model.pt", spec, num_classes, metadata=metadata)
         (out / "history.json").write_text(json.dumps(result.history, indent=2, default=float) + "\n", encoding="utf-8")
         (out / "config.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         last = result.history[-1] if result.history else {}
-        scores = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float) and ("miou" in k or k == "loss"))
+        scores = ", ".join(
+            f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float) and ("miou" in k or k == "loss")
+        )
         print(f"trained {recipe.name} for {config.epochs} epoch(s) on {data_name}: {scores}")
         saved, bench = [str(path)], [f"--model {path}"]
         for name, artifact in result.artifacts.items():
@@ -767,7 +958,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 # flag (argparse dest) -> recipe config field; only flags the user gave are passed on
-_TRAIN_FLAGS = {"lr": "lr", "optimizer": "optimizer", "eps": "eps", "steps": "steps", "alpha": "alpha", "rain_preset": "rain"}
+_TRAIN_FLAGS = {
+    "lr": "lr",
+    "optimizer": "optimizer",
+    "eps": "eps",
+    "steps": "steps",
+    "alpha": "alpha",
+    "rain_preset": "rain",
+}
 
 
 def _train_options(args: argparse.Namespace, recipe: Any) -> dict[str, Any]:
@@ -799,11 +997,21 @@ def _train_model(args: argparse.Namespace, device: Any) -> tuple[Any, str, int]:
         parse_model_spec,
     )
 
-    unsupported = [flag for flag, value in (("--model-args", args.model_args), ("--mean", args.mean),
-                   ("--std", args.std), ("--allow-torchscript", args.allow_torchscript)) if value]
+    unsupported = [
+        flag
+        for flag, value in (
+            ("--model-args", args.model_args),
+            ("--mean", args.mean),
+            ("--std", args.std),
+            ("--allow-torchscript", args.allow_torchscript),
+        )
+        if value
+    ]
     if unsupported:
-        raise UsageError(f"{unsupported[0]} is not supported by 'segrobust train', which trains smp specs "
-                         "(use --weights to start from a state_dict)")
+        raise UsageError(
+            f"{unsupported[0]} is not supported by 'segrobust train', which trains smp specs "
+            "(use --weights to start from a state_dict)"
+        )
     if args.weights is not None:
         _check_path("--weights", args.weights)
     try:
@@ -813,7 +1021,9 @@ def _train_model(args: argparse.Namespace, device: Any) -> tuple[Any, str, int]:
         elif Path(spec).exists():
             stored = load_state_dict_file(spec)
             if not (isinstance(stored, dict) and stored.get("format") == CHECKPOINT_FORMAT):
-                raise UsageError(f"--model {spec}: training starts from a spec or a segrobust checkpoint (model.pt), not this file")
+                raise UsageError(
+                    f"--model {spec}: training starts from a spec or a segrobust checkpoint (model.pt), not this file"
+                )
             spec, num_classes = str(stored["spec"]), int(stored["num_classes"])
         parse_model_spec(spec)
         model = load_model(args.model, num_classes=num_classes, device=device, seed=args.seed, weights=args.weights)
@@ -850,8 +1060,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if _is_expected(error):
             _say(f"{prog}: error: {_one_line(error)}")
             return 2
-        _say(f"{prog}: internal error: {_one_line(error)} (a bug in segrobust: rerun with SEGROBUST_DEBUG=1 "
-             "for the traceback and report it)")
+        _say(
+            f"{prog}: internal error: {_one_line(error)} (a bug in segrobust: rerun with SEGROBUST_DEBUG=1 "
+            "for the traceback and report it)"
+        )
         return 1
     finally:
         import torch.distributed as dist

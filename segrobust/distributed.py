@@ -142,8 +142,12 @@ def prepare_train_loader(loader: Any, batch_size: Optional[int], seed: int) -> A
         if _rebuildable(loader):
             shuffle = isinstance(loader.sampler, RandomSampler)
             if this_rank == 0:
-                _log.info("sharding train_loader over %d ranks with a DistributedSampler (shuffle=%s)", replicas, shuffle)
-            return _rebuild_loader(loader, DistributedSampler(loader.dataset, replicas, this_rank, shuffle=shuffle, seed=seed))
+                _log.info(
+                    "sharding train_loader over %d ranks with a DistributedSampler (shuffle=%s)", replicas, shuffle
+                )
+            return _rebuild_loader(
+                loader, DistributedSampler(loader.dataset, replicas, this_rank, shuffle=shuffle, seed=seed)
+            )
         warnings.warn(
             "train_loader has a custom batch sampler or an iterable dataset: it is used as is on every rank; "
             "make it shard the data itself under torch.distributed",
@@ -164,7 +168,9 @@ def prepare_eval_loader(loader: Any, batch_size: Optional[int]) -> Any:
     if replicas > 1 and isinstance(loader, DataLoader) and not isinstance(loader.sampler, ShardSampler):
         if _rebuildable(loader):
             return _rebuild_loader(loader, ShardSampler(loader.dataset))
-        warnings.warn("eval_loader cannot be sharded (custom batch sampler): every rank evaluates it whole", stacklevel=3)
+        warnings.warn(
+            "eval_loader cannot be sharded (custom batch sampler): every rank evaluates it whole", stacklevel=3
+        )
     return loader
 
 

@@ -128,7 +128,9 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_inde
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be a tensor (N, K, H, W), got {shape}")
     if not isinstance(target, torch.Tensor) or target.dtype.is_floating_point or target.dtype == torch.bool:
-        raise TypeError(f"target must be an integer mask (N, H, W), got {getattr(target, 'dtype', type(target).__name__)}")
+        raise TypeError(
+            f"target must be an integer mask (N, H, W), got {getattr(target, 'dtype', type(target).__name__)}"
+        )
     expected = (logits.shape[0], *logits.shape[2:])
     if tuple(target.shape) != expected:
         raise ValueError(
@@ -418,11 +420,17 @@ class BalancedMaskedCELoss(PixelLoss):
     class's valid-pixel count), so rare classes are not left standing.
     """
 
-    def __init__(self, *, targeted: bool = False, ignore_index: int = 255, class_weights: Optional[torch.Tensor] = None):
+    def __init__(
+        self, *, targeted: bool = False, ignore_index: int = 255, class_weights: Optional[torch.Tensor] = None
+    ):
         super().__init__(targeted=targeted, ignore_index=ignore_index)
         if class_weights is not None:
             class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
-            if class_weights.dim() != 1 or not bool(torch.isfinite(class_weights).all()) or bool((class_weights < 0).any()):
+            if (
+                class_weights.dim() != 1
+                or not bool(torch.isfinite(class_weights).all())
+                or bool((class_weights < 0).any())
+            ):
                 raise ValueError("class_weights must be a 1-D tensor (K,) of finite non-negative numbers")
         self.class_weights = class_weights
 
@@ -433,7 +441,9 @@ class BalancedMaskedCELoss(PixelLoss):
         if self.class_weights is None:
             weights = balanced_class_weights(labels, num_classes, self.ignore_index)
         elif self.class_weights.numel() != num_classes:
-            raise ValueError(f"class_weights has {self.class_weights.numel()} entries for a model with {num_classes} classes")
+            raise ValueError(
+                f"class_weights has {self.class_weights.numel()} entries for a model with {num_classes} classes"
+            )
         else:
             weights = self.class_weights
         pixel_weights = weights.to(device=logits.device, dtype=logits.dtype)[_safe_labels(labels, valid)]
@@ -524,7 +534,9 @@ class EroSegLoss(PixelLoss):
         self.fooled_weight, self.confidence = float(fooled_weight), confidence
         self.attacked: Optional[torch.Tensor] = None
 
-    def weights(self, logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, step: int, steps: int) -> torch.Tensor:
+    def weights(
+        self, logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, step: int, steps: int
+    ) -> torch.Tensor:
         """Detached weights ``(N, H, W)`` at ``step``; updates the attacked set."""
         conf = pixel_confidence(logits, labels, self.confidence, self.ignore_index)
         if self.targeted and self.confidence == "true_prob":

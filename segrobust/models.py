@@ -191,7 +191,9 @@ class SegmentationModel(nn.Module):
         return F.interpolate(logits, size=size, mode=self.upsample, **corners)
 
     def extra_repr(self) -> str:
-        normalise = "" if self.mean is None else f", mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+        normalise = (
+            "" if self.mean is None else f", mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+        )
         return f"output_key={self.output_key!r}, upsample={self.upsample!r}{normalise}"
 
 
@@ -243,7 +245,9 @@ def parse_model_spec(spec: Union[str, ModelSpec]) -> ModelSpec:
     for item in rest:
         key, sep, value = item.partition("=")
         if not sep or not key.isidentifier():
-            raise ModelLoadError(f"bad option {item!r} in model spec {spec!r}; expected key=value, e.g. encoder_depth=3")
+            raise ModelLoadError(
+                f"bad option {item!r} in model spec {spec!r}; expected key=value, e.g. encoder_depth=3"
+            )
         kwargs[key] = _parse_value(value)
     if "encoder_weights" in kwargs:
         raise ModelLoadError("model specs never take encoder_weights: models are built with encoder_weights=None")
@@ -426,9 +430,7 @@ def load_weights(
     """
     state = {k.removeprefix("module."): v for k, v in state.items()}  # DDP-saved weights
     expected = model.state_dict()
-    unused = {
-        k for k in state if smp_stages and k not in expected and any(f".layer{i}." in k for i in range(1, 5))
-    }
+    unused = {k for k in state if smp_stages and k not in expected and any(f".layer{i}." in k for i in range(1, 5))}
     state = {k: v for k, v in state.items() if k not in unused}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -445,9 +447,7 @@ def load_weights(
                 f"{len(wrong_shape)} with another shape (e.g. {key}: {tuple(state[key].shape)} "
                 f"in the file, {tuple(expected[key].shape)} in the model)"
             )
-        raise ModelLoadError(
-            f"checkpoint {path} does not fit model {spec!r}: " + "; ".join(details) + f" - {hint}"
-        )
+        raise ModelLoadError(f"checkpoint {path} does not fit model {spec!r}: " + "; ".join(details) + f" - {hint}")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
 
 
@@ -500,7 +500,9 @@ def _import_callable(source: str) -> Any:
             raise ModelLoadError(f"model {source!r}: module {module_name} has no attribute {attr!r}")
         target = getattr(target, part)
     if not callable(target):
-        raise ModelLoadError(f"model {source!r}: {attr} is a {type(target).__name__}, not a callable that builds a model")
+        raise ModelLoadError(
+            f"model {source!r}: {attr} is a {type(target).__name__}, not a callable that builds a model"
+        )
     return target
 
 
@@ -511,14 +513,18 @@ def _build_from_callable(
     kwargs = dict(model_args)
     if num_classes is not None:
         if kwargs.setdefault("num_classes", num_classes) != num_classes:
-            raise ModelLoadError(f"model {source!r}: num_classes={num_classes} contradicts the model arguments {kwargs}")
+            raise ModelLoadError(
+                f"model {source!r}: num_classes={num_classes} contradicts the model arguments {kwargs}"
+            )
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         try:
             model = factory(**kwargs)
         except Exception as error:  # whatever the user's builder raises is a bad --model / --model-args
-            raise ModelLoadError(f"model {source!r}: {_call_text(source, kwargs)} failed: {_error_text(error)}") from None
+            raise ModelLoadError(
+                f"model {source!r}: {_call_text(source, kwargs)} failed: {_error_text(error)}"
+            ) from None
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"model {source!r} returned a {type(model).__name__}, expected a torch.nn.Module")
     return model
@@ -535,7 +541,9 @@ def _read_segrobust_checkpoint(obj: Mapping[str, Any], path: Path) -> tuple[str,
     if not isinstance(spec, str) or isinstance(stored, bool) or not isinstance(stored, int) or stored < 1:
         missing = [key for key, value in (("spec", spec), ("num_classes", stored)) if value is None]
         what = f"misses {' and '.join(repr(k) for k in missing)}" if missing else "has a bad 'spec' or 'num_classes'"
-        raise ModelLoadError(f"checkpoint {path} is a damaged segrobust checkpoint: it {what}; write it with save_model")
+        raise ModelLoadError(
+            f"checkpoint {path} is a damaged segrobust checkpoint: it {what}; write it with save_model"
+        )
     return spec, stored
 
 
@@ -633,7 +641,9 @@ def load_model(
     if not path.exists():
         raise ModelLoadError(f"checkpoint {text} does not exist")
     if spec is None and (weights is not None or model_args):
-        raise ModelLoadError(f"{path} is a complete model file: weights and model arguments go with a spec or module:callable")
+        raise ModelLoadError(
+            f"{path} is a complete model file: weights and model arguments go with a spec or module:callable"
+        )
     if path.is_file() and _is_torchscript(path):
         if spec is not None:
             raise ModelLoadError(f"{path} is a TorchScript model: pass the path alone, without a spec")
@@ -647,8 +657,7 @@ def load_model(
         num_classes = stored
     elif spec is None:
         raise ModelLoadError(
-            f"{path} is a plain state dict without its architecture; pass it as SPEC@PATH, "
-            f"e.g. 'unet:resnet18@{path}'"
+            f"{path} is a plain state dict without its architecture; pass it as SPEC@PATH, e.g. 'unet:resnet18@{path}'"
         )
     state = extract_state_dict(obj, path)
     if num_classes is None:

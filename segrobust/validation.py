@@ -108,7 +108,9 @@ def check_masks(
                 f"{tuple(images.shape)}: expected {expected}"
             )
         if masks.device != images.device:
-            raise ValueError(f"{name} is on {masks.device} but {images_name} is on {images.device}; put both on one device")
+            raise ValueError(
+                f"{name} is on {masks.device} but {images_name} is on {images.device}; put both on one device"
+            )
     return masks
 
 
@@ -236,7 +238,9 @@ def check_tensor(value: object, name: str, expected: str = "") -> torch.Tensor:
     """
     if not isinstance(value, torch.Tensor):
         what = f" {expected}" if expected else ""
-        raise TypeError(f"{name} must be a torch.Tensor{what}, got {type(value).__name__} (convert with torch.as_tensor)")
+        raise TypeError(
+            f"{name} must be a torch.Tensor{what}, got {type(value).__name__} (convert with torch.as_tensor)"
+        )
     return value
 
 

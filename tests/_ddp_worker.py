@@ -39,9 +39,7 @@ class TinySegmentation(Dataset):
 
 def tiny_model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, NUM_CLASSES, 1)
-    )
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, NUM_CLASSES, 1))
 
 
 def pgd_factory(eps: float = 4 / 255, alpha: float = 2 / 255, steps: int = 2, random_start: bool = True):
@@ -82,9 +80,17 @@ def _trainer(model, checkpoint_dir, **kwargs) -> AdversarialTrainer:
     loader = DataLoader(TinySegmentation(12, seed=1), batch_size=3, shuffle=True)  # the trainer shards it
     eval_loader = DataLoader(TinySegmentation(9, seed=2), batch_size=4)  # 9 samples: 5 + 4, no padding
     return AdversarialTrainer(
-        model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), loader,
-        attack=pgd_factory(), epochs=3, num_classes=NUM_CLASSES, eval_loader=eval_loader,
-        checkpoint_dir=checkpoint_dir, progress=False, seed=0, **kwargs,
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+        loader,
+        attack=pgd_factory(),
+        epochs=3,
+        num_classes=NUM_CLASSES,
+        eval_loader=eval_loader,
+        checkpoint_dir=checkpoint_dir,
+        progress=False,
+        seed=0,
+        **kwargs,
     )
 
 

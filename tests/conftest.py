@@ -28,7 +28,10 @@ def make_blobs(n: int, size: int = 32, seed: int = 0, noise: float = 0.06) -> tu
         for _ in range(4):
             cls = int(torch.randint(1, NUM_CLASSES, (1,), generator=g))
             h, w = (int(v) for v in torch.randint(size // 6, size // 2, (2,), generator=g))
-            top, left = int(torch.randint(0, size - h, (1,), generator=g)), int(torch.randint(0, size - w, (1,), generator=g))
+            top, left = (
+                int(torch.randint(0, size - h, (1,), generator=g)),
+                int(torch.randint(0, size - w, (1,), generator=g)),
+            )
             masks[i, top : top + h, left : left + w] = cls
     images = _CLASS_COLOURS[masks].permute(0, 3, 1, 2).contiguous()
     images += noise * torch.randn(images.shape, generator=g)
@@ -65,7 +68,15 @@ class PixelwiseNet(nn.Module):
         return self.body(x)
 
 
-def train_segmenter(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, steps: int = 150, lr: float = 0.01, batch: int = 16, seed: int = 0) -> nn.Module:
+def train_segmenter(
+    model: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    steps: int = 150,
+    lr: float = 0.01,
+    batch: int = 16,
+    seed: int = 0,
+) -> nn.Module:
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
@@ -102,10 +113,14 @@ def trained_smp(blobs):
     """A small smp Unet (resnet18 encoder, depth 3) trained on procedural blobs."""
     smp = pytest.importorskip("segmentation_models_pytorch")
     torch.manual_seed(0)
-    model = smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(32, 16, 8), classes=NUM_CLASSES)
+    model = smp.Unet(
+        "resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(32, 16, 8), classes=NUM_CLASSES
+    )
     images, masks = blobs
     return train_segmenter(model, images, masks, steps=120, lr=3e-3)
 
 
 def requires_camvid():
-    return pytest.mark.skipif(not (CAMVID_ROOT / "train.txt").exists(), reason=f"CamVid not found at {CAMVID_ROOT} (set SEGROBUST_CAMVID)")
+    return pytest.mark.skipif(
+        not (CAMVID_ROOT / "train.txt").exists(), reason=f"CamVid not found at {CAMVID_ROOT} (set SEGROBUST_CAMVID)"
+    )

@@ -84,7 +84,11 @@ def test_halving_rule_on_constructed_loss_histories():
     assert out.tolist() == [False, False, True, False, True]
     # condition 2 is off for an image that was halved at the last checkpoint
     assert apgd_should_halve(losses, best, best_before, torch.ones(5, dtype=torch.bool)).tolist() == [
-        False, False, False, False, True,
+        False,
+        False,
+        False,
+        False,
+        True,
     ]
     assert apgd_should_halve(losses, best, best_before, halved, rho=0.5).tolist() == [False, False, True, False, True]
     with pytest.raises(ValueError, match="m >= 1"):

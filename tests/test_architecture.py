@@ -14,11 +14,23 @@ PACKAGE = Path(__file__).resolve().parents[1] / "segrobust"
 #: Layer of each top-level part of the package (docs/architecture.md); a part may import
 #: parts of a lower layer, and within layer 0 only as listed in ``BOTTOM_IMPORTS``.
 LAYERS = {
-    "validation": 0, "utils": 0, "fileio": 0, "distributed": 0, "losses": 0,
-    "metrics": 1, "rain": 1, "datasets": 1, "models": 1,
-    "attacks": 2, "training": 2,
-    "defenses": 3, "art": 3,
-    "benchmark": 4, "cli": 5, "__main__": 6, "": 6,
+    "validation": 0,
+    "utils": 0,
+    "fileio": 0,
+    "distributed": 0,
+    "losses": 0,
+    "metrics": 1,
+    "rain": 1,
+    "datasets": 1,
+    "models": 1,
+    "attacks": 2,
+    "training": 2,
+    "defenses": 3,
+    "art": 3,
+    "benchmark": 4,
+    "cli": 5,
+    "__main__": 6,
+    "": 6,
 }
 BOTTOM_IMPORTS = {"losses": {"validation"}}
 

@@ -211,7 +211,9 @@ def test_standardisation_is_per_channel_even_for_images_as_wide_as_their_channel
     mean, std = (0.4, 0.45, 0.5), (0.2, 0.25, 0.3)
     x = np.random.default_rng(0).random((2, 3, 5, 3), dtype=np.float32)  # W == C == 3
     with torch.no_grad():
-        expected = trained((torch.from_numpy(x) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)).numpy()
+        expected = trained(
+            (torch.from_numpy(x) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        ).numpy()
     est = sart.PyTorchSegmenter(trained, input_shape=(3, 5, 3), preprocessing=(mean, std))
     np.testing.assert_allclose(est.predict(x), expected, atol=1e-5)
     later = sart.PyTorchSegmenter(trained, input_shape=(3, 5, 3))
@@ -308,7 +310,9 @@ def test_art_fgm_and_pgd_on_masks(estimator, data, clean_miou):
         with pytest.raises(EstimatorError):
             classifier_only(estimator, eps=EPS, eps_step=2 / 255, max_iter=1, verbose=False)
     with pytest.raises(ValueError, match="Random initialisation is only supported for classification"):
-        ProjectedGradientDescent(estimator, eps=EPS, eps_step=2 / 255, max_iter=1, num_random_init=1, verbose=False).generate(xt, yt)
+        ProjectedGradientDescent(
+            estimator, eps=EPS, eps_step=2 / 255, max_iter=1, num_random_init=1, verbose=False
+        ).generate(xt, yt)
 
 
 @pytest.mark.parametrize("implementation", ["pytorch", "numpy"])
@@ -351,8 +355,12 @@ def test_segmentation_pgd_random_init_restarts_and_targeted(estimator, data, cle
 
 def test_segmentation_pgd_pytorch_keeps_the_best_restart(estimator, data):
     xt, yt = data[2][:4], data[3][:4]
-    single = sart.SegmentationPGDPyTorch(estimator, eps=EPS, eps_step=2 / 255, max_iter=2, num_random_init=1, verbose=False)
-    multi = sart.SegmentationPGDPyTorch(estimator, eps=EPS, eps_step=2 / 255, max_iter=2, num_random_init=3, verbose=False)
+    single = sart.SegmentationPGDPyTorch(
+        estimator, eps=EPS, eps_step=2 / 255, max_iter=2, num_random_init=1, verbose=False
+    )
+    multi = sart.SegmentationPGDPyTorch(
+        estimator, eps=EPS, eps_step=2 / 255, max_iter=2, num_random_init=3, verbose=False
+    )
     np.random.seed(3)  # noqa: NPY002 (ART draws from the global generator)
     first = single.generate(xt, yt)
     np.random.seed(3)  # noqa: NPY002 (ART draws from the global generator)
@@ -386,7 +394,9 @@ def test_adversarial_trainers_run_on_masks(trained, data):
     assert changed(model, before)
 
     model, est, before = fresh()  # stock Madry trainer: only without random init (see docs)
-    AdversarialTrainerMadryPGD(est, nb_epochs=1, batch_size=4, eps=EPS, eps_step=2 / 255, max_iter=2, num_random_init=0).fit(x, y)
+    AdversarialTrainerMadryPGD(
+        est, nb_epochs=1, batch_size=4, eps=EPS, eps_step=2 / 255, max_iter=2, num_random_init=0
+    ).fit(x, y)
     assert changed(model, before)
 
     model, est, before = fresh()
@@ -455,7 +465,9 @@ def test_art_attack_with_preprocessing_matches_torch_attack_on_the_same_chain(tr
     torch.manual_seed(0)
     adv = sart.EroSeg(est, eps=EPS, alpha=2 / 255, steps=3, q0=0.3).generate(xt, yt)
     torch.manual_seed(0)
-    expected = tattacks.EroSeg(Chain(), eps=EPS, alpha=2 / 255, steps=3, q0=0.3)(torch.from_numpy(xt), torch.from_numpy(yt))
+    expected = tattacks.EroSeg(Chain(), eps=EPS, alpha=2 / 255, steps=3, q0=0.3)(
+        torch.from_numpy(xt), torch.from_numpy(yt)
+    )
     np.testing.assert_allclose(adv, expected.numpy(), atol=1e-6)
 
 
@@ -507,7 +519,12 @@ def test_attack_params_set_params_and_registration(estimator, data):
     assert attack.ignore_index is None and attack._torch_attack().ignore_index == estimator.ignore_index
     attack.set_params(steps=3, kernel_size=5)
     torch_attack = attack._torch_attack()
-    assert (torch_attack.steps, torch_attack.kernel_size, torch_attack.q0, torch_attack.schedule) == (3, 5, 0.5, "cosine")
+    assert (torch_attack.steps, torch_attack.kernel_size, torch_attack.q0, torch_attack.schedule) == (
+        3,
+        5,
+        0.5,
+        "cosine",
+    )
     with pytest.raises(ValueError, match="kernel_size"):
         attack.set_params(kernel_size=4)
     with pytest.raises(ValueError, match="cannot be set"):
@@ -530,7 +547,12 @@ def test_attack_params_set_params_and_registration(estimator, data):
     torch.manual_seed(0)
     adv = DoubledART(estimator, eps=EPS, steps=2).generate(data[2][:2], data[3][:2])
     torch.manual_seed(0)
-    np.testing.assert_array_equal(adv, Doubled(estimator.model, eps=EPS, steps=2)(torch.from_numpy(data[2][:2]), torch.from_numpy(data[3][:2])).numpy())
+    np.testing.assert_array_equal(
+        adv,
+        Doubled(estimator.model, eps=EPS, steps=2)(
+            torch.from_numpy(data[2][:2]), torch.from_numpy(data[3][:2])
+        ).numpy(),
+    )
 
 
 def test_example_runs_fast():
@@ -562,8 +584,12 @@ def test_pearl_preprocessor_matches_the_torch_pearl_pipeline(trained, data):
     derainer = ResidualUNet(width=8)
     torch.nn.init.normal_(derainer.out.weight, std=0.02)
     model = trained
-    est = sart.PyTorchSegmenter(model, input_shape=(3, SIZE, SIZE), nb_classes=NUM_CLASSES,
-                                preprocessing_defences=[sart.PEARLPreprocessor(derainer, device_type="cpu")])
+    est = sart.PyTorchSegmenter(
+        model,
+        input_shape=(3, SIZE, SIZE),
+        nb_classes=NUM_CLASSES,
+        preprocessing_defences=[sart.PEARLPreprocessor(derainer, device_type="cpu")],
+    )
     xt, yt = data[2][:4], data[3][:4]
     pearl = PEARL(model, derainer).eval()
     with torch.no_grad():

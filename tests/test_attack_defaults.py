@@ -26,5 +26,7 @@ def test_art_counterparts_and_the_benchmark_share_the_default():
     sart = pytest.importorskip("segrobust.art")
     assert inspect.signature(sart.NAA).parameters["alpha"].default is None
     assert BenchmarkConfig().alpha is None
-    built = ATTACKS["naa"].build(nn.Conv2d(3, 2, 1), eps=8 / 255, alpha=None, steps=4, random_start=True, ignore_index=255)
+    built = ATTACKS["naa"].build(
+        nn.Conv2d(3, 2, 1), eps=8 / 255, alpha=None, steps=4, random_start=True, ignore_index=255
+    )
     assert built.alpha == pytest.approx(2.5 * (8 / 255) / 4)

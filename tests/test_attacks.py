@@ -274,7 +274,13 @@ def test_bad_input_gives_clear_error(images, masks, error, message):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"eps": 0}, "eps"), ({"eps": 2.0}, "eps"), ({"steps": -1}, "steps"), ({"alpha": -0.1}, "alpha"), ({"ignore_index": 2.5}, "ignore_index")],
+    [
+        ({"eps": 0}, "eps"),
+        ({"eps": 2.0}, "eps"),
+        ({"steps": -1}, "steps"),
+        ({"alpha": -0.1}, "alpha"),
+        ({"ignore_index": 2.5}, "ignore_index"),
+    ],
 )
 def test_bad_arguments_give_clear_error(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -282,7 +288,13 @@ def test_bad_arguments_give_clear_error(kwargs, message):
 
 
 def test_eroseg_arguments_are_validated():
-    for kwargs in ({"q0": 0}, {"schedule": "step"}, {"kernel_size": 2}, {"fooled_weight": 2}, {"confidence": "entropy"}):
+    for kwargs in (
+        {"q0": 0},
+        {"schedule": "step"},
+        {"kernel_size": 2},
+        {"fooled_weight": 2},
+        {"confidence": "entropy"},
+    ):
         with pytest.raises(ValueError):
             EroSeg(_model(), **kwargs)
 

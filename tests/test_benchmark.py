@@ -62,6 +62,7 @@ def test_unit_seeds_differ_per_part_and_are_stable():
 
 # ----------------------------------------------------------------------------- evaluate
 
+
 @pytest.fixture(scope="module")
 def tiny_model():
     images, masks = make_blobs(48, 32, seed=0)
@@ -88,8 +89,16 @@ def tiny_data():
 def reference(tiny_model, tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
     results = run_benchmark(
-        tiny_model, tiny_data, attacks="naa,segpgd,ama", eps_list=["4/255", "8/255"], rain="light,fog_only",
-        steps=2, batch_size=4, progress=False, out_dir=out, num_examples=2,
+        tiny_model,
+        tiny_data,
+        attacks="naa,segpgd,ama",
+        eps_list=["4/255", "8/255"],
+        rain="light,fog_only",
+        steps=2,
+        batch_size=4,
+        progress=False,
+        out_dir=out,
+        num_examples=2,
     )
     return results, out
 
@@ -98,10 +107,17 @@ def test_rows_come_in_report_order_with_the_right_kinds(reference):
     results, _ = reference
     labels = [row.label for row in results.rows]
     assert labels == [
-        "Clean", "Rain (light)", "Rain (fog only)",
-        "NAA ε=4/255", "NAA ε=8/255", "SegPGD ε=4/255", "SegPGD ε=8/255",
-        "AMA (positive) ε=4/255", "AMA (positive) ε=8/255",
-        "Worst case ε=4/255", "Worst case ε=8/255",
+        "Clean",
+        "Rain (light)",
+        "Rain (fog only)",
+        "NAA ε=4/255",
+        "NAA ε=8/255",
+        "SegPGD ε=4/255",
+        "SegPGD ε=8/255",
+        "AMA (positive) ε=4/255",
+        "AMA (positive) ε=8/255",
+        "Worst case ε=4/255",
+        "Worst case ε=8/255",
     ]
     assert [row.kind for row in results.rows][-4:] == ["positive", "positive", "worst", "worst"]
 
@@ -148,8 +164,15 @@ def test_evaluate_is_deterministic_and_leaves_the_model_alone(tiny_model, tiny_d
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     images_before = [item["image"].clone() for item in tiny_data]
     again = run_benchmark(
-        tiny_model, tiny_data, attacks="naa,segpgd,ama", eps_list=["8/255", "4/255"], rain="light,fog_only",
-        steps=2, batch_size=4, progress=False, num_examples=2,
+        tiny_model,
+        tiny_data,
+        attacks="naa,segpgd,ama",
+        eps_list=["8/255", "4/255"],
+        rain="light,fog_only",
+        steps=2,
+        batch_size=4,
+        progress=False,
+        num_examples=2,
     )
     assert tiny_model.training  # mode restored
     tiny_model.eval()
@@ -173,8 +196,17 @@ def test_resume_skips_finished_units_and_gives_identical_numbers(reference, tiny
     for path in units[::3]:
         path.unlink()  # as if the run died before writing these
     resumed = run_benchmark(
-        tiny_model, tiny_data, attacks="naa,segpgd,ama", eps_list=["4/255", "8/255"], rain="light,fog_only",
-        steps=2, batch_size=4, progress=False, out_dir=out, resume=True, num_examples=2,
+        tiny_model,
+        tiny_data,
+        attacks="naa,segpgd,ama",
+        eps_list=["4/255", "8/255"],
+        rain="light,fog_only",
+        steps=2,
+        batch_size=4,
+        progress=False,
+        out_dir=out,
+        resume=True,
+        num_examples=2,
     )
     assert [r.confusion_matrix for r in resumed.rows] == [r.confusion_matrix for r in results.rows]
     assert [r.per_image_pixel_accuracy for r in resumed.rows] == [r.per_image_pixel_accuracy for r in results.rows]
@@ -186,8 +218,18 @@ def test_resume_skips_finished_units_and_gives_identical_numbers(reference, tiny
 def test_resume_with_other_settings_is_refused(reference, tiny_model, tiny_data):
     _, out = reference
     with pytest.raises(ResumeMismatchError, match="eps"):
-        run_benchmark(tiny_model, tiny_data, attacks="naa,segpgd,ama", eps_list=["2/255"], rain="light,fog_only",
-                 steps=2, batch_size=4, progress=False, out_dir=out, resume=True)
+        run_benchmark(
+            tiny_model,
+            tiny_data,
+            attacks="naa,segpgd,ama",
+            eps_list=["2/255"],
+            rain="light,fog_only",
+            steps=2,
+            batch_size=4,
+            progress=False,
+            out_dir=out,
+            resume=True,
+        )
 
 
 def test_report_files_and_json_round_trip(reference):
@@ -248,7 +290,9 @@ def test_a_registered_attack_is_evaluated_and_joins_the_worst_case(tiny_model, t
 
     register_attack("identity", "Identity", Identity)
     try:
-        results = run_benchmark(tiny_model, tiny_data, attacks="identity", eps_list=[1 / 255], rain="none", progress=False)
+        results = run_benchmark(
+            tiny_model, tiny_data, attacks="identity", eps_list=[1 / 255], rain="none", progress=False
+        )
         assert results.row("identity", 1 / 255).confusion_matrix == results.clean.confusion_matrix
         assert results.row("worst", 1 / 255).confusion_matrix == results.clean.confusion_matrix
     finally:
@@ -262,7 +306,11 @@ _SPEC = "unet:resnet18:encoder_depth=2:decoder_channels=8,8"
 
 def test_model_specs_build_small_models_without_weights():
     spec = parse_model_spec(_SPEC)
-    assert (spec.arch, spec.encoder, spec.kwargs) == ("unet", "resnet18", {"encoder_depth": 2, "decoder_channels": (8, 8)})
+    assert (spec.arch, spec.encoder, spec.kwargs) == (
+        "unet",
+        "resnet18",
+        {"encoder_depth": 2, "decoder_channels": (8, 8)},
+    )
     model = build_model(_SPEC, num_classes=5)
     assert not model.training
     assert model(torch.rand(1, 3, 32, 32)).shape == (1, 5, 32, 32)
@@ -271,8 +319,12 @@ def test_model_specs_build_small_models_without_weights():
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
     # unused encoder stages are dropped: a depth-2 resnet18 keeps conv1 and layer1 only
     assert sum(p.numel() for p in model.parameters()) < 300_000
-    for bad, message in (("foo:resnet18", "unknown architecture"), ("unet:resnt18", "did you mean resnet18"),
-                         ("unet:resnet18:depth", "key=value"), ("unet:resnet18:encoder_weights=imagenet", "encoder_weights")):
+    for bad, message in (
+        ("foo:resnet18", "unknown architecture"),
+        ("unet:resnt18", "did you mean resnet18"),
+        ("unet:resnet18:depth", "key=value"),
+        ("unet:resnet18:encoder_weights=imagenet", "encoder_weights"),
+    ):
         with pytest.raises(ModelLoadError, match=message):
             build_model(bad)
 

@@ -25,7 +25,9 @@ from segrobust.benchmark import (
 REPO = Path(__file__).resolve().parents[1]
 SPEC = "unet:resnet18:encoder_depth=2:decoder_channels=8,8"
 # Clean and one attack on 8 images in 4 batches: 8 units, a second or two.
-SMALL = BenchmarkConfig(attacks="naa", eps_list=["8/255"], rain="none", steps=1, batch_size=2, progress=False, num_examples=0)
+SMALL = BenchmarkConfig(
+    attacks="naa", eps_list=["8/255"], rain="none", steps=1, batch_size=2, progress=False, num_examples=0
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +46,14 @@ def _numbers(results) -> list:
 
 
 def _cli(args: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "segrobust", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=240)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "segrobust", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240
+    )
 
 
 def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -66,8 +73,20 @@ def _main(args: list[str], capsys) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
-TINY_CLI = ["benchmark", "--model", SPEC, "--attacks", "none", "--rain", "none", "--no-progress",
-            "--threads", "1", "--examples", "0"]
+TINY_CLI = [
+    "benchmark",
+    "--model",
+    SPEC,
+    "--attacks",
+    "none",
+    "--rain",
+    "none",
+    "--no-progress",
+    "--threads",
+    "1",
+    "--examples",
+    "0",
+]
 
 
 # ----------------------------------------------------------------------------- 1. only what it wrote
@@ -181,8 +200,23 @@ def test_cli_rejects_a_checkpoint_with_nan_weights(tmp_path):
     with torch.no_grad():
         next(net.parameters()).fill_(float("nan"))
     save_model(net, tmp_path / "nan.pt", SPEC, 3)
-    result = _cli(["benchmark", "--fast", "--model", str(tmp_path / "nan.pt"), "--attacks", "naa", "--rain", "none",
-                   "--num-images", "2", "--no-progress", "--out", str(tmp_path / "out")])
+    result = _cli(
+        [
+            "benchmark",
+            "--fast",
+            "--model",
+            str(tmp_path / "nan.pt"),
+            "--attacks",
+            "naa",
+            "--rain",
+            "none",
+            "--num-images",
+            "2",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     _assert_one_line_error(result, "NaN")
     assert not (tmp_path / "out" / "results.json").exists()
 

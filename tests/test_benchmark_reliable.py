@@ -20,8 +20,16 @@ REPO = Path(__file__).resolve().parents[1]
 SPEC = "unet:resnet18:encoder_depth=2:decoder_channels=8,8"
 MEMBERS = ["masked_ce", "balanced_masked_ce", "js"]
 # 6 images in 3 batches, the ensemble (4 iterations per loss) and NAA at two budgets.
-CONFIG = BenchmarkConfig(attacks="reliable,naa", eps_list=["2/255", "8/255"], rain="none", steps=2, reliable_steps=4,
-                         batch_size=2, progress=False, num_examples=1)
+CONFIG = BenchmarkConfig(
+    attacks="reliable,naa",
+    eps_list=["2/255", "8/255"],
+    rain="none",
+    steps=2,
+    reliable_steps=4,
+    batch_size=2,
+    progress=False,
+    num_examples=1,
+)
 
 
 def _data(n: int = 6) -> list[dict[str, torch.Tensor]]:
@@ -42,13 +50,17 @@ def reference(model, tmp_path_factory):
 
 
 def _numbers(results: BenchmarkResults) -> list[tuple]:
-    return [(r.key, r.eps, r.confusion_matrix, r.per_image_pixel_accuracy, r.worst_attack, r.ensemble) for r in results.rows]
+    return [
+        (r.key, r.eps, r.confusion_matrix, r.per_image_pixel_accuracy, r.worst_attack, r.ensemble) for r in results.rows
+    ]
 
 
 def test_rows_greedy_miou_and_passes(reference):
     _, results = reference
     assert [row.label for row in results.rows[:5]] == [
-        "Clean", "Reliable ensemble ε=2/255", *(f"Reliable · {name} ε=2/255" for name in MEMBERS)
+        "Clean",
+        "Reliable ensemble ε=2/255",
+        *(f"Reliable · {name} ε=2/255" for name in MEMBERS),
     ]
     for eps in (2 / 255, 8 / 255):
         ensemble = results.row("reliable", eps)
@@ -61,11 +73,16 @@ def test_rows_greedy_miou_and_passes(reference):
         assert ensemble.miou <= ensemble.ensemble["miou_of_returned_images"] + 2e-3
         # per member: one start forward, 4 gradient passes and a scoring forward per image it attacked
         for member in members:
-            forward, backward = member.ensemble["forward_passes_per_image"], member.ensemble["backward_passes_per_image"]
+            forward, backward = (
+                member.ensemble["forward_passes_per_image"],
+                member.ensemble["backward_passes_per_image"],
+            )
             assert len(forward) == 6 and all(b in (0, 4) for b in backward)
             assert all((f == 0) == (b == 0) for f, b in zip(forward, backward))
-        total = [sum(m.ensemble["forward_passes_per_image"][i] + m.ensemble["backward_passes_per_image"][i]
-                     for m in members) for i in range(6)]
+        total = [
+            sum(m.ensemble["forward_passes_per_image"][i] + m.ensemble["backward_passes_per_image"][i] for m in members)
+            for i in range(6)
+        ]
         assert ensemble.ensemble["mean_passes_per_image"] == pytest.approx(sum(total) / 6)
         worst = results.row("worst", eps)  # the ensemble is one candidate of the per-image worst case
         assert all(w <= r + 1e-12 for w, r in zip(worst.per_image_pixel_accuracy, ensemble.per_image_pixel_accuracy))
@@ -82,7 +99,9 @@ def test_report_convergence_figure_and_checks(reference):
     out, results = reference
     report = (out / "report.md").read_text()
     assert report.index("## Robustness (reliable evaluation)") < report.index("## Summary")
-    assert "## Gradient-masking checks" in report and "![Convergence of the reliable ensemble](convergence.png)" in report
+    assert (
+        "## Gradient-masking checks" in report and "![Convergence of the reliable ensemble](convergence.png)" in report
+    )
     assert (out / "convergence.png").stat().st_size > 1000
     curves = results.row("reliable", 8 / 255).ensemble["convergence"]
     assert list(curves) == MEMBERS and all(len(curve) == 5 for curve in curves.values())
@@ -106,8 +125,14 @@ def test_masking_flags_on_a_model_without_gradient():
     flags = results.checks["apgd_flags"]
     assert len(flags) == 2 * len(MEMBERS)
     first = flags[0]
-    attacked = [i for i in range(4) if results.row("reliable:masked_ce", 2 / 255).ensemble["backward_passes_per_image"][i]]
-    assert first["zero_gradient"] == attacked and first["loss_never_rose"] == attacked and first["nonfinite_gradient"] == []
+    attacked = [
+        i for i in range(4) if results.row("reliable:masked_ce", 2 / 255).ensemble["backward_passes_per_image"][i]
+    ]
+    assert (
+        first["zero_gradient"] == attacked
+        and first["loss_never_rose"] == attacked
+        and first["nonfinite_gradient"] == []
+    )
     assert "| 2/255 | Reliable · masked_ce | 4 | 4 (0, 1, 2, 3) | 4 (0, 1, 2, 3) | 0 |" in render_markdown(results)
 
 
@@ -116,9 +141,13 @@ def test_eps_monotonicity_flags_an_accuracy_that_rises_with_eps():
     from segrobust.benchmark.results import ConditionResult
 
     def row(eps, accs, miou):
-        return ConditionResult("reliable", "Reliable ensemble", "attack", eps, miou, sum(accs) / 2, 0.5, [], 0, [], accs)
+        return ConditionResult(
+            "reliable", "Reliable ensemble", "attack", eps, miou, sum(accs) / 2, 0.5, [], 0, [], accs
+        )
 
-    found = eps_monotonicity([row(2 / 255, [0.5, 0.2], 0.3), row(4 / 255, [0.4, 0.3], 0.2), row(8 / 255, [0.7, 0.1], 0.1)])
+    found = eps_monotonicity(
+        [row(2 / 255, [0.5, 0.2], 0.3), row(4 / 255, [0.4, 0.3], 0.2), row(8 / 255, [0.7, 0.1], 0.1)]
+    )
     assert found["reliable"]["images"] == {"0": [["2/255", "8/255"], ["4/255", "8/255"]], "1": [["2/255", "4/255"]]}
     assert [item["eps"] for item in found["reliable"]["overall"]] == [["2/255", "8/255"], ["4/255", "8/255"]]
 
@@ -142,15 +171,54 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_two_gloo_processes_give_the_single_process_numbers(tmp_path):
-    args = ["benchmark", "--fast", "--model", SPEC, "--num-images", "6", "--batch-size", "2", "--attacks", "reliable",
-            "--rain", "none", "--eps", "4/255,8/255", "--reliable-steps", "3", "--no-progress", "--threads", "1",
-            "--device", "cpu", "--examples", "0"]
-    single = subprocess.run([sys.executable, "-m", "segrobust", *args, "--out", str(tmp_path / "one")],
-                            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    args = [
+        "benchmark",
+        "--fast",
+        "--model",
+        SPEC,
+        "--num-images",
+        "6",
+        "--batch-size",
+        "2",
+        "--attacks",
+        "reliable",
+        "--rain",
+        "none",
+        "--eps",
+        "4/255,8/255",
+        "--reliable-steps",
+        "3",
+        "--no-progress",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--examples",
+        "0",
+    ]
+    single = subprocess.run(
+        [sys.executable, "-m", "segrobust", *args, "--out", str(tmp_path / "one")],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     assert "Robustness under the reliable evaluation" in single.stdout
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "segrobust", *args, "--out", str(tmp_path / "two")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "segrobust",
+        *args,
+        "--out",
+        str(tmp_path / "two"),
+    ]
     double = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert double.returncode == 0, double.stderr[-3000:]
     one, two = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two"))

@@ -50,8 +50,9 @@ def test_run_benchmark_takes_a_config_and_keyword_overrides_alike():
     model = TinySegNet().eval()
     config = BenchmarkConfig(attacks="naa", eps_list=["4/255"], rain="none", steps=1, progress=False, num_examples=0)
     with_config = run_benchmark(model, _data(), config)
-    with_keywords = run_benchmark(model, _data(), attacks="naa", eps_list=["4/255"], rain="none", steps=1,
-                                  progress=False, num_examples=0)
+    with_keywords = run_benchmark(
+        model, _data(), attacks="naa", eps_list=["4/255"], rain="none", steps=1, progress=False, num_examples=0
+    )
     assert [r.confusion_matrix for r in with_config.rows] == [r.confusion_matrix for r in with_keywords.rows]
     overridden = run_benchmark(model, _data(), config, attacks="none")
     assert [row.kind for row in overridden.rows] == ["clean"]
@@ -105,7 +106,8 @@ def test_distributed_helpers_live_in_segrobust_distributed():
     for path in sorted(PACKAGE.glob("*.py")):
         imported = [
             alias.name if isinstance(node, ast.Import) else node.module
-            for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, (ast.Import, ast.ImportFrom))
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.Import, ast.ImportFrom))
             for alias in (node.names if isinstance(node, ast.Import) else [None])
         ]
         assert "torch.distributed" not in imported, path.name

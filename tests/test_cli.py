@@ -19,8 +19,21 @@ REPO = Path(__file__).resolve().parents[1]
 SPEC = "unet:resnet18:encoder_depth=2:decoder_channels=8,8"
 # 8 images in 4 batches; clean, 1 rain preset, 3 attacks at 2 budgets: 8 conditions, 32 work units.
 FAST = [
-    "benchmark", "--fast", "--model", SPEC, "--num-images", "8", "--batch-size", "2",
-    "--attacks", "naa,segpgd,ama", "--rain", "light", "--eps", "4/255,8/255", "--no-progress",
+    "benchmark",
+    "--fast",
+    "--model",
+    SPEC,
+    "--num-images",
+    "8",
+    "--batch-size",
+    "2",
+    "--attacks",
+    "naa,segpgd,ama",
+    "--rain",
+    "light",
+    "--eps",
+    "4/255,8/255",
+    "--no-progress",
 ]
 NUM_UNITS = 32
 
@@ -33,13 +46,20 @@ def _env() -> dict[str, str]:
 
 def _run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "segrobust", *args], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "segrobust", *args],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def _numbers(out: Path) -> list[tuple]:
     rows = json.loads((out / "results.json").read_text())["rows"]
-    return [(r["key"], r["eps"], r["confusion_matrix"], r["per_image_pixel_accuracy"], r.get("worst_attack")) for r in rows]
+    return [
+        (r["key"], r["eps"], r["confusion_matrix"], r["per_image_pixel_accuracy"], r.get("worst_attack")) for r in rows
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +114,21 @@ def test_two_gloo_processes_give_the_single_process_numbers(reference, tmp_path)
     ref, _ = reference
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "segrobust", *FAST, "--out", str(out), "--threads", "1", "--device", "cpu",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "segrobust",
+        *FAST,
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
     ]
     result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -149,16 +182,35 @@ def test_train_then_benchmark_the_trained_checkpoint(tmp_path, capsys):
     assert main(["train", "--fast", "--recipe", "pgd_at", "--model", SPEC, "--out", str(out), "--no-progress"]) == 0
     assert (out / "model.pt").exists() and (out / "history.json").exists()
     assert "segrobust benchmark --model" in capsys.readouterr().out
-    code = main(["benchmark", "--fast", "--model", str(out / "model.pt"), "--attacks", "naa", "--rain", "none",
-                 "--out", str(tmp_path / "bench"), "--no-progress"])
+    code = main(
+        [
+            "benchmark",
+            "--fast",
+            "--model",
+            str(out / "model.pt"),
+            "--attacks",
+            "naa",
+            "--rain",
+            "none",
+            "--out",
+            str(tmp_path / "bench"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
-    assert json.loads((tmp_path / "bench" / "results.json").read_text())["config"]["model_name"] == str(out / "model.pt")
+    assert json.loads((tmp_path / "bench" / "results.json").read_text())["config"]["model_name"] == str(
+        out / "model.pt"
+    )
 
 
 def test_benchmark_camvid_example_runs_fast(tmp_path):
     result = subprocess.run(
         [sys.executable, "examples/benchmark_camvid.py", "--fast", "--out", str(tmp_path / "example")],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240,
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Worst case" in result.stdout
@@ -169,8 +221,20 @@ def test_train_pearl_then_benchmark_with_the_defence(tmp_path):
     train = _run(["train", "--recipe", "pearl", "--fast", "--out", str(tmp_path / "pearl"), "--no-progress"])
     assert train.returncode == 0, train.stderr[-2000:]
     assert (tmp_path / "pearl" / "defense.pt").exists()
-    bench = _run(["benchmark", "--fast", "--model", str(tmp_path / "pearl" / "model.pt"), "--attacks", "naa",
-                  "--defense", f"pearl:{tmp_path / 'pearl' / 'defense.pt'}", "--out", str(tmp_path / "bench"),
-                  "--no-progress"])
+    bench = _run(
+        [
+            "benchmark",
+            "--fast",
+            "--model",
+            str(tmp_path / "pearl" / "model.pt"),
+            "--attacks",
+            "naa",
+            "--defense",
+            f"pearl:{tmp_path / 'pearl' / 'defense.pt'}",
+            "--out",
+            str(tmp_path / "bench"),
+            "--no-progress",
+        ]
+    )
     assert bench.returncode == 0, bench.stderr[-2000:]
     assert (tmp_path / "bench" / "results.json").exists()

@@ -23,8 +23,11 @@ def _error_line(capsys) -> str:
 
 def test_yaml_file_sets_defaults_and_flags_win(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text("attacks: [naa, segpgd]\nrain: none\neps: [4/255, 0.03]\nsize: 48x64\n"
-                      "num-images: 6\nno_random_start: true\nattack_args: {naa: {}}\nout: runs/a\n", encoding="utf-8")
+    config.write_text(
+        "attacks: [naa, segpgd]\nrain: none\neps: [4/255, 0.03]\nsize: 48x64\n"
+        "num-images: 6\nno_random_start: true\nattack_args: {naa: {}}\nout: runs/a\n",
+        encoding="utf-8",
+    )
     args = _parse(build_parser(), ["benchmark", "--config", str(config), "--num-images", "3"])
     assert args.out == "runs/a" and args.format == "table"
     assert (args.attacks, args.rain, args.eps, args.size) == ("naa,segpgd", "none", [4 / 255, 0.03], (48, 64))
@@ -32,15 +35,18 @@ def test_yaml_file_sets_defaults_and_flags_win(tmp_path):
     assert args.steps is None and args.seed == 0  # untouched options keep their defaults
 
 
-@pytest.mark.parametrize("text, where", [
-    ('{"epochs": 2, "bogus": 1}', "unknown option 'bogus'"),
-    ('{"config": "other.json"}', "unknown option 'config'"),
-    ('{"epochs": 0}', "epochs (--epochs): expected a positive integer"),
-    ('{"dataset": "mnist"}', "dataset: expected one of"),
-    ('{"no_progress": "yes"}', "no_progress: expected true or false"),
-    ('[1, 2]', "expected a mapping"),
-    ('{"epochs": 2,', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ('{"epochs": 2, "bogus": 1}', "unknown option 'bogus'"),
+        ('{"config": "other.json"}', "unknown option 'config'"),
+        ('{"epochs": 0}', "epochs (--epochs): expected a positive integer"),
+        ('{"dataset": "mnist"}', "dataset: expected one of"),
+        ('{"no_progress": "yes"}', "no_progress: expected true or false"),
+        ("[1, 2]", "expected a mapping"),
+        ('{"epochs": 2,', "not valid JSON"),
+    ],
+)
 def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, capsys, text, where):
     config = tmp_path / "train.json"
     config.write_text(text, encoding="utf-8")
@@ -66,8 +72,28 @@ def _comparable(path) -> dict:
 
 def test_results_json_replays_the_run_exactly(tmp_path, capsys):
     out1, out2 = tmp_path / "out1", tmp_path / "out2"
-    assert main(["benchmark", "--fast", "--model", SPEC, "--attacks", "naa,ama", "--rain", "light",
-                 "--alpha", "1/255", "--out", str(out1), "--no-progress", "--examples", "0"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--fast",
+                "--model",
+                SPEC,
+                "--attacks",
+                "naa,ama",
+                "--rain",
+                "light",
+                "--alpha",
+                "1/255",
+                "--out",
+                str(out1),
+                "--no-progress",
+                "--examples",
+                "0",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["benchmark", "--config", str(out1 / "results.json"), "--out", str(out2), "--format", "csv"]) == 0
     stdout = capsys.readouterr().out
@@ -84,15 +110,33 @@ def test_results_json_replays_the_run_exactly(tmp_path, capsys):
 
 def test_results_json_from_python_cannot_be_replayed(tmp_path, capsys):
     path = tmp_path / "results.json"
-    path.write_text(json.dumps({"format": "segrobust.benchmark/1", "config": {"steps": 3}, "rows": []}), encoding="utf-8")
+    path.write_text(
+        json.dumps({"format": "segrobust.benchmark/1", "config": {"steps": 3}, "rows": []}), encoding="utf-8"
+    )
     assert main(["benchmark", "--config", str(path)]) == 2
     assert "not written by 'segrobust benchmark'" in _error_line(capsys)
 
 
 def test_train_records_its_config_and_config_json_repeats_it(tmp_path, capsys):
     out = tmp_path / "train"
-    assert main(["train", "--fast", "--recipe", "standard", "--model", SPEC, "--lr", "0.02",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--fast",
+                "--recipe",
+                "standard",
+                "--model",
+                SPEC,
+                "--lr",
+                "0.02",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert saved["recipe"] == "standard" and saved["lr"] == 0.02 and saved["epochs"] == 1
     assert saved["num_images"] == 8 and saved["size"] == [48, 64] and saved["batch_size"] == 4

@@ -47,16 +47,30 @@ def _one_line_error(result: subprocess.CompletedProcess, *needles: str, code: in
 
 
 def _bench(tmp_path: Path, *args: str) -> list[str]:
-    return ["benchmark", "--fast", "--no-progress", "--attacks", "naa", "--rain", "none", "--out", str(tmp_path / "out"), *args]
+    return [
+        "benchmark",
+        "--fast",
+        "--no-progress",
+        "--attacks",
+        "naa",
+        "--rain",
+        "none",
+        "--out",
+        str(tmp_path / "out"),
+        *args,
+    ]
 
 
 def _png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG whose header announces ``width x height`` (PIL checks the size when opening, before decoding)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def _folder(tmp_path: Path, bad_image: str) -> Path:
@@ -98,8 +112,22 @@ def test_a_directory_as_checkpoint_or_output_file_is_one_line(tmp_path):
     _one_line_error(result, "is a directory")
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = _run(["benchmark", "--fast", "--no-progress", "--model", SPEC, "--attacks", "naa", "--rain", "none",
-                   "--out", str(blocker / "out")], tmp_path)
+    result = _run(
+        [
+            "benchmark",
+            "--fast",
+            "--no-progress",
+            "--model",
+            SPEC,
+            "--attacks",
+            "naa",
+            "--rain",
+            "none",
+            "--out",
+            str(blocker / "out"),
+        ],
+        tmp_path,
+    )
     _one_line_error(result, str(blocker))
 
 
@@ -191,7 +219,10 @@ def test_torchscript_needs_allow_torchscript(tmp_path):
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["--attack-args", '{"naa": 5}'], ['--attack-args: the value for "naa" must be a JSON object of keyword arguments']),
+        (
+            ["--attack-args", '{"naa": 5}'],
+            ['--attack-args: the value for "naa" must be a JSON object of keyword arguments'],
+        ),
         (["--attack-args", "[1]"], ["--attack-args", "JSON object"]),
         (["--alpha", "0"], ["--alpha", "step size"]),
         (["--model-args", "{bad"], ["--model-args", "not valid JSON"]),
@@ -213,7 +244,9 @@ def test_internal_errors_are_one_line_with_a_hint_unless_debugging(tmp_path):
     command = [sys.executable, "-c", script]
     result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
     _one_line_error(result, "internal error", "KeyError", "SEGROBUST_DEBUG=1", code=1)
-    result = subprocess.run(command, cwd=tmp_path, env=_env(SEGROBUST_DEBUG="1"), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        command, cwd=tmp_path, env=_env(SEGROBUST_DEBUG="1"), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1 and "Traceback" in result.stderr and "KeyError" in result.stderr
 
 

@@ -35,9 +35,7 @@ from segrobust.datasets import (
 )
 from segrobust.datasets.synthetic.scene import ROAD, SKY
 
-CAMVID_ROOT = Path(
-    os.environ.get("SEGROBUST_CAMVID", Path(__file__).resolve().parents[2] / "shared/data/camvid")
-)
+CAMVID_ROOT = Path(os.environ.get("SEGROBUST_CAMVID", Path(__file__).resolve().parents[2] / "shared/data/camvid"))
 needs_camvid = pytest.mark.skipif(
     not (CAMVID_ROOT / "train.txt").is_file(),
     reason=f"CamVid not found at {CAMVID_ROOT} (set SEGROBUST_CAMVID to its folder)",
@@ -148,7 +146,7 @@ def test_synthetic_depth_positive_and_growing_towards_horizon(streets):
         depth, mask = item["depth"][0], item["mask"]
         assert torch.isfinite(depth).all() and float(depth.min()) > 0
         assert torch.all(depth[mask == SKY] == 100.0)
-        assert float(depth[: SMALL[0] // 3].mean()) > float(depth[-SMALL[0] // 3:].mean())
+        assert float(depth[: SMALL[0] // 3].mean()) > float(depth[-SMALL[0] // 3 :].mean())
         # Along each column the road recedes upwards: depth grows from the bottom row up.
         road = mask == ROAD
         rows = [float(depth[r][road[r]].median()) for r in range(SMALL[0] - 1, SMALL[0] // 2, -4) if road[r].sum() > 3]
@@ -214,12 +212,21 @@ def test_synthetic_streets_are_learnable(one_thread):
     yv = torch.stack([val[i]["mask"] for i in range(len(val))])
 
     def block(cin: int, cout: int, dilation: int = 1) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation), nn.BatchNorm2d(cout),
-                             nn.ReLU())
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation), nn.BatchNorm2d(cout), nn.ReLU()
+        )
 
-    net = nn.Sequential(block(3, 16), block(16, 24), nn.MaxPool2d(2), block(24, 24), block(24, 24, 2),
-                        block(24, 24, 4), nn.Upsample(scale_factor=2, mode="bilinear"), block(24, 24),
-                        nn.Conv2d(24, 11, 1))
+    net = nn.Sequential(
+        block(3, 16),
+        block(16, 24),
+        nn.MaxPool2d(2),
+        block(24, 24),
+        block(24, 24, 2),
+        block(24, 24, 4),
+        nn.Upsample(scale_factor=2, mode="bilinear"),
+        block(24, 24),
+        nn.Conv2d(24, 11, 1),
+    )
     opt = torch.optim.Adam(net.parameters(), 3e-3)
     for _ in range(100):
         idx = torch.randint(0, len(x), (8,))

@@ -63,7 +63,9 @@ def _render(K, cam_to_world, h, w, wall_z, ground_y, texture):
     R, c = cam_to_world[:3, :3], cam_to_world[:3, 3]
     d = rays @ R.T
     s_wall = (wall_z - c[2]) / d[..., 2]
-    s_ground = torch.where(d[..., 1] > 1e-6, (ground_y - c[1]) / d[..., 1].clamp_min(1e-6), torch.full_like(s_wall, float("inf")))
+    s_ground = torch.where(
+        d[..., 1] > 1e-6, (ground_y - c[1]) / d[..., 1].clamp_min(1e-6), torch.full_like(s_wall, float("inf"))
+    )
     on_ground = s_ground < s_wall
     s = torch.where(on_ground, s_ground, s_wall)
     p = c + s[..., None] * d
@@ -104,7 +106,9 @@ def scene() -> dict:
 
 
 def tiny_unet(classes: int = 3, **kwargs) -> nn.Module:
-    return smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(32, 16, 8), classes=classes, **kwargs)
+    return smp.Unet(
+        "resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(32, 16, 8), classes=classes, **kwargs
+    )
 
 
 # ------------------------------------------------------------------ the wrapper
@@ -192,7 +196,11 @@ class _OldStyleModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         net = tiny_unet()
-        self.encoder, self.decoder, self.segmentation_head = net.encoder, _OldStyleDecoder(net.decoder), net.segmentation_head
+        self.encoder, self.decoder, self.segmentation_head = (
+            net.encoder,
+            _OldStyleDecoder(net.decoder),
+            net.segmentation_head,
+        )
 
     def forward(self, x):
         return self.segmentation_head(self.decoder(*self.encoder(x)))
@@ -308,7 +316,9 @@ def test_zero_padded_warp_is_kornias_warp_frame_depth(scene):
     torch.testing.assert_close(warp_to_target(source, depth, pose, K, padding_mode="zeros"), expected)
     border = warp_to_target(source, depth, pose, K)
     inside = expected.abs().sum(1) > 0
-    torch.testing.assert_close(border.permute(0, 2, 3, 1)[inside], expected.permute(0, 2, 3, 1)[inside], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        border.permute(0, 2, 3, 1)[inside], expected.permute(0, 2, 3, 1)[inside], atol=1e-5, rtol=0
+    )
 
 
 def test_photometric_error_formula_and_zero_for_identical_frames():
@@ -317,7 +327,9 @@ def test_photometric_error_formula_and_zero_for_identical_frames():
     assert float(photometric_error(a, a).abs().max()) < 1e-6
     err = photometric_error(a, b)
     assert err.shape == (2, 1, 16, 16) and bool((err > 0).all())
-    expected = 0.85 * (1 - kornia.metrics.ssim(a, b, 3)).mean(1, keepdim=True).div(2).clamp(0, 1) + 0.15 * (a - b).abs().mean(1, keepdim=True)
+    expected = 0.85 * (1 - kornia.metrics.ssim(a, b, 3)).mean(1, keepdim=True).div(2).clamp(0, 1) + 0.15 * (
+        a - b
+    ).abs().mean(1, keepdim=True)
     torch.testing.assert_close(err, expected, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(photometric_error(a, b, ssim_weight=0.0), (a - b).abs().mean(1, keepdim=True))
 
@@ -346,7 +358,9 @@ def test_reprojection_loss_is_zero_for_identical_frames_with_identity_pose(scene
 def test_reprojection_loss_is_smallest_at_the_true_depth(scene):
     target, sources = scene["frames"][:, 1], scene["frames"][:, [0, 2]]
     losses = {
-        scale: float(reprojection_loss(target, sources, scene["depth"] * scale, scene["poses"], scene["K"], noise_scale=0))
+        scale: float(
+            reprojection_loss(target, sources, scene["depth"] * scale, scene["poses"], scene["K"], noise_scale=0)
+        )
         for scale in (0.5, 0.8, 1.0, 1.25, 2.0)
     }
     assert losses[1.0] == min(losses.values())
@@ -526,8 +540,9 @@ def test_train_depth_multitask_recipe_runs_on_triplets_and_restores_plain_eval()
     torch.manual_seed(0)
     data = SyntheticStreetTriplets(8, (32, 64), seed=0)
     base = smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 8), classes=11)
-    model, history = train_depth_multitask(base, data, epochs=1, batch_size=4, num_classes=11,
-                                           trainer_kwargs={"progress": False})
+    model, history = train_depth_multitask(
+        base, data, epochs=1, batch_size=4, num_classes=11, trainer_kwargs={"progress": False}
+    )
     assert isinstance(model, DepthMultiTask) and len(history) == 1
     assert history[0]["depth_loss"] > 0 and history[0]["seg_loss"] > 0
     model.eval()

@@ -40,7 +40,9 @@ def test_quick_start_code_runs_as_written(page, tmp_path):
     script = tmp_path / "snippet.py"
     script.write_text(code)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -92,8 +94,12 @@ SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|meth|func|attr|mod|obj|data|exc|con
 
 def test_docs_pages_write_no_sphinx_roles():
     """mkdocs shows a Sphinx role as raw text; pages use markdown cross-references."""
-    raw = [f"{page.relative_to(REPO)}:{number}" for page in DOCS.rglob("*.md")
-           for number, line in enumerate(page.read_text().splitlines(), 1) if SPHINX_ROLE.search(line)]
+    raw = [
+        f"{page.relative_to(REPO)}:{number}"
+        for page in DOCS.rglob("*.md")
+        for number, line in enumerate(page.read_text().splitlines(), 1)
+        if SPHINX_ROLE.search(line)
+    ]
     assert raw == []
 
 
@@ -108,8 +114,13 @@ def built_site(tmp_path_factory):
     pytest.importorskip("mkdocs", reason="the docs toolchain (pip install -e .[docs]) is not installed")
     pytest.importorskip("mkdocstrings", reason="the docs toolchain (pip install -e .[docs]) is not installed")
     site = tmp_path_factory.mktemp("site")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return site, proc
 
 
@@ -131,6 +142,9 @@ def test_built_site_shows_no_raw_sphinx_roles(built_site):
     """Every rendered page, API entries included: docstrings use markdown cross-references."""
     site, proc = built_site
     assert proc.returncode == 0, proc.stderr[-3000:]
-    raw = [str(page.relative_to(site)) for page in site.rglob("*.html")
-           if re.search(r":(?:class|meth|func|attr|mod|obj|data|exc):", page.read_text())]
+    raw = [
+        str(page.relative_to(site))
+        for page in site.rglob("*.html")
+        if re.search(r":(?:class|meth|func|attr|mod|obj|data|exc):", page.read_text())
+    ]
     assert raw == []

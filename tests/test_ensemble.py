@@ -131,7 +131,9 @@ def test_worst_case_is_at_or_below_each_member(trained_tiny, blobs_test):
     for a, member in enumerate(ensemble.members):
         alone = member(images, masks)
         with torch.no_grad():
-            torch.testing.assert_close(per_image_pixel_accuracy(trained_tiny(alone), masks), stats.member_pixel_accuracy[a])
+            torch.testing.assert_close(
+                per_image_pixel_accuracy(trained_tiny(alone), masks), stats.member_pixel_accuracy[a]
+            )
         # the per-image worst case holds on the whole set's pixel accuracy too; the greedy mIoU
         # is myopic (each image picks what lowers the running mIoU most), so it can end a hair
         # above a single member's mIoU (measured here: 0.71086 vs 0.71076)

@@ -14,8 +14,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def _run(script: str, *args: str) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--fast", *args], capture_output=True,
-                          text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), "--fast", *args], capture_output=True, text=True, timeout=300, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 

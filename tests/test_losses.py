@@ -98,7 +98,9 @@ def test_balanced_masked_ce_takes_given_class_weights():
     logits, labels, valid = _case(7)
     weights = torch.tensor([1.0, 2.0, 0.0, 0.5, 3.0])
     loss = L.make_pixel_loss("balanced_masked_ce", class_weights=weights)
-    expected = _ce(logits, labels, valid) * _holds(logits, labels, valid, False) * weights.double()[labels.clamp(max=K - 1)]
+    expected = (
+        _ce(logits, labels, valid) * _holds(logits, labels, valid, False) * weights.double()[labels.clamp(max=K - 1)]
+    )
     torch.testing.assert_close(loss(logits, labels, valid, 1, 1), expected)
     with pytest.raises(ValueError, match="class_weights has 3 entries"):
         L.make_pixel_loss("balanced_masked_ce", class_weights=[1.0, 1.0, 1.0])(logits, labels, valid, 1, 1)
@@ -141,7 +143,16 @@ def test_eroseg_loss_carries_its_attacked_set_per_instance():
 
 
 def test_registry_and_make_pixel_loss_errors():
-    assert set(L.PIXEL_LOSSES) == {"ce", "masked_ce", "balanced_masked_ce", "js", "masked_spherical", "segpgd", "cospgd", "eroseg"}
+    assert set(L.PIXEL_LOSSES) == {
+        "ce",
+        "masked_ce",
+        "balanced_masked_ce",
+        "js",
+        "masked_spherical",
+        "segpgd",
+        "cospgd",
+        "eroseg",
+    }
     assert isinstance(L.make_pixel_loss(L.JSLoss), L.JSLoss)
 
     def custom(logits, labels, valid, step, steps):
@@ -161,5 +172,12 @@ def test_registry_and_make_pixel_loss_errors():
 
 
 def test_moved_weightings_are_still_exported_by_attacks_functional():
-    for name in ("segpgd_weights", "cospgd_weights", "success_mask", "pixel_confidence", "lowest_fraction_mask", "dilate_mask"):
+    for name in (
+        "segpgd_weights",
+        "cospgd_weights",
+        "success_mask",
+        "pixel_confidence",
+        "lowest_fraction_mask",
+        "dilate_mask",
+    ):
         assert getattr(AF, name) is getattr(L, name)

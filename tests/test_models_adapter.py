@@ -88,8 +88,12 @@ def test_mean_std_normalise_inside_and_are_checked():
     images = torch.rand(2, 3, 8, 8)
     normalised = (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     assert torch.allclose(SegmentationModel(inner, mean=mean, std=std)(images), inner(normalised), atol=1e-6)
-    for kwargs, message in (({"mean": mean}, "both mean and std"), ({"mean": mean, "std": (1, 0, 1)}, "positive"),
-                            ({"mean": (0.5,), "std": std}, "one value per channel"), ({"mean": "ab", "std": std}, "numbers")):
+    for kwargs, message in (
+        ({"mean": mean}, "both mean and std"),
+        ({"mean": mean, "std": (1, 0, 1)}, "positive"),
+        ({"mean": (0.5,), "std": std}, "one value per channel"),
+        ({"mean": "ab", "std": std}, "numbers"),
+    ):
         with pytest.raises(ValueError, match=message):
             SegmentationModel(inner, **kwargs)
     with pytest.raises(ValueError, match=r"expected images \(N, 3, H, W\)"):
@@ -129,7 +133,10 @@ def test_attacks_run_on_a_wrapped_quarter_resolution_model():
     ("builder", "kwargs"),
     [
         ("fcn_resnet50", {"num_classes": 3, "weights": None, "weights_backbone": None, "aux_loss": True}),
-        ("deeplabv3_mobilenet_v3_large", {"num_classes": 3, "weights": None, "weights_backbone": None, "aux_loss": True}),
+        (
+            "deeplabv3_mobilenet_v3_large",
+            {"num_classes": 3, "weights": None, "weights_backbone": None, "aux_loss": True},
+        ),
     ],
 )
 def test_torchvision_models_through_the_adapter(builder, kwargs):
@@ -198,8 +205,22 @@ def test_benchmark_a_user_model_and_lraspp_from_the_command_line(tmp_path):
     ]
     for name, extra in runs:
         out = tmp_path / name.partition(":")[0]
-        command = [sys.executable, str(launcher), "benchmark", "--fast", "--model", name, *extra, "--attacks", "naa",
-                   "--rain", "light", "--no-progress", "--out", str(out)]
+        command = [
+            sys.executable,
+            str(launcher),
+            "benchmark",
+            "--fast",
+            "--model",
+            name,
+            *extra,
+            "--attacks",
+            "naa",
+            "--rain",
+            "light",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
         result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "Worst case" in result.stdout and (out / "results.json").exists()

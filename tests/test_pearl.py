@@ -61,7 +61,9 @@ def test_attacks_see_one_segmentation_model(trained_tiny, blobs_test):
     adv = NAA(model, eps=4 / 255, steps=3)(images, masks)
     assert (adv - images).abs().max() <= 4 / 255 + 1e-6
     with torch.no_grad():
-        assert per_image_pixel_accuracy(model(adv), masks).mean() < per_image_pixel_accuracy(model(images), masks).mean()
+        assert (
+            per_image_pixel_accuracy(model(adv), masks).mean() < per_image_pixel_accuracy(model(images), masks).mean()
+        )
 
 
 def test_derainers_are_fully_convolutional_in_unit_range():
@@ -100,8 +102,19 @@ def test_train_pearl_trains_derainer_and_never_changes_frozen_segmenter(tmp_path
     derainer_before = copy.deepcopy(derainer.state_dict())
     torch.manual_seed(0)
     pearl, history = train_pearl(
-        segmenter, derainer, data, ama=True, rain="light", eps=2 / 255, steps=1, ama_steps=2, epochs=1,
-        batch_size=8, num_classes=NUM_CLASSES, cache_dir=tmp_path, trainer_kwargs={"progress": False},
+        segmenter,
+        derainer,
+        data,
+        ama=True,
+        rain="light",
+        eps=2 / 255,
+        steps=1,
+        ama_steps=2,
+        epochs=1,
+        batch_size=8,
+        num_classes=NUM_CLASSES,
+        cache_dir=tmp_path,
+        trainer_kwargs={"progress": False},
     )
     assert isinstance(pearl, PEARL) and len(history) == 1 and "reconstruction" in history[0]
     for name, value in segmenter.state_dict().items():
@@ -115,8 +128,16 @@ def test_train_nat_runs_on_rainy_adversarial_batches(trained_tiny, blobs):
     images, masks = blobs
     model = copy.deepcopy(trained_tiny)
     loader = [(images[i : i + 8], masks[i : i + 8]) for i in range(0, 16, 8)]
-    history = train_nat(model, loader, rain="light", eps=2 / 255, steps=1, epochs=1, num_classes=NUM_CLASSES,
-                        trainer_kwargs={"progress": False})
+    history = train_nat(
+        model,
+        loader,
+        rain="light",
+        eps=2 / 255,
+        steps=1,
+        epochs=1,
+        num_classes=NUM_CLASSES,
+        trainer_kwargs={"progress": False},
+    )
     assert len(history) == 1 and history[0]["loss"] > 0
 
 
@@ -150,8 +171,19 @@ def test_train_pearl_transform_sees_ama_targets_and_refuses_loaders(tmp_path, tr
         return {key: value.flip(-1) if torch.is_tensor(value) else value for key, value in item.items()}
 
     train_pearl(
-        copy.deepcopy(trained_tiny), ResidualUNet(width=8), data, ama=True, rain="light", eps=2 / 255, steps=1,
-        ama_steps=1, epochs=1, batch_size=8, num_classes=NUM_CLASSES, cache_dir=tmp_path, transform=flip,
+        copy.deepcopy(trained_tiny),
+        ResidualUNet(width=8),
+        data,
+        ama=True,
+        rain="light",
+        eps=2 / 255,
+        steps=1,
+        ama_steps=1,
+        epochs=1,
+        batch_size=8,
+        num_classes=NUM_CLASSES,
+        cache_dir=tmp_path,
+        transform=flip,
         trainer_kwargs={"progress": False},
     )
     assert seen == [["image", "mask", "target"]] * 8

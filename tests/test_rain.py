@@ -34,9 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST = settings(max_examples=12, deadline=None)
 
 
-def fixed_params(
-    batch: int = 1, size: tuple[int, int] = (12, 12), layers: int = 2, dtype=torch.float64
-):
+def fixed_params(batch: int = 1, size: tuple[int, int] = (12, 12), layers: int = 2, dtype=torch.float64):
     """A hand-set draw well inside the domain, leaving the output strictly inside (0, 1)."""
     generator = torch.Generator().manual_seed(3)
     params = {
@@ -53,9 +51,7 @@ def fixed_params(
     return params
 
 
-def small_images(
-    batch: int = 1, size: tuple[int, int] = (12, 12), dtype=torch.float64, seed: int = 0
-):
+def small_images(batch: int = 1, size: tuple[int, int] = (12, 12), dtype=torch.float64, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     return 0.15 + 0.5 * torch.rand(batch, 3, *size, generator=generator, dtype=dtype)
 
@@ -117,9 +113,7 @@ def test_gradient_flows_from_zero_rain():
 def test_matches_reference_formula():
     images = small_images(2, (16, 20))
     params = fixed_params(2, (16, 20))
-    depth = 30 * torch.rand(
-        2, 1, 16, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64
-    )
+    depth = 30 * torch.rand(2, 1, 16, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     streaks = streak_layer(
         params["noise"],
         params["density"],
@@ -141,9 +135,7 @@ def test_line_kernel_geometry():
     assert int((kernel[:, 7] > 0.5).sum()) == 9
     assert float(kernel[:, 10].max()) < 1e-6
     # Positive angles fall to the right: the lower end of the streak is right of the centre.
-    slanted = line_kernel(torch.tensor([45.0]), torch.tensor([9.0]), torch.tensor([0.5]), (15, 15))[
-        0
-    ]
+    slanted = line_kernel(torch.tensor([45.0]), torch.tensor([9.0]), torch.tensor([0.5]), (15, 15))[0]
     assert float(slanted[7 + 2, 7 + 2]) > 0.9 and float(slanted[7 + 2, 7 - 2]) < 1e-6
 
 
@@ -160,9 +152,7 @@ def test_streak_centred_on_its_drop():
     )[0, 0]
     column = s[:, 20]
     assert int(column.argmax()) == 10
-    assert int((column > 0.5 * column.max()).sum()) == 7 and float(s[:, 25].max()) < 1e-6 * float(
-        column.max()
-    )
+    assert int((column > 0.5 * column.max()).sum()) == 7 and float(s[:, 25].max()) < 1e-6 * float(column.max())
 
 
 def test_fog_grows_with_prior_depth():
@@ -265,9 +255,7 @@ def test_masks_untouched_by_augmentation_sequential(preset, seed):
     torch.manual_seed(seed)
     images = torch.rand(2, 3, 24, 32)
     float_masks = torch.randint(0, 12, (2, 1, 24, 32)).float()
-    pipeline = K.AugmentationSequential(
-        RandomRainStreaks.from_preset(preset, p=1.0), data_keys=["input", "mask"]
-    )
+    pipeline = K.AugmentationSequential(RandomRainStreaks.from_preset(preset, p=1.0), data_keys=["input", "mask"])
     rainy, masks_out = pipeline(images, float_masks)
     assert torch.equal(masks_out, float_masks)
     assert rainy.shape == images.shape
@@ -310,9 +298,7 @@ def test_augmentation_probability_and_batch_sharing():
     images = torch.rand(4, 3, 20, 20)
     assert torch.equal(RandomRainStreaks(p=0.0)(images), images)
     assert not torch.equal(RandomRainStreaks(p=1.0)(images), images)
-    same = RandomRainStreaks.from_preset("heavy", p=1.0, same_on_batch=True)(
-        images[:1].expand(3, -1, -1, -1)
-    )
+    same = RandomRainStreaks.from_preset("heavy", p=1.0, same_on_batch=True)(images[:1].expand(3, -1, -1, -1))
     # one draw for the whole batch; the batched FFT may round each position differently (~1e-7)
     torch.testing.assert_close(same[1], same[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(same[2], same[0], rtol=0, atol=1e-5)
@@ -414,10 +400,7 @@ def test_clamp_and_optimization_helpers():
     assert projected["angle"].tolist() == [[RAIN_PARAM_BOUNDS["angle"][0], 10.0]]
     assert params["intensity"].tolist() == [9.0]  # out of place by default
     leaves = rain_params_for_optimization(sample_rain_params(1, (4, 4)))
-    assert (
-        all(leaves[k].requires_grad for k in CONTINUOUS_RAIN_PARAMS)
-        and not leaves["noise"].requires_grad
-    )
+    assert all(leaves[k].requires_grad for k in CONTINUOUS_RAIN_PARAMS) and not leaves["noise"].requires_grad
     leaves["length"].data.fill_(500.0)
     clamp_rain_params(leaves, inplace=True)
     assert leaves["length"].detach().tolist() == [[RAIN_PARAM_BOUNDS["length"][1]] * 2]
@@ -541,9 +524,7 @@ def test_gallery_extra_column_hook():
     finally:
         sys.path.remove(str(REPO_ROOT / "examples"))
     images = rain_gallery.procedural_images(2, 24, 32)
-    titles, cells = rain_gallery.build_gallery(
-        images, extra_columns={"adversarial rain": lambda x: 1 - x}
-    )
+    titles, cells = rain_gallery.build_gallery(images, extra_columns={"adversarial rain": lambda x: 1 - x})
     assert titles == ["clean", "light", "medium", "heavy", "fog_only", "adversarial rain"]
     assert cells.shape == (2, 6, 3, 24, 32)
     assert torch.equal(cells[:, 5], 1 - images)

@@ -48,8 +48,10 @@ def test_every_recipe_has_a_complete_default_config():
         get_recipe("magic")
 
 
-@pytest.mark.parametrize(("name", "option"), [("standard", "eps"), ("pearl", "momentum"), ("depth", "rain"),
-                                              ("nat", "derainer"), ("pgd_at", "lr_rate")])
+@pytest.mark.parametrize(
+    ("name", "option"),
+    [("standard", "eps"), ("pearl", "momentum"), ("depth", "rain"), ("nat", "derainer"), ("pgd_at", "lr_rate")],
+)
 def test_an_unsupported_option_is_an_error_naming_option_and_recipe(name, option):
     with pytest.raises(TypeError, match=f"recipe '{name}' has no option '{option}'"):
         RECIPES[name].config(**{option: 1})
@@ -93,7 +95,9 @@ def test_nat_scales_rain_presets_to_the_image_height_unless_told_not_to():
     unscaled = rain_transform("heavy", None, data)
     assert unscaled.ranges["length"][1] > scaled.ranges["length"][1]
     assert NATConfig().rain_reference_height == PRESET_REFERENCE_HEIGHT == 360
-    explicit = rain_transform({"length": (5.0, 9.0)}, PRESET_REFERENCE_HEIGHT, data)  # ranges for these images: as given
+    explicit = rain_transform(
+        {"length": (5.0, 9.0)}, PRESET_REFERENCE_HEIGHT, data
+    )  # ranges for these images: as given
     assert tuple(explicit.ranges["length"]) == (5.0, 9.0)
 
 
@@ -120,12 +124,15 @@ def _cli_error(args, tmp_path, capsys):
     return lines[0]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--recipe", "standard", "--eps", "4/255"], "--eps is not an option of recipe 'standard'"),
-    (["--recipe", "pearl", "--optimizer", "adamw"], "--optimizer is not an option of recipe 'pearl'"),
-    (["--recipe", "depth", "--rain-preset", "heavy"], "--rain-preset is not an option of recipe 'depth'"),
-    (["--recipe", "magic"], "unknown recipe 'magic'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--recipe", "standard", "--eps", "4/255"], "--eps is not an option of recipe 'standard'"),
+        (["--recipe", "pearl", "--optimizer", "adamw"], "--optimizer is not an option of recipe 'pearl'"),
+        (["--recipe", "depth", "--rain-preset", "heavy"], "--rain-preset is not an option of recipe 'depth'"),
+        (["--recipe", "magic"], "unknown recipe 'magic'"),
+    ],
+)
 def test_cli_rejects_options_the_recipe_does_not_take(args, message, tmp_path, capsys):
     line = _cli_error(["train", *args], tmp_path, capsys)
     assert message in line and "error" in line
@@ -147,10 +154,18 @@ def test_cli_train_is_a_thin_translator():
 def test_recipe_configs_are_dataclasses_with_documented_fields():
     for recipe in RECIPES.values():
         doc = recipe.config_type.__doc__ or ""
-        own = [f.name for f in dataclasses.fields(recipe.config_type)
-               if f.name not in {g.name for g in dataclasses.fields(TrainConfig)}]
-        missing = [name for name in own if name not in doc and name not in (PGDATConfig.__doc__ or "")
-                   and name not in (StandardConfig.__doc__ or "")]
+        own = [
+            f.name
+            for f in dataclasses.fields(recipe.config_type)
+            if f.name not in {g.name for g in dataclasses.fields(TrainConfig)}
+        ]
+        missing = [
+            name
+            for name in own
+            if name not in doc
+            and name not in (PGDATConfig.__doc__ or "")
+            and name not in (StandardConfig.__doc__ or "")
+        ]
         assert not missing, f"{recipe.config_type.__name__} does not document {missing}"
 
 
@@ -164,8 +179,12 @@ def test_tensorboard_logger_writes_scalars_or_says_what_is_missing(tmp_path, mon
             TensorBoardLogger(tmp_path / "tb")
         return
     logger = TensorBoardLogger(tmp_path / "tb", log_every=1)
-    train_standard(tiny_model(), TinySegmentation(4), epochs=1, trainer_kwargs={"progress": False, "batch_size": 2,
-                                                                                "callbacks": [logger]})
+    train_standard(
+        tiny_model(),
+        TinySegmentation(4),
+        epochs=1,
+        trainer_kwargs={"progress": False, "batch_size": 2, "callbacks": [logger]},
+    )
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
 

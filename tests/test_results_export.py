@@ -12,9 +12,21 @@ from segrobust.benchmark import BenchmarkResults, ConditionResult
 
 
 def _row(key: str, kind: str, eps, miou: float, iou, seconds=None) -> ConditionResult:
-    return ConditionResult(key, key.title(), kind, eps, miou, miou + 0.1, miou + 0.05, list(iou), 64,
-                           [[30, 2], [2, 30]], [0.9, 0.8], seconds=seconds,
-                           images_per_second=None if seconds is None else 2 / seconds)
+    return ConditionResult(
+        key,
+        key.title(),
+        kind,
+        eps,
+        miou,
+        miou + 0.1,
+        miou + 0.05,
+        list(iou),
+        64,
+        [[30, 2], [2, 30]],
+        [0.9, 0.8],
+        seconds=seconds,
+        images_per_second=None if seconds is None else 2 / seconds,
+    )
 
 
 @pytest.fixture
@@ -32,7 +44,12 @@ def results() -> BenchmarkResults:
 def test_records_one_flat_row_per_condition_and_eps(results):
     records = results.to_records()
     assert [(r["condition"], r["eps"]) for r in records] == [
-        ("clean", None), ("rain:heavy", None), ("naa", 4 / 255), ("naa", 8 / 255), ("worst", 8 / 255)]
+        ("clean", None),
+        ("rain:heavy", None),
+        ("naa", 4 / 255),
+        ("naa", 8 / 255),
+        ("worst", 8 / 255),
+    ]
     first = records[0]
     assert list(first)[:6] == ["condition", "name", "kind", "eps", "eps_text", "miou"]
     assert first["miou"] == 0.7 and first["pixel_accuracy"] == pytest.approx(0.8) and first["iou_car"] == 0.6

@@ -55,8 +55,10 @@ def _city_train(shift: int) -> torch.Tensor:
 @pytest.fixture()
 def cityscapes(tmp_path: Path) -> Path:
     root = tmp_path / "cityscapes"
-    frames = {"train": ["aachen_000000_000019", "aachen_000001_000019", "bochum_000000_000313"],
-              "val": ["frankfurt_000000_000294"]}
+    frames = {
+        "train": ["aachen_000000_000019", "aachen_000001_000019", "bochum_000000_000313"],
+        "val": ["frankfurt_000000_000294"],
+    }
     for split, names in frames.items():
         for k, frame in enumerate(names):
             city = frame.split("_")[0]
@@ -93,8 +95,10 @@ def test_cityscapes_options_and_build_dataset(cityscapes):
     custom = Cityscapes(cityscapes, "val", ignore_index=-100)[0]["mask"]
     assert torch.equal(custom, torch.where(_city_train(0) == 255, -100, _city_train(0)))
     frame = "frankfurt_000000_000294"
-    _save(cityscapes / "gtFine" / "val" / "frankfurt" / f"{frame}_gtFine_labelTrainIds.png",
-          _city_train(0).numpy().astype(np.uint8))
+    _save(
+        cityscapes / "gtFine" / "val" / "frankfurt" / f"{frame}_gtFine_labelTrainIds.png",
+        _city_train(0).numpy().astype(np.uint8),
+    )
     assert torch.equal(Cityscapes(cityscapes, "val", labels="labelTrainIds")[0]["mask"], _city_train(0))
     batch = next(iter(torch.utils.data.DataLoader(Cityscapes(cityscapes, "train"), batch_size=3)))
     assert batch["image"].shape == (3, 3, H, W) and batch["mask"].shape == (3, H, W)
@@ -269,8 +273,10 @@ def test_ade20k_clear_errors(ade):
     (ade / "ADEChallengeData2016" / "annotations" / "training" / "ADE_train_00000002.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"ADE_train_00000002.png"):
         ADE20K(ade, "train")
-    _save(ade / "ADEChallengeData2016" / "annotations" / "validation" / "ADE_val_00000001.png",
-          np.full((H, W), 151, np.uint8))
+    _save(
+        ade / "ADEChallengeData2016" / "annotations" / "validation" / "ADE_val_00000001.png",
+        np.full((H, W), 151, np.uint8),
+    )
     with pytest.raises(ValueError, match=r"ADE_val_00000001.png' holds ids \[151\]"):
         ADE20K(ade, "val")[0]
 
@@ -337,9 +343,29 @@ def test_cli_benchmark_runs_on_each_new_data_set(name, cityscapes, voc, ade, tmp
 
     roots = {"cityscapes": cityscapes, "rain-cityscapes": cityscapes, "voc": voc, "ade20k": ade}
     num_classes = build_dataset(name, root=roots[name], split="train", size=(8, 8)).num_classes
-    args = ["benchmark", "--fast", "--dataset", name, "--data-root", str(roots[name]), "--size", "32x32",
-            "--model", "unet:resnet18:encoder_depth=3:decoder_channels=16,8,8", "--num-classes", str(num_classes),
-            "--attacks", "naa", "--rain", "none", "--eps", "4/255", "--out", str(tmp_path / "out"), "--no-progress"]
+    args = [
+        "benchmark",
+        "--fast",
+        "--dataset",
+        name,
+        "--data-root",
+        str(roots[name]),
+        "--size",
+        "32x32",
+        "--model",
+        "unet:resnet18:encoder_depth=3:decoder_channels=16,8,8",
+        "--num-classes",
+        str(num_classes),
+        "--attacks",
+        "naa",
+        "--rain",
+        "none",
+        "--eps",
+        "4/255",
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
     assert main(args) == 0, capsys.readouterr().err
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(results["class_names"]) == num_classes

@@ -166,8 +166,9 @@ def test_attack_gets_transformed_images_and_adv_fraction_of_the_batch():
         return images * 0.5
 
     data = TinySegmentation(4, seed=1)
-    trainer = _trainer(loader=[(data.images, data.masks)], attack=attack, adv_fraction=0.5,
-                       input_transform=darken, loss_fn=loss_fn)
+    trainer = _trainer(
+        loader=[(data.images, data.masks)], attack=attack, adv_fraction=0.5, input_transform=darken, loss_fn=loss_fn
+    )
     trainer.fit()
     assert torch.equal(seen["images"], data.images[:2] * 0.5) and torch.equal(seen["masks"], data.masks[:2])
     batch = seen["batch"]
@@ -219,8 +220,8 @@ def test_clean_loss_weight_adds_the_clean_term():
 
 def test_dict_and_tuple_batches_train_identically():
     data = TinySegmentation(8, seed=1)
-    as_dicts = [{"image": data.images[i:i + 4], "mask": data.masks[i:i + 4]} for i in (0, 4)]
-    as_tuples = [(data.images[i:i + 4], data.masks[i:i + 4]) for i in (0, 4)]
+    as_dicts = [{"image": data.images[i : i + 4], "mask": data.masks[i : i + 4]} for i in (0, 4)]
+    as_tuples = [(data.images[i : i + 4], data.masks[i : i + 4]) for i in (0, 4)]
     models = [tiny_model(), tiny_model()]
     for model, loader in zip(models, (as_dicts, as_tuples)):
         _trainer(model, loader, attack=pgd_factory(), epochs=2).fit()
@@ -329,8 +330,15 @@ def test_pearl_style_recipe_trains_only_the_preprocessor():
         return (images + 0.2 * torch.rand_like(images)).clamp(0, 1)
 
     optimizer = torch.optim.Adam(derainer.parameters(), lr=1e-2)
-    history = _trainer(pipeline, optimizer=optimizer, attack=pgd_factory(), input_transform=rain,
-                       loss_fn=pearl_loss, epochs=2, eval_loader=_loader(4, seed=3)).fit()
+    history = _trainer(
+        pipeline,
+        optimizer=optimizer,
+        attack=pgd_factory(),
+        input_transform=rain,
+        loss_fn=pearl_loss,
+        epochs=2,
+        eval_loader=_loader(4, seed=3),
+    ).fit()
     assert {"rec", "seg", "train_miou", "eval_miou"} <= set(history[-1])
     for key, value in segmenter.state_dict().items():
         assert torch.equal(value, frozen_before[key]), f"frozen segmenter changed: {key}"
@@ -346,9 +354,20 @@ def _resumable(model, checkpoint_dir, **kwargs):
 
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     return _trainer(
-        model, _loader(12, batch_size=4), optimizer=optimizer, attack=pgd_factory(), adv_fraction=0.75,
-        clean_loss_weight=0.5, input_transform=noisy, scheduler=poly_lr(), grad_clip=1.0, epochs=3,
-        checkpoint_dir=checkpoint_dir, eval_loader=_loader(4, seed=3), seed=7, **kwargs,
+        model,
+        _loader(12, batch_size=4),
+        optimizer=optimizer,
+        attack=pgd_factory(),
+        adv_fraction=0.75,
+        clean_loss_weight=0.5,
+        input_transform=noisy,
+        scheduler=poly_lr(),
+        grad_clip=1.0,
+        epochs=3,
+        checkpoint_dir=checkpoint_dir,
+        eval_loader=_loader(4, seed=3),
+        seed=7,
+        **kwargs,
     )
 
 
@@ -358,7 +377,9 @@ def test_killed_and_resumed_run_ends_bit_identical(tmp_path, kill_after, checkpo
     reference = _resumable(reference_model, tmp_path / "reference").fit()
 
     with pytest.raises(KeyboardInterrupt):
-        _resumable(tiny_model(), tmp_path / "run", checkpoint_every=checkpoint_every, callbacks=[KillAt(kill_after)]).fit()
+        _resumable(
+            tiny_model(), tmp_path / "run", checkpoint_every=checkpoint_every, callbacks=[KillAt(kill_after)]
+        ).fit()
     resumed_model = tiny_model(seed=99)  # a different init: everything must come from the checkpoint
     trainer = _resumable(resumed_model, tmp_path / "run", checkpoint_every=checkpoint_every, resume=True)
     resumed = trainer.fit()
@@ -383,8 +404,9 @@ def test_resume_with_loader_workers_is_bit_identical(tmp_path):
     def run(model, checkpoint_dir, **kwargs):
         loader = DataLoader(_NoisyInWorkers(12, seed=1), batch_size=2, shuffle=True, num_workers=2)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-        return _trainer(model, loader, optimizer=optimizer, attack=pgd_factory(), epochs=2,
-                        checkpoint_dir=checkpoint_dir, **kwargs).fit()
+        return _trainer(
+            model, loader, optimizer=optimizer, attack=pgd_factory(), epochs=2, checkpoint_dir=checkpoint_dir, **kwargs
+        ).fit()
 
     reference = tiny_model()
     run(reference, tmp_path / "reference")
@@ -419,8 +441,16 @@ def test_ddp_two_processes_match_each_other_resume_and_single_process_metrics(tm
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
 
     def launch(out: Path) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO / "tests" / "_ddp_worker.py"), str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(REPO / "tests" / "_ddp_worker.py"),
+            str(out),
+        ]
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
 
     out = tmp_path / "attempt1"
@@ -482,8 +512,9 @@ def test_train_pgd_at_recipe_uses_naa():
     _segrobust_attack("NAA")
     from segrobust.training import train_pgd_at
 
-    history = train_pgd_at(tiny_model(), _loader(8), eps=4 / 255, alpha=2 / 255, steps=2, epochs=1,
-                           trainer_kwargs={"progress": False})
+    history = train_pgd_at(
+        tiny_model(), _loader(8), eps=4 / 255, alpha=2 / 255, steps=2, epochs=1, trainer_kwargs={"progress": False}
+    )
     assert len(history) == 1 and history[0]["loss"] > 0
 
 
@@ -491,6 +522,7 @@ def test_train_eroseg_at_recipe_forwards_eroseg_kwargs():
     _segrobust_attack("EroSeg")
     from segrobust.training import train_eroseg_at
 
-    history = train_eroseg_at(tiny_model(), _loader(8), eps=4 / 255, steps=2, epochs=1, q0=0.3,
-                              trainer_kwargs={"progress": False})
+    history = train_eroseg_at(
+        tiny_model(), _loader(8), eps=4 / 255, steps=2, epochs=1, q0=0.3, trainer_kwargs={"progress": False}
+    )
     assert len(history) == 1 and history[0]["loss"] > 0

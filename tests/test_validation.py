@@ -92,7 +92,17 @@ def test_art_segmenter_checks_nb_classes_against_the_model():
 # ----------------------------------------------------------------------------- item 8: edge_softness
 
 
-@pytest.mark.parametrize(("value", "error"), [(0.0, ValueError), (-0.5, ValueError), (math.nan, ValueError), (math.inf, ValueError), ("1", TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (0.0, ValueError),
+        (-0.5, ValueError),
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        ("1", TypeError),
+        (True, TypeError),
+    ],
+)
 def test_edge_softness_is_validated_in_the_functional_core(value, error):
     images = torch.rand(1, 3, 8, 8)
     params = sample_rain_params(1, (8, 8), "heavy", generator=torch.Generator().manual_seed(0))
@@ -101,8 +111,15 @@ def test_edge_softness_is_validated_in_the_functional_core(value, error):
     with pytest.raises(error, match="edge_softness"):
         line_kernel(torch.zeros(1), torch.ones(1), torch.ones(1), (5, 5), edge_softness=value)
     with pytest.raises(error, match="edge_softness"):
-        streak_layer(params["noise"], params["density"], params["angle"], params["length"],
-                     params["width"], params["intensity"], edge_softness=value)
+        streak_layer(
+            params["noise"],
+            params["density"],
+            params["angle"],
+            params["length"],
+            params["width"],
+            params["intensity"],
+            edge_softness=value,
+        )
 
 
 def test_small_positive_edge_softness_gives_finite_gradients():

@@ -4,7 +4,8 @@ and adapters that let ART's PGD and Madry adversarial training run on masks.
 - [`PyTorchSegmenter`][segrobust.art.PyTorchSegmenter]: an ART ``PyTorchEstimator`` (``LossGradientsMixin``) for
   any PyTorch segmentation model; ``predict`` gives logits ``(N, K, H, W)``,
   ``loss_gradient`` / ``fit`` take masks ``(N, H, W)`` with ``ignore_index``.
-- [`NAA`][segrobust.art.NAA], [`AMA`][segrobust.art.AMA], [`SegPGD`][segrobust.art.SegPGD], [`CosPGD`][segrobust.art.CosPGD], [`EroSeg`][segrobust.art.EroSeg], `APGD`: ART
+- [`NAA`][segrobust.art.NAA], [`AMA`][segrobust.art.AMA], [`SegPGD`][segrobust.art.SegPGD],
+  [`CosPGD`][segrobust.art.CosPGD], [`EroSeg`][segrobust.art.EroSeg], `APGD`: ART
   ``EvasionAttack`` classes running the segrobust torch attacks of the same name
   (one implementation); [`make_art_attack`][segrobust.art.make_art_attack] adds one for a new torch attack.
 - [`SegmentationPGD`][segrobust.art.SegmentationPGD] (numpy / PyTorch) and

@@ -167,7 +167,9 @@ def as_mask_tensor(
         )
     if tensor.dtype.is_floating_point:
         if not bool(torch.isfinite(tensor).all()) or not bool((tensor == tensor.round()).all()):
-            raise ValueError(f"{name} holds non-integer values; masks must be class ids (or ignore_index={ignore_index})")
+            raise ValueError(
+                f"{name} holds non-integer values; masks must be class ids (or ignore_index={ignore_index})"
+            )
     tensor = tensor.long()
     if nb_classes is not None:
         check_class_ids(tensor, nb_classes, ignore_index, name)

@@ -95,7 +95,9 @@ class ArtSegAttack(EvasionAttack):
             if param.name in _OWN_PARAMS or hasattr(EvasionAttack, param.name):
                 raise TypeError(f"{torch_cls.__name__} argument {param.name!r} clashes with an ART attack attribute")
         # ignore_index defaults to the estimator's (None = "the estimator's")
-        params = [p.replace(default=None, annotation="Optional[int]") if p.name == "ignore_index" else p for p in params]
+        params = [
+            p.replace(default=None, annotation="Optional[int]") if p.name == "ignore_index" else p for p in params
+        ]
         cls._torch_signature = inspect.Signature(params)
         cls.attack_params = EvasionAttack.attack_params + [p.name for p in params] + list(_OWN_PARAMS)
         own = [
@@ -117,13 +119,17 @@ class ArtSegAttack(EvasionAttack):
         **kwargs: Any,
     ):
         if not hasattr(type(self), "torch_attack"):
-            raise TypeError(f"{type(self).__name__} names no torch_attack; subclass ArtSegAttack with torch_attack = ...")
+            raise TypeError(
+                f"{type(self).__name__} names no torch_attack; subclass ArtSegAttack with torch_attack = ..."
+            )
         super().__init__(estimator=estimator)
         try:
             bound = self._torch_signature.bind_partial(*args, **kwargs)
         except TypeError as err:
             names = ", ".join(self._torch_signature.parameters)
-            raise TypeError(f"{type(self).__name__}: {err} (arguments: estimator, {names}, batch_size, targeted, verbose)") from None
+            raise TypeError(
+                f"{type(self).__name__}: {err} (arguments: estimator, {names}, batch_size, targeted, verbose)"
+            ) from None
         for name, param in self._torch_signature.parameters.items():
             setattr(self, name, bound.arguments.get(name, param.default))
         self.batch_size = batch_size
@@ -135,7 +141,11 @@ class ArtSegAttack(EvasionAttack):
     # ------------------------------------------------------------------ parameters
     def _check_params(self) -> None:
         super()._check_params()
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+        if (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, (int, np.integer))
+            or self.batch_size < 1
+        ):
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
         if not isinstance(self.targeted, bool):
             raise TypeError(f"targeted must be a bool, got {type(self.targeted).__name__}")
@@ -212,17 +222,23 @@ class ArtSegAttack(EvasionAttack):
             outputs.append(adv)
             stats.append(batch_stats)
         adv = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-        self.stats = stats[0] if len(stats) == 1 else AttackStats(
-            loss=torch.cat([s.loss for s in stats], dim=1),
-            pixel_accuracy=torch.cat([s.pixel_accuracy for s in stats], dim=1),
-            best_step=torch.cat([s.best_step for s in stats]),
+        self.stats = (
+            stats[0]
+            if len(stats) == 1
+            else AttackStats(
+                loss=torch.cat([s.loss for s in stats], dim=1),
+                pixel_accuracy=torch.cat([s.pixel_accuracy for s in stats], dim=1),
+                best_step=torch.cat([s.best_step for s in stats]),
+            )
         )
         if (low, high) != (0.0, 1.0):
             adv = (adv * (high - low) + low).clamp(low, high)
         return adv.detach().cpu().numpy().astype(ART_NUMPY_DTYPE, copy=False)
 
 
-def make_art_attack(torch_attack: type[SegAttack], name: Optional[str] = None, doc: Optional[str] = None) -> type[ArtSegAttack]:
+def make_art_attack(
+    torch_attack: type[SegAttack], name: Optional[str] = None, doc: Optional[str] = None
+) -> type[ArtSegAttack]:
     """Create (and register in [`ART_ATTACKS`][segrobust.art.ART_ATTACKS]) the ART counterpart of a segrobust torch attack class.
 
     Examples:

@@ -294,7 +294,9 @@ class PyTorchSegmenter(PyTorchEstimator):
             self._model.eval()
             probe = torch.zeros((1, *self._input_shape), device=self._device)
             if self.clip_values is not None:
-                probe = probe + torch.as_tensor(np.asarray(self.clip_values[0]), dtype=torch.float32, device=self._device)
+                probe = probe + torch.as_tensor(
+                    np.asarray(self.clip_values[0]), dtype=torch.float32, device=self._device
+                )
             return int(self._logits(self._preprocess_batch(probe)).shape[1])
 
     def as_torch_module(self, unit_range: bool = True) -> EstimatorModule:
@@ -358,7 +360,9 @@ class PyTorchSegmenter(PyTorchEstimator):
             grad = torch.from_numpy(np.asarray(grad_np))
         if is_tensor:
             return grad.to(device=x.device, dtype=x.dtype)
-        return grad.cpu().numpy().astype(x.dtype if np.issubdtype(x.dtype, np.floating) else ART_NUMPY_DTYPE, copy=False)
+        return (
+            grad.cpu().numpy().astype(x.dtype if np.issubdtype(x.dtype, np.floating) else ART_NUMPY_DTYPE, copy=False)
+        )
 
     def compute_loss(
         self, x: ArrayLike, y: ArrayLike, reduction: str = "mean", batch_size: int = 128, **kwargs: Any

@@ -206,7 +206,9 @@ class SegmentationPGDPyTorch(_SegmentationTargets, ProjectedGradientDescentPyTor
                 eps, eps_step = eps[start:stop], eps_step[start:stop]
             adv_x[start:stop] = _best_of_restarts(
                 self,
-                functools.partial(self._generate_batch, x=batch, targets=labels, mask=mask_batch, eps=eps, eps_step=eps_step),
+                functools.partial(
+                    self._generate_batch, x=batch, targets=labels, mask=mask_batch, eps=eps, eps_step=eps_step
+                ),
                 targets[start:stop],
             )
         if self.summary_writer is not None:

@@ -76,9 +76,7 @@ def apgd_should_halve(
     return oscillating | stalled
 
 
-def radius_stages(
-    schedule: Union[str, Sequence[tuple[float, float]], None], steps: int
-) -> list[tuple[float, int]]:
+def radius_stages(schedule: Union[str, Sequence[tuple[float, float]], None], steps: int) -> list[tuple[float, int]]:
     """``(radius factor, iterations)`` per stage; the last stage takes what the others leave.
 
     Examples:
@@ -91,13 +89,17 @@ def radius_stages(
         return [(1.0, steps)]
     if isinstance(schedule, str):
         if schedule not in RADIUS_SCHEDULES:
-            raise ValueError(f"unknown radius_schedule {schedule!r}; expected None, one of {sorted(RADIUS_SCHEDULES)} "
-                             "or a sequence of (radius factor, fraction) pairs")
+            raise ValueError(
+                f"unknown radius_schedule {schedule!r}; expected None, one of {sorted(RADIUS_SCHEDULES)} "
+                "or a sequence of (radius factor, fraction) pairs"
+            )
         schedule = RADIUS_SCHEDULES[schedule]
     try:
         pairs = [(float(r), float(f)) for r, f in schedule]
     except (TypeError, ValueError):
-        raise ValueError(f"radius_schedule must be a sequence of (radius factor, fraction) pairs, got {schedule!r}") from None
+        raise ValueError(
+            f"radius_schedule must be a sequence of (radius factor, fraction) pairs, got {schedule!r}"
+        ) from None
     if not pairs or pairs[-1][0] != 1.0 or any(r < 1 for r, _ in pairs) or any(f < 0 for _, f in pairs):
         raise ValueError(f"radius_schedule needs factors >= 1 ending at 1.0 and non-negative fractions, got {pairs}")
     if abs(sum(f for _, f in pairs) - 1) > 1e-6:
@@ -138,8 +140,16 @@ class APGDStats(AttackStats):
 class _Run:
     """Per-call state of one APGD run: the records and the iterate tracker."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, steps: int,
-                 tracker: IterateTracker, loss_fn: PixelLossFunction, direction: int):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        valid: torch.Tensor,
+        steps: int,
+        tracker: IterateTracker,
+        loss_fn: PixelLossFunction,
+        direction: int,
+    ):
         n, rows, dev = images.shape[0], steps + 1, images.device
         self.images, self.labels, self.valid, self.steps = images, labels, valid, steps
         self.tracker, self.loss_fn, self.direction = tracker, loss_fn, direction
@@ -155,9 +165,18 @@ class _Run:
     def stats(self) -> APGDStats:
         base = self.tracker.stats()
         return APGDStats(
-            base.loss, base.pixel_accuracy, base.best_step, base.nonfinite_gradient, objective=self.objective,
-            step_size=self.step_size, radius=self.radius, scored=self.scored, forward_passes=self.forward_passes,
-            backward_passes=self.backward_passes, loss_never_rose=self.rises == 0, zero_gradient=self.zero_gradient,
+            base.loss,
+            base.pixel_accuracy,
+            base.best_step,
+            base.nonfinite_gradient,
+            objective=self.objective,
+            step_size=self.step_size,
+            radius=self.radius,
+            scored=self.scored,
+            forward_passes=self.forward_passes,
+            backward_passes=self.backward_passes,
+            loss_never_rose=self.rises == 0,
+            zero_gradient=self.zero_gradient,
         )
 
 
@@ -267,8 +286,17 @@ class APGD(SegAttack):
             run.backward_passes += 1
         return logits.detach(), objective.detach(), grad
 
-    def _record(self, run: _Run, x: torch.Tensor, logits: torch.Tensor, objective: torch.Tensor,
-                grad: Optional[torch.Tensor], row: int, radius: float, eta: torch.Tensor) -> Optional[torch.Tensor]:
+    def _record(
+        self,
+        run: _Run,
+        x: torch.Tensor,
+        logits: torch.Tensor,
+        objective: torch.Tensor,
+        grad: Optional[torch.Tensor],
+        row: int,
+        radius: float,
+        eta: torch.Tensor,
+    ) -> Optional[torch.Tensor]:
         """Writes row ``row`` of the statistics; checks the gradient (``nonfinite`` policy of the base)."""
         run.objective[row], run.step_size[row], run.radius[row] = objective, eta, radius * self.eps
         run.scored[row] = radius == 1.0
@@ -288,8 +316,9 @@ class APGD(SegAttack):
         return torch.nan_to_num(grad, nan=0.0)
 
     # ------------------------------------------------------------------ one stage
-    def _run_stage(self, run: _Run, start: torch.Tensor, radius: float, iterations: int, offset: int,
-                   last: bool) -> torch.Tensor:
+    def _run_stage(
+        self, run: _Run, start: torch.Tensor, radius: float, iterations: int, offset: int, last: bool
+    ) -> torch.Tensor:
         """APGD at one radius for ``iterations`` steps from ``start``; returns the final iterate."""
         eps = radius * self.eps
         n = start.shape[0]
@@ -318,8 +347,9 @@ class APGD(SegAttack):
             if i == 0:
                 best_at_check = best_obj.clone()
             if i in checkpoints:
-                halve = apgd_should_halve(run.objective[offset + last_check: row + 1], best_obj, best_at_check,
-                                          halved_last, self.rho)
+                halve = apgd_should_halve(
+                    run.objective[offset + last_check : row + 1], best_obj, best_at_check, halved_last, self.rho
+                )
                 eta = torch.where(halve, eta / 2, eta)
                 x = torch.where(halve.view(view), x_best, x)
                 x_prev = torch.where(halve.view(view), x_best, x_prev)
@@ -331,13 +361,24 @@ class APGD(SegAttack):
         return x
 
     # ------------------------------------------------------------------ the attack
-    def _attack_batch(self, images: torch.Tensor, labels: torch.Tensor, direction: int) -> tuple[torch.Tensor, APGDStats]:
+    def _attack_batch(
+        self, images: torch.Tensor, labels: torch.Tensor, direction: int
+    ) -> tuple[torch.Tensor, APGDStats]:
         valid = AF.valid_mask(labels, self.ignore_index)
-        loss_fn = make_pixel_loss(self.loss, targeted=direction < 0, ignore_index=self.ignore_index, **self.loss_options)
+        loss_fn = make_pixel_loss(
+            self.loss, targeted=direction < 0, ignore_index=self.ignore_index, **self.loss_options
+        )
         first_radius = self.stages[0][0] * self.eps
         x = AF.random_linf_start(images, first_radius) if self.random_start else images.clone()
-        run = _Run(images, labels, valid, self.steps, IterateTracker(x, labels, self.ignore_index, direction, self.steps),
-                   loss_fn, direction)
+        run = _Run(
+            images,
+            labels,
+            valid,
+            self.steps,
+            IterateTracker(x, labels, self.ignore_index, direction, self.steps),
+            loss_fn,
+            direction,
+        )
         offset = 0
         live = [(r, n) for r, n in self.stages[:-1] if n > 0] + [self.stages[-1]]
         for number, (radius, iterations) in enumerate(live):

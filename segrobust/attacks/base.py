@@ -278,9 +278,7 @@ class SegAttack(SafeAttributeMixin, AttackBase):
                 return parameter.dtype
         return images_dtype
 
-    def _check_gradients(
-        self, grads: Sequence[Optional[torch.Tensor]], step: int, tracker: IterateTracker
-    ) -> None:
+    def _check_gradients(self, grads: Sequence[Optional[torch.Tensor]], step: int, tracker: IterateTracker) -> None:
         """Raise (or warn and mark ``tracker``) when a per-image gradient ``(N, ...)`` holds NaN or Inf.
 
         One ``isfinite`` per gradient and one host sync per step.
@@ -377,7 +375,9 @@ class SegAttack(SafeAttributeMixin, AttackBase):
         logits, labels = self._clean_logits_and_labels(inputs, labels)
         num_classes = logits.shape[1]
         if not 1 <= self._kth_min < num_classes:
-            raise ValueError(f"kth_min must be in [1, {num_classes - 1}] for {num_classes} classes, got {self._kth_min}")
+            raise ValueError(
+                f"kth_min must be in [1, {num_classes - 1}] for {num_classes} classes, got {self._kth_min}"
+            )
         valid = labels != self.ignore_index
         safe = torch.where(valid, labels, torch.zeros_like(labels)).long()
         excluded = logits.float().scatter(1, safe.unsqueeze(1), float("inf"))
@@ -390,7 +390,9 @@ class SegAttack(SafeAttributeMixin, AttackBase):
         if self.attack_mode == "targeted(custom)":
             target = self._target_map_function(inputs, labels)
             if not isinstance(target, torch.Tensor):
-                raise TypeError(f"the target map function must return a mask tensor (N, H, W), got {type(target).__name__}")
+                raise TypeError(
+                    f"the target map function must return a mask tensor (N, H, W), got {type(target).__name__}"
+                )
             return target.to(inputs.device).long()
         return super().get_target_label(inputs, labels)
 
@@ -430,7 +432,9 @@ class LinfSegAttack(SegAttack):
         """Detached weights ``(N, H, W)`` of the pixel losses at ``step`` (1-based); None for uniform."""
         return None
 
-    def _attack_batch(self, images: torch.Tensor, labels: torch.Tensor, direction: int) -> tuple[torch.Tensor, AttackStats]:
+    def _attack_batch(
+        self, images: torch.Tensor, labels: torch.Tensor, direction: int
+    ) -> tuple[torch.Tensor, AttackStats]:
         valid = AF.valid_mask(labels, self.ignore_index)
         adv = AF.random_linf_start(images, self.eps) if self.random_start else images.clone()
         tracker = IterateTracker(adv, labels, self.ignore_index, direction, self.steps)
@@ -450,5 +454,3 @@ class LinfSegAttack(SegAttack):
             logits = self._logits(adv)
             tracker.update(adv, logits, AF.pixel_cross_entropy(logits, labels, self.ignore_index), self.steps)
         return tracker.best, tracker.stats()
-
-

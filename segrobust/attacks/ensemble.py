@@ -18,7 +18,9 @@ __all__ = ["EnsembleStats", "ReliableEnsemble", "greedy_worst_case_miou", "per_i
 SEA_LOSSES = ("masked_ce", "balanced_masked_ce", "js")
 
 
-def per_image_confusion(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def per_image_confusion(
+    logits: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
     """Confusion matrix of each image ``(N, K, K)`` int64 (rows: true class, columns: predicted), valid pixels only.
 
     Examples:
@@ -65,7 +67,11 @@ def greedy_worst_case_miou(confusions: torch.Tensor) -> tuple[float, torch.Tenso
         >>> miou, choice.tolist()
         (0.0, [1, 0])
     """
-    if not isinstance(confusions, torch.Tensor) or confusions.dim() != 4 or confusions.shape[-1] != confusions.shape[-2]:
+    if (
+        not isinstance(confusions, torch.Tensor)
+        or confusions.dim() != 4
+        or confusions.shape[-1] != confusions.shape[-2]
+    ):
         shape = tuple(confusions.shape) if isinstance(confusions, torch.Tensor) else type(confusions).__name__
         raise ValueError(f"confusions must be a tensor (A, N, K, K), got {shape}")
     attacks, n, k, _ = confusions.shape
@@ -178,10 +184,13 @@ class ReliableEnsemble(SegAttack):
         self.early_stop = bool(early_stop)
         options = dict(member_options or {})
         self.members = [
-            APGD(model, eps, steps, loss, radius_schedule, random_start, ignore_index, **options) for loss in self.losses
+            APGD(model, eps, steps, loss, radius_schedule, random_start, ignore_index, **options)
+            for loss in self.losses
         ]
 
-    def _attack_batch(self, images: torch.Tensor, labels: torch.Tensor, direction: int) -> tuple[torch.Tensor, EnsembleStats]:
+    def _attack_batch(
+        self, images: torch.Tensor, labels: torch.Tensor, direction: int
+    ) -> tuple[torch.Tensor, EnsembleStats]:
         n, members = images.shape[0], len(self.members)
         dev = images.device
         best = images.clone()
@@ -225,7 +234,9 @@ class ReliableEnsemble(SegAttack):
             done[todo] |= acc == (0.0 if direction > 0 else 1.0)
             stats_list.append(stats)
         ensemble_stats = EnsembleStats(
-            member_names=[loss if isinstance(loss, str) else getattr(loss, "__name__", repr(loss)) for loss in self.losses],
+            member_names=[
+                loss if isinstance(loss, str) else getattr(loss, "__name__", repr(loss)) for loss in self.losses
+            ],
             attacked=attacked,
             member_pixel_accuracy=member_acc,
             pixel_accuracy=direction * best_key,

@@ -52,8 +52,10 @@ def project_linf(adv: torch.Tensor, images: torch.Tensor, eps: Union[float, torc
         >>> project_linf(torch.tensor([0.9, 0.0]), torch.tensor([0.5, 0.05]), eps=0.1)
         tensor([0.6000, 0.0000])
     """
-    delta = torch.clamp(adv - images, -eps, eps) if not torch.is_tensor(eps) else torch.maximum(
-        torch.minimum(adv - images, eps), -eps
+    delta = (
+        torch.clamp(adv - images, -eps, eps)
+        if not torch.is_tensor(eps)
+        else torch.maximum(torch.minimum(adv - images, eps), -eps)
     )
     return torch.clamp(images + delta, 0.0, 1.0)
 
@@ -63,9 +65,7 @@ def sign_step(adv: torch.Tensor, grad: torch.Tensor, alpha: float) -> torch.Tens
     return adv + alpha * grad.sign()
 
 
-def random_linf_start(
-    images: torch.Tensor, eps: float, generator: Optional[torch.Generator] = None
-) -> torch.Tensor:
+def random_linf_start(images: torch.Tensor, eps: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Uniform start inside the ``eps`` ball, projected into ``[0, 1]``."""
     noise = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
     return project_linf(images + (2 * noise - 1) * eps, images, eps)

@@ -39,9 +39,7 @@ class SegMultiAttack(SafeAttributeMixin, MultiAttackBase):
 
     def __init__(self, attacks: Sequence[SegAttack], verbose: bool = False):
         if not isinstance(attacks, (list, tuple)) or not attacks:
-            raise ValueError(
-                f"SegMultiAttack needs a non-empty list of segrobust attacks, got {attacks!r}"
-            )
+            raise ValueError(f"SegMultiAttack needs a non-empty list of segrobust attacks, got {attacks!r}")
         for attack in attacks:
             if not isinstance(attack, SegAttack):
                 raise TypeError(f"SegMultiAttack takes segrobust SegAttack objects, got {type(attack).__name__}")

@@ -39,4 +39,3 @@ class NAA(LinfSegAttack):
     """
 
     _loss_sign = 1
-

@@ -177,9 +177,7 @@ class RainAttack(SegAttack):
         if param_step is None:
             param_step = min(1.0, 1.25 / max(self.steps, 1))
         if isinstance(param_step, bool) or not isinstance(param_step, (int, float)) or not 0 < param_step <= 1:
-            raise ValueError(
-                f"param_step must be a fraction of each parameter's range in (0, 1], got {param_step!r}"
-            )
+            raise ValueError(f"param_step must be a fraction of each parameter's range in (0, 1], got {param_step!r}")
         self.param_step = float(param_step)
         self.attack_keys = self._checked_keys(attack_keys)
         depth_prior = check_depth_prior(depth_prior)
@@ -381,9 +379,7 @@ class RainAttack(SegAttack):
         tracker.update(adv.detach(), logits, pixel_loss, index)
         improved = tracker.best_step == index
         return {
-            key: torch.where(
-                improved.view(-1, *([1] * (value.dim() - 1))), value.detach(), best_params[key]
-            )
+            key: torch.where(improved.view(-1, *([1] * (value.dim() - 1))), value.detach(), best_params[key])
             for key, value in params.items()
         }
 

@@ -48,8 +48,13 @@ def eps_monotonicity(rows: list[ConditionResult]) -> dict[str, Any]:
             for smaller in series[:j]:
                 pair = [format_eps(smaller.eps), format_eps(larger.eps)]
                 if larger.pixel_accuracy > smaller.pixel_accuracy or larger.miou > smaller.miou:
-                    overall.append({"eps": pair, "pixel_accuracy": [smaller.pixel_accuracy, larger.pixel_accuracy],
-                                    "miou": [smaller.miou, larger.miou]})
+                    overall.append(
+                        {
+                            "eps": pair,
+                            "pixel_accuracy": [smaller.pixel_accuracy, larger.pixel_accuracy],
+                            "miou": [smaller.miou, larger.miou],
+                        }
+                    )
                 for i, (low, high) in enumerate(zip(smaller.per_image_pixel_accuracy, larger.per_image_pixel_accuracy)):
                     if high > low:
                         images.setdefault(str(i), []).append(pair)
@@ -67,6 +72,12 @@ def gradient_masking_checks(rows: list[ConditionResult]) -> dict[str, Any]:
     flags = []
     for row in rows:
         if row.kind == "member" and row.ensemble is not None:
-            flags.append({"eps": row.eps, "member": row.name, "images_attacked": row.ensemble.get("images_attacked"),
-                          **{flag: list(row.ensemble.get(flag, [])) for flag in _FLAGS}})
+            flags.append(
+                {
+                    "eps": row.eps,
+                    "member": row.name,
+                    "images_attacked": row.ensemble.get("images_attacked"),
+                    **{flag: list(row.ensemble.get(flag, [])) for flag in _FLAGS},
+                }
+            )
     return {"apgd_flags": flags, "eps_monotonicity": eps_monotonicity(rows)}

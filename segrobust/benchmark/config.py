@@ -22,7 +22,14 @@ DEFAULT_EPS: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
 #: Image height the rain presets' streak lengths are tuned for (CamVid, 360 px).
 RAIN_REFERENCE_HEIGHT = PRESET_REFERENCE_HEIGHT
 
-_COUNTS = (("steps", 1), ("reliable_steps", 1), ("batch_size", 1), ("num_workers", 0), ("num_examples", 0), ("cache_bytes", 0))
+_COUNTS = (
+    ("steps", 1),
+    ("reliable_steps", 1),
+    ("batch_size", 1),
+    ("num_workers", 0),
+    ("num_examples", 0),
+    ("cache_bytes", 0),
+)
 
 
 @dataclass(frozen=True)
@@ -110,8 +117,9 @@ class BenchmarkConfig:
         for name in ("seed", "ignore_index"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
                 raise ValueError(f"{name} must be an int, got {getattr(self, name)!r}")
-        if self.num_classes is not None and (isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int)
-                                             or self.num_classes < 1):
+        if self.num_classes is not None and (
+            isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1
+        ):
             raise ValueError(f"num_classes must be a positive int or None, got {self.num_classes!r}")
         if self.alpha is not None:
             BF.parse_eps(self.alpha)
@@ -119,13 +127,20 @@ class BenchmarkConfig:
         for key in attack_kwargs:
             if key not in attacks:
                 raise ValueError(f"attack_kwargs names {key!r}, which is not among the evaluated attacks {attacks}")
-        if self.rain_reference_height is not None and (not isinstance(self.rain_reference_height, int)
-                                                       or self.rain_reference_height < 1):
-            raise ValueError(f"rain_reference_height must be a positive int or None, got {self.rain_reference_height!r}")
+        if self.rain_reference_height is not None and (
+            not isinstance(self.rain_reference_height, int) or self.rain_reference_height < 1
+        ):
+            raise ValueError(
+                f"rain_reference_height must be a positive int or None, got {self.rain_reference_height!r}"
+            )
         normalised = {
-            "attacks": attacks, "eps_list": eps_values, "rain": resolve_rain_presets(self.rain),
-            "random_start": bool(self.random_start), "attack_kwargs": attack_kwargs,
-            "metadata": dict(self.metadata or {}), "resume": bool(self.resume),
+            "attacks": attacks,
+            "eps_list": eps_values,
+            "rain": resolve_rain_presets(self.rain),
+            "random_start": bool(self.random_start),
+            "attack_kwargs": attack_kwargs,
+            "metadata": dict(self.metadata or {}),
+            "resume": bool(self.resume),
             "class_names": None if self.class_names is None else [str(name) for name in self.class_names],
         }
         for name, value in normalised.items():

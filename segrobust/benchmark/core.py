@@ -126,7 +126,11 @@ def scaled_rain_ranges(name: str, height: int, reference_height: Optional[int]) 
 
 
 def _rainy(
-    images: torch.Tensor, depth: Optional[torch.Tensor], indices: torch.Tensor, preset: str, seed: int,
+    images: torch.Tensor,
+    depth: Optional[torch.Tensor],
+    indices: torch.Tensor,
+    preset: str,
+    seed: int,
     reference_height: Optional[int],
 ) -> torch.Tensor:
     """Rain drawn per sample from a generator seeded by ``(seed, preset, sample index)``."""
@@ -148,7 +152,11 @@ def _versions() -> dict[str, str]:
 
     import segrobust
 
-    versions = {"segrobust": segrobust.__version__, "python": platform.python_version(), "torch": str(torch.__version__)}
+    versions = {
+        "segrobust": segrobust.__version__,
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+    }
     for name in ("torchvision", "segmentation-models-pytorch", "timm", "kornia", "torchattacks", "numpy"):
         try:
             versions[name] = metadata.version(name)
@@ -195,8 +203,14 @@ def _run_device(model: nn.Module, device: Any) -> torch.device:
     parameters = list(model.parameters()) + list(model.buffers())
     model_device = parameters[0].device if parameters else torch.device("cpu")
     run_device = torch.device(device) if device is not None else model_device
-    if parameters and run_device != model_device and not (run_device.type == model_device.type == "cuda" and run_device.index is None):
-        raise ValueError(f"model is on {model_device} but device={run_device}; move it first with model.to({str(run_device)!r})")
+    if (
+        parameters
+        and run_device != model_device
+        and not (run_device.type == model_device.type == "cuda" and run_device.index is None)
+    ):
+        raise ValueError(
+            f"model is on {model_device} but device={run_device}; move it first with model.to({str(run_device)!r})"
+        )
     return run_device
 
 
@@ -212,7 +226,9 @@ def _classes_of_model(model: nn.Module, dataset: Any, device: torch.device) -> t
         try:
             logits = segmentation_logits(model(image.unsqueeze(0).to(device)))
         except (RuntimeError, ValueError, TypeError) as error:
-            raise ModelOutputError(f"the model fails on an image of shape {tuple(image.shape)}: {_first_line(error)}") from None
+            raise ModelOutputError(
+                f"the model fails on an image of shape {tuple(image.shape)}: {_first_line(error)}"
+            ) from None
     if logits.shape[-2:] != mask.shape:
         raise ModelOutputError(
             f"model output {tuple(logits.shape)} does not match masks {tuple(mask.shape)}: "
@@ -245,19 +261,35 @@ def _plan(model: nn.Module, dataset: Any, config: BenchmarkConfig) -> _Plan:
     num_classes, first = _classes_of_model(model, dataset, device)
     image_size = tuple(first["image"].shape[-2:])
     for key in config.attacks:  # bad attack arguments fail now, not after the clean pass
-        ATTACKS[key].build(model, eps=config.eps_list[0], alpha=config.alpha, steps=_steps_of(config, key),
-                           random_start=config.random_start, ignore_index=config.ignore_index, image_size=image_size,
-                           **config.attack_kwargs.get(key, {}))
+        ATTACKS[key].build(
+            model,
+            eps=config.eps_list[0],
+            alpha=config.alpha,
+            steps=_steps_of(config, key),
+            random_start=config.random_start,
+            ignore_index=config.ignore_index,
+            image_size=image_size,
+            **config.attack_kwargs.get(key, {}),
+        )
     if config.num_classes is not None and config.num_classes != num_classes:
         raise ValueError(f"num_classes={config.num_classes} but the model predicts {num_classes} classes")
     check_class_ids(first["mask"], num_classes, config.ignore_index, "dataset masks")
     world, rank = distributed.get_world_size(), distributed.get_rank()
     batches = BF.batch_indices(num_items, config.batch_size)
     plan = _Plan(
-        model=model, dataset=dataset, config=config, device=device, world=world, rank=rank, num_items=num_items,
-        num_classes=num_classes, class_names=_class_names(dataset, config.class_names, num_classes),
-        image_size=image_size, conditions=build_conditions(config.attacks, config.eps_list, config.rain),
-        batches=batches, mine=list(range(rank, len(batches), world)),
+        model=model,
+        dataset=dataset,
+        config=config,
+        device=device,
+        world=world,
+        rank=rank,
+        num_items=num_items,
+        num_classes=num_classes,
+        class_names=_class_names(dataset, config.class_names, num_classes),
+        image_size=image_size,
+        conditions=build_conditions(config.attacks, config.eps_list, config.rain),
+        batches=batches,
+        mine=list(range(rank, len(batches), world)),
     )
     plan.settings = _settings(plan)
     plan.manifest = {
@@ -360,16 +392,26 @@ class _Work:
 
 def _build_attack(plan: _Plan, condition: Condition) -> Callable[..., torch.Tensor]:
     config = plan.config
-    kwargs = {"eps": condition.eps, "alpha": config.alpha, "steps": _steps_of(config, condition.key),
-              "random_start": config.random_start,
-              "ignore_index": config.ignore_index}
-    return ATTACKS[condition.key].build(plan.model, image_size=plan.image_size, **kwargs,
-                                       **config.attack_kwargs.get(condition.key, {}))
+    kwargs = {
+        "eps": condition.eps,
+        "alpha": config.alpha,
+        "steps": _steps_of(config, condition.key),
+        "random_start": config.random_start,
+        "ignore_index": config.ignore_index,
+    }
+    return ATTACKS[condition.key].build(
+        plan.model, image_size=plan.image_size, **kwargs, **config.attack_kwargs.get(condition.key, {})
+    )
 
 
 def _shown_and_logits(
-    plan: _Plan, condition: Condition, attack: Optional[Callable[..., torch.Tensor]], b: int,
-    batch: dict[str, torch.Tensor], images: torch.Tensor, masks: torch.Tensor,
+    plan: _Plan,
+    condition: Condition,
+    attack: Optional[Callable[..., torch.Tensor]],
+    b: int,
+    batch: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    masks: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, Optional[EnsembleStats]]:
     """The images the model sees under ``condition``, its logits on them and the ensemble's statistics (if any)."""
     model, seed, device = plan.model, plan.config.seed, plan.device
@@ -377,8 +419,14 @@ def _shown_and_logits(
     shown, stats = images, None
     if condition.kind == "rain":
         with torch.no_grad():
-            shown = _rainy(images, None if depth is None else depth.to(device), batch["index"],
-                           condition.key.split(":", 1)[1], seed, plan.config.rain_reference_height)
+            shown = _rainy(
+                images,
+                None if depth is None else depth.to(device),
+                batch["index"],
+                condition.key.split(":", 1)[1],
+                seed,
+                plan.config.rain_reference_height,
+            )
     elif condition.kind != "clean":
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(BF.unit_seed(seed, condition.key, condition.eps_index, b))
@@ -395,7 +443,11 @@ def _shown_and_logits(
 
 
 def _compute_unit(
-    plan: _Plan, condition: Condition, attack: Optional[Callable[..., torch.Tensor]], b: int, batch: dict[str, torch.Tensor]
+    plan: _Plan,
+    condition: Condition,
+    attack: Optional[Callable[..., torch.Tensor]],
+    b: int,
+    batch: dict[str, torch.Tensor],
 ) -> Unit:
     """One condition on one batch: per-image confusion matrices and accuracies (and example images for batch 0)."""
     num_classes, ignore_index = plan.num_classes, plan.config.ignore_index
@@ -459,8 +511,15 @@ def _run_units(plan: _Plan, store: UnitStore, source: BatchSource, fingerprints:
     with model_mode_preserved(plan.model):
         plan.model.eval()
         for c, condition in enumerate(plan.conditions):
-            with tqdm(total=len(plan.mine), desc=condition.label, unit="batch", disable=not show, leave=True,
-                      dynamic_ncols=True, file=sys.stderr) as bar:
+            with tqdm(
+                total=len(plan.mine),
+                desc=condition.label,
+                unit="batch",
+                disable=not show,
+                leave=True,
+                dynamic_ncols=True,
+                file=sys.stderr,
+            ) as bar:
                 _run_condition(plan, c, store, source, fingerprints, work, bar)
     return work
 
@@ -483,7 +542,8 @@ class _Totals:
 def _worst_case_group(plan: _Plan, e: int) -> list[int]:
     """Indices of the adversarial conditions at ε index ``e`` that enter the worst case."""
     return [
-        c for c, cond in enumerate(plan.conditions)
+        c
+        for c, cond in enumerate(plan.conditions)
         if cond.kind == "attack" and ATTACKS[cond.key].in_worst_case and cond.eps_index == e
     ]
 
@@ -497,7 +557,8 @@ def _reduce(plan: _Plan, work: _Work) -> _Totals:
         worst_confusion=torch.zeros(num_eps, k, k, dtype=torch.int64),
         worst_accuracy=torch.zeros(num_eps, n, dtype=torch.float64),
         worst_choice=torch.zeros(num_eps, n, dtype=torch.int64),
-        seconds=work.seconds, computed_images=work.computed_images,
+        seconds=work.seconds,
+        computed_images=work.computed_images,
     )
     for (c, _batch), unit in work.units.items():
         totals.confusion[c] += unit["confusion"].sum(dim=0)
@@ -523,7 +584,9 @@ def _reduce(plan: _Plan, work: _Work) -> _Totals:
 
 
 # ----------------------------------------------------------------------------- stage 6: rows and results
-def _row(condition: Condition, cm: torch.Tensor, accs: torch.Tensor, secs: Optional[float], images: float) -> ConditionResult:
+def _row(
+    condition: Condition, cm: torch.Tensor, accs: torch.Tensor, secs: Optional[float], images: float
+) -> ConditionResult:
     speed = images / secs if secs and images else None
     return ConditionResult(
         key=condition.key,
@@ -546,14 +609,22 @@ def _rows(plan: _Plan, totals: _Totals) -> list[ConditionResult]:
     """One row per condition, then the worst case per ε."""
     rows = []
     for c, cond in enumerate(plan.conditions):
-        row = _row(cond, totals.confusion[c], totals.accuracy[c], float(totals.seconds[c]), float(totals.computed_images[c]))
+        row = _row(
+            cond, totals.confusion[c], totals.accuracy[c], float(totals.seconds[c]), float(totals.computed_images[c])
+        )
         rows.append(row)
         if c in totals.ensembles:
             rows += R.ensemble_rows(row, totals.ensembles[c], _row, _reliable_scored_from(plan))
     for e, eps in enumerate(plan.config.eps_list):
         if not _worst_case_group(plan, e):
             continue
-        row = _row(Condition("worst", "Worst case", "worst", eps, e), totals.worst_confusion[e], totals.worst_accuracy[e], None, 0)
+        row = _row(
+            Condition("worst", "Worst case", "worst", eps, e),
+            totals.worst_confusion[e],
+            totals.worst_accuracy[e],
+            None,
+            0,
+        )
         row.worst_attack = [plan.conditions[int(c)].key for c in totals.worst_choice[e]]
         rows.append(row)
     return rows
@@ -576,11 +647,18 @@ def _results(plan: _Plan, totals: _Totals, rows: list[ConditionResult], examples
         "seconds": float(totals.seconds.sum()),
         "clean_images_per_second": rows[0].images_per_second,
         "attack_images_per_second": {
-            cond.tag: rows[c].images_per_second for c, cond in enumerate(plan.conditions) if cond.kind in ("attack", "positive")
+            cond.tag: rows[c].images_per_second
+            for c, cond in enumerate(plan.conditions)
+            if cond.kind in ("attack", "positive")
         },
     }
-    run_config = {**plan.settings, "world_size": plan.world, "device": str(plan.device),
-                  "model_fingerprint": plan.manifest["model"], **plan.config.metadata}
+    run_config = {
+        **plan.settings,
+        "world_size": plan.world,
+        "device": str(plan.device),
+        "model_fingerprint": plan.manifest["model"],
+        **plan.config.metadata,
+    }
     return BenchmarkResults(
         rows=rows,
         class_names=list(plan.class_names),
@@ -614,8 +692,14 @@ def _examples_for_plot(
                 "pred": examples[cond.tag]["example_pred"].long(),
             }
     last = len(eps_values) - 1
-    worst = [row for row in rows if row.kind == "worst" and row.eps is not None and math.isclose(row.eps, eps_values[-1])]
-    candidates = [cond for cond in conditions if cond.kind == "attack" and ATTACKS[cond.key].in_worst_case and cond.eps_index == last]
+    worst = [
+        row for row in rows if row.kind == "worst" and row.eps is not None and math.isclose(row.eps, eps_values[-1])
+    ]
+    candidates = [
+        cond
+        for cond in conditions
+        if cond.kind == "attack" and ATTACKS[cond.key].in_worst_case and cond.eps_index == last
+    ]
     if not candidates:
         candidates = [cond for cond in conditions if cond.kind == "positive" and cond.eps_index == last]
     if not candidates:

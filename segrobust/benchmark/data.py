@@ -72,7 +72,9 @@ def _image_problem(image: Any, size: Optional[tuple[int, int]]) -> Optional[str]
 
 def _mask_problem(mask: Any, image: torch.Tensor, num_classes: Optional[int], ignore_index: int) -> Optional[str]:
     if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.shape != image.shape[1:]:
-        return f"mask must be (H, W) matching its image {tuple(image.shape[1:])}, got {tuple(getattr(mask, 'shape', ()))}"
+        return (
+            f"mask must be (H, W) matching its image {tuple(image.shape[1:])}, got {tuple(getattr(mask, 'shape', ()))}"
+        )
     if mask.dtype.is_floating_point and not bool((mask == mask.round()).all()):
         return "mask holds non-integer values; expected class ids"
     if num_classes is not None:
@@ -103,7 +105,11 @@ class CheckedItems(torch.utils.data.Dataset):
             return index, None, f"cannot load dataset item {index}{where}: {message}"
         problem = _image_problem(pair["image"], self.size)
         if problem is not None:
-            return index, None, f"dataset item {index}{'' if image_file is None else ' (' + image_file + ')'}: {problem}"
+            return (
+                index,
+                None,
+                f"dataset item {index}{'' if image_file is None else ' (' + image_file + ')'}: {problem}",
+            )
         problem = _mask_problem(pair["mask"], pair["image"], self.num_classes, self.ignore_index)
         if problem is not None:
             return index, None, f"dataset item {index}{'' if mask_file is None else ' (' + mask_file + ')'}: {problem}"
@@ -150,11 +156,18 @@ class BatchSource:
 
     def __call__(self, wanted: list[int]) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
         missing = [b for b in wanted if b not in self.cache]
-        loader = iter(
-            torch.utils.data.DataLoader(
-                self.items, batch_sampler=[self.batches[b] for b in missing], num_workers=self.num_workers, collate_fn=collate
+        loader = (
+            iter(
+                torch.utils.data.DataLoader(
+                    self.items,
+                    batch_sampler=[self.batches[b] for b in missing],
+                    num_workers=self.num_workers,
+                    collate_fn=collate,
+                )
             )
-        ) if missing else None
+            if missing
+            else None
+        )
         for b in wanted:
             if b in self.cache:
                 yield b, self.cache[b]

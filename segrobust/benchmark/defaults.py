@@ -121,7 +121,9 @@ def train_default_model(
     started = time.perf_counter()
     data = SyntheticStreets(n=schedule.train_images, size=size, seed=schedule.data_seed, split="train")
     loader = torch.utils.data.DataLoader(
-        data, batch_size=schedule.batch_size, sampler=_Steps(len(data), schedule.steps * schedule.batch_size, schedule.seed)
+        data,
+        batch_size=schedule.batch_size,
+        sampler=_Steps(len(data), schedule.steps * schedule.batch_size, schedule.seed),
     )
     torch.manual_seed(schedule.seed)
     model = build_model(DEFAULT_MODEL_SPEC, NUM_CLASSES).train()
@@ -131,7 +133,12 @@ def train_default_model(
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=schedule.lr, total_steps=total_steps, pct_start=0.1)
 
     history = train_standard(
-        model, loader, epochs=1, optimizer=optimizer, scheduler=one_cycle, num_classes=NUM_CLASSES,
+        model,
+        loader,
+        epochs=1,
+        optimizer=optimizer,
+        scheduler=one_cycle,
+        num_classes=NUM_CLASSES,
         trainer_kwargs={"progress": progress, "seed": schedule.seed},
     )
     metadata = {

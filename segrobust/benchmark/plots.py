@@ -73,8 +73,11 @@ def plot_miou_vs_eps(results: BenchmarkResults, path: Union[str, os.PathLike]) -
     attack_rows = [row for row in results.rows if row.eps is not None and row.kind != "member"]
     has_bars = len(rain_rows) > 1 or not attack_rows
     fig, axes = plt.subplots(
-        1, 2 if has_bars and attack_rows else 1, figsize=(11.5 if has_bars and attack_rows else 6.5, 4.2),
-        gridspec_kw={"width_ratios": [1.6, 1]} if has_bars and attack_rows else None, squeeze=False,
+        1,
+        2 if has_bars and attack_rows else 1,
+        figsize=(11.5 if has_bars and attack_rows else 6.5, 4.2),
+        gridspec_kw={"width_ratios": [1.6, 1]} if has_bars and attack_rows else None,
+        squeeze=False,
     )
     axes = list(axes[0])
     clean = results.clean.miou * 100
@@ -90,7 +93,9 @@ def plot_miou_vs_eps(results: BenchmarkResults, path: Union[str, os.PathLike]) -
             ys = ([clean] if anchored else []) + [row.miou * 100 for row in rows]
             name = rows[0].name
             if key == "worst":
-                ax.plot(xs, ys, color="black", linestyle="--", linewidth=2.4, marker="X", markersize=8, label=name, zorder=5)
+                ax.plot(
+                    xs, ys, color="black", linestyle="--", linewidth=2.4, marker="X", markersize=8, label=name, zorder=5
+                )
             else:
                 colour, marker = _ATTACK_STYLE.get(key, (None, "o"))
                 style = ":" if rows[0].kind == "positive" else "-"
@@ -199,10 +204,19 @@ def plot_examples(
     palette = class_palette(len(results.class_names))
     eps = adversarial["eps"]
     k = examples["image"].shape[0]
-    columns = ["Image", "Clean prediction", "Adversarial", f"Perturbation (±{format_eps(eps)} → 0..1)", "Adversarial prediction", "Ground truth"]
+    columns = [
+        "Image",
+        "Clean prediction",
+        "Adversarial",
+        f"Perturbation (±{format_eps(eps)} → 0..1)",
+        "Adversarial prediction",
+        "Ground truth",
+    ]
     height, width = examples["image"].shape[-2:]
     cell = 2.3
-    fig, axes = plt.subplots(k, len(columns), figsize=(cell * len(columns), cell * k * height / width + 1.0), squeeze=False)
+    fig, axes = plt.subplots(
+        k, len(columns), figsize=(cell * len(columns), cell * k * height / width + 1.0), squeeze=False
+    )
     for i in range(k):
         image = examples["image"][i]
         adv = adversarial["image"][i]
@@ -245,7 +259,9 @@ def plot_rain_examples(
     names = ["Clean", *rain]
     height, width = examples["image"].shape[-2:]
     cell = 2.3
-    fig, axes = plt.subplots(2 * k, len(names), figsize=(cell * len(names), 2 * cell * k * height / width + 1.0), squeeze=False)
+    fig, axes = plt.subplots(
+        2 * k, len(names), figsize=(cell * len(names), 2 * cell * k * height / width + 1.0), squeeze=False
+    )
     for i in range(k):
         images = [examples["image"][i]] + [rain[name]["image"][i] for name in rain]
         preds = [examples["clean_pred"][i]] + [rain[name]["pred"][i] for name in rain]

@@ -65,7 +65,9 @@ class AttackEntry:
     def display_name(self) -> str:
         return f"{self.name} (positive)" if self.positive else self.name
 
-    def build(self, model: nn.Module, *, image_size: Optional[tuple[int, int]] = None, **kwargs: Any) -> Callable[..., Any]:
+    def build(
+        self, model: nn.Module, *, image_size: Optional[tuple[int, int]] = None, **kwargs: Any
+    ) -> Callable[..., Any]:
         kwargs = {**self.defaults, **kwargs}
         if self.builder is not None:
             return self.builder(self.attack_class, model, image_size=image_size, **kwargs)
@@ -106,8 +108,16 @@ def register_attack(
     if not callable(attack_class):
         raise TypeError(f"attack_class must be a class or callable, got {type(attack_class).__name__}")
     entry = AttackEntry(
-        key, name, attack_class, positive, description, dict(defaults or {}),
-        (not positive) if in_worst_case is None else bool(in_worst_case), builder, accepts_depth, bool(reliable),
+        key,
+        name,
+        attack_class,
+        positive,
+        description,
+        dict(defaults or {}),
+        (not positive) if in_worst_case is None else bool(in_worst_case),
+        builder,
+        accepts_depth,
+        bool(reliable),
         bool(default),
     )
     ATTACKS[key] = entry
@@ -115,9 +125,18 @@ def register_attack(
 
 
 def _build_rain_attack(
-    attack_class: Any, model: nn.Module, *, eps: float, alpha: Optional[float], steps: int, random_start: bool,
-    ignore_index: int, image_size: Optional[tuple[int, int]] = None, ranges: Any = "medium",
-    reference_height: Optional[int] = PRESET_REFERENCE_HEIGHT, **kwargs: Any,
+    attack_class: Any,
+    model: nn.Module,
+    *,
+    eps: float,
+    alpha: Optional[float],
+    steps: int,
+    random_start: bool,
+    ignore_index: int,
+    image_size: Optional[tuple[int, int]] = None,
+    ranges: Any = "medium",
+    reference_height: Optional[int] = PRESET_REFERENCE_HEIGHT,
+    **kwargs: Any,
 ) -> Any:
     """RainAttack on a preset's ranges (streak lengths scaled to the image height) plus an L∞ ``eps`` perturbation."""
     if isinstance(ranges, str) and image_size is not None:
@@ -125,34 +144,88 @@ def _build_rain_attack(
 
         ranges = scaled_rain_ranges(ranges, image_size[0], reference_height)
     return attack_class(
-        model, ranges=ranges, steps=steps, pixel_eps=eps, pixel_alpha=alpha, random_start=random_start,
-        ignore_index=ignore_index, **kwargs,
+        model,
+        ranges=ranges,
+        steps=steps,
+        pixel_eps=eps,
+        pixel_alpha=alpha,
+        random_start=random_start,
+        ignore_index=ignore_index,
+        **kwargs,
     )
 
 
 def _build_reliable(
-    attack_class: Any, model: nn.Module, *, eps: float, alpha: Optional[float], steps: int, random_start: bool,
-    ignore_index: int, image_size: Optional[tuple[int, int]] = None, **kwargs: Any,
+    attack_class: Any,
+    model: nn.Module,
+    *,
+    eps: float,
+    alpha: Optional[float],
+    steps: int,
+    random_start: bool,
+    ignore_index: int,
+    image_size: Optional[tuple[int, int]] = None,
+    **kwargs: Any,
 ) -> Any:
     """The ensemble chooses its own step sizes (APGD), so ``alpha`` does not apply."""
     return attack_class(model, eps=eps, steps=steps, random_start=random_start, ignore_index=ignore_index, **kwargs)
 
 
 register_attack(
-    "reliable", "Reliable ensemble", _attacks.ReliableEnsemble, builder=_build_reliable, reliable=True, default=False,
+    "reliable",
+    "Reliable ensemble",
+    _attacks.ReliableEnsemble,
+    builder=_build_reliable,
+    reliable=True,
+    default=False,
     description="APGD with masked CE, balanced masked CE and JS losses, worst case per image (SEA, Croce et al. 2024)",
 )
 for _key, _name, _class, _positive, _description in (
-    ("naa", "NAA", _attacks.NAA, False, "PGD ascending the masked pixel cross-entropy (PEARL's Negative Adversarial Attack)"),
-    ("segpgd", "SegPGD", _attacks.SegPGD, False, "PGD re-weighting correct and wrong pixels over the steps (Gu et al. 2022)"),
-    ("cospgd", "CosPGD", _attacks.CosPGD, False, "PGD weighting pixels by softmax/label cosine (Agnihotri & Keuper 2024)"),
-    ("eroseg", "EroSeg", _attacks.EroSeg, False, "PGD eroding confident regions from their weak points (Song et al. 2026)"),
-    ("ama", "AMA", _attacks.AMA, True, "PGD descending the loss: the image the model segments best (PEARL's Auxiliary Mirror Attack)"),
+    (
+        "naa",
+        "NAA",
+        _attacks.NAA,
+        False,
+        "PGD ascending the masked pixel cross-entropy (PEARL's Negative Adversarial Attack)",
+    ),
+    (
+        "segpgd",
+        "SegPGD",
+        _attacks.SegPGD,
+        False,
+        "PGD re-weighting correct and wrong pixels over the steps (Gu et al. 2022)",
+    ),
+    (
+        "cospgd",
+        "CosPGD",
+        _attacks.CosPGD,
+        False,
+        "PGD weighting pixels by softmax/label cosine (Agnihotri & Keuper 2024)",
+    ),
+    (
+        "eroseg",
+        "EroSeg",
+        _attacks.EroSeg,
+        False,
+        "PGD eroding confident regions from their weak points (Song et al. 2026)",
+    ),
+    (
+        "ama",
+        "AMA",
+        _attacks.AMA,
+        True,
+        "PGD descending the loss: the image the model segments best (PEARL's Auxiliary Mirror Attack)",
+    ),
 ):
     register_attack(_key, _name, _class, positive=_positive, description=_description)
 register_attack(
-    "rain_attack", "RainAttack", _attacks.RainAttack, in_worst_case=False, builder=_build_rain_attack,
-    accepts_depth=True, description="adversarial 'medium' rain parameters plus an L∞ ε perturbation (the PEARL threat)",
+    "rain_attack",
+    "RainAttack",
+    _attacks.RainAttack,
+    in_worst_case=False,
+    builder=_build_rain_attack,
+    accepts_depth=True,
+    description="adversarial 'medium' rain parameters plus an L∞ ε perturbation (the PEARL threat)",
 )
 
 
@@ -209,7 +282,9 @@ def resolve_rain_presets(names: Union[str, list[str], tuple[str, ...], None]) ->
         return list(RAIN_PRESETS)
     for name in wanted:
         if name not in RAIN_PRESETS:
-            raise ValueError(f"unknown rain preset {name!r}; expected 'all', 'none' or some of: {', '.join(RAIN_PRESETS)}")
+            raise ValueError(
+                f"unknown rain preset {name!r}; expected 'all', 'none' or some of: {', '.join(RAIN_PRESETS)}"
+            )
     return [name for name in RAIN_PRESETS if name in wanted]
 
 
@@ -263,7 +338,7 @@ def _load_depth_defense(model: nn.Module, path: Union[str, os.PathLike], **_: An
 
     state = extract_state_dict(load_state_dict_file(path), Path(path))
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    inner = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    inner = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     if not inner:
         raise ModelLoadError(
             f"{path} is not a DepthMultiTask checkpoint (no 'model.*' weights; found e.g. {next(iter(state), 'nothing')})"
@@ -281,5 +356,7 @@ def _load_pearl_defense(model: nn.Module, path: Union[str, os.PathLike], **kwarg
     return load_pearl_defense(model, path, **kwargs)
 
 
-register_defense("depth", _load_depth_defense, "SGDepth multi-task model (segmentation weights of a DepthMultiTask checkpoint)")
+register_defense(
+    "depth", _load_depth_defense, "SGDepth multi-task model (segmentation weights of a DepthMultiTask checkpoint)"
+)
 register_defense("pearl", _load_pearl_defense, "PEARL derain preprocessor D in front of the model (f ∘ D)")

@@ -73,8 +73,10 @@ def reduce_ensemble(units: list[dict[str, Any]], num_images: int, num_classes: i
         members = next((names for names in distributed.all_gather_object(members) if names), [])
     size = len(members)
     confusion = torch.zeros(size, num_images, num_classes, num_classes, dtype=torch.int64)
-    per_image = {name: torch.zeros(size, num_images, dtype=torch.int64)
-                 for name in ("attacked", "forward_passes", "backward_passes", *FLAGS)}
+    per_image = {
+        name: torch.zeros(size, num_images, dtype=torch.int64)
+        for name in ("attacked", "forward_passes", "backward_passes", *FLAGS)
+    }
     curve_sum = torch.zeros(size, steps + 1, dtype=torch.float64)
     for unit in units:
         indices = unit["indices"]
@@ -90,9 +92,15 @@ def reduce_ensemble(units: list[dict[str, Any]], num_images: int, num_classes: i
     curve[attacked.sum(1) == 0] = float("nan")
     miou, choice = greedy_worst_case_miou(confusion)
     return EnsembleTotals(
-        members=members, confusion=confusion, attacked=attacked, forward_passes=per_image["forward_passes"],
-        backward_passes=per_image["backward_passes"], flags={name: per_image[name].bool() for name in FLAGS},
-        curve=curve, greedy_miou=miou, greedy_choice=choice,
+        members=members,
+        confusion=confusion,
+        attacked=attacked,
+        forward_passes=per_image["forward_passes"],
+        backward_passes=per_image["backward_passes"],
+        flags={name: per_image[name].bool() for name in FLAGS},
+        curve=curve,
+        greedy_miou=miou,
+        greedy_choice=choice,
     )
 
 

@@ -36,11 +36,21 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
     described = [
         ("Model", config.get("model_name")),
         ("Defence", config.get("defense")),
-        ("Data", f"{config.get('dataset_name', 'data')}: {results.num_images} images of {'×'.join(map(str, config.get('image_size', [])))} px"),
-        ("Attacks", f"{', '.join(config.get('attacks', [])) or 'none'}; ε ∈ {{{', '.join(format_eps(e) for e in config.get('eps', []))}}}, "
-         f"{config.get('steps')} steps, α = {'2.5·ε/steps' if config.get('alpha') is None else config.get('alpha')}, "
-         f"random start: {config.get('random_start')}"
-         + (f"; reliable ensemble: {config['reliable_steps']} iterations per loss" if config.get("reliable_steps") else "")),
+        (
+            "Data",
+            f"{config.get('dataset_name', 'data')}: {results.num_images} images of {'×'.join(map(str, config.get('image_size', [])))} px",
+        ),
+        (
+            "Attacks",
+            f"{', '.join(config.get('attacks', [])) or 'none'}; ε ∈ {{{', '.join(format_eps(e) for e in config.get('eps', []))}}}, "
+            f"{config.get('steps')} steps, α = {'2.5·ε/steps' if config.get('alpha') is None else config.get('alpha')}, "
+            f"random start: {config.get('random_start')}"
+            + (
+                f"; reliable ensemble: {config['reliable_steps']} iterations per loss"
+                if config.get("reliable_steps")
+                else ""
+            ),
+        ),
         ("Rain presets", ", ".join(config.get("rain", [])) or "none"),
         ("Seed", config.get("seed")),
         ("Processes", f"{config.get('world_size', 1)} on {config.get('device', '?')}"),
@@ -68,8 +78,12 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
             "",
         ]
     lines += _masking_section(results)
-    for title, key in (("mIoU against ε", "miou_vs_eps"), ("Convergence of the reliable ensemble", "convergence"),
-                       ("Adversarial examples", "examples"), ("Rain examples", "rain_examples")):
+    for title, key in (
+        ("mIoU against ε", "miou_vs_eps"),
+        ("Convergence of the reliable ensemble", "convergence"),
+        ("Adversarial examples", "examples"),
+        ("Rain examples", "rain_examples"),
+    ):
         if key in figures:
             lines += [f"## {title}", "", f"![{title}]({figures[key]})", ""]
     if "convergence" in figures:
@@ -88,7 +102,12 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
     rain = sorted((row for row in results.rows if row.kind == "rain"), key=lambda row: row.miou)
     reliable = [row for row in results.rows if row.key == "reliable"]
     chosen = [clean, *rain[:1], *reliable[-1:], *worst[-1:]]  # clean, the hardest rain, the largest ε
-    lines += ["## Per-class IoU (%)", "", "| Class | " + " | ".join(row.label for row in chosen) + " |", "|---|" + "---:|" * len(chosen)]
+    lines += [
+        "## Per-class IoU (%)",
+        "",
+        "| Class | " + " | ".join(row.label for row in chosen) + " |",
+        "|---|" + "---:|" * len(chosen),
+    ]
     for c, name in enumerate(results.class_names):
         lines.append(f"| {name} | " + " | ".join(_pct(row.iou[c]) for row in chosen) + " |")
     lines += ["", "## Throughput", ""]
@@ -102,7 +121,15 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
         f"- {timing.get('world_size', 1)} process(es), {timing.get('threads_per_process', '?')} thread(s) each, "
         f"{timing.get('seconds', 0):.1f} s of computation in this run (resumed batches excluded)"
     )
-    lines += ["", "## Configuration", "", "```json", json.dumps(config, indent=2, sort_keys=True, default=str), "```", ""]
+    lines += [
+        "",
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps(config, indent=2, sort_keys=True, default=str),
+        "```",
+        "",
+    ]
     lines += ["## Versions", "", "| Package | Version |", "|---|---|"]
     lines += [f"| {name} | {version} |" for name, version in results.versions.items()]
     lines += ["", "Every number is in `results.json`.", ""]
@@ -125,8 +152,10 @@ def _reliable_section(results: BenchmarkResults) -> list[str]:
     for row in reliable:
         worst = [w for w in results.rows if w.kind == "worst" and w.eps is not None and abs(w.eps - row.eps) < 1e-9]
         passes = (row.ensemble or {}).get("mean_passes_per_image")
-        lines.append(f"| {format_eps(row.eps)} | {_pct(row.miou)} | {_pct(row.pixel_accuracy)} | "
-                     f"{'–' if passes is None else f'{passes:.0f}'} | {_pct(worst[0].miou) if worst else '–'} |")
+        lines.append(
+            f"| {format_eps(row.eps)} | {_pct(row.miou)} | {_pct(row.pixel_accuracy)} | "
+            f"{'–' if passes is None else f'{passes:.0f}'} | {_pct(worst[0].miou) if worst else '–'} |"
+        )
     lines += [
         "",
         f"The reliable ensemble runs APGD ({results.config.get('reliable_steps')} iterations) once per loss "
@@ -163,10 +192,15 @@ def _masking_section(results: BenchmarkResults) -> list[str]:
             "|---|---|---:|---|---|---|",
         ]
         for entry in flags:
-            cells = [f"{len(entry[flag])}" + (f" ({_image_list(entry[flag])})" if entry[flag] else "")
-                     for flag in ("loss_never_rose", "zero_gradient", "nonfinite_gradient")]
-            lines.append(f"| {format_eps(entry['eps'])} | {entry['member']} | {entry.get('images_attacked')} | "
-                         + " | ".join(cells) + " |")
+            cells = [
+                f"{len(entry[flag])}" + (f" ({_image_list(entry[flag])})" if entry[flag] else "")
+                for flag in ("loss_never_rose", "zero_gradient", "nonfinite_gradient")
+            ]
+            lines.append(
+                f"| {format_eps(entry['eps'])} | {entry['member']} | {entry.get('images_attacked')} | "
+                + " | ".join(cells)
+                + " |"
+            )
         lines.append("")
     if monotonicity:
         lines += [
@@ -179,8 +213,11 @@ def _masking_section(results: BenchmarkResults) -> list[str]:
         for entry in monotonicity.values():
             overall = ", ".join(f"{a}→{b}" for a, b in (item["eps"] for item in entry["overall"])) or "none"
             images = sorted(entry["images"], key=int)
-            lines.append(f"| {entry['name']} | {overall} | {len(images)}" + (f" ({_image_list(images)})" if images else "")
-                         + " |")
+            lines.append(
+                f"| {entry['name']} | {overall} | {len(images)}"
+                + (f" ({_image_list(images)})" if images else "")
+                + " |"
+            )
         lines.append("")
     return lines
 
@@ -209,8 +246,12 @@ def write_report(results: BenchmarkResults, out_dir: Union[str, os.PathLike]) ->
 
 def _write_figures_and_markdown(results: BenchmarkResults, out: Path, written: dict[str, Path]) -> None:
     figures: dict[str, str] = {}
-    for key, plot in (("miou_vs_eps", plot_miou_vs_eps), ("convergence", plot_convergence), ("examples", plot_examples),
-                      ("rain_examples", plot_rain_examples)):
+    for key, plot in (
+        ("miou_vs_eps", plot_miou_vs_eps),
+        ("convergence", plot_convergence),
+        ("examples", plot_examples),
+        ("rain_examples", plot_rain_examples),
+    ):
         target = out / f"{key}.png"
         path = plot(results, target)
         if path is not None:

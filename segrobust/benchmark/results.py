@@ -181,11 +181,18 @@ class BenchmarkResults:
         records = []
         for row in self.rows:
             record: dict[str, Any] = {
-                "condition": row.key, "name": row.name, "kind": row.kind, "eps": row.eps,
+                "condition": row.key,
+                "name": row.name,
+                "kind": row.kind,
+                "eps": row.eps,
                 "eps_text": None if row.eps is None else format_eps(row.eps),
-                "miou": row.miou, "pixel_accuracy": row.pixel_accuracy, "mean_class_accuracy": row.mean_class_accuracy,
-                "delta_miou": row.miou - clean, "num_pixels": row.num_pixels,
-                "seconds": row.seconds, "images_per_second": row.images_per_second,
+                "miou": row.miou,
+                "pixel_accuracy": row.pixel_accuracy,
+                "mean_class_accuracy": row.mean_class_accuracy,
+                "delta_miou": row.miou - clean,
+                "num_pixels": row.num_pixels,
+                "seconds": row.seconds,
+                "images_per_second": row.images_per_second,
             }
             record.update({f"iou_{name}": value for name, value in zip(self.class_names, row.iou)})
             records.append(_nan_to_none(record))
@@ -225,17 +232,23 @@ class BenchmarkResults:
         if not reliable:
             if not any(row.kind == "attack" for row in self.rows):
                 return ""
-            return ("No reliable evaluation in this run: the attack numbers are upper bounds on robustness from "
-                    f"short attacks ({self.config.get('steps')} steps). For the reliable evaluation run "
-                    "`segrobust benchmark --attacks reliable,all` (Python: `attacks=\"reliable,...\"`).")
+            return (
+                "No reliable evaluation in this run: the attack numbers are upper bounds on robustness from "
+                f"short attacks ({self.config.get('steps')} steps). For the reliable evaluation run "
+                '`segrobust benchmark --attacks reliable,all` (Python: `attacks="reliable,..."`).'
+            )
         lines = [f"Robustness under the reliable evaluation (APGD ensemble, {steps} iterations per loss):"]
         for row in reliable:
-            line = (f"  ε={format_eps(row.eps)}: mIoU {100 * row.miou:.1f} % (greedy worst case), "
-                    f"pixel accuracy {100 * row.pixel_accuracy:.1f} %")
+            line = (
+                f"  ε={format_eps(row.eps)}: mIoU {100 * row.miou:.1f} % (greedy worst case), "
+                f"pixel accuracy {100 * row.pixel_accuracy:.1f} %"
+            )
             short = worst.get(round(row.eps * 255, 6))
             if short is not None:
-                line += (f"; all attacks together (per-image worst case): mIoU {100 * short.miou:.1f} %, "
-                         f"pixel accuracy {100 * short.pixel_accuracy:.1f} %")
+                line += (
+                    f"; all attacks together (per-image worst case): mIoU {100 * short.miou:.1f} %, "
+                    f"pixel accuracy {100 * short.pixel_accuracy:.1f} %"
+                )
             lines.append(line)
         return "\n".join(lines)
 
@@ -264,7 +277,9 @@ class BenchmarkResults:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchmarkResults:
         if data.get("format") != RESULTS_FORMAT:
-            raise ValueError(f"not a segrobust benchmark result (format {data.get('format')!r}, expected {RESULTS_FORMAT!r})")
+            raise ValueError(
+                f"not a segrobust benchmark result (format {data.get('format')!r}, expected {RESULTS_FORMAT!r})"
+            )
         return cls(
             rows=[ConditionResult.from_dict(row) for row in data["rows"]],
             class_names=list(data["class_names"]),

@@ -138,7 +138,9 @@ class OutputFolder:
                     f"--out {self.path} is in use by another segrobust benchmark run (it holds {self.path / LOCK}); "
                     "wait for it or choose another --out"
                 ) from None
-            raise OutputFolderError(f"--out {self.path}: cannot lock {self.path / LOCK}: {_first_line(error)}") from None
+            raise OutputFolderError(
+                f"--out {self.path}: cannot lock {self.path / LOCK}: {_first_line(error)}"
+            ) from None
         self._lock = handle
 
     def unlock(self) -> None:
@@ -222,7 +224,9 @@ class UnitStore:
         """The manifest there (``None`` without ``partial/``); refuses a ``partial/`` segrobust did not write."""
         assert self.root is not None
         if self.root.is_symlink():
-            raise OutputFolderError(f"{self.root} is a symbolic link; segrobust writes partial results only into a folder it made")
+            raise OutputFolderError(
+                f"{self.root} is a symbolic link; segrobust writes partial results only into a folder it made"
+            )
         if not self.root.exists():
             return None
         if not self.root.is_dir():
@@ -246,7 +250,9 @@ class UnitStore:
         stored = self._stored_manifest()
         if stored is not None and self.resume:
             if stored != self._manifest_record():
-                differing = sorted(key for key in set(stored) | set(self.manifest) if stored.get(key) != self.manifest.get(key))
+                differing = sorted(
+                    key for key in set(stored) | set(self.manifest) if stored.get(key) != self.manifest.get(key)
+                )
                 differing = [key for key in differing if key != "unit_files"] or ["unit_files"]
                 raise ResumeMismatchError(
                     f"cannot resume: {self.root.parent} holds results made with other settings "
@@ -290,7 +296,11 @@ class UnitStore:
             unit = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # a truncated or foreign file: recompute it
             return None
-        if not isinstance(unit, dict) or unit.get("checksum") != unit_checksum(unit) or unit.get("data") != data_fingerprint:
+        if (
+            not isinstance(unit, dict)
+            or unit.get("checksum") != unit_checksum(unit)
+            or unit.get("data") != data_fingerprint
+        ):
             return None
         return unit
 

@@ -43,7 +43,9 @@ def load_rgb(path: Path) -> np.ndarray:
 
 def _single_channel(img: Any, path: Path) -> np.ndarray:
     if img.mode not in ("L", "P", "I", "I;16"):
-        raise ValueError(f"annotation {str(path)!r} has mode {img.mode!r}; expected a single-channel image of class ids")
+        raise ValueError(
+            f"annotation {str(path)!r} has mode {img.mode!r}; expected a single-channel image of class ids"
+        )
     return np.array(img)
 
 

@@ -64,8 +64,9 @@ def default_camvid_root() -> Optional[Path]:
     return Path(value).expanduser() if value else None
 
 
-def camvid_intrinsics(size: Optional[Sequence[int]] = None,
-                      horizontal_fov_deg: float = CAMVID_HORIZONTAL_FOV_DEG) -> torch.Tensor:
+def camvid_intrinsics(
+    size: Optional[Sequence[int]] = None, horizontal_fov_deg: float = CAMVID_HORIZONTAL_FOV_DEG
+) -> torch.Tensor:
     """Approximate CamVid intrinsics ``(3, 3)`` at image size ``(H, W)`` (default 360x480).
 
     A centred pinhole with square pixels and the given horizontal field of
@@ -110,9 +111,7 @@ def _read_split(root: Path, split: str) -> List[Tuple[Path, Path]]:
     listing = root / f"{split}.txt"
     if not listing.is_file():
         available = sorted(p.stem for p in root.glob("*.txt"))
-        raise FileNotFoundError(
-            f"CamVid split file {str(listing)!r} not found (splits found: {available}); {_LAYOUT}"
-        )
+        raise FileNotFoundError(f"CamVid split file {str(listing)!r} not found (splits found: {available}); {_LAYOUT}")
     pairs = []
     missing = []
     for number, line in enumerate(listing.read_text().splitlines(), start=1):
@@ -120,9 +119,7 @@ def _read_split(root: Path, split: str) -> List[Tuple[Path, Path]]:
             continue
         fields = line.split()
         if len(fields) != 2:
-            raise ValueError(
-                f"{listing}:{number}: expected '<image> <annotation>', got {line.strip()!r}; {_LAYOUT}"
-            )
+            raise ValueError(f"{listing}:{number}: expected '<image> <annotation>', got {line.strip()!r}; {_LAYOUT}")
         image, mask = (_resolve_listed(root, field) for field in fields)
         for path in (image, mask):
             if not path.is_file():
@@ -138,8 +135,10 @@ def _read_split(root: Path, split: str) -> List[Tuple[Path, Path]]:
 
 
 def _check_ignore_index(ignore_index: object) -> int:
-    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool) or (
-        0 <= ignore_index <= CAMVID_VOID_ID - 1
+    if (
+        not isinstance(ignore_index, (int, np.integer))
+        or isinstance(ignore_index, bool)
+        or (0 <= ignore_index <= CAMVID_VOID_ID - 1)
     ):
         raise ValueError(f"ignore_index must be an int outside the class ids 0..10, got {ignore_index!r}")
     return int(ignore_index)
@@ -318,4 +317,3 @@ class CamVidTriplets(Dataset):
             ),
             "name": self.frames.names[ids[1]],
         }
-

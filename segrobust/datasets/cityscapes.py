@@ -51,27 +51,84 @@ __all__ = [
 
 #: The 19 Cityscapes training classes, in train-id order.
 CITYSCAPES_CLASSES: Tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
 )
 #: The official colour of each training class.
 CITYSCAPES_COLORS: Tuple[Tuple[int, int, int], ...] = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (102, 102, 156),
+    (190, 153, 153),
+    (153, 153, 153),
+    (250, 170, 30),
+    (220, 220, 0),
+    (107, 142, 35),
+    (152, 251, 152),
+    (70, 130, 180),
+    (220, 20, 60),
+    (255, 0, 0),
+    (0, 0, 142),
+    (0, 0, 70),
+    (0, 60, 100),
+    (0, 80, 100),
+    (0, 0, 230),
+    (119, 11, 32),
 )
 #: Official label id -> training id (``None``: ignored). Ids 0..33 are all the stored ones.
 CITYSCAPES_TRAIN_IDS: Dict[int, Optional[int]] = {
-    0: None, 1: None, 2: None, 3: None, 4: None, 5: None, 6: None,  # unlabeled .. ground
-    7: 0, 8: 1,  # road, sidewalk
-    9: None, 10: None,  # parking, rail track
-    11: 2, 12: 3, 13: 4,  # building, wall, fence
-    14: None, 15: None, 16: None,  # guard rail, bridge, tunnel
+    0: None,
+    1: None,
+    2: None,
+    3: None,
+    4: None,
+    5: None,
+    6: None,  # unlabeled .. ground
+    7: 0,
+    8: 1,  # road, sidewalk
+    9: None,
+    10: None,  # parking, rail track
+    11: 2,
+    12: 3,
+    13: 4,  # building, wall, fence
+    14: None,
+    15: None,
+    16: None,  # guard rail, bridge, tunnel
     17: 5,  # pole
     18: None,  # polegroup
-    19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15,  # traffic light .. bus
-    29: None, 30: None,  # caravan, trailer
-    31: 16, 32: 17, 33: 18,  # train, motorcycle, bicycle
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,  # traffic light .. bus
+    29: None,
+    30: None,  # caravan, trailer
+    31: 16,
+    32: 17,
+    33: 18,  # train, motorcycle, bicycle
 }
 
 _LAYOUT = (
@@ -154,8 +211,9 @@ class Cityscapes(LabeledPairs):
         images_dir = check_split_folder(self.root / "leftImg8bit", split, "Cityscapes", _LAYOUT)
         images = sorted(images_dir.glob("*/*_leftImg8bit.png"))
         frames = [p.name[: -len("_leftImg8bit.png")] for p in images]
-        pairs = [(image, _label_path(self.root, split, image, frame, self.labels)) for image, frame in
-                 zip(images, frames)]
+        pairs = [
+            (image, _label_path(self.root, split, image, frame, self.labels)) for image, frame in zip(images, frames)
+        ]
         check_pairs_exist(pairs, "Cityscapes", images_dir, _LAYOUT)
         super().__init__(pairs, frames, _lookup(self.labels, ignore_index), size, ignore_index, cache, transform)
 
@@ -258,20 +316,29 @@ class RainCityscapes(LabeledPairs):
                 images.append(path)
                 self.frames.append(frame)
                 self.rain.append(params)
-        pairs = [(image, _label_path(self.root, split, image, frame, self.labels)) for image, frame in
-                 zip(images, self.frames)]
+        pairs = [
+            (image, _label_path(self.root, split, image, frame, self.labels))
+            for image, frame in zip(images, self.frames)
+        ]
         check_pairs_exist(pairs, "RainCityscapes", images_dir, _RAIN_LAYOUT)
-        super().__init__(pairs, [p.stem for p in images], _lookup(self.labels, ignore_index), size, ignore_index,
-                         cache, transform)
+        super().__init__(
+            pairs, [p.stem for p in images], _lookup(self.labels, ignore_index), size, ignore_index, cache, transform
+        )
         self.with_clean, self.with_depth = bool(with_clean), bool(with_depth)
         self._extra_store: Dict[int, Dict[str, torch.Tensor]] = {}
         cities = [image.parent.name for image in images]
-        self.clean_paths = [self.root / "leftImg8bit" / split / city / f"{frame}_leftImg8bit.png"
-                            for city, frame in zip(cities, self.frames)]
-        self.depth_paths = [rain_root / "depth_rain" / split / city / f"{frame}_depth_rain.png"
-                            for city, frame in zip(cities, self.frames)]
-        for wanted, paths, what in ((self.with_clean, self.clean_paths, "clean image"),
-                                    (self.with_depth, self.depth_paths, "rain depth map")):
+        self.clean_paths = [
+            self.root / "leftImg8bit" / split / city / f"{frame}_leftImg8bit.png"
+            for city, frame in zip(cities, self.frames)
+        ]
+        self.depth_paths = [
+            rain_root / "depth_rain" / split / city / f"{frame}_depth_rain.png"
+            for city, frame in zip(cities, self.frames)
+        ]
+        for wanted, paths, what in (
+            (self.with_clean, self.clean_paths, "clean image"),
+            (self.with_depth, self.depth_paths, "rain depth map"),
+        ):
             missing = [str(p) for p in paths if not p.is_file()] if wanted else []
             if missing:
                 raise FileNotFoundError(f"{len(missing)} RainCityscapes {what}(s) missing, e.g. {missing[0]!r}")
@@ -284,7 +351,9 @@ class RainCityscapes(LabeledPairs):
         extras = {}
         if self.with_clean:
             # Quantised like the cached rainy images, so rainy and clean frames stay comparable.
-            clean = self._checked(self.clean_paths[index], reference, "clean image", lambda p: to_image_tensor(load_rgb(p)))
+            clean = self._checked(
+                self.clean_paths[index], reference, "clean image", lambda p: to_image_tensor(load_rgb(p))
+            )
             extras["clean"] = (clean * 255.0).round() / 255.0 if self.cache else clean
         if self.with_depth:
             extras["rain_depth"] = self._checked(self.depth_paths[index], reference, "rain depth map", _load_depth)
@@ -293,8 +362,9 @@ class RainCityscapes(LabeledPairs):
             return self._extras(index)
         return extras
 
-    def _checked(self, path: Path, reference: Tuple[int, int], what: str,
-                 load: Callable[[Path], torch.Tensor]) -> torch.Tensor:
+    def _checked(
+        self, path: Path, reference: Tuple[int, int], what: str, load: Callable[[Path], torch.Tensor]
+    ) -> torch.Tensor:
         tensor = load(path)
         if tuple(tensor.shape[-2:]) != reference:
             raise ValueError(
@@ -305,8 +375,13 @@ class RainCityscapes(LabeledPairs):
     def __getitem__(self, index: int) -> dict:
         index = check_index(index, len(self))
         image, mask = self.load_pair(index)
-        item = {"image": image, "mask": mask, "name": self.names[index], "frame": self.frames[index],
-                "rain": dict(self.rain[index])}
+        item = {
+            "image": image,
+            "mask": mask,
+            "name": self.names[index],
+            "frame": self.frames[index],
+            "rain": dict(self.rain[index]),
+        }
         if self.with_clean or self.with_depth:
             item.update(self._extras(index))
         return self.transform(item) if self.transform is not None else item

@@ -71,8 +71,10 @@ def check_ignore_index(ignore_index: object, num_classes: int) -> int:
         >>> check_ignore_index(255, 19)
         255
     """
-    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool) or (
-        0 <= ignore_index < num_classes
+    if (
+        not isinstance(ignore_index, (int, np.integer))
+        or isinstance(ignore_index, bool)
+        or (0 <= ignore_index < num_classes)
     ):
         raise ValueError(
             f"ignore_index must be an int outside the class ids 0..{num_classes - 1}, got {ignore_index!r}"

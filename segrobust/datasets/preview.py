@@ -62,8 +62,10 @@ def preview_grid(
     for i in picks:
         item = dataset[i]
         image = item["image"] if "image" in item else item["frames"][item["frames"].shape[0] // 2]
-        parts = [(image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy(),
-                 colorize(item["mask"], palette, ignore_index).numpy()]
+        parts = [
+            (image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy(),
+            colorize(item["mask"], palette, ignore_index).numpy(),
+        ]
         if "depth" in item:
             parts.append(depth_to_rgb(item["depth"]))
         tiles.append(np.concatenate(parts, axis=1))
@@ -72,7 +74,7 @@ def preview_grid(
         tiles.append(blank)
     rows = len(tiles) // columns
     # Fill column by column so neighbouring items read top to bottom.
-    cols = [np.concatenate(tiles[c * rows:(c + 1) * rows], axis=0) for c in range(columns)]
+    cols = [np.concatenate(tiles[c * rows : (c + 1) * rows], axis=0) for c in range(columns)]
     gap = np.full((cols[0].shape[0], 4, 3), 255, np.uint8)
     out = cols[0]
     for col in cols[1:]:

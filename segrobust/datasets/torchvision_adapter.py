@@ -133,8 +133,9 @@ class TorchvisionSegmentation(Dataset):
     ) -> None:
         if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
             raise TypeError(f"dataset must support len() and indexing, got {type(dataset).__name__}")
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                        or num_classes < 1):
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
             raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
             raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")

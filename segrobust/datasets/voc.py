@@ -28,8 +28,27 @@ __all__ = ["VOC_CLASSES", "VOC_COLORS", "VOCSegmentation"]
 
 #: The 20 PASCAL VOC object classes after ``background``, in id order.
 VOC_CLASSES: Tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 #: The official VOC colour of each class (the palette stored in the annotation PNGs).
 VOC_COLORS: Tuple[Tuple[int, int, int], ...] = pascal_palette(len(VOC_CLASSES))

@@ -51,6 +51,7 @@ __all__ = [
     "train_pearl",
 ]
 
+
 class _PEARLTrainingView(nn.Module):
     """``f ∘ D`` returning ``{"out": logits, "derained": D(x)}``; the frozen segmenter stays in eval mode."""
 
@@ -173,16 +174,27 @@ def _item_dict(item: Any) -> dict[str, Any]:
     return dict(item) if isinstance(item, Mapping) else {"image": item[0], "mask": item[1]}
 
 
-def _pearl_loss(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any], *, lambda_rec: float,
-                lambda_seg: float, ignore_index: int) -> dict[str, torch.Tensor]:
+def _pearl_loss(
+    outputs: Mapping[str, torch.Tensor],
+    batch: Mapping[str, Any],
+    *,
+    lambda_rec: float,
+    lambda_seg: float,
+    ignore_index: int,
+) -> dict[str, torch.Tensor]:
     target = batch["target"] if "target" in batch else batch["image"]
     reconstruction = (outputs["derained"] - target.to(outputs["derained"].dtype)).abs().mean()
     segmentation = masked_cross_entropy(outputs["out"], batch["mask"], ignore_index)
-    return {"loss": lambda_rec * reconstruction + lambda_seg * segmentation,
-            "reconstruction": reconstruction.detach(), "segmentation": segmentation.detach()}
+    return {
+        "loss": lambda_rec * reconstruction + lambda_seg * segmentation,
+        "reconstruction": reconstruction.detach(),
+        "segmentation": segmentation.detach(),
+    }
 
 
-def fit_pearl(segmenter: nn.Module, derainer: nn.Module, train_data: Any, config: PEARLConfig) -> tuple[PEARL, list[dict[str, Any]]]:
+def fit_pearl(
+    segmenter: nn.Module, derainer: nn.Module, train_data: Any, config: PEARLConfig
+) -> tuple[PEARL, list[dict[str, Any]]]:
     """Train ``derainer`` in front of the frozen ``segmenter`` as ``config`` says; returns ``(PEARL, history)``.
 
     The stages of [train_pearl][segrobust.defenses.train_pearl] and of the
@@ -198,15 +210,25 @@ def fit_pearl(segmenter: nn.Module, derainer: nn.Module, train_data: Any, config
         from segrobust.attacks import NAA
 
         step_size = 2.5 * config.eps / config.steps if config.alpha is None else config.alpha
-        attack = functools.partial(NAA, eps=config.eps, alpha=step_size, steps=config.steps, ignore_index=config.ignore_index)
-        loss_fn = functools.partial(_pearl_loss, lambda_rec=config.lambda_rec, lambda_seg=config.lambda_seg,
-                                    ignore_index=config.ignore_index)
+        attack = functools.partial(
+            NAA, eps=config.eps, alpha=step_size, steps=config.steps, ignore_index=config.ignore_index
+        )
+        loss_fn = functools.partial(
+            _pearl_loss, lambda_rec=config.lambda_rec, lambda_seg=config.lambda_seg, ignore_index=config.ignore_index
+        )
         optimizer = torch.optim.Adam(derainer.parameters(), lr=config.lr or 1e-3)
         trainer = AdversarialTrainer(
-            _PEARLTrainingView(pearl), optimizer, data,
-            **trainer_options(config, attack=attack, scheduler=scheduler_for(config.scheduler), loss_fn=loss_fn,
-                              input_transform=rain_transform(config.rain, config.rain_reference_height, train_data),
-                              batch_size=config.batch_size),
+            _PEARLTrainingView(pearl),
+            optimizer,
+            data,
+            **trainer_options(
+                config,
+                attack=attack,
+                scheduler=scheduler_for(config.scheduler),
+                loss_fn=loss_fn,
+                input_transform=rain_transform(config.rain, config.rain_reference_height, train_data),
+                batch_size=config.batch_size,
+            ),
         )
         history = trainer.fit()
     finally:
@@ -218,14 +240,21 @@ def fit_pearl(segmenter: nn.Module, derainer: nn.Module, train_data: Any, config
 def _pearl_training_data(segmenter: nn.Module, train_data: Any, config: PEARLConfig) -> Any:
     """``train_data`` with AMA targets attached (``config.ama``) and ``config.transform`` applied per item."""
     data = train_data
-    map_style = not isinstance(train_data, DataLoader) and hasattr(train_data, "__getitem__") and hasattr(train_data, "__len__")
+    map_style = (
+        not isinstance(train_data, DataLoader) and hasattr(train_data, "__getitem__") and hasattr(train_data, "__len__")
+    )
     if config.ama:
         if not map_style:
             raise TypeError("PEARL with ama=True needs a map-style dataset (indexable, with len) to cache AMA targets")
         targets = compute_ama_targets(
-            segmenter, train_data, eps=config.ama_eps if config.ama_eps is not None else config.eps,
-            steps=config.ama_steps, batch_size=config.batch_size, ignore_index=config.ignore_index,
-            cache_dir=ama_cache_dir(config), device=config.device,
+            segmenter,
+            train_data,
+            eps=config.ama_eps if config.ama_eps is not None else config.eps,
+            steps=config.ama_steps,
+            batch_size=config.batch_size,
+            ignore_index=config.ignore_index,
+            cache_dir=ama_cache_dir(config),
+            device=config.device,
         )
         data = AMATargetDataset(train_data, targets)
     if config.transform is not None:
@@ -298,10 +327,26 @@ def train_pearl(
     if ama and isinstance(train_data, DataLoader):
         train_data = train_data.dataset
     config = legacy_config(
-        PEARLConfig, kwargs, derainer=derainer, ama=ama, rain=rain, rain_reference_height=rain_reference_height,
-        eps=eps, alpha=alpha, steps=steps, ama_eps=ama_eps, ama_steps=ama_steps, lambda_rec=lambda_rec,
-        lambda_seg=lambda_seg, epochs=epochs, lr=lr, num_classes=num_classes, ignore_index=ignore_index,
-        cache_dir=cache_dir, transform=transform, scheduler=scheduler,
+        PEARLConfig,
+        kwargs,
+        derainer=derainer,
+        ama=ama,
+        rain=rain,
+        rain_reference_height=rain_reference_height,
+        eps=eps,
+        alpha=alpha,
+        steps=steps,
+        ama_eps=ama_eps,
+        ama_steps=ama_steps,
+        lambda_rec=lambda_rec,
+        lambda_seg=lambda_seg,
+        epochs=epochs,
+        lr=lr,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        cache_dir=cache_dir,
+        transform=transform,
+        scheduler=scheduler,
         **({} if "batch_size" in kwargs else {"batch_size": batch_size}),
     )
     return fit_pearl(segmenter, derainer, train_data, config)
@@ -310,16 +355,21 @@ def train_pearl(
 PEARL_CHECKPOINT_FORMAT = "segrobust.pearl.v1"
 
 
-def save_pearl_defense(derainer: nn.Module, path: Union[str, os.PathLike], name: str = "prenet",
-                       **derainer_kwargs: Any) -> Path:
+def save_pearl_defense(
+    derainer: nn.Module, path: Union[str, os.PathLike], name: str = "prenet", **derainer_kwargs: Any
+) -> Path:
     """Write a derainer checkpoint that ``segrobust benchmark --defense pearl:PATH`` loads.
 
     Examples:
         >>> save_pearl_defense(pearl.derainer, "runs/pearl/defense.pt")  # doctest: +SKIP
     """
     path = Path(path)
-    payload = {"format": PEARL_CHECKPOINT_FORMAT, "derainer": name, "derainer_kwargs": dict(derainer_kwargs),
-               "state_dict": derainer.state_dict()}
+    payload = {
+        "format": PEARL_CHECKPOINT_FORMAT,
+        "derainer": name,
+        "derainer_kwargs": dict(derainer_kwargs),
+        "state_dict": derainer.state_dict(),
+    }
     return atomic_torch_save(payload, path)
 
 
@@ -339,6 +389,8 @@ def load_pearl_defense(model: nn.Module, path: Union[str, os.PathLike], **_: Any
         derainer = build_derainer(payload["derainer"], **payload.get("derainer_kwargs", {}))
         derainer.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise ModelLoadError(f"PEARL defence checkpoint {path} does not fit its derainer: {' '.join(str(error).split())[:300]}") from None
+        raise ModelLoadError(
+            f"PEARL defence checkpoint {path} does not fit its derainer: {' '.join(str(error).split())[:300]}"
+        ) from None
     device = next(model.parameters()).device
     return PEARL(model, derainer.to(device)).eval()

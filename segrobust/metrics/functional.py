@@ -127,9 +127,7 @@ def mean_class_accuracy(cm: torch.Tensor) -> float:
     return float((cm.diagonal()[present] / support[present]).mean())
 
 
-def per_image_pixel_accuracy(
-    pred: torch.Tensor, target: torch.Tensor, ignore_index: int = 255
-) -> torch.Tensor:
+def per_image_pixel_accuracy(pred: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
     """Pixel accuracy of each image over its valid pixels, shape ``(N,)``.
 
     An image with no valid pixel scores 1 (there is nothing to get wrong), so

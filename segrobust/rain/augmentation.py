@@ -102,9 +102,7 @@ class RandomRainStreaks(IntensityAugmentationBase2D):
             "num_layers": num_layers,
             "angle_spread": angle_spread,
         }
-        self.ranges: Dict[str, Any] = resolve_rain_ranges(
-            {k: v for k, v in given.items() if v is not None}
-        )
+        self.ranges: Dict[str, Any] = resolve_rain_ranges({k: v for k, v in given.items() if v is not None})
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
         edge_softness = check_edge_softness(edge_softness)
@@ -127,9 +125,7 @@ class RandomRainStreaks(IntensityAugmentationBase2D):
             3
         """
         if name not in RAIN_PRESETS:
-            raise ValueError(
-                f"unknown rain preset {name!r}; expected one of {sorted(RAIN_PRESETS)}"
-            )
+            raise ValueError(f"unknown rain preset {name!r}; expected one of {sorted(RAIN_PRESETS)}")
         return cls(**{**RAIN_PRESETS[name], **kwargs})
 
     def __repr__(self) -> str:
@@ -142,9 +138,7 @@ class RandomRainStreaks(IntensityAugmentationBase2D):
 
     def generate_parameters(self, batch_shape: tuple[int, ...]) -> Dict[str, torch.Tensor]:
         batch, _, height, width = batch_shape
-        dtype = (
-            self.dtype if self.dtype is not None and self.dtype.is_floating_point else torch.float32
-        )
+        dtype = self.dtype if self.dtype is not None and self.dtype.is_floating_point else torch.float32
         return sample_rain_params(
             batch,
             (height, width),

@@ -77,9 +77,7 @@ def _per_image(name: str, value: torch.Tensor, batch: int) -> torch.Tensor:
     """A scalar parameter as shape ``(N,)``; accepts ``()``, ``(1,)`` and ``(N,)``."""
     if value.dim() == 0 or (value.dim() == 1 and value.shape[0] in (1, batch)):
         return value.reshape(-1).expand(batch)
-    raise ValueError(
-        f"params[{name!r}] must have shape (), (1,) or ({batch},), got {tuple(value.shape)}"
-    )
+    raise ValueError(f"params[{name!r}] must have shape (), (1,) or ({batch},), got {tuple(value.shape)}")
 
 
 def _per_layer(name: str, value: torch.Tensor, batch: int, layers: int) -> torch.Tensor:
@@ -124,9 +122,7 @@ def broadcast_rain_params(
         (torch.Size([1]), torch.Size([1, 3]))
     """
     if not isinstance(params, Mapping):
-        raise TypeError(
-            f"params must be a mapping of rain parameter tensors, got {type(params).__name__}"
-        )
+        raise TypeError(f"params must be a mapping of rain parameter tensors, got {type(params).__name__}")
     missing = [key for key in RAIN_PARAM_KEYS if key not in params]
     if missing:
         raise ValueError(
@@ -138,16 +134,9 @@ def broadcast_rain_params(
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"params[{key!r}] must be a torch.Tensor, got {type(value).__name__}")
         if not value.dtype.is_floating_point:
-            raise TypeError(
-                f"params[{key!r}] must be a floating point tensor, got dtype {value.dtype}"
-            )
+            raise TypeError(f"params[{key!r}] must be a floating point tensor, got dtype {value.dtype}")
     noise = params["noise"]
-    if (
-        noise.dim() != 4
-        or noise.shape[0] != batch
-        or tuple(noise.shape[2:]) != tuple(size)
-        or noise.shape[1] < 1
-    ):
+    if noise.dim() != 4 or noise.shape[0] != batch or tuple(noise.shape[2:]) != tuple(size) or noise.shape[1] < 1:
         raise ValueError(
             f"params['noise'] must have shape ({batch}, L, {size[0]}, {size[1]}) "
             f"(one uniform field per image and streak layer, L >= 1), got {tuple(noise.shape)}"
@@ -271,17 +260,13 @@ def ground_plane_depth(
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive int, got {width!r}")
     if not 0.0 <= horizon < 1.0:
-        raise ValueError(
-            f"horizon must be a fraction of the image height in [0, 1), got {horizon!r}"
-        )
+        raise ValueError(f"horizon must be a fraction of the image height in [0, 1), got {horizon!r}")
     if not bottom_depth > 0:
         raise ValueError(f"bottom_depth must be > 0, got {bottom_depth!r}")
     if not max_depth >= bottom_depth:
         raise ValueError(f"max_depth must be >= bottom_depth ({bottom_depth}), got {max_depth!r}")
     if not horizon_softness >= 0:
-        raise ValueError(
-            f"horizon_softness must be >= 0 (a fraction of the height), got {horizon_softness!r}"
-        )
+        raise ValueError(f"horizon_softness must be >= 0 (a fraction of the height), got {horizon_softness!r}")
     if side_depth is not None and not side_depth > 0:
         raise ValueError(f"side_depth must be > 0 or None, got {side_depth!r}")
     dtype = dtype or torch.get_default_dtype()
@@ -298,9 +283,7 @@ def ground_plane_depth(
         depth = (bottom_depth * bottom_distance / distance(below_horizon)).clamp_max(max_depth)
     else:
         depth = bottom_depth * bottom / below_horizon.clamp_min(1e-12)
-        depth = torch.where(below_horizon > 0, depth, torch.full_like(depth, max_depth)).clamp_max(
-            max_depth
-        )
+        depth = torch.where(below_horizon > 0, depth, torch.full_like(depth, max_depth)).clamp_max(max_depth)
     depth = depth.view(1, 1, height, 1).expand(1, 1, height, width)
     if side_depth is not None:
         # A wall at lateral distance D is seen at column offset u (from the centre) at depth ∝ D / |u|.
@@ -368,9 +351,7 @@ def _kernel_extent(length: torch.Tensor, width: torch.Tensor, edge_softness: flo
     # beyond the bounds grow it.
     longest = max(RAIN_PARAM_BOUNDS["length"][1], float(length.detach().max()))
     widest = max(RAIN_PARAM_BOUNDS["width"][1], float(width.detach().max()))
-    return math.ceil(
-        longest / 2 + _TAIL_SOFTNESS_UNITS * edge_softness + _TAIL_WIDTH_UNITS * widest
-    )
+    return math.ceil(longest / 2 + _TAIL_SOFTNESS_UNITS * edge_softness + _TAIL_WIDTH_UNITS * widest)
 
 
 def streak_layer(
@@ -428,9 +409,7 @@ def streak_layer(
     ).view(batch, layers, kh, kw)
     # rfft2(s=...) zero-pads the kernels at their end, which delays the result by the kernel centre;
     # one roll of the layer-summed result (N channels, not N·L) undoes it.
-    spectrum = (torch.fft.rfft2(drops) * torch.fft.rfft2(kernels, s=(height, width_px))).sum(
-        dim=1, keepdim=True
-    )
+    spectrum = (torch.fft.rfft2(drops) * torch.fft.rfft2(kernels, s=(height, width_px))).sum(dim=1, keepdim=True)
     blur = torch.fft.irfft2(spectrum, s=(height, width_px)).to(dtype)
     blur = torch.roll(blur, shifts=(-(kh // 2), -(kw // 2)), dims=(-2, -1))
     return -torch.expm1(-intensity.view(batch, 1, 1, 1) * blur)
@@ -535,9 +514,7 @@ def check_depth_prior(depth_prior: Optional[Mapping[str, Any]]) -> Dict[str, Any
         )
     unknown = sorted(set(depth_prior) - set(_PRIOR_KEYS))
     if unknown:
-        raise ValueError(
-            f"depth_prior has unknown keys {unknown}; expected some of {list(_PRIOR_KEYS)}"
-        )
+        raise ValueError(f"depth_prior has unknown keys {unknown}; expected some of {list(_PRIOR_KEYS)}")
     return dict(depth_prior)
 
 
@@ -555,17 +532,10 @@ def check_edge_softness(edge_softness: object) -> float:
 
 def _check_depth(depth: torch.Tensor, batch: int, size: Tuple[int, int]) -> None:
     if not isinstance(depth, torch.Tensor):
-        raise TypeError(
-            f"depth must be a torch.Tensor (N, 1, H, W) or None, got {type(depth).__name__}"
-        )
+        raise TypeError(f"depth must be a torch.Tensor (N, 1, H, W) or None, got {type(depth).__name__}")
     if not depth.dtype.is_floating_point:
         raise TypeError(f"depth must be a floating point tensor, got dtype {depth.dtype}")
-    if (
-        depth.dim() != 4
-        or depth.shape[0] not in (1, batch)
-        or depth.shape[1] != 1
-        or tuple(depth.shape[2:]) != size
-    ):
+    if depth.dim() != 4 or depth.shape[0] not in (1, batch) or depth.shape[1] != 1 or tuple(depth.shape[2:]) != size:
         raise ValueError(
             f"depth must have shape ({batch}, 1, {size[0]}, {size[1]}) or (1, 1, {size[0]}, {size[1]}), "
             f"got {tuple(depth.shape)}"
@@ -595,9 +565,7 @@ def resolve_rain_ranges(ranges: Union[str, Mapping[str, object], None] = None) -
         ranges = "medium"
     if isinstance(ranges, str):
         if ranges not in RAIN_PRESETS:
-            raise ValueError(
-                f"unknown rain preset {ranges!r}; expected one of {sorted(RAIN_PRESETS)}"
-            )
+            raise ValueError(f"unknown rain preset {ranges!r}; expected one of {sorted(RAIN_PRESETS)}")
         ranges = RAIN_PRESETS[ranges]
     if not isinstance(ranges, Mapping):
         raise TypeError(f"ranges must be a preset name or a mapping, got {type(ranges).__name__}")
@@ -689,26 +657,18 @@ def sample_rain_params(
 
     def uniform(key: str, *shape: int) -> torch.Tensor:
         low, high = resolved[key]  # type: ignore[misc]
-        return low + (high - low) * torch.rand(
-            draws, *shape, generator=generator, device=device, dtype=dtype
-        )
+        return low + (high - low) * torch.rand(draws, *shape, generator=generator, device=device, dtype=dtype)
 
     params: RainParams = {key: uniform(key) for key in ("intensity", "density", "width")}
     spread = float(resolved["angle_spread"])  # type: ignore[arg-type]
-    offsets = spread * (
-        2 * torch.rand(draws, layers, generator=generator, device=device, dtype=dtype) - 1
-    )
+    offsets = spread * (2 * torch.rand(draws, layers, generator=generator, device=device, dtype=dtype) - 1)
     params["angle"] = uniform("angle").unsqueeze(1) + offsets
     params["length"] = uniform("length", layers)
     for key in ("fog_density", "attenuation", "atmospheric_light"):
         params[key] = uniform(key)
-    params["noise"] = torch.rand(
-        draws, layers, height, width, generator=generator, device=device, dtype=dtype
-    )
+    params["noise"] = torch.rand(draws, layers, height, width, generator=generator, device=device, dtype=dtype)
     if draws != batch_size:
-        params = {
-            key: value.expand(batch_size, *value.shape[1:]).clone() for key, value in params.items()
-        }
+        params = {key: value.expand(batch_size, *value.shape[1:]).clone() for key, value in params.items()}
     return params
 
 
@@ -760,17 +720,13 @@ def rain_params_for_optimization(
     keys = CONTINUOUS_RAIN_PARAMS if keys is None else keys
     unknown = sorted(set(keys) - set(RAIN_PARAM_KEYS))
     if unknown:
-        raise ValueError(
-            f"keys {unknown} are not rain parameters; expected some of {list(RAIN_PARAM_KEYS)}"
-        )
+        raise ValueError(f"keys {unknown} are not rain parameters; expected some of {list(RAIN_PARAM_KEYS)}")
     leaves: RainParams = {}
     for key, value in params.items():
         copy = value.detach().clone()
         if key in keys:
             if not copy.dtype.is_floating_point:
-                raise TypeError(
-                    f"params[{key!r}] must be floating point to require grad, got {copy.dtype}"
-                )
+                raise TypeError(f"params[{key!r}] must be floating point to require grad, got {copy.dtype}")
             copy.requires_grad_(True)
         leaves[key] = copy
     return leaves

@@ -86,7 +86,13 @@ def restore_rng(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     np_state = state["numpy"]
     np.random.set_state(  # noqa: NPY002
-        ("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"])
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
     )
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
@@ -165,7 +171,11 @@ def restore_trainer(trainer: AdversarialTrainer, state: Mapping[str, Any]) -> No
         trainer.scheduler.load_state_dict(state["scheduler"])
     if state["scaler"]:
         trainer.scaler.load_state_dict(state["scaler"])
-    trainer.epoch, trainer.step_in_epoch, trainer.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+    trainer.epoch, trainer.step_in_epoch, trainer.global_step = (
+        state["epoch"],
+        state["step_in_epoch"],
+        state["global_step"],
+    )
     trainer.num_classes = trainer.num_classes or state["num_classes"]
     trainer.history = [dict(record) for record in state["history"]]
     if trainer.step_in_epoch > 0:

@@ -18,8 +18,6 @@ from segrobust.utils import segmentation_logits
 __all__ = ["as_batch", "masked_cross_entropy", "segmentation_loss", "split_batch_output"]
 
 
-
-
 def segmentation_loss(outputs: Any, batch: Mapping[str, Any], ignore_index: int = 255) -> torch.Tensor:
     """The trainer's default loss: [`masked_cross_entropy`][segrobust.losses.masked_cross_entropy] of the model's logits against ``batch["mask"]``.
 
@@ -51,7 +49,9 @@ def as_batch(raw: Any, device: Union[torch.device, str, None] = None) -> dict[st
     if isinstance(raw, Mapping):
         missing = [key for key in ("image", "mask") if key not in raw]
         if missing:
-            raise ValueError(f"batch dict must have keys 'image' and 'mask', missing {missing} (keys: {sorted(map(str, raw))})")
+            raise ValueError(
+                f"batch dict must have keys 'image' and 'mask', missing {missing} (keys: {sorted(map(str, raw))})"
+            )
         batch = dict(raw)
     elif isinstance(raw, (tuple, list)) and len(raw) >= 2:
         batch = {"image": raw[0], "mask": raw[1]}
@@ -68,7 +68,9 @@ def as_batch(raw: Any, device: Union[torch.device, str, None] = None) -> dict[st
         raise TypeError(f"batch mask must be an integer tensor (N, H, W), got {desc}")
     expected = (image.shape[0], *image.shape[2:])
     if tuple(mask.shape) != expected:
-        raise ValueError(f"batch mask shape {tuple(mask.shape)} does not match image {tuple(image.shape)}: expected {expected}")
+        raise ValueError(
+            f"batch mask shape {tuple(mask.shape)} does not match image {tuple(image.shape)}: expected {expected}"
+        )
     if device is not None:
         batch = {
             key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value

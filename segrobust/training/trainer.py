@@ -132,7 +132,9 @@ def evaluate(
     if reduce and num_classes is None and _dist.get_world_size() > 1:
         raise ValueError("pass num_classes when evaluating under torch.distributed (every rank needs the matrix shape)")
     device = torch.device(device) if device is not None else _model_device(model)
-    matrix: Optional[ConfusionMatrix] = None if num_classes is None else ConfusionMatrix(num_classes, ignore_index, device)
+    matrix: Optional[ConfusionMatrix] = (
+        None if num_classes is None else ConfusionMatrix(num_classes, ignore_index, device)
+    )
     with model_mode_preserved(model):
         model.eval()
         for raw in loader:
@@ -190,9 +192,23 @@ def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> Opti
 
 
 def _check_arguments(
-    *, model: Any, optimizer: Any, attack: Any, loss_fn: Any, eval_fn: Any, input_transform: Any, logger: Any,
-    scheduler: Any, scheduler_interval: Any, grad_clip: Any, clean_loss_weight: Any, seed: Any, num_classes: Any,
-    checkpoint_dir: Any, checkpoint_every: Any, resume: Any,
+    *,
+    model: Any,
+    optimizer: Any,
+    attack: Any,
+    loss_fn: Any,
+    eval_fn: Any,
+    input_transform: Any,
+    logger: Any,
+    scheduler: Any,
+    scheduler_interval: Any,
+    grad_clip: Any,
+    clean_loss_weight: Any,
+    seed: Any,
+    num_classes: Any,
+    checkpoint_dir: Any,
+    checkpoint_every: Any,
+    resume: Any,
 ) -> None:
     """The trainer's argument checks that need no state: a clear ``TypeError``/``ValueError`` naming the argument."""
     if not isinstance(model, nn.Module):
@@ -200,17 +216,30 @@ def _check_arguments(
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     if attack is not None and not callable(attack):
-        raise TypeError(f"attack must be None, a callable attack(images, masks) or a factory(model), got {type(attack).__name__}")
-    for name, fn in (("loss_fn", loss_fn), ("eval_fn", eval_fn), ("input_transform", input_transform), ("logger", logger)):
+        raise TypeError(
+            f"attack must be None, a callable attack(images, masks) or a factory(model), got {type(attack).__name__}"
+        )
+    for name, fn in (
+        ("loss_fn", loss_fn),
+        ("eval_fn", eval_fn),
+        ("input_transform", input_transform),
+        ("logger", logger),
+    ):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
     if scheduler_interval not in ("step", "epoch"):
         raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
     if isinstance(scheduler, ReduceLROnPlateau):
         raise TypeError("ReduceLROnPlateau needs a metric: step it from a Callback.on_epoch_end instead")
-    if grad_clip is not None and (isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or grad_clip <= 0):
+    if grad_clip is not None and (
+        isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or grad_clip <= 0
+    ):
         raise ValueError(f"grad_clip must be a positive number or None, got {grad_clip!r}")
-    if isinstance(clean_loss_weight, bool) or not isinstance(clean_loss_weight, (int, float)) or not clean_loss_weight >= 0:
+    if (
+        isinstance(clean_loss_weight, bool)
+        or not isinstance(clean_loss_weight, (int, float))
+        or not clean_loss_weight >= 0
+    ):
         raise ValueError(f"clean_loss_weight must be a number >= 0, got {clean_loss_weight!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
@@ -382,10 +411,22 @@ class AdversarialTrainer:
         ddp_kwargs: Optional[Mapping[str, Any]] = None,
     ):
         _check_arguments(
-            model=model, optimizer=optimizer, attack=attack, loss_fn=loss_fn, eval_fn=eval_fn,
-            input_transform=input_transform, logger=logger, scheduler=scheduler, scheduler_interval=scheduler_interval,
-            grad_clip=grad_clip, clean_loss_weight=clean_loss_weight, seed=seed, num_classes=num_classes,
-            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
+            model=model,
+            optimizer=optimizer,
+            attack=attack,
+            loss_fn=loss_fn,
+            eval_fn=eval_fn,
+            input_transform=input_transform,
+            logger=logger,
+            scheduler=scheduler,
+            scheduler_interval=scheduler_interval,
+            grad_clip=grad_clip,
+            clean_loss_weight=clean_loss_weight,
+            seed=seed,
+            num_classes=num_classes,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
         )
         self.adv_fraction = _check_fraction(adv_fraction, "adv_fraction")
         self.clean_loss_weight = float(clean_loss_weight)
@@ -452,7 +493,10 @@ class AdversarialTrainer:
         """Autocast on CUDA only (a warning elsewhere); a loss scaler for float16."""
         self.amp = bool(amp) and self.device.type == "cuda"
         if amp and not self.amp:
-            warnings.warn(f"amp=True is ignored on {self.device}: autocast and GradScaler run on CUDA only; training in float32", stacklevel=3)
+            warnings.warn(
+                f"amp=True is ignored on {self.device}: autocast and GradScaler run on CUDA only; training in float32",
+                stacklevel=3,
+            )
         self.amp_dtype = amp_dtype
         use_scaler = self.amp and amp_dtype == torch.float16
         if hasattr(torch.amp, "GradScaler"):
@@ -484,7 +528,9 @@ class AdversarialTrainer:
         if scheduler is None or isinstance(scheduler, LRScheduler):
             return scheduler
         if not callable(scheduler):
-            raise TypeError(f"scheduler must be an LRScheduler, a factory(optimizer, total_steps) or None, got {type(scheduler).__name__}")
+            raise TypeError(
+                f"scheduler must be an LRScheduler, a factory(optimizer, total_steps) or None, got {type(scheduler).__name__}"
+            )
         if self.scheduler_interval == "step" and self.steps_per_epoch is None:
             raise ValueError("a scheduler factory with scheduler_interval='step' needs a train_loader with a length")
         total = self.epochs * (self.steps_per_epoch if self.scheduler_interval == "step" else 1)
@@ -539,8 +585,10 @@ class AdversarialTrainer:
             # workers' random streams where the killed run left them.
             for seen in range(self.step_in_epoch):
                 if next(batches, _END) is _END:
-                    raise ValueError(f"resume: the train loader ran out after {seen} batches, but the checkpoint was "
-                                     f"written after {self.step_in_epoch} batches of epoch {epoch}; is it the same data?")
+                    raise ValueError(
+                        f"resume: the train loader ran out after {seen} batches, but the checkpoint was "
+                        f"written after {self.step_in_epoch} batches of epoch {epoch}; is it the same data?"
+                    )
             self._acc = dict(self._pending_rank_state["acc"])
             checkpoint.restore_rng(self._pending_rank_state["rng"], self.device)
             self._pending_rank_state = None
@@ -552,7 +600,9 @@ class AdversarialTrainer:
             info.update(epoch=epoch, step=self.step_in_epoch, global_step=self.global_step)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{self._acc['loss_sum'] / max(self._acc['count'], 1):.4f}", miou=f"{self._running_miou():.3f}")
+                bar.set_postfix(
+                    loss=f"{self._acc['loss_sum'] / max(self._acc['count'], 1):.4f}", miou=f"{self._running_miou():.3f}"
+                )
             last_of_epoch = self.step_in_epoch == self.steps_per_epoch
             if self.checkpoint_every and self.global_step % self.checkpoint_every == 0 and not last_of_epoch:
                 self._acc["time"] += time.perf_counter() - started
@@ -586,8 +636,10 @@ class AdversarialTrainer:
             with torch.no_grad():  # a data augmentation: nothing to learn through it
                 inputs = self.input_transform(images)
         if not isinstance(inputs, torch.Tensor) or inputs.shape != images.shape:
-            raise ValueError(f"input_transform must return a tensor shaped like its input {tuple(images.shape)}, got "
-                             f"{tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__}")
+            raise ValueError(
+                f"input_transform must return a tensor shaped like its input {tuple(images.shape)}, got "
+                f"{tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__}"
+            )
         n = inputs.shape[0]
         n_adv = math.floor(self.adv_fraction * n + 0.5) if self.attack is not None else 0
         train_inputs = inputs
@@ -642,7 +694,9 @@ class AdversarialTrainer:
         if not self._checked_attack:
             if not isinstance(adv, torch.Tensor) or adv.shape != images.shape:
                 got = tuple(adv.shape) if isinstance(adv, torch.Tensor) else type(adv).__name__
-                raise ValueError(f"attack(images, masks) must return adversarial images shaped {tuple(images.shape)}, got {got}")
+                raise ValueError(
+                    f"attack(images, masks) must return adversarial images shaped {tuple(images.shape)}, got {got}"
+                )
             self._checked_attack = True
         return adv.detach().to(images.dtype)
 
@@ -681,7 +735,9 @@ class AdversarialTrainer:
     def _epoch_record(self, epoch: int) -> dict[str, Any]:
         acc = self._acc
         keys = sorted(acc["terms"])
-        sums = torch.tensor([acc["loss_sum"], acc["count"], *(acc["terms"][k] for k in keys)], dtype=torch.float64, device=self.device)
+        sums = torch.tensor(
+            [acc["loss_sum"], acc["count"], *(acc["terms"][k] for k in keys)], dtype=torch.float64, device=self.device
+        )
         sums = _dist.all_reduce_sum(sums).tolist()
         count = max(sums[1], 1.0)
         record: dict[str, Any] = {"epoch": epoch, "global_step": self.global_step, "loss": sums[0] / count}
@@ -702,14 +758,22 @@ class AdversarialTrainer:
             raise ValueError("no eval_loader was given")
         if self.eval_fn is not None:
             return dict(self.eval_fn(self.module, self.eval_loader))
-        return evaluate(self.module, self.eval_loader, num_classes=self.num_classes, ignore_index=self.ignore_index, device=self.device)
+        return evaluate(
+            self.module,
+            self.eval_loader,
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
+            device=self.device,
+        )
 
     def _progress_bar(self, epoch: int) -> Any:
         if not (self.progress and self.is_main):
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False)
+        return tqdm(
+            total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False
+        )
 
     def _call(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -724,7 +788,10 @@ class AdversarialTrainer:
         return checkpoint.trainer_state(self)
 
     def save_checkpoint(self, path: Union[str, os.PathLike, None] = None) -> Optional[Path]:
-        """Write [`state_dict`][segrobust.training.AdversarialTrainer.state_dict] atomically (rank 0 only; call it on every rank). Returns the path on rank 0."""
+        """Write [`state_dict`][segrobust.training.AdversarialTrainer.state_dict] atomically; returns the path on rank 0.
+
+        Only rank 0 writes, but every rank must call it.
+        """
         path = Path(path) if path is not None else self.checkpoint_path
         if path is None:
             raise ValueError("no checkpoint path: give checkpoint_dir to the trainer or a path here")

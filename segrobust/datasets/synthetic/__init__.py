@@ -3,7 +3,8 @@
 * [scene][segrobust.datasets.synthetic.scene]: street worlds (geometry, materials, lighting, camera) drawn from a seed;
 * [render][segrobust.datasets.synthetic.render]: the vectorised ray caster (labels, metric depth, image);
 * [shading][segrobust.datasets.synthetic.shading]: world-space textures, sun and sky light;
-* [datasets][segrobust.datasets.synthetic.datasets]: [SyntheticStreets][segrobust.datasets.SyntheticStreets], [SyntheticStreetVideo][segrobust.datasets.SyntheticStreetVideo],
+* [datasets][segrobust.datasets.synthetic.datasets]: [SyntheticStreets][segrobust.datasets.SyntheticStreets],
+  [SyntheticStreetVideo][segrobust.datasets.SyntheticStreetVideo],
   [SyntheticStreetTriplets][segrobust.datasets.SyntheticStreetTriplets].
 """
 

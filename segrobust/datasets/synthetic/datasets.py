@@ -171,8 +171,9 @@ class SyntheticStreets(Dataset):
     def _render(self, index: int) -> dict:
         scene = self.scene(index)
         noise_seed = (self.seed * 1_000_003 + index * 7 + self._split_id) if self.noise else None
-        out = render_street(scene, scene.camera_to_world(), self.K, self.size, max_depth=self.max_depth,
-                            noise_seed=noise_seed)
+        out = render_street(
+            scene, scene.camera_to_world(), self.K, self.size, max_depth=self.max_depth, noise_seed=noise_seed
+        )
         out["K"] = self.K.clone()
         out["name"] = f"synthetic_{self.split}_{self.seed}_{index:05d}"
         return out
@@ -192,8 +193,14 @@ def _render_poses(data: Any, scene: StreetScene, poses: Sequence[torch.Tensor], 
 
 
 def _init_render_settings(
-    dataset: Any, size: Sequence[int], seed: int, split: str, horizontal_fov_deg: float, max_depth: float,
-    noise: bool, cache: bool,
+    dataset: Any,
+    size: Sequence[int],
+    seed: int,
+    split: str,
+    horizontal_fov_deg: float,
+    max_depth: float,
+    noise: bool,
+    cache: bool,
 ) -> None:
     """Check and store the rendering settings shared by every synthetic street data set."""
     dataset.size = check_size(size)
@@ -207,8 +214,16 @@ def _init_render_settings(
 
 
 def _init_video_settings(
-    dataset: Any, size: Sequence[int], seed: int, speed: SpeedArg, frame_interval: float, split: str,
-    horizontal_fov_deg: float, max_depth: float, noise: bool, cache: bool,
+    dataset: Any,
+    size: Sequence[int],
+    seed: int,
+    speed: SpeedArg,
+    frame_interval: float,
+    split: str,
+    horizontal_fov_deg: float,
+    max_depth: float,
+    noise: bool,
+    cache: bool,
 ) -> None:
     """Check and store the settings shared by the synthetic video data sets."""
     _init_render_settings(dataset, size, seed, split, horizontal_fov_deg, max_depth, noise, cache)
@@ -272,7 +287,9 @@ class SyntheticStreetVideo(Dataset):
     ) -> None:
         self.num_sequences = _check_count(num_sequences, "num_sequences", 0)
         self.length = _check_count(length, "length", 1)
-        _init_video_settings(self, size, seed, speed, frame_interval, split, horizontal_fov_deg, max_depth, noise, cache)
+        _init_video_settings(
+            self, size, seed, speed, frame_interval, split, horizontal_fov_deg, max_depth, noise, cache
+        )
 
     def __len__(self) -> int:
         return self.num_sequences
@@ -363,7 +380,9 @@ class SyntheticStreetTriplets(Dataset):
         cache: bool = True,
     ) -> None:
         self.n = _check_count(n, "n", 0)
-        _init_video_settings(self, size, seed, speed, frame_interval, split, horizontal_fov_deg, max_depth, noise, cache)
+        _init_video_settings(
+            self, size, seed, speed, frame_interval, split, horizontal_fov_deg, max_depth, noise, cache
+        )
 
     def __len__(self) -> int:
         return self.n

@@ -44,8 +44,16 @@ _NEAR = 1e-3
 # --------------------------------------------------------------------------- intersection
 
 
-def _project_rects(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, rot_wc: np.ndarray, K: np.ndarray,
-                   height: int, width: int, far: float) -> Tuple[np.ndarray, np.ndarray]:
+def _project_rects(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    origin: np.ndarray,
+    rot_wc: np.ndarray,
+    K: np.ndarray,
+    height: int,
+    width: int,
+    far: float,
+) -> Tuple[np.ndarray, np.ndarray]:
     """Screen rectangles ``(M, 4)`` = row0, row1, col0, col1 of the visible primitives, and their ids."""
     if len(lo) == 0:
         return np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
@@ -75,9 +83,7 @@ def _project_rects(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, rot_wc: n
     any_front = usable.any(1)
     near_dist = np.linalg.norm(np.maximum(np.maximum(lo - origin, origin - hi), 0.0), axis=1)
     keep = any_front & (u1 >= -1) & (u0 <= width) & (v1 >= -1) & (v0 <= height) & (near_dist < far)
-    rects = np.stack(
-        [np.floor(v0) - 1, np.ceil(v1) + 1, np.floor(u0) - 1, np.ceil(u1) + 1], axis=1
-    )
+    rects = np.stack([np.floor(v0) - 1, np.ceil(v1) + 1, np.floor(u0) - 1, np.ceil(u1) + 1], axis=1)
     rects = np.clip(rects, -1, max(height, width) + 1)[keep].astype(np.int64)
     return rects, np.nonzero(keep)[0]
 
@@ -112,8 +118,17 @@ def _sphere_kernel(dirs: torch.Tensor, inv: torch.Tensor, lo: torch.Tensor, hi: 
     return torch.where(hit, t, torch.full_like(t, _INF))
 
 
-def _tiled_nearest(dirs_tiles: torch.Tensor, tile: int, n_rows: int, n_cols: int, rects: np.ndarray,
-                   ids: np.ndarray, lo: torch.Tensor, hi: torch.Tensor, kernel) -> Tuple[torch.Tensor, torch.Tensor]:
+def _tiled_nearest(
+    dirs_tiles: torch.Tensor,
+    tile: int,
+    n_rows: int,
+    n_cols: int,
+    rects: np.ndarray,
+    ids: np.ndarray,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    kernel,
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Nearest hit per ray among the primitives ``ids``; only tile/rectangle overlaps are tested.
 
     ``lo``/``hi`` are relative to the camera centre and end with one padding
@@ -210,8 +225,16 @@ def render_street(
         return _render(scene, cam_to_world, K, size, max_depth, noise_seed, tile, far)
 
 
-def _render(scene: StreetScene, cam_to_world: torch.Tensor, K: torch.Tensor, size: Tuple[int, int],
-            max_depth: float, noise_seed: Optional[int], tile: int, far: float) -> Dict[str, torch.Tensor]:
+def _render(
+    scene: StreetScene,
+    cam_to_world: torch.Tensor,
+    K: torch.Tensor,
+    size: Tuple[int, int],
+    max_depth: float,
+    noise_seed: Optional[int],
+    tile: int,
+    far: float,
+) -> Dict[str, torch.Tensor]:
     height, width = check_size(size)
     pose, K = _check_camera(cam_to_world, K)
     rot, origin = pose[:3, :3], pose[:3, 3]
@@ -234,14 +257,16 @@ def _check_camera(cam_to_world: torch.Tensor, K: torch.Tensor) -> Tuple[torch.Te
     return pose, K
 
 
-def _primary_rays(height: int, width: int, K: torch.Tensor,
-                  rot: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _primary_rays(
+    height: int, width: int, K: torch.Tensor, rot: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pixel columns ``us``, rows ``vs`` and world ray directions ``(H, W, 3)`` scaled to camera ``z = 1``.
 
     With ``z = 1`` a hit distance ``t`` along the ray is the hit's z-depth.
     """
-    vs, us = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                            indexing="ij")
+    vs, us = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
     pix = torch.stack([us, vs, torch.ones_like(us)], -1)
     d_cam = pix @ torch.linalg.inv(K).T
     d_cam = d_cam / d_cam[..., 2:3]
@@ -261,13 +286,14 @@ class _Tiling:
         padded[:height, :width] = dirs
         padded[height:, :, 2] = -1.0
         padded[:, width:, 2] = -1.0
-        self.dirs = padded.reshape(self.n_rows, tile, self.n_cols, tile, 3).permute(0, 2, 1, 3, 4).reshape(
-            -1, tile * tile, 3)
+        self.dirs = (
+            padded.reshape(self.n_rows, tile, self.n_cols, tile, 3).permute(0, 2, 1, 3, 4).reshape(-1, tile * tile, 3)
+        )
 
     def untile(self, x: torch.Tensor) -> torch.Tensor:
         tile, n_rows, n_cols = self.tile, self.n_rows, self.n_cols
         full = x.reshape(n_rows, n_cols, tile, tile).permute(0, 2, 1, 3).reshape(n_rows * tile, n_cols * tile)
-        return full[:self.height, :self.width]
+        return full[: self.height, : self.width]
 
 
 @dataclass
@@ -282,23 +308,32 @@ class _Hits:
     sky: torch.Tensor
 
 
-def _nearest_hits(scene: StreetScene, dirs: torch.Tensor, origin: torch.Tensor, rot: torch.Tensor,
-                  K: torch.Tensor, tile: int, far: float) -> _Hits:
+def _nearest_hits(
+    scene: StreetScene,
+    dirs: torch.Tensor,
+    origin: torch.Tensor,
+    rot: torch.Tensor,
+    K: torch.Tensor,
+    tile: int,
+    far: float,
+) -> _Hits:
     """Intersect every pixel's ray with the ground plane, the boxes and the spheres; keep the nearest."""
     height, width = dirs.shape[:2]
     prim = scene.torch_tensors()
     tiles = _Tiling(dirs, tile)
     origin_np = origin.double().numpy()
-    rects, ids = _project_rects(prim["lo_np"], prim["hi_np"], origin_np, rot.double().numpy(), K.double().numpy(),
-                                height, width, far)
+    rects, ids = _project_rects(
+        prim["lo_np"], prim["hi_np"], origin_np, rot.double().numpy(), K.double().numpy(), height, width, far
+    )
     is_box = ids < prim["num_boxes"]
     behind = origin - 1e4 * rot[:, 2]
     lo_rel = torch.cat([prim["lo"], behind[None]]) - origin
     hi_rel = torch.cat([prim["hi"], behind[None]]) - origin
     hits = []
     for mask_sel, kernel in ((is_box, _box_kernel), (~is_box, _sphere_kernel)):
-        t, pid = _tiled_nearest(tiles.dirs, tile, tiles.n_rows, tiles.n_cols, rects[mask_sel], ids[mask_sel],
-                                lo_rel, hi_rel, kernel)
+        t, pid = _tiled_nearest(
+            tiles.dirs, tile, tiles.n_rows, tiles.n_cols, rects[mask_sel], ids[mask_sel], lo_rel, hi_rel, kernel
+        )
         hits.append((tiles.untile(t), tiles.untile(pid)))
     (t_box, id_box), (t_sph, id_sph) = hits
     t_ground = torch.where(dirs[..., 2] < -1e-6, -origin[2] / dirs[..., 2], torch.full_like(dirs[..., 2], _INF))
@@ -332,8 +367,17 @@ def _materials_and_labels(scene: StreetScene, hits: _Hits) -> Tuple[torch.Tensor
     return mat, cls
 
 
-def _surface_points(scene: StreetScene, d: torch.Tensor, td: torch.Tensor, pid: torch.Tensor, axis: torch.Tensor,
-                    sphere: torch.Tensor, u_dir: torch.Tensor, origin: torch.Tensor, focal: float) -> Surface:
+def _surface_points(
+    scene: StreetScene,
+    d: torch.Tensor,
+    td: torch.Tensor,
+    pid: torch.Tensor,
+    axis: torch.Tensor,
+    sphere: torch.Tensor,
+    u_dir: torch.Tensor,
+    origin: torch.Tensor,
+    focal: float,
+) -> Surface:
     """Hit points, normals, face axes and pixel footprints of the given solid pixels (1-D over them)."""
     prim = scene.torch_tensors()
     p = origin + td[:, None] * d
@@ -354,12 +398,23 @@ def _surface_points(scene: StreetScene, d: torch.Tensor, td: torch.Tensor, pid: 
     fp = distance / focal
     cos_n = (u_dir * normal).sum(-1).abs().clamp_min(0.08)
     fp_axis = fp[:, None] * (1 + u_dir.abs() / cos_n[:, None])
-    return Surface(p=p, normal=normal, axis=ax, lo=lo, hi=hi, fp=fp, fp_axis=fp_axis,
-                   color=prim["color"][ids_s], params=prim["params"][ids_s], distance=distance)
+    return Surface(
+        p=p,
+        normal=normal,
+        axis=ax,
+        lo=lo,
+        hi=hi,
+        fp=fp,
+        fp_axis=fp_axis,
+        color=prim["color"][ids_s],
+        params=prim["params"][ids_s],
+        distance=distance,
+    )
 
 
-def _shade_pixels(scene: StreetScene, dirs: torch.Tensor, origin: torch.Tensor, K: torch.Tensor, hits: _Hits,
-                  mat: torch.Tensor) -> torch.Tensor:
+def _shade_pixels(
+    scene: StreetScene, dirs: torch.Tensor, origin: torch.Tensor, K: torch.Tensor, hits: _Hits, mat: torch.Tensor
+) -> torch.Tensor:
     """Linear colour ``(H * W, 3)`` of every pixel: shaded, lit and hazy surfaces, sky, lamp emission."""
     seed = int(scene.texture_seed)
     flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
@@ -373,8 +428,17 @@ def _shade_pixels(scene: StreetScene, dirs: torch.Tensor, origin: torch.Tensor, 
     num_sky = int((mat_flat == MAT_SKY).sum())
     idx = order[num_sky:]
     if len(idx):
-        surface = _surface_points(scene, d_flat[idx], t_flat[idx], pid_flat[idx], flat(hits.axis)[idx],
-                                  flat(hits.is_sphere)[idx], unit[idx], origin, float(K[0, 0]))
+        surface = _surface_points(
+            scene,
+            d_flat[idx],
+            t_flat[idx],
+            pid_flat[idx],
+            flat(hits.axis)[idx],
+            flat(hits.is_sphere)[idx],
+            unit[idx],
+            origin,
+            float(K[0, 0]),
+        )
         mats = mat_flat[idx]
         albedo, lamps = shade_materials(surface, mats, scene, seed)
         emission[idx] = lamps
@@ -388,8 +452,14 @@ def _shade_pixels(scene: StreetScene, dirs: torch.Tensor, origin: torch.Tensor, 
     return image + emission
 
 
-def _apply_sensor(image: torch.Tensor, scene: StreetScene, us: torch.Tensor, vs: torch.Tensor, K: torch.Tensor,
-                  noise_seed: Optional[int]) -> torch.Tensor:
+def _apply_sensor(
+    image: torch.Tensor,
+    scene: StreetScene,
+    us: torch.Tensor,
+    vs: torch.Tensor,
+    K: torch.Tensor,
+    noise_seed: Optional[int],
+) -> torch.Tensor:
     """Exposure, white balance, vignetting and noise; ``(H * W, 3)`` linear colour to a ``(3, H, W)`` image."""
     height, width = us.shape
     image = image * scene.exposure * torch.as_tensor(scene.white_balance, dtype=torch.float32)

@@ -80,12 +80,27 @@ class FacadeParam:
     LIGHT_FRAMES = 7  # 1.0: light window frames, 0.0: frames darker than the wall
 
 
-def facade_params(floor_height: float, window_spacing: float, window_width: float, window_height: float,
-                  ground_floor_height: float, shop_front: float, texture_seed: float,
-                  light_frames: float) -> Tuple[float, ...]:
+def facade_params(
+    floor_height: float,
+    window_spacing: float,
+    window_width: float,
+    window_height: float,
+    ground_floor_height: float,
+    shop_front: float,
+    texture_seed: float,
+    light_frames: float,
+) -> Tuple[float, ...]:
     """A facade's material parameters in `FacadeParam` order."""
-    return (floor_height, window_spacing, window_width, window_height, ground_floor_height, shop_front,
-            texture_seed, light_frames)
+    return (
+        floor_height,
+        window_spacing,
+        window_width,
+        window_height,
+        ground_floor_height,
+        shop_front,
+        texture_seed,
+        light_frames,
+    )
 
 
 class CarParam:
@@ -127,6 +142,7 @@ class PavementParam:
     """Index of a pavement slab's (``MAT_PAVEMENT``) parameter."""
 
     SIDE = 0  # -1 right of the road, +1 left
+
 
 _BUILDING_COLORS = np.array(
     [
@@ -250,12 +266,10 @@ class StreetScene:
                 lo=torch.as_tensor(lo, dtype=torch.float32).reshape(-1, 3),
                 hi=torch.as_tensor(hi, dtype=torch.float32).reshape(-1, 3),
                 cls=torch.as_tensor(np.concatenate([self.box_class, self.sphere_class]), dtype=torch.int64),
-                mat=torch.as_tensor(
-                    np.concatenate([self.box_material, self.sphere_material]), dtype=torch.int64
+                mat=torch.as_tensor(np.concatenate([self.box_material, self.sphere_material]), dtype=torch.int64),
+                color=torch.as_tensor(np.concatenate([self.box_color, self.sphere_color]), dtype=torch.float32).reshape(
+                    -1, 3
                 ),
-                color=torch.as_tensor(
-                    np.concatenate([self.box_color, self.sphere_color]), dtype=torch.float32
-                ).reshape(-1, 3),
                 params=torch.as_tensor(
                     np.concatenate([self.box_params, self.sphere_params]), dtype=torch.float32
                 ).reshape(-1, NUM_PARAMS),
@@ -264,8 +278,7 @@ class StreetScene:
             )
         return self.tensors
 
-    def camera_to_world(self, dx: float = 0.0, dy: float = 0.0, dyaw: float = 0.0,
-                        dpitch: float = 0.0) -> torch.Tensor:
+    def camera_to_world(self, dx: float = 0.0, dy: float = 0.0, dyaw: float = 0.0, dpitch: float = 0.0) -> torch.Tensor:
         """Camera-to-world pose of the scene's camera, optionally moved by the given offsets."""
         return camera_to_world(
             self.camera_x + dx,
@@ -277,8 +290,9 @@ class StreetScene:
         )
 
 
-def camera_to_world(x: float, y: float, height: float, yaw: float = 0.0, pitch: float = 0.0,
-                    roll: float = 0.0) -> torch.Tensor:
+def camera_to_world(
+    x: float, y: float, height: float, yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0
+) -> torch.Tensor:
     """Camera-to-world ``(4, 4)`` pose of a street camera (OpenCV camera axes).
 
     At zero angles the camera looks along world ``+X`` with its ``x`` axis to
@@ -310,15 +324,30 @@ class _Primitives:
         self.boxes: List[tuple] = []
         self.spheres: List[tuple] = []
 
-    def box(self, lo: Sequence[float], hi: Sequence[float], cls: int, mat: int,
-            color: Sequence[float], params: Sequence[float] = ()) -> None:
+    def box(
+        self,
+        lo: Sequence[float],
+        hi: Sequence[float],
+        cls: int,
+        mat: int,
+        color: Sequence[float],
+        params: Sequence[float] = (),
+    ) -> None:
         lo_arr, hi_arr = np.minimum(lo, hi), np.maximum(lo, hi)
         self.boxes.append((lo_arr, hi_arr, cls, mat, np.asarray(color, float), _pad(params)))
 
-    def sphere(self, center: Sequence[float], radius: float, cls: int, mat: int,
-               color: Sequence[float], params: Sequence[float] = ()) -> None:
-        self.spheres.append((np.asarray(center, float), float(radius), cls, mat,
-                             np.asarray(color, float), _pad(params)))
+    def sphere(
+        self,
+        center: Sequence[float],
+        radius: float,
+        cls: int,
+        mat: int,
+        color: Sequence[float],
+        params: Sequence[float] = (),
+    ) -> None:
+        self.spheres.append(
+            (np.asarray(center, float), float(radius), cls, mat, np.asarray(color, float), _pad(params))
+        )
 
 
 def _pad(params: Sequence[float]) -> np.ndarray:
@@ -332,8 +361,15 @@ def _jitter(rng: np.random.Generator, color: np.ndarray, amount: float) -> np.nd
     return np.minimum(np.maximum(out, 0.02), 0.97)
 
 
-def _add_car(prims: _Primitives, rng: np.random.Generator, x: float, y: float, facing: int,
-             base_z: float = 0.0, kind: Optional[str] = None) -> Tuple[float, float, float, float]:
+def _add_car(
+    prims: _Primitives,
+    rng: np.random.Generator,
+    x: float,
+    y: float,
+    facing: int,
+    base_z: float = 0.0,
+    kind: Optional[str] = None,
+) -> Tuple[float, float, float, float]:
     """Add a car, van or bus centred at ``(x, y)``; return its footprint."""
     kind = kind or rng.choice(["car", "van", "bus"], p=[0.8, 0.15, 0.05])
     color = _jitter(rng, _CAR_COLORS[rng.integers(len(_CAR_COLORS))], 0.08)
@@ -349,25 +385,45 @@ def _add_car(prims: _Primitives, rng: np.random.Generator, x: float, y: float, f
     wheel_r = 0.32 if kind == "car" else 0.45
     body_top = base_z + (0.62 * height if kind == "car" else height)
     is_box_vehicle = 0.0 if kind == "car" else 1.0
-    prims.box((x - hl, y - hw, base_z + clearance), (x + hl, y + hw, body_top), CAR, MAT_CAR_BODY,
-              color, (facing, is_box_vehicle))
+    prims.box(
+        (x - hl, y - hw, base_z + clearance),
+        (x + hl, y + hw, body_top),
+        CAR,
+        MAT_CAR_BODY,
+        color,
+        (facing, is_box_vehicle),
+    )
     if kind == "car":
         cabin_len = length * rng.uniform(0.48, 0.58)
         cabin_x = x - facing * length * rng.uniform(0.02, 0.08)
-        prims.box((cabin_x - cabin_len / 2, y - hw + 0.1, body_top), (cabin_x + cabin_len / 2, y + hw - 0.1,
-                  base_z + height), CAR, MAT_CAR_CABIN, color, (facing,))
+        prims.box(
+            (cabin_x - cabin_len / 2, y - hw + 0.1, body_top),
+            (cabin_x + cabin_len / 2, y + hw - 0.1, base_z + height),
+            CAR,
+            MAT_CAR_CABIN,
+            color,
+            (facing,),
+        )
     tyre = np.array([0.05, 0.05, 0.055])
     for ax in (-1, 1):
         wx = x + ax * (hl - max(0.75, 0.2 * length))
         for side in (-1, 1):
             wy = y + side * (hw - 0.14)
-            prims.box((wx - wheel_r, wy - 0.12, base_z), (wx + wheel_r, wy + 0.12, base_z + 2 * wheel_r),
-                      CAR, MAT_PLAIN, tyre)
+            prims.box(
+                (wx - wheel_r, wy - 0.12, base_z), (wx + wheel_r, wy + 0.12, base_z + 2 * wheel_r), CAR, MAT_PLAIN, tyre
+            )
     return (x - hl, x + hl, y - hw, y + hw)
 
 
-def _add_person(prims: _Primitives, rng: np.random.Generator, x: float, y: float, base_z: float,
-                cls: int = PEDESTRIAN, seated: bool = False) -> None:
+def _add_person(
+    prims: _Primitives,
+    rng: np.random.Generator,
+    x: float,
+    y: float,
+    base_z: float,
+    cls: int = PEDESTRIAN,
+    seated: bool = False,
+) -> None:
     height = rng.uniform(1.55, 1.92)
     trousers = _jitter(rng, _CLOTHES[rng.integers(len(_CLOTHES))], 0.1)
     coat = _jitter(rng, _CLOTHES[rng.integers(len(_CLOTHES))], 0.1)
@@ -377,63 +433,101 @@ def _add_person(prims: _Primitives, rng: np.random.Generator, x: float, y: float
     head_r = 0.105 * height / 1.75
     torso_top = base_z + height - 2 * head_r - 0.03
     if not seated:
-        prims.box((x - half_d, y - half_w * 0.8, base_z), (x + half_d, y + half_w * 0.8, leg_top), cls,
-                  MAT_PLAIN, trousers)
-    prims.box((x - half_d * 1.05, y - half_w, leg_top), (x + half_d * 1.05, y + half_w, torso_top), cls,
-              MAT_PLAIN, coat)
+        prims.box(
+            (x - half_d, y - half_w * 0.8, base_z), (x + half_d, y + half_w * 0.8, leg_top), cls, MAT_PLAIN, trousers
+        )
+    prims.box(
+        (x - half_d * 1.05, y - half_w, leg_top), (x + half_d * 1.05, y + half_w, torso_top), cls, MAT_PLAIN, coat
+    )
     prims.sphere((x, y, torso_top + head_r + 0.02), head_r, cls, MAT_PLAIN, skin)
 
 
-def _add_tree(prims: _Primitives, rng: np.random.Generator, x: float, y: float, base_z: float,
-              size: float = 1.0) -> None:
+def _add_tree(
+    prims: _Primitives, rng: np.random.Generator, x: float, y: float, base_z: float, size: float = 1.0
+) -> None:
     trunk_h = rng.uniform(1.8, 3.2) * size
     trunk_w = rng.uniform(0.14, 0.22) * size
     bark = _jitter(rng, np.array([0.30, 0.24, 0.18]), 0.15)
-    prims.box((x - trunk_w, y - trunk_w, base_z), (x + trunk_w, y + trunk_w, base_z + trunk_h + 0.8 * size),
-              TREE, MAT_PLAIN, bark)
-    green = _jitter(rng, np.array([(0.22, 0.36, 0.12), (0.16, 0.30, 0.14), (0.30, 0.38, 0.14),
-                                   (0.20, 0.28, 0.18)][rng.integers(4)]), 0.12)
+    prims.box(
+        (x - trunk_w, y - trunk_w, base_z),
+        (x + trunk_w, y + trunk_w, base_z + trunk_h + 0.8 * size),
+        TREE,
+        MAT_PLAIN,
+        bark,
+    )
+    green = _jitter(
+        rng,
+        np.array([(0.22, 0.36, 0.12), (0.16, 0.30, 0.14), (0.30, 0.38, 0.14), (0.20, 0.28, 0.18)][rng.integers(4)]),
+        0.12,
+    )
     radius = rng.uniform(1.3, 2.3) * size
     center_z = base_z + trunk_h + radius * 0.8
     for k in range(int(rng.integers(3, 6))):
         r = radius * (rng.uniform(0.6, 0.85) if k else 1.0)
         offset = rng.normal(0, 0.45 * radius, 3) if k else np.zeros(3)
         offset[2] = abs(offset[2]) * 0.6
-        prims.sphere((x + offset[0], y + offset[1], center_z + offset[2]), r, TREE, MAT_FOLIAGE,
-                     _jitter(rng, green, 0.06), (rng.uniform(0, 1000),))
+        prims.sphere(
+            (x + offset[0], y + offset[1], center_z + offset[2]),
+            r,
+            TREE,
+            MAT_FOLIAGE,
+            _jitter(rng, green, 0.06),
+            (rng.uniform(0, 1000),),
+        )
 
 
-def _add_lamp(prims: _Primitives, rng: np.random.Generator, x: float, y: float, base_z: float,
-              toward_road: float, style: int) -> None:
+def _add_lamp(
+    prims: _Primitives, rng: np.random.Generator, x: float, y: float, base_z: float, toward_road: float, style: int
+) -> None:
     height = rng.uniform(6.0, 8.5)
     w = 0.08 + 0.03 * style
     metal = np.array([(0.35, 0.36, 0.37), (0.12, 0.13, 0.13), (0.55, 0.56, 0.55)][style])
     prims.box((x - w, y - w, base_z), (x + w, y + w, base_z + height), POLE, MAT_PLAIN, metal)
     arm = rng.uniform(1.0, 1.8)
     y_end = y + toward_road * arm
-    prims.box((x - 0.05, min(y, y_end), base_z + height - 0.15), (x + 0.05, max(y, y_end), base_z + height - 0.05),
-              POLE, MAT_PLAIN, metal)
-    prims.box((x - 0.25, y_end - 0.18, base_z + height - 0.3), (x + 0.25, y_end + 0.18, base_z + height - 0.08),
-              POLE, MAT_PLAIN, metal * 0.8)
+    prims.box(
+        (x - 0.05, min(y, y_end), base_z + height - 0.15),
+        (x + 0.05, max(y, y_end), base_z + height - 0.05),
+        POLE,
+        MAT_PLAIN,
+        metal,
+    )
+    prims.box(
+        (x - 0.25, y_end - 0.18, base_z + height - 0.3),
+        (x + 0.25, y_end + 0.18, base_z + height - 0.08),
+        POLE,
+        MAT_PLAIN,
+        metal * 0.8,
+    )
 
 
 def _add_sign(prims: _Primitives, rng: np.random.Generator, x: float, y: float, base_z: float) -> None:
     height = rng.uniform(2.2, 3.0)
-    prims.box((x - 0.04, y - 0.04, base_z), (x + 0.04, y + 0.04, base_z + height), POLE, MAT_PLAIN,
-              (0.45, 0.46, 0.47))
+    prims.box((x - 0.04, y - 0.04, base_z), (x + 0.04, y + 0.04, base_z + height), POLE, MAT_PLAIN, (0.45, 0.46, 0.47))
     half_w, half_h = rng.uniform(0.3, 0.6), rng.uniform(0.3, 0.55)
     color = _SIGN_COLORS[rng.integers(len(_SIGN_COLORS))]
     border = np.array([0.95, 0.95, 0.95]) if color.mean() < 0.8 else np.array([0.8, 0.1, 0.08])
-    prims.box((x - 0.06, y - half_w, base_z + height - 0.1), (x - 0.02, y + half_w, base_z + height + 2 * half_h - 0.1),
-              SIGN_SYMBOL, MAT_SIGN, color, (*border, rng.uniform(0, 1000)))
+    prims.box(
+        (x - 0.06, y - half_w, base_z + height - 0.1),
+        (x - 0.02, y + half_w, base_z + height + 2 * half_h - 0.1),
+        SIGN_SYMBOL,
+        MAT_SIGN,
+        color,
+        (*border, rng.uniform(0, 1000)),
+    )
 
 
 def _add_traffic_light(prims: _Primitives, rng: np.random.Generator, x: float, y: float, base_z: float) -> None:
     height = rng.uniform(2.6, 3.2)
-    prims.box((x - 0.06, y - 0.06, base_z), (x + 0.06, y + 0.06, base_z + height), POLE, MAT_PLAIN,
-              (0.12, 0.12, 0.12))
-    prims.box((x - 0.25, y - 0.16, base_z + height), (x + 0.05, y + 0.16, base_z + height + 0.85),
-              SIGN_SYMBOL, MAT_TRAFFIC_LIGHT, (0.08, 0.08, 0.08), (float(rng.integers(3)),))
+    prims.box((x - 0.06, y - 0.06, base_z), (x + 0.06, y + 0.06, base_z + height), POLE, MAT_PLAIN, (0.12, 0.12, 0.12))
+    prims.box(
+        (x - 0.25, y - 0.16, base_z + height),
+        (x + 0.05, y + 0.16, base_z + height + 0.85),
+        SIGN_SYMBOL,
+        MAT_TRAFFIC_LIGHT,
+        (0.08, 0.08, 0.08),
+        (float(rng.integers(3)),),
+    )
 
 
 def sample_street_scene(rng: np.random.Generator, travel: float = 0.0) -> StreetScene:
@@ -507,12 +601,16 @@ def _draw_layout(rng: np.random.Generator, travel: float) -> _Layout:
 
 
 def _add_pavements(prims: _Primitives, rng: np.random.Generator, layout: _Layout) -> np.ndarray:
-    pave_color = _jitter(rng, np.array([(0.60, 0.60, 0.58), (0.66, 0.62, 0.55), (0.52, 0.52, 0.54),
-                                        (0.70, 0.68, 0.64)][rng.integers(4)]), 0.06)
+    pave_color = _jitter(
+        rng,
+        np.array([(0.60, 0.60, 0.58), (0.66, 0.62, 0.55), (0.52, 0.52, 0.54), (0.70, 0.68, 0.64)][rng.integers(4)]),
+        0.06,
+    )
     for side in (-1, 1):
         y0, y1 = sorted((side * layout.road_half, side * layout.facade))
-        prims.box((layout.x_start, y0, 0.0), (layout.x_end, y1, layout.kerb_h), PAVEMENT, MAT_PAVEMENT, pave_color,
-                  (side,))
+        prims.box(
+            (layout.x_start, y0, 0.0), (layout.x_end, y1, layout.kerb_h), PAVEMENT, MAT_PAVEMENT, pave_color, (side,)
+        )
     return pave_color
 
 
@@ -531,9 +629,12 @@ def _add_buildings_and_parks(prims: _Primitives, rng: np.random.Generator, layou
 
     Returns the skyline of each facade line (``{side: (n, 3) array}``).
     """
-    style = _Streetscape(height_scale=rng.uniform(0.7, 1.4),
-                         palette_bias=rng.integers(len(_BUILDING_COLORS), size=3),
-                         shop_rate=rng.uniform(0.2, 0.9), park_rate=rng.uniform(0.0, 0.25))
+    style = _Streetscape(
+        height_scale=rng.uniform(0.7, 1.4),
+        palette_bias=rng.integers(len(_BUILDING_COLORS), size=3),
+        shop_rate=rng.uniform(0.2, 0.9),
+        park_rate=rng.uniform(0.0, 0.25),
+    )
     skylines = {}
     for side in (-1, 1):
         skylines[side] = _add_facade_line(prims, rng, layout, style, side)
@@ -541,13 +642,20 @@ def _add_buildings_and_parks(prims: _Primitives, rng: np.random.Generator, layou
     for side in (-1, 1):
         ys = sorted((side * (layout.road_half + 0.5), side * (layout.facade + 30.0)))
         color = _jitter(rng, _BUILDING_COLORS[rng.integers(len(_BUILDING_COLORS))], 0.07)
-        prims.box((layout.x_end, ys[0], 0.0), (layout.x_end + 15.0, ys[1], rng.uniform(10.0, 25.0)), BUILDING,
-                  MAT_FACADE, color, facade_params(3.2, 2.5, 0.5, 0.5, 3.5, 0.0, rng.uniform(0, 1000), 0.0))
+        prims.box(
+            (layout.x_end, ys[0], 0.0),
+            (layout.x_end + 15.0, ys[1], rng.uniform(10.0, 25.0)),
+            BUILDING,
+            MAT_FACADE,
+            color,
+            facade_params(3.2, 2.5, 0.5, 0.5, 3.5, 0.0, rng.uniform(0, 1000), 0.0),
+        )
     return skylines
 
 
-def _add_facade_line(prims: _Primitives, rng: np.random.Generator, layout: _Layout, style: _Streetscape,
-                     side: int) -> np.ndarray:
+def _add_facade_line(
+    prims: _Primitives, rng: np.random.Generator, layout: _Layout, style: _Streetscape, side: int
+) -> np.ndarray:
     """Buildings, parks and gaps along one facade line; returns its skyline ``(n, 3)``: x0, x1, height."""
     facade = layout.facade
     skyline = []
@@ -558,8 +666,9 @@ def _add_facade_line(prims: _Primitives, rng: np.random.Generator, layout: _Layo
             length = rng.uniform(5.0, 18.0)
             height = float(np.clip(rng.uniform(5.0, 18.0) * style.height_scale, 4.0, 30.0))
             setback = 0.0 if rng.random() < 0.7 else rng.uniform(0.3, 2.5)
-            color_id = (style.palette_bias[rng.integers(3)] if rng.random() < 0.5
-                        else rng.integers(len(_BUILDING_COLORS)))
+            color_id = (
+                style.palette_bias[rng.integers(3)] if rng.random() < 0.5 else rng.integers(len(_BUILDING_COLORS))
+            )
             color = _jitter(rng, _BUILDING_COLORS[color_id], 0.07)
             params = facade_params(
                 floor_height=rng.uniform(2.8, 3.6),
@@ -581,8 +690,14 @@ def _add_facade_line(prims: _Primitives, rng: np.random.Generator, layout: _Layo
             bars = np.array([(0.06, 0.07, 0.06), (0.12, 0.2, 0.14), (0.4, 0.4, 0.4)][rng.integers(3)])
             backing = np.array([(0.12, 0.2, 0.1), (0.18, 0.26, 0.12), (0.15, 0.15, 0.14)][rng.integers(3)])
             ys = sorted((side * (facade - 0.05), side * (facade + 0.03)))
-            prims.box((x, ys[0], 0.0), (x + length, ys[1], fence_h), FENCE, MAT_FENCE, bars,
-                      (*backing, rng.uniform(0.12, 0.25), rng.uniform(0.015, 0.03), rng.uniform(0, 1000)))
+            prims.box(
+                (x, ys[0], 0.0),
+                (x + length, ys[1], fence_h),
+                FENCE,
+                MAT_FENCE,
+                bars,
+                (*backing, rng.uniform(0.12, 0.25), rng.uniform(0.015, 0.03), rng.uniform(0, 1000)),
+            )
             for tx in np.arange(x + rng.uniform(1, 4), x + length - 1, rng.uniform(4.0, 8.0)):
                 _add_tree(prims, rng, tx, side * (facade + rng.uniform(2.0, 9.0)), 0.0, rng.uniform(1.0, 1.6))
             skyline.append((x, x + length, 0.0))
@@ -593,16 +708,25 @@ def _add_facade_line(prims: _Primitives, rng: np.random.Generator, layout: _Layo
     return np.array(skyline)
 
 
-def _add_back_row(prims: _Primitives, rng: np.random.Generator, layout: _Layout, style: _Streetscape,
-                  side: int) -> None:
+def _add_back_row(
+    prims: _Primitives, rng: np.random.Generator, layout: _Layout, style: _Streetscape, side: int
+) -> None:
     """A second row of buildings, showing through gaps and parks."""
     x = layout.x_start
     while x < layout.x_end:
         length = rng.uniform(10.0, 25.0)
         height = float(np.clip(rng.uniform(8.0, 22.0) * style.height_scale, 6.0, 35.0))
         color = _jitter(rng, _BUILDING_COLORS[rng.integers(len(_BUILDING_COLORS))], 0.07)
-        params = facade_params(rng.uniform(2.8, 3.6), rng.uniform(1.6, 3.2), rng.uniform(0.35, 0.6),
-                               rng.uniform(0.4, 0.65), 3.5, 0.0, rng.uniform(0, 1000), 0.0)
+        params = facade_params(
+            rng.uniform(2.8, 3.6),
+            rng.uniform(1.6, 3.2),
+            rng.uniform(0.35, 0.6),
+            rng.uniform(0.4, 0.65),
+            3.5,
+            0.0,
+            rng.uniform(0, 1000),
+            0.0,
+        )
         ys = sorted((side * (layout.facade + 16.0), side * (layout.facade + 28.0)))
         prims.box((x, ys[0], 0.0), (x + length, ys[1], height), BUILDING, MAT_FACADE, color, params)
         x += length
@@ -626,8 +750,14 @@ def _add_street_furniture(prims: _Primitives, rng: np.random.Generator, layout: 
             if rng.random() < 0.75:
                 for tx in np.arange(x_start + rng.uniform(0, tree_spacing), x_end, tree_spacing):
                     if rng.random() < 0.85:
-                        _add_tree(prims, rng, tx + rng.uniform(-1, 1), side * (road_half + rng.uniform(0.8, 1.3)),
-                                  kerb_h, rng.uniform(0.8, 1.2))
+                        _add_tree(
+                            prims,
+                            rng,
+                            tx + rng.uniform(-1, 1),
+                            side * (road_half + rng.uniform(0.8, 1.3)),
+                            kerb_h,
+                            rng.uniform(0.8, 1.2),
+                        )
     for _ in range(int(rng.integers(2, 7))):
         side = rng.choice([-1, 1])
         _add_sign(prims, rng, cam_x + rng.uniform(4.0, 80.0), side * (road_half + rng.uniform(0.3, 0.7)), kerb_h)
@@ -640,8 +770,14 @@ def _add_street_furniture(prims: _Primitives, rng: np.random.Generator, layout: 
         side = rng.choice([-1, 1])
         fx0 = cam_x + rng.uniform(-5.0, 60.0)
         ys = sorted((side * (road_half + 0.12), side * (road_half + 0.17)))
-        prims.box((fx0, ys[0], kerb_h), (fx0 + rng.uniform(4.0, 15.0), ys[1], kerb_h + 1.0), FENCE, MAT_FENCE,
-                  (0.55, 0.56, 0.55), (0.35, 0.36, 0.36, 0.3, 0.025, rng.uniform(0, 1000)))
+        prims.box(
+            (fx0, ys[0], kerb_h),
+            (fx0 + rng.uniform(4.0, 15.0), ys[1], kerb_h + 1.0),
+            FENCE,
+            MAT_FENCE,
+            (0.55, 0.56, 0.55),
+            (0.35, 0.36, 0.36, 0.3, 0.025, rng.uniform(0, 1000)),
+        )
 
 
 def _add_traffic(prims: _Primitives, rng: np.random.Generator, layout: _Layout) -> list:
@@ -686,8 +822,13 @@ def _add_pedestrians(prims: _Primitives, rng: np.random.Generator, layout: _Layo
     road_half, cam_x = layout.road_half, layout.cam_x
     for _ in range(int(rng.integers(1, 14))):
         side = rng.choice([-1, 1])
-        _add_person(prims, rng, cam_x + rng.uniform(2.0, 70.0),
-                    side * (road_half + rng.uniform(0.6, layout.pavement_w - 0.3)), layout.kerb_h)
+        _add_person(
+            prims,
+            rng,
+            cam_x + rng.uniform(2.0, 70.0),
+            side * (road_half + rng.uniform(0.6, layout.pavement_w - 0.3)),
+            layout.kerb_h,
+        )
     for _ in range(int(rng.choice([0, 0, 0, 1, 2]))):
         px, py = cam_x + rng.uniform(8.0, 40.0), rng.uniform(-road_half + 0.5, road_half - 0.5)
         if not layout.in_corridor(px - 0.3, px + 0.3, py - 0.3, py + 0.3) and not any(
@@ -701,8 +842,9 @@ def _draw_sky(rng: np.random.Generator) -> Tuple[bool, np.ndarray, np.ndarray, n
     sunny = bool(rng.random() < 0.6)
     elevation = math.radians(rng.uniform(18.0, 55.0))
     azimuth = rng.uniform(0, 2 * math.pi)
-    sun = np.array([math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth),
-                    math.sin(elevation)])
+    sun = np.array(
+        [math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)]
+    )
     if sunny:
         horizon = _jitter(rng, np.array([0.78, 0.84, 0.90]), 0.04)
         zenith = _jitter(rng, np.array([0.30, 0.50, 0.82]), 0.08)
@@ -713,8 +855,15 @@ def _draw_sky(rng: np.random.Generator) -> Tuple[bool, np.ndarray, np.ndarray, n
     return sunny, sun, horizon, zenith
 
 
-def _assemble_scene(prims: _Primitives, rng: np.random.Generator, layout: _Layout, pave_color: np.ndarray,
-                    skylines: dict, footprints: list, sky: tuple) -> StreetScene:
+def _assemble_scene(
+    prims: _Primitives,
+    rng: np.random.Generator,
+    layout: _Layout,
+    pave_color: np.ndarray,
+    skylines: dict,
+    footprints: list,
+    sky: tuple,
+) -> StreetScene:
     """The primitive tables plus the last draws: road markings, lighting levels, sensor and camera pose."""
     sunny, sun, horizon, zenith = sky
     cam_x = layout.cam_x

@@ -113,8 +113,13 @@ def _band(x: torch.Tensor, half_width: float | torch.Tensor, footprint: torch.Te
     return ((hi - lo) / fp).clamp(0.0, 1.0)
 
 
-def _periodic_band(x: torch.Tensor, period: float | torch.Tensor, half_width: float | torch.Tensor,
-                   footprint: torch.Tensor, phase: float | torch.Tensor = 0.0) -> torch.Tensor:
+def _periodic_band(
+    x: torch.Tensor,
+    period: float | torch.Tensor,
+    half_width: float | torch.Tensor,
+    footprint: torch.Tensor,
+    phase: float | torch.Tensor = 0.0,
+) -> torch.Tensor:
     """Box-filtered stripes of width ``2 half_width`` every ``period``; fades to the mean when too fine."""
     period = torch.as_tensor(period, dtype=x.dtype)
     centred = x - phase
@@ -222,8 +227,9 @@ def _shade_pavement(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     x, y = s.p[:, 0], s.p[:, 1]
     top = s.axis == 2
     tile = scene.tile_size
-    grout = torch.maximum(_periodic_band(x, tile, 0.012, s.fp_axis[:, 0]),
-                          _periodic_band(y, tile, 0.012, s.fp_axis[:, 1]))
+    grout = torch.maximum(
+        _periodic_band(x, tile, 0.012, s.fp_axis[:, 0]), _periodic_band(y, tile, 0.012, s.fp_axis[:, 1])
+    )
     stains = 1 + 0.3 * _fbm(s.p, 0.25, seed, s.fp) + 0.2 * _fbm(s.p, 2.0, seed + 3, s.fp)
     base = s.color * stains[:, None]
     kerb_stone = _band(y.abs() - scene.road_half_width - 0.15, 0.15, s.fp_axis[:, 1])
@@ -240,8 +246,14 @@ def _shade_facade(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     win_w, win_h, ground_h = prm[:, P.WINDOW_WIDTH], prm[:, P.WINDOW_HEIGHT], prm[:, P.GROUND_FLOOR_HEIGHT]
     shop, bseed, light_frames = prm[:, P.SHOP_FRONT] > 0.5, prm[:, P.TEXTURE_SEED], prm[:, P.LIGHT_FRAMES] > 0.5
     vertical = s.axis != 2
-    wall = s.color * (1 + 0.25 * _fbm(s.p, 0.4, seed, s.fp) + 0.12 * _fbm(s.p * torch.tensor([1.0, 1.0, 0.15]),
-                                                                              1.2, seed + 1, s.fp))[:, None]
+    wall = (
+        s.color
+        * (
+            1
+            + 0.25 * _fbm(s.p, 0.4, seed, s.fp)
+            + 0.12 * _fbm(s.p * torch.tensor([1.0, 1.0, 0.15]), 1.2, seed + 1, s.fp)
+        )[:, None]
+    )
     # Window grid, centred on the face, above the ground floor and below the cornice.
     cols = torch.floor(u_len / spacing).clamp_min(1)
     margin = (u_len - cols * spacing) / 2
@@ -268,13 +280,13 @@ def _shade_facade(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     sign_color = sign_color * 0.8 + 0.1
     bay = 4.5
     bay_u = u - bay * torch.round(u / bay)
-    shop_glass = _band(bay_u, bay / 2 - 0.35, fp_u) * _band(v - (0.5 + (ground_h - 1.3)) / 2 - 0.25,
-                                                           (ground_h - 1.3 - 0.5) / 2, fp_v)
+    shop_glass = _band(bay_u, bay / 2 - 0.35, fp_u) * _band(
+        v - (0.5 + (ground_h - 1.3)) / 2 - 0.25, (ground_h - 1.3 - 0.5) / 2, fp_v
+    )
     fascia = _band(v - (ground_h - 0.55), 0.3, fp_v)
     ground = (v < ground_h).float() * vertical.float()
     shop_f = shop.float() * ground
-    color = _mix(color, torch.tensor([0.1, 0.11, 0.12]).expand_as(color) + 0.15 * sign_color * 0.3,
-                 shop_glass * shop_f)
+    color = _mix(color, torch.tensor([0.1, 0.11, 0.12]).expand_as(color) + 0.15 * sign_color * 0.3, shop_glass * shop_f)
     color = _mix(color, sign_color, fascia * shop_f)
     door = _band(u - u_len * 0.5, 0.55, fp_u) * _band(v - 1.1, 1.1, fp_v)
     plain_ground = (1 - shop.float()) * ground
@@ -314,10 +326,11 @@ def _shade_car_body(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     is_rear = end_face & ~is_front
     fpu_r, fpv_r = fp_u / u_len.clamp_min(1e-3), fp_v / v_len.clamp_min(1e-3)
     # Lamps near the corners, a plate in the middle, a dark bumper.
-    lamps = (_rect(ur, vr, 0.05, 0.22, 0.55, 0.75, fpu_r, fpv_r) + _rect(ur, vr, 0.78, 0.95, 0.55, 0.75, fpu_r, fpv_r))
+    lamps = _rect(ur, vr, 0.05, 0.22, 0.55, 0.75, fpu_r, fpv_r) + _rect(ur, vr, 0.78, 0.95, 0.55, 0.75, fpu_r, fpv_r)
     low = torch.where(box_vehicle, torch.full_like(vr, 0.12), torch.full_like(vr, 0.0))
     lamps = lamps * (~box_vehicle).float() + box_vehicle.float() * (
-        _rect(ur, vr, 0.04, 0.14, 0.12, 0.3, fpu_r, fpv_r) + _rect(ur, vr, 0.86, 0.96, 0.12, 0.3, fpu_r, fpv_r))
+        _rect(ur, vr, 0.04, 0.14, 0.12, 0.3, fpu_r, fpv_r) + _rect(ur, vr, 0.86, 0.96, 0.12, 0.3, fpu_r, fpv_r)
+    )
     plate = _rect(ur, vr, 0.36, 0.64, 0.25 + low, 0.42 + low, fpu_r, fpv_r)
     bumper = _band(vr - 0.08, 0.1, fpv_r)
     grille = _rect(ur, vr, 0.3, 0.7, 0.5, 0.72, fpu_r, fpv_r) * (~box_vehicle).float()
@@ -333,8 +346,9 @@ def _shade_car_body(s: Surface, scene: StreetScene, seed: int) -> torch.Tensor:
     # Windscreens and side windows of vans and buses.
     band = _band(vr - 0.76, 0.13, fpv_r) * box_vehicle.float()
     pillars = _periodic_band(u, 1.6, 0.08, fp_u)
-    glass = band * (side_face.float() * (1 - pillars) + (is_front.float() + is_rear.float() * 0.8)
-                    * _band(ur - 0.5, 0.42, fpu_r))
+    glass = band * (
+        side_face.float() * (1 - pillars) + (is_front.float() + is_rear.float() * 0.8) * _band(ur - 0.5, 0.42, fpu_r)
+    )
     color = _mix(color, torch.tensor([0.09, 0.1, 0.12]).expand_as(color), glass)
     sill = _band(vr - 0.05, 0.08, fpv_r) * side_face.float()
     door_line = _band(ur - 0.5, 0.006, fpu_r) * side_face.float() * (~box_vehicle).float()
@@ -450,8 +464,9 @@ def _canyon_shadow(p: torch.Tensor, scene: StreetScene) -> torch.Tensor:
     return ((lam > 1e-3) & (z_hit < height)).float()
 
 
-def shade_materials(surface: Surface, mats: torch.Tensor, scene: StreetScene,
-                    seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def shade_materials(
+    surface: Surface, mats: torch.Tensor, scene: StreetScene, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Albedo and lamp emission ``(N, 3)`` of surface points sorted by material id ``mats``."""
     albedo = torch.zeros_like(surface.p)
     emission = torch.zeros_like(surface.p)

@@ -74,8 +74,7 @@ def _check_same_device(reference: torch.Tensor, reference_name: str, **others: t
     for name, value in others.items():
         if value.device != reference.device:
             raise ValueError(
-                f"{name} is on {value.device} but {reference_name} is on {reference.device}; "
-                "put both on one device"
+                f"{name} is on {value.device} but {reference_name} is on {reference.device}; put both on one device"
             )
 
 
@@ -411,7 +410,9 @@ def reprojection_loss(
     batch, num_sources = stack.shape[:2]
     depth = _check_tensor(depth, "depth", "(N, 1, H, W)", 4)
     if tuple(depth.shape) != (batch, 1, *target.shape[2:]):
-        raise ValueError(f"depth must have shape ({batch}, 1, {target.shape[2]}, {target.shape[3]}), got {tuple(depth.shape)}")
+        raise ValueError(
+            f"depth must have shape ({batch}, 1, {target.shape[2]}, {target.shape[3]}), got {tuple(depth.shape)}"
+        )
     poses = _check_poses(poses, batch, num_sources)
     K = _check_intrinsics(K, batch)
     _check_same_device(target, "target", sources=stack, depth=depth, poses=poses, K=K)
@@ -558,8 +559,10 @@ def depth_loss_terms(
     reprojection_total = frames.new_zeros(())
     smoothness_total = frames.new_zeros(())
     for scale, disp in enumerate(scales):
-        full = disp if disp.shape[-2:] == (height, width) else F.interpolate(
-            disp, size=(height, width), mode="bilinear", align_corners=False
+        full = (
+            disp
+            if disp.shape[-2:] == (height, width)
+            else F.interpolate(disp, size=(height, width), mode="bilinear", align_corners=False)
         )
         depth = disparity_to_depth(full, min_depth, max_depth)
         reprojection_total = reprojection_total + reprojection_loss(
@@ -593,7 +596,9 @@ def self_supervised_depth_loss(
         0
     """
     if not isinstance(batch, Mapping):
-        raise TypeError(f"batch must be a mapping with keys 'frames', 'K' and optionally 'poses', got {type(batch).__name__}")
+        raise TypeError(
+            f"batch must be a mapping with keys 'frames', 'K' and optionally 'poses', got {type(batch).__name__}"
+        )
     for key in ("frames", "K"):
         if key not in batch:
             raise ValueError(f"batch has no {key!r} entry (keys: {sorted(map(str, batch))})")

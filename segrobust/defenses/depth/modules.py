@@ -113,7 +113,9 @@ class PoseNet(nn.Module):
                 shape = tuple(frame.shape) if isinstance(frame, torch.Tensor) else type(frame).__name__
                 raise ValueError(f"{name} must be an RGB batch (N, 3, H, W), got {shape}")
         if frame_a.shape != frame_b.shape:
-            raise ValueError(f"frame_a and frame_b must share a shape, got {tuple(frame_a.shape)} and {tuple(frame_b.shape)}")
+            raise ValueError(
+                f"frame_a and frame_b must share a shape, got {tuple(frame_a.shape)} and {tuple(frame_b.shape)}"
+            )
         pair = (torch.cat([frame_a, frame_b], dim=1) - _IMAGE_MEAN) / _IMAGE_STD
         features = self.encoder(pair)
         if isinstance(features, (list, tuple)):  # smp encoders return every stage
@@ -206,13 +208,17 @@ class DepthLoss(nn.Module):
     def poses_for(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """The poses this loss uses for ``batch``: known ones, or the pose network's."""
         if not isinstance(batch, Mapping):
-            raise TypeError(f"batch must be a mapping with keys 'frames', 'K' and optionally 'poses', got {type(batch).__name__}")
+            raise TypeError(
+                f"batch must be a mapping with keys 'frames', 'K' and optionally 'poses', got {type(batch).__name__}"
+            )
         if "frames" not in batch or "K" not in batch:
             raise ValueError(f"batch must have 'frames' and 'K' entries (keys: {sorted(map(str, batch))})")
         if batch.get("poses") is not None and (self.use_known_poses or self.pose_net is None):
             return batch["poses"]
         if self.pose_net is None:
-            raise ValueError("batch has no 'poses' and this DepthLoss has no pose_net: pass DepthLoss(pose_net=PoseNet())")
+            raise ValueError(
+                "batch has no 'poses' and this DepthLoss has no pose_net: pass DepthLoss(pose_net=PoseNet())"
+            )
         return predict_poses(self.pose_net, batch["frames"])
 
     def terms(self, disparity: Union[torch.Tensor, Sequence[torch.Tensor]], batch: Mapping[str, Any]) -> DepthLossTerms:

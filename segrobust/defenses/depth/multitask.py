@@ -215,7 +215,12 @@ class DepthMultiTask(nn.Module):
                     f"(encoder -> decoder -> segmentation_head); {name} has none"
                 )
         for arg, value in (("depth_grad_scale", depth_grad_scale), ("seg_grad_scale", seg_grad_scale)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not value >= 0
+                or value == float("inf")
+            ):
                 raise ValueError(f"{arg} must be a finite number >= 0, got {value!r}")
         check_depth_range(min_depth, max_depth)
 
@@ -230,8 +235,10 @@ class DepthMultiTask(nn.Module):
         self.depth_head = copy.deepcopy(model.segmentation_head)
         disparity_conv = _replace_last_conv(self.depth_head)
         if initial_depth is not None:
-            if isinstance(initial_depth, bool) or not isinstance(initial_depth, (int, float)) or not (
-                min_depth < initial_depth < max_depth
+            if (
+                isinstance(initial_depth, bool)
+                or not isinstance(initial_depth, (int, float))
+                or not (min_depth < initial_depth < max_depth)
             ):
                 raise ValueError(f"initial_depth must be a number in ({min_depth}, {max_depth}), got {initial_depth!r}")
             disparity = (1 / initial_depth - 1 / max_depth) / (1 / min_depth - 1 / max_depth)
@@ -356,7 +363,9 @@ def multitask_inputs(batch: Mapping[str, Any]) -> torch.Tensor:
         frames = batch["frames"]
         if not isinstance(frames, torch.Tensor) or frames.dim() != 5 or frames.shape[1] != 3:
             shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
-            raise ValueError(f"batch['frames'] must have shape (N, 3, C, H, W) = (previous, current, next), got {shape}")
+            raise ValueError(
+                f"batch['frames'] must have shape (N, 3, C, H, W) = (previous, current, next), got {shape}"
+            )
         return frames[:, 1]
     raise ValueError(f"batch needs 'image' (N, C, H, W) or 'frames' (N, 3, C, H, W); keys: {sorted(map(str, batch))}")
 

@@ -68,8 +68,14 @@ def fit_depth(model: nn.Module, triplets: Any, config: DepthConfig) -> tuple[Dep
     from segrobust.training.recipes._base import scheduler_for, trainer_options
 
     if not isinstance(model, DepthMultiTask):
-        model = DepthMultiTask(model, depth_grad_scale=config.depth_grad_scale, seg_grad_scale=config.seg_grad_scale,
-                               min_depth=config.min_depth, max_depth=config.max_depth, initial_depth=config.initial_depth)
+        model = DepthMultiTask(
+            model,
+            depth_grad_scale=config.depth_grad_scale,
+            seg_grad_scale=config.seg_grad_scale,
+            min_depth=config.min_depth,
+            max_depth=config.max_depth,
+            initial_depth=config.initial_depth,
+        )
     has_poses = "poses" in triplets[0]
     pose_net = config.pose_net
     if pose_net == "auto":
@@ -78,10 +84,16 @@ def fit_depth(model: nn.Module, triplets: Any, config: DepthConfig) -> tuple[Dep
         raise ValueError(f"pose_net must be 'auto', an nn.Module or None, got {pose_net!r}")
     if pose_net is None and not has_poses:
         raise ValueError("the triplets carry no 'poses': pass pose_net='auto' or a PoseNet")
-    depth_loss = DepthLoss(pose_net=pose_net, min_depth=config.min_depth, max_depth=config.max_depth,
-                           use_known_poses=has_poses, **dict(config.depth_loss_kwargs))
-    criterion = DepthMultiTaskCriterion(depth_loss, seg_weight=config.seg_weight, depth_weight=config.depth_weight,
-                                        ignore_index=config.ignore_index)
+    depth_loss = DepthLoss(
+        pose_net=pose_net,
+        min_depth=config.min_depth,
+        max_depth=config.max_depth,
+        use_known_poses=has_poses,
+        **dict(config.depth_loss_kwargs),
+    )
+    criterion = DepthMultiTaskCriterion(
+        depth_loss, seg_weight=config.seg_weight, depth_weight=config.depth_weight, ignore_index=config.ignore_index
+    )
     criterion.to(torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu")))
     params = list(model.parameters()) + list(criterion.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr or 1e-3, weight_decay=1e-4)
@@ -89,9 +101,16 @@ def fit_depth(model: nn.Module, triplets: Any, config: DepthConfig) -> tuple[Dep
     # and checkpoints (under DDP pass ddp_kwargs={"find_unused_parameters": True} with a pose network)
     trained = _WithPoseNet(model, pose_net) if pose_net is not None else model
     trainer = AdversarialTrainer(
-        trained, optimizer, TripletSegmentationView(triplets),
-        **trainer_options(config, attack=config.attack, batch_size=config.batch_size,
-                          scheduler=scheduler_for(config.scheduler), loss_fn=criterion),
+        trained,
+        optimizer,
+        TripletSegmentationView(triplets),
+        **trainer_options(
+            config,
+            attack=config.attack,
+            batch_size=config.batch_size,
+            scheduler=scheduler_for(config.scheduler),
+            loss_fn=criterion,
+        ),
     )
     return model, trainer.fit()
 
@@ -149,10 +168,23 @@ def train_depth_multitask(
     kwargs = dict(trainer_kwargs or {})
     scheduler = kwargs.pop("scheduler", "poly")
     config = legacy_config(
-        DepthConfig, kwargs, pose_net=pose_net, attack=attack, epochs=epochs, lr=lr, seg_weight=seg_weight,
-        depth_weight=depth_weight, depth_grad_scale=depth_grad_scale, seg_grad_scale=seg_grad_scale,
-        min_depth=min_depth, max_depth=max_depth, initial_depth=initial_depth, num_classes=num_classes,
-        ignore_index=ignore_index, depth_loss_kwargs=dict(depth_loss_kwargs or {}), scheduler=scheduler,
+        DepthConfig,
+        kwargs,
+        pose_net=pose_net,
+        attack=attack,
+        epochs=epochs,
+        lr=lr,
+        seg_weight=seg_weight,
+        depth_weight=depth_weight,
+        depth_grad_scale=depth_grad_scale,
+        seg_grad_scale=seg_grad_scale,
+        min_depth=min_depth,
+        max_depth=max_depth,
+        initial_depth=initial_depth,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        depth_loss_kwargs=dict(depth_loss_kwargs or {}),
+        scheduler=scheduler,
         **({} if "batch_size" in kwargs else {"batch_size": batch_size}),
     )
     return fit_depth(model, train_data, config)

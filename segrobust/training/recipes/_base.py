@@ -73,7 +73,9 @@ class Recipe:
         """The config this recipe runs with: ``config`` or the defaults, with ``options`` set."""
         return make_config(self.name, self.config_type, config, **options)
 
-    def __call__(self, model: nn.Module, data: Any, config: Optional[TrainConfig] = None, **options: Any) -> TrainResult:
+    def __call__(
+        self, model: nn.Module, data: Any, config: Optional[TrainConfig] = None, **options: Any
+    ) -> TrainResult:
         return self.function(model, data, self.config(config, **options))
 
 
@@ -81,7 +83,12 @@ class Recipe:
 
 
 def is_map_dataset(data: Any) -> bool:
-    return isinstance(data, Dataset) and not isinstance(data, DataLoader) and hasattr(data, "__getitem__") and hasattr(data, "__len__")
+    return (
+        isinstance(data, Dataset)
+        and not isinstance(data, DataLoader)
+        and hasattr(data, "__getitem__")
+        and hasattr(data, "__len__")
+    )
 
 
 def train_loader(data: Any, config: TrainConfig) -> Any:
@@ -92,8 +99,14 @@ def train_loader(data: Any, config: TrainConfig) -> Any:
     if not is_map_dataset(data):
         return data
     generator = torch.Generator().manual_seed(config.seed)
-    return DataLoader(data, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers,
-                      generator=generator, drop_last=len(data) > config.batch_size)
+    return DataLoader(
+        data,
+        batch_size=config.batch_size,
+        shuffle=True,
+        num_workers=config.num_workers,
+        generator=generator,
+        drop_last=len(data) > config.batch_size,
+    )
 
 
 def eval_loader(data: Any, config: TrainConfig) -> Any:
@@ -157,15 +170,23 @@ def scheduler_for(scheduler: Any) -> Any:
 def trainer_options(config: TrainConfig, **recipe_options: Any) -> dict[str, Any]:
     """The [`AdversarialTrainer`][segrobust.training.AdversarialTrainer] keyword arguments of ``config``; ``trainer_kwargs`` may not repeat a setting."""
     options: dict[str, Any] = {
-        "epochs": config.epochs, "num_classes": config.num_classes, "ignore_index": config.ignore_index,
-        "seed": config.seed, "device": config.device, "checkpoint_dir": config.checkpoint_dir,
-        "resume": config.resume, "progress": config.progress, **recipe_options,
+        "epochs": config.epochs,
+        "num_classes": config.num_classes,
+        "ignore_index": config.ignore_index,
+        "seed": config.seed,
+        "device": config.device,
+        "checkpoint_dir": config.checkpoint_dir,
+        "resume": config.resume,
+        "progress": config.progress,
+        **recipe_options,
     }
     if config.eval_data is not None:
         options["eval_loader"] = eval_loader(config.eval_data, config)
     clash = sorted(set(options) & set(config.trainer_kwargs))
     if clash:
-        raise TypeError(f"trainer_kwargs sets {clash[0]!r}, which the recipe sets from its config or itself: set the config field")
+        raise TypeError(
+            f"trainer_kwargs sets {clash[0]!r}, which the recipe sets from its config or itself: set the config field"
+        )
     return {**options, **dict(config.trainer_kwargs)}
 
 
@@ -175,12 +196,21 @@ def ama_cache_dir(config: Any) -> Optional[Path]:
     return Path(config.checkpoint_dir) / "ama_cache" if config.checkpoint_dir is not None else None
 
 
-def fit_segmenter(model: nn.Module, data: Any, config: StandardConfig, attack: Any,
-                  input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]]) -> TrainResult:
+def fit_segmenter(
+    model: nn.Module,
+    data: Any,
+    config: StandardConfig,
+    attack: Any,
+    input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]],
+) -> TrainResult:
     """Train ``model`` itself on (transformed, attacked) batches: the standard, PGD-AT, EroSeg-AT and NAT recipes."""
     trainer = AdversarialTrainer(
-        model, optimizer_for(model, config), train_loader(data, config),
-        **trainer_options(config, attack=attack, scheduler=scheduler_for(config.scheduler), input_transform=input_transform),
+        model,
+        optimizer_for(model, config),
+        train_loader(data, config),
+        **trainer_options(
+            config, attack=attack, scheduler=scheduler_for(config.scheduler), input_transform=input_transform
+        ),
     )
     return TrainResult(model, trainer.fit())
 

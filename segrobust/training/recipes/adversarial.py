@@ -51,8 +51,14 @@ def _naa_factory(config: PGDATConfig) -> Callable[[nn.Module], Any]:
     from segrobust.attacks import NAA
 
     def make_attack(module: nn.Module) -> Any:
-        return NAA(module, eps=config.eps, alpha=config.step_size, steps=config.steps,
-                   random_start=config.random_start, ignore_index=config.ignore_index)
+        return NAA(
+            module,
+            eps=config.eps,
+            alpha=config.step_size,
+            steps=config.steps,
+            random_start=config.random_start,
+            ignore_index=config.ignore_index,
+        )
 
     return make_attack
 
@@ -75,8 +81,15 @@ def eroseg_at(model: nn.Module, data: Any, config: EroSegATConfig) -> TrainResul
     from segrobust.attacks import EroSeg
 
     def make_attack(module: nn.Module) -> Any:
-        return EroSeg(module, eps=config.eps, alpha=config.step_size, steps=config.steps,
-                      random_start=config.random_start, ignore_index=config.ignore_index, **dict(config.eroseg))
+        return EroSeg(
+            module,
+            eps=config.eps,
+            alpha=config.step_size,
+            steps=config.steps,
+            random_start=config.random_start,
+            ignore_index=config.ignore_index,
+            **dict(config.eroseg),
+        )
 
     return fit_segmenter(model, data, config, make_attack, config.input_transform)
 
@@ -93,8 +106,10 @@ def nat(model: nn.Module, data: Any, config: NATConfig) -> TrainResult:
     if rain is None or extra is None:
         transform = rain if extra is None else extra
     else:
+
         def transform(images: torch.Tensor) -> torch.Tensor:
             return extra(rain(images))
+
     return fit_segmenter(model, data, config, _naa_factory(config), transform)
 
 
@@ -102,9 +117,18 @@ def nat(model: nn.Module, data: Any, config: NATConfig) -> TrainResult:
 
 
 def train_standard(
-    model: nn.Module, train_loader: Any, *, epochs: int = 1, lr: float = 0.01, momentum: float = 0.9,
-    weight_decay: float = 1e-4, optimizer: Optional[torch.optim.Optimizer] = None, scheduler: Any = "poly",
-    num_classes: Optional[int] = None, ignore_index: int = 255, input_transform: Transform = None,
+    model: nn.Module,
+    train_loader: Any,
+    *,
+    epochs: int = 1,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Any = "poly",
+    num_classes: Optional[int] = None,
+    ignore_index: int = 255,
+    input_transform: Transform = None,
     trainer_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> list[dict[str, Any]]:
     """Standard training; the keyword form of the ``standard`` recipe ([StandardConfig][segrobust.training.StandardConfig]).
@@ -124,17 +148,40 @@ def train_standard(
         >>> len(history)
         2
     """
-    config = legacy_config(StandardConfig, trainer_kwargs, epochs=epochs, lr=lr, momentum=momentum,
-                           weight_decay=weight_decay, optimizer=optimizer or "sgd", scheduler=scheduler,
-                           num_classes=num_classes, ignore_index=ignore_index, input_transform=input_transform)
+    config = legacy_config(
+        StandardConfig,
+        trainer_kwargs,
+        epochs=epochs,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        optimizer=optimizer or "sgd",
+        scheduler=scheduler,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        input_transform=input_transform,
+    )
     return standard(model, train_loader, config).history
 
 
 def train_pgd_at(
-    model: nn.Module, train_loader: Any, *, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 7,
-    random_start: bool = True, epochs: int = 1, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
-    optimizer: Optional[torch.optim.Optimizer] = None, scheduler: Any = "poly", num_classes: Optional[int] = None,
-    ignore_index: int = 255, input_transform: Transform = None, trainer_kwargs: Optional[Mapping[str, Any]] = None,
+    model: nn.Module,
+    train_loader: Any,
+    *,
+    eps: float = 8 / 255,
+    alpha: float = 2 / 255,
+    steps: int = 7,
+    random_start: bool = True,
+    epochs: int = 1,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Any = "poly",
+    num_classes: Optional[int] = None,
+    ignore_index: int = 255,
+    input_transform: Transform = None,
+    trainer_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> list[dict[str, Any]]:
     """Madry PGD-AT; the keyword form of the ``pgd_at`` recipe ([PGDATConfig][segrobust.training.PGDATConfig]).
 
@@ -144,18 +191,44 @@ def train_pgd_at(
     Examples:
         >>> history = train_pgd_at(model, loader, eps=4/255, steps=3, epochs=2)  # doctest: +SKIP
     """
-    config = legacy_config(PGDATConfig, trainer_kwargs, eps=eps, alpha=alpha, steps=steps, random_start=random_start,
-                           epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                           optimizer=optimizer or "sgd", scheduler=scheduler, num_classes=num_classes,
-                           ignore_index=ignore_index, input_transform=input_transform)
+    config = legacy_config(
+        PGDATConfig,
+        trainer_kwargs,
+        eps=eps,
+        alpha=alpha,
+        steps=steps,
+        random_start=random_start,
+        epochs=epochs,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        optimizer=optimizer or "sgd",
+        scheduler=scheduler,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        input_transform=input_transform,
+    )
     return pgd_at(model, train_loader, config).history
 
 
 def train_eroseg_at(
-    model: nn.Module, train_loader: Any, *, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 7,
-    random_start: bool = True, epochs: int = 1, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
-    optimizer: Optional[torch.optim.Optimizer] = None, scheduler: Any = "poly", num_classes: Optional[int] = None,
-    ignore_index: int = 255, input_transform: Transform = None, trainer_kwargs: Optional[Mapping[str, Any]] = None,
+    model: nn.Module,
+    train_loader: Any,
+    *,
+    eps: float = 8 / 255,
+    alpha: float = 2 / 255,
+    steps: int = 7,
+    random_start: bool = True,
+    epochs: int = 1,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Any = "poly",
+    num_classes: Optional[int] = None,
+    ignore_index: int = 255,
+    input_transform: Transform = None,
+    trainer_kwargs: Optional[Mapping[str, Any]] = None,
     **eroseg_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """EroSeg-AT; the keyword form of the ``eroseg_at`` recipe ([EroSegATConfig][segrobust.training.EroSegATConfig]).
@@ -167,19 +240,43 @@ def train_eroseg_at(
     Examples:
         >>> history = train_eroseg_at(model, loader, eps=4/255, steps=3, q0=0.3)  # doctest: +SKIP
     """
-    config = legacy_config(EroSegATConfig, trainer_kwargs, eps=eps, alpha=alpha, steps=steps,
-                           random_start=random_start, epochs=epochs, lr=lr, momentum=momentum,
-                           weight_decay=weight_decay, optimizer=optimizer or "sgd", scheduler=scheduler,
-                           num_classes=num_classes, ignore_index=ignore_index, input_transform=input_transform,
-                           eroseg=eroseg_kwargs)
+    config = legacy_config(
+        EroSegATConfig,
+        trainer_kwargs,
+        eps=eps,
+        alpha=alpha,
+        steps=steps,
+        random_start=random_start,
+        epochs=epochs,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        optimizer=optimizer or "sgd",
+        scheduler=scheduler,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        input_transform=input_transform,
+        eroseg=eroseg_kwargs,
+    )
     return eroseg_at(model, train_loader, config).history
 
 
 def train_nat(
-    model: nn.Module, train_loader: Any, *, rain: RainSpec = "medium", rain_reference_height: Optional[int] = PRESET_REFERENCE_HEIGHT,
-    eps: float = 4 / 255, alpha: Optional[float] = None, steps: int = 3, epochs: int = 1, lr: float = 0.01,
-    optimizer: Optional[torch.optim.Optimizer] = None, scheduler: Any = "poly", num_classes: Optional[int] = None,
-    ignore_index: int = 255, trainer_kwargs: Optional[Mapping[str, Any]] = None,
+    model: nn.Module,
+    train_loader: Any,
+    *,
+    rain: RainSpec = "medium",
+    rain_reference_height: Optional[int] = PRESET_REFERENCE_HEIGHT,
+    eps: float = 4 / 255,
+    alpha: Optional[float] = None,
+    steps: int = 3,
+    epochs: int = 1,
+    lr: float = 0.01,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Any = "poly",
+    num_classes: Optional[int] = None,
+    ignore_index: int = 255,
+    trainer_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> list[dict[str, Any]]:
     """NAT; the keyword form of the ``nat`` recipe ([NATConfig][segrobust.training.NATConfig]).
 
@@ -191,7 +288,19 @@ def train_nat(
     Examples:
         >>> history = train_nat(model, loader, rain="heavy", eps=4/255, steps=3, epochs=5)  # doctest: +SKIP
     """
-    config = legacy_config(NATConfig, trainer_kwargs, rain=rain, rain_reference_height=rain_reference_height, eps=eps,
-                           alpha=alpha, steps=steps, epochs=epochs, lr=lr, optimizer=optimizer or "sgd",
-                           scheduler=scheduler, num_classes=num_classes, ignore_index=ignore_index)
+    config = legacy_config(
+        NATConfig,
+        trainer_kwargs,
+        rain=rain,
+        rain_reference_height=rain_reference_height,
+        eps=eps,
+        alpha=alpha,
+        steps=steps,
+        epochs=epochs,
+        lr=lr,
+        optimizer=optimizer or "sgd",
+        scheduler=scheduler,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+    )
     return nat(model, train_loader, config).history

@@ -41,7 +41,12 @@ def _positive_int(value: Any, name: str) -> None:
 
 
 def _positive_number(value: Any, name: str, *, at_most: Optional[float] = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or (at_most is not None and value > at_most):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+        or (at_most is not None and value > at_most)
+    ):
         bound = f" in (0, {at_most:g}]" if at_most is not None else " > 0"
         raise ValueError(f"{name} must be a number{bound}, got {value!r}")
 
@@ -122,7 +127,9 @@ class StandardConfig(TrainConfig):
         if isinstance(self.optimizer, str) and self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd', 'adamw' or a torch.optim.Optimizer, got {self.optimizer!r}")
         if not isinstance(self.optimizer, (str, torch.optim.Optimizer)):
-            raise TypeError(f"optimizer must be 'sgd', 'adamw' or a torch.optim.Optimizer, got {type(self.optimizer).__name__}")
+            raise TypeError(
+                f"optimizer must be 'sgd', 'adamw' or a torch.optim.Optimizer, got {type(self.optimizer).__name__}"
+            )
         if self.input_transform is not None and not callable(self.input_transform):
             raise TypeError(f"input_transform must be callable or None, got {type(self.input_transform).__name__}")
 
@@ -176,7 +183,9 @@ def _check_rain(rain: RainSpec, reference_height: Optional[int]) -> None:
 
         resolve_rain_ranges(rain)
     elif rain is not None and not isinstance(rain, (nn.Module, Mapping)):
-        raise TypeError(f"rain must be a preset name, a mapping of rain ranges, a module or None, got {type(rain).__name__}")
+        raise TypeError(
+            f"rain must be a preset name, a mapping of rain ranges, a module or None, got {type(rain).__name__}"
+        )
 
 
 @dataclass
