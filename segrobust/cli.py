@@ -211,7 +211,6 @@ def _recipes_epilog() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The ``segrobust`` argument parser (sub-commands ``benchmark``, ``train`` and ``list``)."""
     from segrobust import __version__
-    from segrobust.training import RECIPES
 
     parser = _Parser(
         prog="segrobust", description="Robustness of semantic segmentation to rain and adversarial attacks."
@@ -220,6 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{benchmark,train,list}")
     commands.required = True
 
+    _add_benchmark_command(commands)
+    _add_train_command(commands)
+    commands.add_parser(
+        "list",
+        help="list the attacks, pixel losses, presets, recipes, data sets and defences",
+        description="List what segrobust can run: every registered attack, pixel loss, APGD radius schedule, rain preset, "
+        "training recipe, data set and defence, one line each.",
+    )
+    return parser
+
+
+def _add_benchmark_command(commands: Any) -> None:
+    """The ``benchmark`` sub-command and its flags."""
     bench = commands.add_parser(
         "benchmark",
         help="evaluate a model clean, under rain and under attacks",
@@ -288,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(out, "benchmark")
     _add_common(bench)
 
+
+def _add_train_command(commands: Any) -> None:
+    """The ``train`` sub-command and its flags."""
+    from segrobust.training import RECIPES
+
     train = commands.add_parser(
         "train",
         help="train a model with a recipe (standard, pgd_at, eroseg_at, nat, ...)",
@@ -347,14 +364,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_option(recipe, "train")
     _add_common(train)
-
-    commands.add_parser(
-        "list",
-        help="list the attacks, pixel losses, presets, recipes, data sets and defences",
-        description="List what segrobust can run: every registered attack, pixel loss, APGD radius schedule, rain preset, "
-        "training recipe, data set and defence, one line each.",
-    )
-    return parser
 
 
 # ----------------------------------------------------------------------------- errors

@@ -30,9 +30,19 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
     """``report.md``: settings, robustness under the reliable evaluation, the summary table, the worst case,
     the gradient-masking checks, figures, per-class IoU, versions."""
     figures = figures or {}
+    lines = ["# segrobust robustness report", "", *_settings_section(results), ""]
+    lines += [*_reliable_section(results), "## Summary", "", results.table("markdown"), ""]
+    lines += _worst_case_section(results)
+    lines += _masking_section(results)
+    lines += _figures_section(figures)
+    lines += _per_class_section(results)
+    lines += _throughput_and_versions_section(results)
+    return "\n".join(lines)
+
+
+def _settings_section(results: BenchmarkResults) -> list[str]:
+    """One bullet per setting of the run."""
     config = results.config
-    clean = results.clean
-    lines = ["# segrobust robustness report", ""]
     described = [
         ("Model", config.get("model_name")),
         ("Defence", config.get("defense")),
@@ -55,8 +65,13 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
         ("Seed", config.get("seed")),
         ("Processes", f"{config.get('world_size', 1)} on {config.get('device', '?')}"),
     ]
-    lines += [f"- **{name}**: {value}" for name, value in described if value not in (None, "")]
-    lines += ["", *_reliable_section(results), "## Summary", "", results.table("markdown"), ""]
+    return [f"- **{name}**: {value}" for name, value in described if value not in (None, "")]
+
+
+def _worst_case_section(results: BenchmarkResults) -> list[str]:
+    """The per-image worst case at the largest ε, and what AMA's row means."""
+    clean = results.clean
+    lines: list[str] = []
     worst = [row for row in results.rows if row.kind == "worst"]
     if worst:
         strongest = worst[-1]
@@ -77,7 +92,12 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
             "not part of the worst case.",
             "",
         ]
-    lines += _masking_section(results)
+    return lines
+
+
+def _figures_section(figures: dict[str, str]) -> list[str]:
+    """The figures written next to the report, each with what it shows."""
+    lines: list[str] = []
     for title, key in (
         ("mIoU against ε", "miou_vs_eps"),
         ("Convergence of the reliable ensemble", "convergence"),
@@ -99,10 +119,17 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
             "\nColumns: image, its prediction, the adversarial image of the strongest attack for that image at the "
             "largest ε, the perturbation scaled so ±ε spans black to white, the prediction on it, the ground truth.",
         )
+    return lines
+
+
+def _per_class_section(results: BenchmarkResults) -> list[str]:
+    """Per-class IoU for clean, the hardest rain, the reliable ensemble and the worst case at the largest ε."""
+    clean = results.clean
+    worst = [row for row in results.rows if row.kind == "worst"]
     rain = sorted((row for row in results.rows if row.kind == "rain"), key=lambda row: row.miou)
     reliable = [row for row in results.rows if row.key == "reliable"]
     chosen = [clean, *rain[:1], *reliable[-1:], *worst[-1:]]  # clean, the hardest rain, the largest ε
-    lines += [
+    lines = [
         "## Per-class IoU (%)",
         "",
         "| Class | " + " | ".join(row.label for row in chosen) + " |",
@@ -110,6 +137,13 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
     ]
     for c, name in enumerate(results.class_names):
         lines.append(f"| {name} | " + " | ".join(_pct(row.iou[c]) for row in chosen) + " |")
+    return lines
+
+
+def _throughput_and_versions_section(results: BenchmarkResults) -> list[str]:
+    """Throughput, the full configuration and the package versions."""
+    config = results.config
+    lines: list[str] = []
     lines += ["", "## Throughput", ""]
     timing = results.timing
     if timing.get("clean_images_per_second"):
@@ -133,7 +167,7 @@ def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], No
     lines += ["## Versions", "", "| Package | Version |", "|---|---|"]
     lines += [f"| {name} | {version} |" for name, version in results.versions.items()]
     lines += ["", "Every number is in `results.json`.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _reliable_section(results: BenchmarkResults) -> list[str]:
