@@ -224,3 +224,28 @@ def test_benchmark_a_user_model_and_lraspp_from_the_command_line(tmp_path):
         result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "Worst case" in result.stdout and (out / "results.json").exists()
+
+
+def test_evaluate_and_run_benchmark_take_mean_and_std():
+    """A model that expects normalised images scores the same through mean/std as wrapped by hand."""
+    import torch
+    from torch import nn
+
+    from segrobust.benchmark import run_benchmark
+    from segrobust.benchmark.storage import fingerprint
+    from segrobust.models import SegmentationModel
+    from segrobust.training import evaluate
+
+    torch.manual_seed(0)
+    net = nn.Conv2d(3, 3, 1)
+    data = [(torch.rand(3, 8, 8), torch.randint(0, 3, (8, 8))) for _ in range(4)]
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    wrapped = SegmentationModel(net, mean=mean, std=std)
+    loader = [(torch.stack([x for x, _ in data]), torch.stack([y for _, y in data]))]
+    assert evaluate(net, loader, num_classes=3, mean=mean, std=std) == evaluate(wrapped, loader, num_classes=3)
+    settings = {"attacks": "none", "rain": "none", "progress": False}
+    by_args = run_benchmark(net, data, mean=mean, std=std, **settings)
+    assert by_args.clean.miou == run_benchmark(wrapped, data, **settings).clean.miou
+    assert by_args.clean.miou != run_benchmark(net, data, **settings).clean.miou
+    # resume fingerprints see the normalisation, not only the weights
+    assert fingerprint(wrapped) != fingerprint(SegmentationModel(net, mean=[0.5] * 3, std=std))

@@ -719,7 +719,13 @@ def _examples_for_plot(
 
 # ----------------------------------------------------------------------------- run_benchmark
 def run_benchmark(
-    model: nn.Module, dataset: Any, config: Optional[BenchmarkConfig] = None, **settings: Any
+    model: nn.Module,
+    dataset: Any,
+    config: Optional[BenchmarkConfig] = None,
+    *,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    **settings: Any,
 ) -> BenchmarkResults:
     """Benchmark ``model`` on ``dataset``: clean, under rain presets and under attacks at each ε, plus the worst case.
 
@@ -752,6 +758,11 @@ def run_benchmark(
             or pairs ``(image, mask)``; all items the same size.
         config: the settings, a [BenchmarkConfig][segrobust.benchmark.BenchmarkConfig]
             (default: ``BenchmarkConfig()``).
+        mean, std: per-channel normalisation the model expects, for a model
+            that normalises in the user's pipeline rather than inside itself:
+            the model is wrapped in
+            [SegmentationModel][segrobust.models.SegmentationModel], so images
+            and attacks stay in ``[0, 1]``.
         **settings: fields of [BenchmarkConfig][segrobust.benchmark.BenchmarkConfig]
             that replace those of ``config``.
 
@@ -770,6 +781,10 @@ def run_benchmark(
     if config is not None and not isinstance(config, BenchmarkConfig):
         raise TypeError(f"config must be a BenchmarkConfig, got {type(config).__name__}")
     config = (config or BenchmarkConfig()).replace(**settings) if settings else (config or BenchmarkConfig())
+    if mean is not None or std is not None:
+        from segrobust.models import SegmentationModel
+
+        model = SegmentationModel(model, mean=mean, std=std)
     plan = _plan(model, dataset, config)
     source, fingerprints = _load_data(plan)
     with _output(plan) as store:

@@ -54,10 +54,15 @@ class OutputFolderError(ValueError):
 
 
 def fingerprint(obj: Any) -> str:
-    """A short hash of JSON-able settings, of a tensor's bytes, or of a model's weights (for an ``nn.Module``)."""
+    """A short hash of JSON-able settings, of a tensor's bytes, or of a model's weights (for an ``nn.Module``).
+
+    A model's hash covers its state dict and its non-persistent buffers too (the
+    ``mean``/``std`` of a [SegmentationModel][segrobust.models.SegmentationModel]).
+    """
     digest = hashlib.sha256()
     if isinstance(obj, torch.nn.Module):
-        for name, tensor in sorted(obj.state_dict().items()):
+        tensors = {**dict(obj.named_buffers()), **obj.state_dict()}
+        for name, tensor in sorted(tensors.items()):
             digest.update(name.encode())
             digest.update(_tensor_bytes(tensor))
     elif isinstance(obj, torch.Tensor):

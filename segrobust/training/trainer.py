@@ -106,6 +106,8 @@ def evaluate(
     attack: Optional[AttackFn] = None,
     input_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     reduce: bool = True,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
 ) -> dict[str, float]:
     """mIoU, pixel accuracy and mean class accuracy of ``model`` over ``loader``, from one confusion matrix.
 
@@ -114,6 +116,9 @@ def evaluate(
     ``input_transform`` the images are transformed first (e.g. rain). With
     ``reduce`` the matrix is summed over ``torch.distributed`` ranks, so each
     rank should see a disjoint shard (see [`ShardSampler`][segrobust.training.ShardSampler]).
+    With ``mean``/``std`` (a model that expects normalised images) the model is
+    wrapped in [SegmentationModel][segrobust.models.SegmentationModel], so the
+    loader's images stay in ``[0, 1]``; build ``attack`` on that wrapped model too.
 
     Returns:
         ``{"miou", "pixel_accuracy", "mean_class_accuracy", "num_pixels"}``.
@@ -129,6 +134,10 @@ def evaluate(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if mean is not None or std is not None:
+        from segrobust.models import SegmentationModel
+
+        model = SegmentationModel(model, mean=mean, std=std)
     if reduce and num_classes is None and _dist.get_world_size() > 1:
         raise ValueError("pass num_classes when evaluating under torch.distributed (every rank needs the matrix shape)")
     device = torch.device(device) if device is not None else _model_device(model)
