@@ -43,7 +43,7 @@ from typing import Any, Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _camvid import RESULTS, camvid, environment, trained_model, write_results
+from _camvid import CACHE, RESULTS, camvid, environment, trained_model, write_results
 from attack_strength import evaluate
 
 NAME = "eroseg_sweep"
@@ -71,8 +71,8 @@ class Store:
         return json.loads(self.path.read_text()) if self.path.exists() else {"rows": []}
 
     def _locked(self, mode: int):
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        lock = open(RESULTS / f".{NAME}.lock", "w")
+        CACHE.mkdir(parents=True, exist_ok=True)
+        lock = open(CACHE / f"{NAME}.lock", "w")
         fcntl.flock(lock, mode)
         return lock
 
