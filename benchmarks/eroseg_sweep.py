@@ -19,7 +19,7 @@ Selection rule: the finalist with the lowest mean val mIoU over 2, 4 and
 8/255 at 10 steps is ``best1``, the next ``best2``.
 
 Stage ``long`` runs ``--attacks`` (SegPGD, CosPGD, EroSeg-old, EroSeg-best1,
-EroSeg-best2) at ``--steps`` (default 100; ``--steps 10`` gives the baselines
+EroSeg-best2, or ``EroSeg:q0=0.85,fooled_weight=0.1`` for any setting) at ``--steps`` (default 100; ``--steps 10`` gives the baselines
 at the search budget) and ``--eps``. Stages may run concurrently: rows are
 merged into the results file under a lock.
 
@@ -206,13 +206,26 @@ def stage_search(runner: Runner, store: Store, args) -> None:
     runner.log(f"best1: {label(ranked[0])}\nbest2: {label(ranked[1])}")
 
 
+def parse_setting(name: str) -> dict[str, Any]:
+    """``EroSeg:q0=0.85,fooled_weight=0.1`` -> the old defaults with those arguments changed."""
+    setting = dict(OLD_DEFAULTS)
+    for item in name.split(":", 1)[1].split(","):
+        key, _, value = item.partition("=")
+        if key not in setting:
+            raise SystemExit(f"--attacks {name}: unknown EroSeg argument {key!r}; expected one of {sorted(setting)}")
+        setting[key] = type(setting[key])(value)
+    return setting
+
+
 def stage_long(runner: Runner, store: Store, args) -> None:
     selection = store.get("selection") or {}
     stage = "baselines" if args.steps == args.search_steps else "long"
     settings = {"EroSeg-old": OLD_DEFAULTS, "EroSeg-best1": selection.get("best1"), "EroSeg-best2": selection.get("best2")}
     for eps in args.eps:
         for name in args.attacks:
-            if name in settings:
+            if name.startswith("EroSeg:"):
+                runner.eroseg(parse_setting(name), eps, args.steps, stage)
+            elif name in settings:
                 if settings[name] is None:
                     raise SystemExit(f"{name}: run --stage search first (no selection in {store.path})")
                 runner.eroseg(settings[name], eps, args.steps, stage)
