@@ -30,8 +30,9 @@ def random_flip(item: dict[str, Any]) -> dict[str, Any]:
     Draws from the global torch RNG, so a resumed run replays it.
     """
     if torch.rand(()) < 0.5:
-        return {key: value.flip(-1) if torch.is_tensor(value) and value.ndim >= 2 else value
-                for key, value in item.items()}
+        return {
+            key: value.flip(-1) if torch.is_tensor(value) and value.ndim >= 2 else value for key, value in item.items()
+        }
     return item
 
 
@@ -93,13 +94,26 @@ def trained_model(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     start = time.time()
     history = recipe(
-        model, loader, epochs=epochs, optimizer=optimizer, scheduler=poly_lr(), num_classes=NUM_CLASSES,
-        trainer_kwargs={"checkpoint_dir": CACHE / f"{key}_ckpt", "resume": True, "progress": False,
-                        "logger": lambda r: log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}))},
+        model,
+        loader,
+        epochs=epochs,
+        optimizer=optimizer,
+        scheduler=poly_lr(),
+        num_classes=NUM_CLASSES,
+        trainer_kwargs={
+            "checkpoint_dir": CACHE / f"{key}_ckpt",
+            "resume": True,
+            "progress": False,
+            "logger": lambda r: log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})),
+        },
         **(recipe_kwargs or {}),
     )
-    info = {"key": key, "train_seconds": round(time.time() - start, 1), "epochs": epochs,
-            "final_train_loss": history[-1]["loss"] if history else None}
+    info = {
+        "key": key,
+        "train_seconds": round(time.time() - start, 1),
+        "epochs": epochs,
+        "final_train_loss": history[-1]["loss"] if history else None,
+    }
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = final.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
@@ -111,8 +125,13 @@ def trained_model(
 def environment() -> dict[str, Any]:
     import segrobust
 
-    return {"torch": torch.__version__, "segrobust": segrobust.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+    return {
+        "torch": torch.__version__,
+        "segrobust": segrobust.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
 
 
 def write_results(name: str, payload: dict[str, Any]) -> Path:

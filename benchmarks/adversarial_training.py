@@ -68,8 +68,11 @@ def main(argv=None):
         base, _ = trained_model("standard", args.arch, args.encoder, tuple(args.size), args.base_epochs, train_standard)
     rows = []
     for name, (recipe, kwargs) in recipes.items():
-        key = {"standard": "standard", "PGD-AT": f"pgdat{args.eps:g}s{args.train_steps}",
-               "EroSeg-AT": f"erosegat{args.eps:g}s{args.train_steps}"}[name]
+        key = {
+            "standard": "standard",
+            "PGD-AT": f"pgdat{args.eps:g}s{args.train_steps}",
+            "EroSeg-AT": f"erosegat{args.eps:g}s{args.train_steps}",
+        }[name]
         if base is not None:
             key = f"ft-{key}-from-e{args.base_epochs}"
             recipe = _fine_tune(recipe, base)
@@ -82,13 +85,26 @@ def main(argv=None):
         strongest = min(per_attack, key=lambda a: per_attack[a]["miou"])
         row.update(per_attack=per_attack, robust={"attack": strongest, **per_attack[strongest]})
         rows.append(row)
-        print(f"{name:10s} clean mIoU {row['clean']['miou']:.4f}  robust mIoU {row['robust']['miou']:.4f} "
-              f"({strongest})", flush=True)
-    payload = {"command": "python benchmarks/adversarial_training.py " + " ".join(argv or sys.argv[1:]),
-               "model": {"arch": args.arch, "encoder": args.encoder, "size": list(args.size), "epochs": args.epochs,
-                         "fine_tuned_from": None if base is None else f"standard, {args.base_epochs} epochs"},
-               "train_attack": at, "eval_eps": eps, "eval_steps": args.eval_steps, "rows": rows,
-               "total_seconds": round(time.time() - start, 1), "environment": environment()}
+        print(
+            f"{name:10s} clean mIoU {row['clean']['miou']:.4f}  robust mIoU {row['robust']['miou']:.4f} ({strongest})",
+            flush=True,
+        )
+    payload = {
+        "command": "python benchmarks/adversarial_training.py " + " ".join(argv or sys.argv[1:]),
+        "model": {
+            "arch": args.arch,
+            "encoder": args.encoder,
+            "size": list(args.size),
+            "epochs": args.epochs,
+            "fine_tuned_from": None if base is None else f"standard, {args.base_epochs} epochs",
+        },
+        "train_attack": at,
+        "eval_eps": eps,
+        "eval_steps": args.eval_steps,
+        "rows": rows,
+        "total_seconds": round(time.time() - start, 1),
+        "environment": environment(),
+    }
     print(f"wrote {write_results('adversarial_training', payload)}")
 
 

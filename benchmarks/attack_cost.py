@@ -105,8 +105,24 @@ def peak_memory_child(args):
 
 
 def peak_memory(args, name):
-    cmd = [sys.executable, __file__, "--child", name, "--size", str(args.size), "--batch", str(args.batch),
-           "--steps", str(args.steps), "--device", args.device, "--encoder", args.encoder, "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        name,
+        "--size",
+        str(args.size),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+        "--encoder",
+        args.encoder,
+        "--threads",
+        str(args.threads),
+    ]
     # Tensors above 64 KiB get their own mmap and go back to the OS when freed, so the peak resident
     # size follows live tensor memory instead of what glibc's arenas happen to keep.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -136,15 +152,19 @@ def main(argv=None):
 
     per_step, call = timing(args)
     memory = {} if args.no_memory else {n: peak_memory(args, n) for n in ["PGD", *args.attacks]}
-    print(f"# attack cost vs torchattacks.PGD: smp Unet-{args.encoder}, batch {args.batch}x3x{args.size}x{args.size}, "
-          f"{args.steps} steps, {args.device}, {args.threads} threads, min of {args.repeats} rounds")
+    print(
+        f"# attack cost vs torchattacks.PGD: smp Unet-{args.encoder}, batch {args.batch}x3x{args.size}x{args.size}, "
+        f"{args.steps} steps, {args.device}, {args.threads} threads, min of {args.repeats} rounds"
+    )
     print("| attack | per-step ratio | target | whole-call ratio | peak-memory ratio | memory target |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name in args.attacks:
         mem = f"{memory[name] / memory['PGD']:.3f}" if memory else "-"
         mem_target = f"≤ {MEMORY_TARGETS[name]:.2f}" if name in MEMORY_TARGETS else "-"
-        print(f"| {name} | {per_step[name] / per_step['PGD']:.3f} | ≤ {TARGETS.get(name, float('nan')):.2f} "
-              f"| {call[name] / call['PGD']:.3f} | {mem} | {mem_target} |")
+        print(
+            f"| {name} | {per_step[name] / per_step['PGD']:.3f} | ≤ {TARGETS.get(name, float('nan')):.2f} "
+            f"| {call[name] / call['PGD']:.3f} | {mem} | {mem_target} |"
+        )
     print(f"\nPGD: {per_step['PGD'] * 1000:.1f} ms per step, {call['PGD'] * 1000:.1f} ms per {args.steps}-step call")
     if os.environ.get("SEGROBUST_COST_JSON"):
         with open(os.environ["SEGROBUST_COST_JSON"], "w") as f:

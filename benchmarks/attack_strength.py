@@ -87,13 +87,22 @@ def main(argv=None):
             for name in args.attacks:
                 t = time.time()
                 scores = evaluate(model, val, attack_factory(name, model, eps / 255, steps))
-                rows.append({"attack": name, "eps": eps, "steps": steps, **scores, "seconds": round(time.time() - t, 1)})
-                print(f"{name:7s} eps {eps}/255 steps {steps:2d}: mIoU {scores['miou']:.4f}  "
-                      f"pixel acc {scores['pixel_accuracy']:.4f}  ({rows[-1]['seconds']} s)", flush=True)
-    payload = {"command": "python benchmarks/attack_strength.py " + " ".join(argv or sys.argv[1:]),
-               "model": {"arch": args.arch, "encoder": args.encoder, "size": list(args.size), **info},
-               "clean": results["clean"], "rows": rows, "total_seconds": round(time.time() - start, 1),
-               "environment": environment()}
+                rows.append(
+                    {"attack": name, "eps": eps, "steps": steps, **scores, "seconds": round(time.time() - t, 1)}
+                )
+                print(
+                    f"{name:7s} eps {eps}/255 steps {steps:2d}: mIoU {scores['miou']:.4f}  "
+                    f"pixel acc {scores['pixel_accuracy']:.4f}  ({rows[-1]['seconds']} s)",
+                    flush=True,
+                )
+    payload = {
+        "command": "python benchmarks/attack_strength.py " + " ".join(argv or sys.argv[1:]),
+        "model": {"arch": args.arch, "encoder": args.encoder, "size": list(args.size), **info},
+        "clean": results["clean"],
+        "rows": rows,
+        "total_seconds": round(time.time() - start, 1),
+        "environment": environment(),
+    }
     if args.append:
         import json
 

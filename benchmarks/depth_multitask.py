@@ -86,8 +86,9 @@ def main(argv=None):
         kw.pop("scheduler", None)
         triplets = FlipTriplets(CamVidTriplets(DEFAULT_CAMVID, "train", size=size, cache=True))
         trainer_kwargs = kw.pop("trainer_kwargs", {})
-        multitask, history = train_depth_multitask(model, triplets, epochs=kw.pop("epochs"), batch_size=8, lr=1e-3,
-                                                   trainer_kwargs=trainer_kwargs, **kw)
+        multitask, history = train_depth_multitask(
+            model, triplets, epochs=kw.pop("epochs"), batch_size=8, lr=1e-3, trainer_kwargs=trainer_kwargs, **kw
+        )
         model.load_state_dict(multitask.segmentation_model().state_dict())
         return history
 
@@ -95,8 +96,18 @@ def main(argv=None):
     val = camvid("val", size)
     if args.quick:
         val = torch.utils.data.Subset(val, range(8))
-    conditions = ["clean", "noise 0.02", "noise 0.05", "noise 0.1",
-                  "NAA 1/255", "NAA 2/255", "NAA 4/255", "EroSeg 1/255", "EroSeg 2/255", "EroSeg 4/255"]
+    conditions = [
+        "clean",
+        "noise 0.02",
+        "noise 0.05",
+        "noise 0.1",
+        "NAA 1/255",
+        "NAA 2/255",
+        "NAA 4/255",
+        "EroSeg 1/255",
+        "EroSeg 2/255",
+        "EroSeg 4/255",
+    ]
     rows = []
     for name, model in (("single-task", single), ("multi-task (depth)", multi)):
         row = {"model": name}
@@ -104,9 +115,14 @@ def main(argv=None):
             row[condition] = evaluate(model.eval(), val, condition)
             print(f"{name:20s} {condition:13s} mIoU {row[condition]:.4f}", flush=True)
         rows.append(row)
-    payload = {"command": "python benchmarks/depth_multitask.py " + " ".join(argv or sys.argv[1:]),
-               "settings": vars(args), "conditions": conditions, "rows": rows,
-               "total_seconds": round(time.time() - start, 1), "environment": environment()}
+    payload = {
+        "command": "python benchmarks/depth_multitask.py " + " ".join(argv or sys.argv[1:]),
+        "settings": vars(args),
+        "conditions": conditions,
+        "rows": rows,
+        "total_seconds": round(time.time() - start, 1),
+        "environment": environment(),
+    }
     if args.quick:
         return
     print(f"wrote {write_results('depth_multitask', payload)}")

@@ -78,8 +78,12 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3, help="NAT fine-tuning and derainer training epochs")
     parser.add_argument("--eps", type=float, default=4.0, help="in 1/255 units")
     parser.add_argument("--train-steps", type=int, default=3)
-    parser.add_argument("--nat-lr", type=float, default=1e-4,
-                        help="NAT fine-tuning learning rate (as the PGD-AT fine-tuning of adversarial_training.py)")
+    parser.add_argument(
+        "--nat-lr",
+        type=float,
+        default=1e-4,
+        help="NAT fine-tuning learning rate (as the PGD-AT fine-tuning of adversarial_training.py)",
+    )
     parser.add_argument("--rain", default="medium")
     parser.add_argument("--derainer", default="prenet")
     parser.add_argument("--threads", type=int, default=2)
@@ -107,8 +111,14 @@ def main(argv=None):
         kw["optimizer"] = torch.optim.Adam(model.parameters(), lr=args.nat_lr, weight_decay=1e-4)
         return train_nat(model, loader, rain=ranges, eps=eps, steps=args.train_steps, **kw)
 
-    nat, nat_info = trained_model(f"nat{args.eps:g}s{args.train_steps}-lr{args.nat_lr:g}-{args.rain}-from-e{args.base_epochs}", args.arch,
-                           args.encoder, size, args.epochs, nat_recipe)
+    nat, nat_info = trained_model(
+        f"nat{args.eps:g}s{args.train_steps}-lr{args.nat_lr:g}-{args.rain}-from-e{args.base_epochs}",
+        args.arch,
+        args.encoder,
+        size,
+        args.epochs,
+        nat_recipe,
+    )
     models["NAT"] = nat
     train_seconds["NAT"] = nat_info.get("train_seconds")
     for ama in (False, True):
@@ -120,10 +130,23 @@ def main(argv=None):
             pearl = PEARL(segmenter, derainer)
         else:
             pearl, _history = train_pearl(
-                copy.deepcopy(segmenter), derainer, train_set, ama=ama, transform=random_flip,
-                rain=ranges, eps=eps, steps=args.train_steps, epochs=args.epochs, cache_dir=CACHE,
-                trainer_kwargs={"progress": False, "checkpoint_dir": CACHE / f"{path.stem}_ckpt", "resume": True,
-                                "logger": lambda r: print(r, flush=True)}, **common,
+                copy.deepcopy(segmenter),
+                derainer,
+                train_set,
+                ama=ama,
+                transform=random_flip,
+                rain=ranges,
+                eps=eps,
+                steps=args.train_steps,
+                epochs=args.epochs,
+                cache_dir=CACHE,
+                trainer_kwargs={
+                    "progress": False,
+                    "checkpoint_dir": CACHE / f"{path.stem}_ckpt",
+                    "resume": True,
+                    "logger": lambda r: print(r, flush=True),
+                },
+                **common,
             )
             torch.save(derainer.state_dict(), path)
         models[name] = pearl.eval()
@@ -143,14 +166,25 @@ def main(argv=None):
             row[condition] = evaluate(model, val, ranges, condition, eps)
             print(f"{name:16s} {condition:15s} mIoU {row[condition]:.4f}", flush=True)
         rows.append(row)
-    payload = {"command": "python benchmarks/pearl.py " + " ".join(argv or sys.argv[1:]),
-               "settings": {**vars(args), "rain_ranges": {k: list(v) if isinstance(v, tuple) else v for k, v in ranges.items()}},
-               "conditions": conditions, "rows": rows, "total_seconds": round(time.time() - start, 1),
-               "environment": environment()}
+    payload = {
+        "command": "python benchmarks/pearl.py " + " ".join(argv or sys.argv[1:]),
+        "settings": {
+            **vars(args),
+            "rain_ranges": {k: list(v) if isinstance(v, tuple) else v for k, v in ranges.items()},
+        },
+        "conditions": conditions,
+        "rows": rows,
+        "total_seconds": round(time.time() - start, 1),
+        "environment": environment(),
+    }
     if args.quick:
         return
     # Other derainers and epoch counts get their own results file, so the runs can sit side by side.
-    name = "pearl" + ("" if args.derainer == "prenet" else f"_{args.derainer}") + ("" if args.epochs == 3 else f"_e{args.epochs}")
+    name = (
+        "pearl"
+        + ("" if args.derainer == "prenet" else f"_{args.derainer}")
+        + ("" if args.epochs == 3 else f"_e{args.epochs}")
+    )
     print(f"wrote {write_results(name, payload)}")
 
 

@@ -1,6 +1,6 @@
 """Print the Markdown tables of docs/benchmarks.md from benchmarks/results/*.json.
 
-    python benchmarks/render_tables.py [NAME ...]
+python benchmarks/render_tables.py [NAME ...]
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def attack_strength(r: dict) -> str:
     m = r["model"]
-    lines = [f"smp {m['arch']}-{m['encoder']} trained from scratch on CamVid train at {m['size'][0]}×{m['size'][1]} "
-             f"({m.get('epochs')} epochs); CamVid val, {len(r['rows'])} attack runs, "
-             f"{r['total_seconds'] / 60:.0f} min in all on {r['environment']['threads']} CPU threads. "
-             f"Clean: mIoU {r['clean']['miou']:.3f}, pixel accuracy {r['clean']['pixel_accuracy']:.3f}.", "",
-             "| steps | eps | " + " | ".join(sorted({row["attack"] for row in r["rows"]}, key=_order)) + " |",
-             "| --- | --- |" + " --- |" * len({row["attack"] for row in r["rows"]})]
+    lines = [
+        f"smp {m['arch']}-{m['encoder']} trained from scratch on CamVid train at {m['size'][0]}×{m['size'][1]} "
+        f"({m.get('epochs')} epochs); CamVid val, {len(r['rows'])} attack runs, "
+        f"{r['total_seconds'] / 60:.0f} min in all on {r['environment']['threads']} CPU threads. "
+        f"Clean: mIoU {r['clean']['miou']:.3f}, pixel accuracy {r['clean']['pixel_accuracy']:.3f}.",
+        "",
+        "| steps | eps | " + " | ".join(sorted({row["attack"] for row in r["rows"]}, key=_order)) + " |",
+        "| --- | --- |" + " --- |" * len({row["attack"] for row in r["rows"]}),
+    ]
     attacks = sorted({row["attack"] for row in r["rows"]}, key=_order)
     for steps in sorted({row["steps"] for row in r["rows"]}):
         for eps in sorted({row["eps"] for row in r["rows"]}):
@@ -39,24 +42,35 @@ def _order(name: str) -> int:
 
 def adversarial_training(r: dict) -> str:
     attacks = sorted(r["rows"][0]["per_attack"], key=_order)
-    lines = [f"CamVid val; robust = lowest mIoU over the attacks at {r['eval_eps'] * 255:g}/255, {r['eval_steps']} steps; "
-             f"adversarial training with a {r['train_attack']['steps']}-step attack at the same eps, "
-             f"{r['model']['epochs']} epochs each"
-             + (f", fine-tuned from the {r['model']['fine_tuned_from']} model." if r["model"].get("fine_tuned_from") else ", from scratch."),
-             "",
-             "| training | clean mIoU | robust mIoU (attack) | " + " | ".join(attacks) + " | train time |",
-             "| --- | --- | --- |" + " --- |" * len(attacks) + " --- |"]
+    lines = [
+        f"CamVid val; robust = lowest mIoU over the attacks at {r['eval_eps'] * 255:g}/255, {r['eval_steps']} steps; "
+        f"adversarial training with a {r['train_attack']['steps']}-step attack at the same eps, "
+        f"{r['model']['epochs']} epochs each"
+        + (
+            f", fine-tuned from the {r['model']['fine_tuned_from']} model."
+            if r["model"].get("fine_tuned_from")
+            else ", from scratch."
+        ),
+        "",
+        "| training | clean mIoU | robust mIoU (attack) | " + " | ".join(attacks) + " | train time |",
+        "| --- | --- | --- |" + " --- |" * len(attacks) + " --- |",
+    ]
     for row in r["rows"]:
         cells = [f"{row['per_attack'][a]['miou']:.3f}" for a in attacks]
-        lines.append(f"| {row['training']} | {row['clean']['miou']:.3f} | {row['robust']['miou']:.3f} ({row['robust']['attack']}) | "
-                     + " | ".join(cells) + f" | {row['train_seconds'] or 0:.0f} s |")
+        lines.append(
+            f"| {row['training']} | {row['clean']['miou']:.3f} | {row['robust']['miou']:.3f} ({row['robust']['attack']}) | "
+            + " | ".join(cells)
+            + f" | {row['train_seconds'] or 0:.0f} s |"
+        )
     return "\n".join(lines)
 
 
 def conditions_table(r: dict) -> str:
     timed = any(row.get("train_seconds") for row in r["rows"])
-    lines = ["| model | " + " | ".join(r["conditions"]) + (" | train time |" if timed else " |"),
-             "| --- |" + " --- |" * (len(r["conditions"]) + timed)]
+    lines = [
+        "| model | " + " | ".join(r["conditions"]) + (" | train time |" if timed else " |"),
+        "| --- |" + " --- |" * (len(r["conditions"]) + timed),
+    ]
     for row in r["rows"]:
         cells = [f"{row[c]:.3f}" for c in r["conditions"]]
         if timed:
@@ -65,10 +79,14 @@ def conditions_table(r: dict) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"attack_strength": attack_strength, "adversarial_training": adversarial_training,
-             "pearl": conditions_table, "pearl_unet": conditions_table,
-             "pearl_unet_e10": conditions_table,
-             "depth_multitask": conditions_table}
+RENDERERS = {
+    "attack_strength": attack_strength,
+    "adversarial_training": adversarial_training,
+    "pearl": conditions_table,
+    "pearl_unet": conditions_table,
+    "pearl_unet_e10": conditions_table,
+    "depth_multitask": conditions_table,
+}
 
 
 def main() -> None:

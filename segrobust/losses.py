@@ -513,10 +513,10 @@ class EroSegLoss(PixelLoss):
         *,
         targeted: bool = False,
         ignore_index: int = 255,
-        q0: float = 0.2,
+        q0: float = 0.85,
         schedule: ErosionSchedule = "linear",
-        kernel_size: int = 3,
-        fooled_weight: float = 0.5,
+        kernel_size: int = 5,
+        fooled_weight: float = 0.1,
         confidence: str = "true_prob",
     ):
         super().__init__(targeted=targeted, ignore_index=ignore_index)

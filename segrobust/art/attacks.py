@@ -303,8 +303,8 @@ class CosPGD(ArtSegAttack):
 class EroSeg(ArtSegAttack):
     """ART counterpart of [`segrobust.attacks.EroSeg`][segrobust.attacks.EroSeg] (erosion attack).
 
-    ``EroSeg(estimator, eps, alpha, steps, random_start, q0=0.2, schedule="linear", kernel_size=3,
-    fooled_weight=0.5, confidence="true_prob", ignore_index=None, *, batch_size, targeted, verbose)``.
+    ``EroSeg(estimator, eps, alpha, steps, random_start, q0=0.85, schedule="linear", kernel_size=5,
+    fooled_weight=0.1, confidence="true_prob", ignore_index=None, *, batch_size, targeted, verbose)``.
 
     Examples:
         >>> adv = EroSeg(estimator, eps=8 / 255, steps=20, q0=0.2, schedule="cosine").generate(images)  # doctest: +SKIP
