@@ -6,14 +6,28 @@ and 20 steps (alpha = 2.5·eps/steps, random start, fixed seed). torchattacks'
 stock PGD cannot take void labels, so it gets void pixels relabelled to class 0
 (its numbers are reported on valid pixels like every other row).
 
+With ``--reliable`` it runs the reliable evaluation instead: 100-step APGD
+per loss (SEA radius schedule), the reliable ensemble (APGD with masked CE,
+balanced masked CE and Jensen-Shannon; per-image worst case by pixel accuracy
+and the greedy worst-case mIoU) and 100-step CosPGD and SegPGD with
+alpha = 0.01 * eps / (8/255), each row with its wall time and the forward and
+backward passes per image (counted by hooks on the model). The ensemble runs
+without early stop, so its members are complete single APGD runs and give the
+APGD rows of their losses. Rows are merged into the results file as each one
+finishes.
+
 Usage:
     python benchmarks/attack_strength.py                    # writes benchmarks/results/attack_strength.json
     python benchmarks/attack_strength.py --quick            # 16 val images, eps 4/255, 10 steps
+    python benchmarks/attack_strength.py --reliable --eps 4 --append
+    python benchmarks/attack_strength.py --reliable --eps 4 --rows APGD-ce CosPGD SegPGD --append
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _camvid import NUM_CLASSES, camvid, environment, trained_model, write_results
+from _camvid import NUM_CLASSES, RESULTS, camvid, environment, trained_model, write_results
 
 #: EroSeg with the two arguments tuned on a third of CamVid val at 4/255, 10 steps (see docs/benchmarks.md)
 EROSEG_TUNED = {"q0": 0.5, "fooled_weight": 0.1}
@@ -57,19 +71,188 @@ def evaluate(model, dataset, attack=None, batch_size=16, seed=0):
     return {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy}
 
 
-def main(argv=None):
+#: Rows of ``--reliable``; the ensemble's run also yields the APGD rows of its three losses
+RELIABLE_ROWS = ("APGD-ce", "APGD-masked_ce", "APGD-balanced_masked_ce", "APGD-js", "Ensemble", "CosPGD", "SegPGD")
+
+
+def reliable_alpha(eps: float) -> float:
+    """Step size of the long CosPGD/SegPGD runs: the anchor 0.01 at eps 8/255, scaled with eps."""
+    return 0.01 * eps / (8 / 255)
+
+
+class PassCounter:
+    """Counts images through the model's forward and (via a hook on its output) backward passes."""
+
+    def __init__(self, model):
+        self.model, self.forward, self.backward, self._handle = model, 0, 0, None
+
+    def _count(self, module, inputs, output):
+        n = output.shape[0]
+        self.forward += n
+        if output.requires_grad:
+            output.register_hook(lambda grad: self._count_backward(n))
+
+    def _count_backward(self, n):
+        self.backward += n
+
+    def __enter__(self):
+        self._handle = self.model.register_forward_hook(self._count)
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+
+def scores_of(confusion: torch.Tensor) -> dict:
+    """mIoU and pixel accuracy of per-image confusions ``(N, K, K)`` summed over the set."""
+    from segrobust.metrics import mean_iou
+
+    total = confusion.sum(0)
+    return {"miou": mean_iou(total), "pixel_accuracy": float(total.diagonal().sum() / total.sum())}
+
+
+def reliable_row(name, eps, steps, confusion, seconds, forward, backward, **extra) -> dict:
+    n = confusion.shape[0]
+    return {"attack": name, "eps": eps, "steps": steps, **scores_of(confusion), "seconds": round(seconds, 1),
+            "forward_per_image": round(forward / n, 2), "backward_per_image": round(backward / n, 2),
+            "images": n, **extra}
+
+
+def run_single(name, model, loader, eps, steps) -> dict:
+    """One 100-step APGD (SEA radius schedule), CosPGD or SegPGD run over the loader."""
+    import segrobust.attacks as sa
+    from segrobust.attacks.ensemble import per_image_confusion
+
+    if name.startswith("APGD-"):
+        attack, extra = sa.APGD(model, eps / 255, steps, loss=name[5:], radius_schedule="sea"), {"radius_schedule": "sea"}
+    else:
+        alpha = reliable_alpha(eps / 255)
+        attack, extra = getattr(sa, name)(model, eps=eps / 255, alpha=alpha, steps=steps, random_start=True), {"alpha": alpha}
+    counter, seconds, confusions = PassCounter(model), 0.0, []
+    torch.manual_seed(0)
+    for batch in loader:
+        start = time.time()
+        with counter:
+            adv = attack(batch["image"], batch["mask"])
+        seconds += time.time() - start
+        with torch.no_grad():
+            confusions.append(per_image_confusion(model(adv), batch["mask"], NUM_CLASSES))
+    return reliable_row(name, eps, steps, torch.cat(confusions), seconds, counter.forward, counter.backward, **extra)
+
+
+def _timed(method, clock: list, index: int):
+    def timed(*args, **kwargs):
+        start = time.time()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            clock[index] += time.time() - start
+    return timed
+
+
+def run_ensemble(model, loader, eps, steps) -> list[dict]:
+    """The reliable ensemble without early stop: its row and one complete APGD row per member."""
+    from segrobust.attacks import ReliableEnsemble, greedy_worst_case_miou
+    from segrobust.metrics import mean_iou
+
+    ensemble = ReliableEnsemble(model, eps=eps / 255, steps=steps, early_stop=False)
+    member_seconds = [0.0] * len(ensemble.members)
+    for a, member in enumerate(ensemble.members):  # per-member wall time; the ensemble calls _attack_batch
+        member._attack_batch = _timed(member._attack_batch, member_seconds, a)
+    counter, seconds, confusion, choice, forward, backward = PassCounter(model), 0.0, [], [], [], []
+    torch.manual_seed(0)
+    for batch in loader:
+        start = time.time()
+        with counter:
+            _adv, stats = ensemble(batch["image"], batch["mask"], return_stats=True)
+        seconds += time.time() - start
+        confusion.append(stats.confusion)
+        choice.append(stats.choice)
+        forward.append(stats.forward_passes)
+        backward.append(stats.backward_passes)
+    confusion, choice = torch.cat(confusion, 1), torch.cat(choice)
+    forward, backward = torch.cat(forward, 1), torch.cat(backward, 1)
+    if (counter.forward, counter.backward) != (int(forward.sum()), int(backward.sum())):
+        print(f"warning: hooks counted {counter.forward}/{counter.backward} passes, the ensemble "
+              f"{int(forward.sum())}/{int(backward.sum())}", flush=True)
+    rows = [reliable_row(f"APGD-{name}", eps, steps, confusion[a], member_seconds[a], int(forward[a].sum()),
+                         int(backward[a].sum()), radius_schedule="sea", from_ensemble=True)
+            for a, name in enumerate(stats.member_names)]
+    n = confusion.shape[1]
+    worst = confusion[choice, torch.arange(n)]
+    greedy_miou, _ = greedy_worst_case_miou(confusion)
+    row = reliable_row("Ensemble", eps, steps, worst, seconds, counter.forward, counter.backward,
+                       members=stats.member_names, early_stop=False,
+                       miou_of_accuracy_worst_case=mean_iou(worst.sum(0)),
+                       chosen_member_counts=torch.bincount(choice, minlength=len(stats.member_names)).tolist())
+    row["miou"] = greedy_miou  # the greedy worst case over the members' per-image confusions
+    return [row, *rows]
+
+
+def merge_results(rows: list[dict], command: str, base: dict) -> Path:
+    """Replace the rows with the same (attack, eps, steps) in the results file and add the others."""
+    path = RESULTS / "attack_strength.json"
+    if not path.exists():
+        return write_results("attack_strength", {**base, "rows": rows})
+    with path.open() as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # parallel --append runs write rows as they finish
+        previous = json.loads(path.read_text())
+        keys = {(r["attack"], r["eps"], r["steps"]) for r in rows}
+        previous["rows"] = [r for r in previous["rows"] if (r["attack"], r["eps"], r["steps"]) not in keys] + rows
+        if command != previous["command"] and command not in previous.get("appended_commands", []):
+            previous["appended_commands"] = [*previous.get("appended_commands", []), command]
+        return write_results("attack_strength", previous)
+
+
+def reliable(model, val, args, command: str, base: dict) -> None:
+    """The reliable evaluation: each requested row at each eps, merged into the results as it finishes."""
+    loader = torch.utils.data.DataLoader(val, batch_size=args.batch_size, shuffle=False)
+    write = len(val) == len(camvid("val", tuple(args.size)))
+    for steps in args.steps:
+        for eps in args.eps:
+            todo = [r for r in RELIABLE_ROWS if r in args.rows]
+            if "Ensemble" in todo:  # its members are the APGD runs of their losses
+                todo = ["Ensemble"] + [r for r in todo if r not in ("Ensemble", "APGD-masked_ce",
+                                                                    "APGD-balanced_masked_ce", "APGD-js")]
+            for name in todo:
+                rows = run_ensemble(model, loader, eps, steps) if name == "Ensemble" else [run_single(name, model, loader, eps, steps)]
+                for row in rows:
+                    print(f"{row['attack']:24s} eps {eps:g}/255 steps {steps}: mIoU {row['miou']:.4f}  pixel acc "
+                          f"{row['pixel_accuracy']:.4f}  ({row['seconds']} s, {row['forward_per_image']:g} fwd + "
+                          f"{row['backward_per_image']:g} bwd per image)", flush=True)
+                if write:
+                    print(f"wrote {merge_results([{**r, 'command': command} for r in rows], command, base)}", flush=True)
+
+
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="Linknet")
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--size", type=int, nargs=2, default=(96, 128))
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--eps", type=float, nargs="+", default=(2, 4, 8), help="in 1/255 units")
-    parser.add_argument("--steps", type=int, nargs="+", default=(10, 20))
+    parser.add_argument("--steps", type=int, nargs="+", default=None, help="default: 10 20 (--reliable: 100)")
     parser.add_argument("--attacks", nargs="+", default=("PGD", "NAA", "SegPGD", "CosPGD", "EroSeg"))
+    parser.add_argument("--reliable", action="store_true", help="the reliable evaluation (rows: --rows); "
+                        "merges its rows into the results file as they finish, keeping the others")
+    parser.add_argument("--rows", nargs="+", choices=RELIABLE_ROWS, default=RELIABLE_ROWS,
+                        help="rows of --reliable (the Ensemble row also gives its members' APGD rows)")
+    parser.add_argument("--images", type=int, default=None, help="only the first N val images (writes nothing)")
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--append", action="store_true", help="add these rows to the existing results file")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.images is not None and args.images < 1:
+        parser.error(f"--images must be at least 1, got {args.images}")
+    args.eps = [int(e) if float(e).is_integer() else e for e in args.eps]
+    if args.steps is None:
+        args.steps = (100,) if args.reliable else (10, 20)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from segrobust.training import train_standard
 
@@ -79,32 +262,31 @@ def main(argv=None):
     if args.quick:
         val = torch.utils.data.Subset(val, range(16))
         args.eps, args.steps = (4,), (10,)
-    results = {"clean": evaluate(model, val)}
+    if args.images is not None:
+        val = torch.utils.data.Subset(val, range(min(args.images, len(val))))
+    results = {"clean": evaluate(model, val, batch_size=args.batch_size)}
     print(f"clean: mIoU {results['clean']['miou']:.4f}  pixel acc {results['clean']['pixel_accuracy']:.4f}", flush=True)
+    command = "python benchmarks/attack_strength.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    base = {"command": command, "model": {"arch": args.arch, "encoder": args.encoder, "size": list(args.size), **info},
+            "clean": results["clean"], "environment": environment()}
+    if args.reliable:
+        reliable(model, val, args, command, base)
+        return
     rows = []
     for steps in args.steps:
         for eps in args.eps:
             for name in args.attacks:
                 t = time.time()
-                scores = evaluate(model, val, attack_factory(name, model, eps / 255, steps))
+                scores = evaluate(model, val, attack_factory(name, model, eps / 255, steps), batch_size=args.batch_size)
                 rows.append({"attack": name, "eps": eps, "steps": steps, **scores, "seconds": round(time.time() - t, 1)})
                 print(f"{name:7s} eps {eps}/255 steps {steps:2d}: mIoU {scores['miou']:.4f}  "
                       f"pixel acc {scores['pixel_accuracy']:.4f}  ({rows[-1]['seconds']} s)", flush=True)
-    payload = {"command": "python benchmarks/attack_strength.py " + " ".join(argv or sys.argv[1:]),
-               "model": {"arch": args.arch, "encoder": args.encoder, "size": list(args.size), **info},
-               "clean": results["clean"], "rows": rows, "total_seconds": round(time.time() - start, 1),
-               "environment": environment()}
+    if args.quick or args.images is not None:
+        return
     if args.append:
-        import json
-
-        from _camvid import RESULTS
-
-        previous = json.loads((RESULTS / "attack_strength.json").read_text())
-        keys = {(r["attack"], r["eps"], r["steps"]) for r in rows}
-        previous["rows"] = [r for r in previous["rows"] if (r["attack"], r["eps"], r["steps"]) not in keys] + rows
-        previous["appended_commands"] = [*previous.get("appended_commands", []), payload["command"]]
-        payload = previous
-    if not args.quick:
+        print(f"wrote {merge_results(rows, command, base)}")
+    else:
+        payload = {**base, "rows": rows, "total_seconds": round(time.time() - start, 1)}
         print(f"wrote {write_results('attack_strength', payload)}")
 
 
