@@ -10,7 +10,7 @@ With ``--reliable`` it runs the reliable evaluation instead: 100-step APGD
 per loss (SEA radius schedule), the reliable ensemble (APGD with masked CE,
 balanced masked CE and Jensen-Shannon; per-image worst case by pixel accuracy
 and the greedy worst-case mIoU) and 100-step CosPGD and SegPGD with
-alpha = 0.01 * eps / (8/255), each row with its wall time and the forward and
+alpha = 0.01 * eps / (8/255) (with --steps under 100: 2.5 * eps / steps), each row with its wall time and the forward and
 backward passes per image (counted by hooks on the model). The ensemble runs
 without early stop, so its members are complete single APGD runs and give the
 APGD rows of their losses. Rows are merged into the results file as each one
@@ -75,9 +75,13 @@ def evaluate(model, dataset, attack=None, batch_size=16, seed=0):
 RELIABLE_ROWS = ("APGD-ce", "APGD-masked_ce", "APGD-balanced_masked_ce", "APGD-js", "Ensemble", "CosPGD", "SegPGD")
 
 
-def reliable_alpha(eps: float) -> float:
-    """Step size of the long CosPGD/SegPGD runs: the anchor 0.01 at eps 8/255, scaled with eps."""
-    return 0.01 * eps / (8 / 255)
+def reliable_alpha(eps: float, steps: int) -> float:
+    """Step size of CosPGD/SegPGD in ``--reliable``.
+
+    100 steps or more: the anchor 0.01 at eps 8/255 (SEA, CosPGD), scaled with
+    eps; shorter runs: 2.5 * eps / steps, as in the short-attack table.
+    """
+    return 0.01 * eps / (8 / 255) if steps >= 100 else 2.5 * eps / steps
 
 
 class PassCounter:
@@ -113,7 +117,8 @@ def scores_of(confusion: torch.Tensor) -> dict:
 
 def reliable_row(name, eps, steps, confusion, seconds, forward, backward, **extra) -> dict:
     n = confusion.shape[0]
-    return {"attack": name, "eps": eps, "steps": steps, **scores_of(confusion), "seconds": round(seconds, 1),
+    return {"attack": name, "eps": eps, "steps": steps, "protocol": "reliable", **scores_of(confusion),
+            "seconds": round(seconds, 1),
             "forward_per_image": round(forward / n, 2), "backward_per_image": round(backward / n, 2),
             "images": n, **extra}
 
@@ -126,7 +131,7 @@ def run_single(name, model, loader, eps, steps) -> dict:
     if name.startswith("APGD-"):
         attack, extra = sa.APGD(model, eps / 255, steps, loss=name[5:], radius_schedule="sea"), {"radius_schedule": "sea"}
     else:
-        alpha = reliable_alpha(eps / 255)
+        alpha = reliable_alpha(eps / 255, steps)
         attack, extra = getattr(sa, name)(model, eps=eps / 255, alpha=alpha, steps=steps, random_start=True), {"alpha": alpha}
     counter, seconds, confusions = PassCounter(model), 0.0, []
     torch.manual_seed(0)
@@ -189,16 +194,21 @@ def run_ensemble(model, loader, eps, steps) -> list[dict]:
     return [row, *rows]
 
 
+def row_key(row: dict) -> tuple:
+    """Rows of the short-attack table and of ``--reliable`` (``protocol``) never replace each other."""
+    return row["attack"], row["eps"], row["steps"], row.get("protocol")
+
+
 def merge_results(rows: list[dict], command: str, base: dict) -> Path:
-    """Replace the rows with the same (attack, eps, steps) in the results file and add the others."""
+    """Replace the rows with the same key (:func:`row_key`) in the results file and add the others."""
     path = RESULTS / "attack_strength.json"
     if not path.exists():
         return write_results("attack_strength", {**base, "rows": rows})
     with path.open() as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # parallel --append runs write rows as they finish
         previous = json.loads(path.read_text())
-        keys = {(r["attack"], r["eps"], r["steps"]) for r in rows}
-        previous["rows"] = [r for r in previous["rows"] if (r["attack"], r["eps"], r["steps"]) not in keys] + rows
+        keys = {row_key(r) for r in rows}
+        previous["rows"] = [r for r in previous["rows"] if row_key(r) not in keys] + rows
         if command != previous["command"] and command not in previous.get("appended_commands", []):
             previous["appended_commands"] = [*previous.get("appended_commands", []), command]
         return write_results("attack_strength", previous)
