@@ -10,8 +10,9 @@ With ``--reliable`` it runs the reliable evaluation instead: 100-step APGD
 per loss (SEA radius schedule), the reliable ensemble (APGD with masked CE,
 balanced masked CE and Jensen-Shannon; per-image worst case by pixel accuracy
 and the greedy worst-case mIoU) and 100-step CosPGD and SegPGD with
-alpha = 0.01 * eps / (8/255) (with --steps under 100: 2.5 * eps / steps), each row with its wall time and the forward and
-backward passes per image (counted by hooks on the model). The ensemble runs
+alpha = 0.01 * eps / (8/255) (with --steps under 100: 2.5 * eps / steps),
+each row with its wall time and the forward and backward passes per image
+(counted by hooks on the model). The ensemble runs
 without early stop, so its members are complete single APGD runs and give the
 APGD rows of their losses. Rows are merged into the results file as each one
 finishes.
@@ -35,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _camvid import NUM_CLASSES, RESULTS, camvid, environment, trained_model, write_results
+from _camvid import CACHE, NUM_CLASSES, RESULTS, camvid, environment, trained_model, write_results
 
 #: EroSeg with the two arguments tuned on a third of CamVid val at 4/255, 10 steps (see docs/benchmarks.md)
 EROSEG_TUNED = {"q0": 0.5, "fooled_weight": 0.1}
@@ -115,16 +116,23 @@ def scores_of(confusion: torch.Tensor) -> dict:
     return {"miou": mean_iou(total), "pixel_accuracy": float(total.diagonal().sum() / total.sum())}
 
 
-def reliable_row(name, eps, steps, confusion, seconds, forward, backward, **extra) -> dict:
-    n = confusion.shape[0]
-    return {"attack": name, "eps": eps, "steps": steps, "protocol": "reliable", **scores_of(confusion),
-            "seconds": round(seconds, 1),
-            "forward_per_image": round(forward / n, 2), "backward_per_image": round(backward / n, 2),
-            "images": n, **extra}
+class Clock:
+    """Wall and CPU seconds spent inside ``with clock:`` blocks."""
+
+    def __init__(self):
+        self.seconds, self.cpu_seconds = 0.0, 0.0
+
+    def __enter__(self):
+        self._start = time.time(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds += time.time() - self._start[0]
+        self.cpu_seconds += time.process_time() - self._start[1]
 
 
 def run_single(name, model, loader, eps, steps) -> dict:
-    """One 100-step APGD (SEA radius schedule), CosPGD or SegPGD run over the loader."""
+    """One APGD (SEA radius schedule), CosPGD or SegPGD run over the loader: per-image confusions and costs."""
     import segrobust.attacks as sa
     from segrobust.attacks.ensemble import per_image_confusion
 
@@ -133,64 +141,95 @@ def run_single(name, model, loader, eps, steps) -> dict:
     else:
         alpha = reliable_alpha(eps / 255, steps)
         attack, extra = getattr(sa, name)(model, eps=eps / 255, alpha=alpha, steps=steps, random_start=True), {"alpha": alpha}
-    counter, seconds, confusions = PassCounter(model), 0.0, []
+    counter, clock, confusions = PassCounter(model), Clock(), []
     torch.manual_seed(0)
     for batch in loader:
-        start = time.time()
-        with counter:
+        with counter, clock:
             adv = attack(batch["image"], batch["mask"])
-        seconds += time.time() - start
         with torch.no_grad():
             confusions.append(per_image_confusion(model(adv), batch["mask"], NUM_CLASSES))
-    return reliable_row(name, eps, steps, torch.cat(confusions), seconds, counter.forward, counter.backward, **extra)
+    return {"name": name, "confusion": torch.cat(confusions), "forward": counter.forward, "backward": counter.backward,
+            "seconds": clock.seconds, "cpu_seconds": clock.cpu_seconds, "extra": extra}
 
 
-def _timed(method, clock: list, index: int):
-    def timed(*args, **kwargs):
-        start = time.time()
-        try:
+def _clocked(method, clock: Clock):
+    def clocked(*args, **kwargs):
+        with clock:
             return method(*args, **kwargs)
-        finally:
-            clock[index] += time.time() - start
-    return timed
+    return clocked
 
 
-def run_ensemble(model, loader, eps, steps) -> list[dict]:
-    """The reliable ensemble without early stop: its row and one complete APGD row per member."""
-    from segrobust.attacks import ReliableEnsemble, greedy_worst_case_miou
-    from segrobust.metrics import mean_iou
+def run_ensemble(model, loader, eps, steps) -> dict:
+    """The reliable ensemble without early stop: per member and image confusions, choices and costs."""
+    from segrobust.attacks import ReliableEnsemble
 
     ensemble = ReliableEnsemble(model, eps=eps / 255, steps=steps, early_stop=False)
-    member_seconds = [0.0] * len(ensemble.members)
-    for a, member in enumerate(ensemble.members):  # per-member wall time; the ensemble calls _attack_batch
-        member._attack_batch = _timed(member._attack_batch, member_seconds, a)
-    counter, seconds, confusion, choice, forward, backward = PassCounter(model), 0.0, [], [], [], []
+    member_clocks = [Clock() for _ in ensemble.members]
+    for member, member_clock in zip(ensemble.members, member_clocks):  # the ensemble calls _attack_batch
+        member._attack_batch = _clocked(member._attack_batch, member_clock)
+    counter, clock, parts = PassCounter(model), Clock(), []
     torch.manual_seed(0)
     for batch in loader:
-        start = time.time()
-        with counter:
+        with counter, clock:
             _adv, stats = ensemble(batch["image"], batch["mask"], return_stats=True)
-        seconds += time.time() - start
-        confusion.append(stats.confusion)
-        choice.append(stats.choice)
-        forward.append(stats.forward_passes)
-        backward.append(stats.backward_passes)
-    confusion, choice = torch.cat(confusion, 1), torch.cat(choice)
-    forward, backward = torch.cat(forward, 1), torch.cat(backward, 1)
+        parts.append(stats)
+    forward = torch.cat([st.forward_passes for st in parts], 1).sum(1)
+    backward = torch.cat([st.backward_passes for st in parts], 1).sum(1)
     if (counter.forward, counter.backward) != (int(forward.sum()), int(backward.sum())):
         print(f"warning: hooks counted {counter.forward}/{counter.backward} passes, the ensemble "
               f"{int(forward.sum())}/{int(backward.sum())}", flush=True)
-    rows = [reliable_row(f"APGD-{name}", eps, steps, confusion[a], member_seconds[a], int(forward[a].sum()),
-                         int(backward[a].sum()), radius_schedule="sea", from_ensemble=True)
-            for a, name in enumerate(stats.member_names)]
-    n = confusion.shape[1]
-    worst = confusion[choice, torch.arange(n)]
-    greedy_miou, _ = greedy_worst_case_miou(confusion)
-    row = reliable_row("Ensemble", eps, steps, worst, seconds, counter.forward, counter.backward,
-                       members=stats.member_names, early_stop=False,
+    return {"name": "Ensemble", "members": parts[0].member_names,
+            "member_confusion": torch.cat([st.confusion for st in parts], 1),
+            "choice": torch.cat([st.choice for st in parts]), "member_forward": forward.tolist(),
+            "member_backward": backward.tolist(), "member_seconds": [c.seconds for c in member_clocks],
+            "member_cpu_seconds": [c.cpu_seconds for c in member_clocks], "forward": counter.forward,
+            "backward": counter.backward, "seconds": clock.seconds, "cpu_seconds": clock.cpu_seconds}
+
+
+def combine(parts: list[dict]) -> dict:
+    """The results of consecutive image shards as one run: tensors concatenated, costs summed."""
+    whole = dict(parts[0])
+    for key, value in parts[0].items():
+        if key in ("confusion", "choice"):
+            whole[key] = torch.cat([p[key] for p in parts])
+        elif key == "member_confusion":
+            whole[key] = torch.cat([p[key] for p in parts], 1)
+        elif key.startswith("member_") and key != "members":
+            whole[key] = [sum(p[key][a] for p in parts) for a in range(len(value))]
+        elif key in ("forward", "backward", "seconds", "cpu_seconds"):
+            whole[key] = sum(p[key] for p in parts)
+    whole["shards"] = len(parts)
+    return whole
+
+
+def reliable_row(name, eps, steps, confusion, seconds, cpu_seconds, forward, backward, **extra) -> dict:
+    n = confusion.shape[0]
+    return {"attack": name, "eps": eps, "steps": steps, "protocol": "reliable", **scores_of(confusion),
+            "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+            "forward_per_image": round(forward / n, 2), "backward_per_image": round(backward / n, 2),
+            "images": n, **extra}
+
+
+def rows_of(run: dict, eps, steps) -> list[dict]:
+    """Result rows of a (combined) run; the ensemble gives its row and one complete APGD row per member."""
+    from segrobust.attacks import greedy_worst_case_miou
+    from segrobust.metrics import mean_iou
+
+    shards = {"shards": run.get("shards", 1)}
+    if run["name"] != "Ensemble":
+        return [reliable_row(run["name"], eps, steps, run["confusion"], run["seconds"], run["cpu_seconds"],
+                             run["forward"], run["backward"], **run["extra"], **shards)]
+    confusion, choice = run["member_confusion"], run["choice"]
+    rows = [reliable_row(f"APGD-{name}", eps, steps, confusion[a], run["member_seconds"][a],
+                         run["member_cpu_seconds"][a], run["member_forward"][a], run["member_backward"][a],
+                         radius_schedule="sea", from_ensemble=True, **shards)
+            for a, name in enumerate(run["members"])]
+    worst = confusion[choice, torch.arange(confusion.shape[1])]
+    row = reliable_row("Ensemble", eps, steps, worst, run["seconds"], run["cpu_seconds"], run["forward"],
+                       run["backward"], members=run["members"], early_stop=False,
                        miou_of_accuracy_worst_case=mean_iou(worst.sum(0)),
-                       chosen_member_counts=torch.bincount(choice, minlength=len(stats.member_names)).tolist())
-    row["miou"] = greedy_miou  # the greedy worst case over the members' per-image confusions
+                       chosen_member_counts=torch.bincount(choice, minlength=len(run["members"])).tolist(), **shards)
+    row["miou"] = greedy_worst_case_miou(confusion)[0]  # the greedy worst case over per-image confusions
     return [row, *rows]
 
 
@@ -214,10 +253,34 @@ def merge_results(rows: list[dict], command: str, base: dict) -> Path:
         return write_results("attack_strength", previous)
 
 
+def shard_images(count: int, shard: tuple[int, int]) -> list[int]:
+    """The image indices of shard ``k`` of ``n``: consecutive, as even as possible."""
+    k, n = shard
+    return torch.arange(count).tensor_split(n)[k - 1].tolist()
+
+
+def shard_store(name, eps, steps, shard, run, model_key) -> list[dict] | None:
+    """Keep this shard's run; return all shards' runs in order once every one is there."""
+    folder = CACHE / "reliable_shards" / model_key
+    folder.mkdir(parents=True, exist_ok=True)
+    path = lambda k: folder / f"{name}_eps{eps:g}_steps{steps}_shard{k}of{shard[1]}.pt"  # noqa: E731
+    torch.save(run, path(shard[0]))
+    if not all(path(k).exists() for k in range(1, shard[1] + 1)):
+        return None
+    return [torch.load(path(k), weights_only=False) for k in range(1, shard[1] + 1)]
+
+
 def reliable(model, val, args, command: str, base: dict) -> None:
-    """The reliable evaluation: each requested row at each eps, merged into the results as it finishes."""
-    loader = torch.utils.data.DataLoader(val, batch_size=args.batch_size, shuffle=False)
+    """The reliable evaluation: each requested row at each eps, merged into the results as it finishes.
+
+    With ``--shard k/n`` this process attacks only the k-th of n consecutive
+    parts of val and keeps its per-image results in the benchmark cache; the
+    process that completes the last part combines them into the rows.
+    """
     write = len(val) == len(camvid("val", tuple(args.size)))
+    if args.shard[1] > 1:
+        val = torch.utils.data.Subset(val, shard_images(len(val), args.shard))
+    loader = torch.utils.data.DataLoader(val, batch_size=args.batch_size, shuffle=False)
     for steps in args.steps:
         for eps in args.eps:
             todo = [r for r in RELIABLE_ROWS if r in args.rows]
@@ -225,13 +288,31 @@ def reliable(model, val, args, command: str, base: dict) -> None:
                 todo = ["Ensemble"] + [r for r in todo if r not in ("Ensemble", "APGD-masked_ce",
                                                                     "APGD-balanced_masked_ce", "APGD-js")]
             for name in todo:
-                rows = run_ensemble(model, loader, eps, steps) if name == "Ensemble" else [run_single(name, model, loader, eps, steps)]
+                run = run_ensemble(model, loader, eps, steps) if name == "Ensemble" else run_single(name, model, loader, eps, steps)
+                print(f"{name} eps {eps:g}/255 steps {steps} shard {args.shard[0]}/{args.shard[1]}: "
+                      f"{run['seconds']:.0f} s ({run['cpu_seconds']:.0f} s CPU)", flush=True)
+                parts = [run]
+                if write and args.shard[1] > 1:
+                    parts = shard_store(name, eps, steps, args.shard, run, base["model"].get("key", "model"))
+                    if parts is None:
+                        continue
+                rows = rows_of(combine(parts), eps, steps)
                 for row in rows:
                     print(f"{row['attack']:24s} eps {eps:g}/255 steps {steps}: mIoU {row['miou']:.4f}  pixel acc "
                           f"{row['pixel_accuracy']:.4f}  ({row['seconds']} s, {row['forward_per_image']:g} fwd + "
                           f"{row['backward_per_image']:g} bwd per image)", flush=True)
                 if write:
                     print(f"wrote {merge_results([{**r, 'command': command} for r in rows], command, base)}", flush=True)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, got {text!r}") from None
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"need 1 <= K <= N, got {text!r}")
+    return k, n
 
 
 def parse_args(argv):
@@ -248,6 +329,8 @@ def parse_args(argv):
     parser.add_argument("--rows", nargs="+", choices=RELIABLE_ROWS, default=RELIABLE_ROWS,
                         help="rows of --reliable (the Ensemble row also gives its members' APGD rows)")
     parser.add_argument("--images", type=int, default=None, help="only the first N val images (writes nothing)")
+    parser.add_argument("--shard", type=parse_shard, default=(1, 1), metavar="K/N",
+                        help="--reliable on the K-th of N consecutive parts of val (run all N; the last combines)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--append", action="store_true", help="add these rows to the existing results file")
