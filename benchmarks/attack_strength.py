@@ -280,6 +280,7 @@ def reliable(model, val, args, command: str, base: dict) -> None:
     write = len(val) == len(camvid("val", tuple(args.size)))
     if args.shard[1] > 1:
         val = torch.utils.data.Subset(val, shard_images(len(val), args.shard))
+        command = command.replace(f"--shard {args.shard[0]}/", "--shard K/") + f"  # K = 1..{args.shard[1]}"
     loader = torch.utils.data.DataLoader(val, batch_size=args.batch_size, shuffle=False)
     for steps in args.steps:
         for eps in args.eps:
