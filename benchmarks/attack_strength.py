@@ -259,11 +259,14 @@ def shard_images(count: int, shard: tuple[int, int]) -> list[int]:
     return torch.arange(count).tensor_split(n)[k - 1].tolist()
 
 
+def shard_path(name, eps, steps, k, n, model_key) -> Path:
+    return CACHE / "reliable_shards" / model_key / f"{name}_eps{eps:g}_steps{steps}_shard{k}of{n}.pt"
+
+
 def shard_store(name, eps, steps, shard, run, model_key) -> list[dict] | None:
     """Keep this shard's run; return all shards' runs in order once every one is there."""
-    folder = CACHE / "reliable_shards" / model_key
-    folder.mkdir(parents=True, exist_ok=True)
-    path = lambda k: folder / f"{name}_eps{eps:g}_steps{steps}_shard{k}of{shard[1]}.pt"  # noqa: E731
+    path = lambda k: shard_path(name, eps, steps, k, shard[1], model_key)  # noqa: E731
+    path(1).parent.mkdir(parents=True, exist_ok=True)
     torch.save(run, path(shard[0]))
     if not all(path(k).exists() for k in range(1, shard[1] + 1)):
         return None
@@ -306,6 +309,37 @@ def reliable(model, val, args, command: str, base: dict) -> None:
                     print(f"wrote {merge_results([{**r, 'command': command} for r in rows], command, base)}", flush=True)
 
 
+def leading_shards(name, eps, steps, n, model_key) -> int:
+    """How many of the shards 1, 2, ... of ``n`` are finished, counting from the first."""
+    missing = (k for k in range(1, n + 1) if not shard_path(name, eps, steps, k, n, model_key).exists())
+    return next(missing, n + 1) - 1
+
+
+def combine_available(args, command: str, base: dict) -> None:
+    """Rows from the leading shards (1..m of ``--shard``'s N) that every requested row has finished.
+
+    For a run stopped before all shards were done: the rows cover the same
+    first val images and say so in ``subset``.
+    """
+    key, n = base["model"].get("key", "model"), args.shard[1]
+    for steps in args.steps:
+        for eps in args.eps:
+            m = min(leading_shards(name, eps, steps, n, key) for name in args.rows)
+            if m == 0:
+                print(f"eps {eps:g}/255 steps {steps}: no leading shard finished by every row", flush=True)
+                continue
+            rows = []
+            for name in args.rows:
+                parts = [torch.load(shard_path(name, eps, steps, k, n, key), weights_only=False) for k in range(1, m + 1)]
+                rows += rows_of(combine(parts), eps, steps)
+            subset = {} if m == n else {"subset": f"first {rows[0]['images']} val images ({m} of {n} shards)"}
+            rows = [{**row, **subset, "command": command} for row in rows]
+            for row in rows:
+                print(f"{row['attack']:24s} eps {eps:g}/255 steps {steps}: mIoU {row['miou']:.4f}  pixel acc "
+                      f"{row['pixel_accuracy']:.4f}  {row.get('subset', 'all val')}", flush=True)
+            print(f"wrote {merge_results(rows, command, base)}", flush=True)
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     try:
         k, n = (int(v) for v in text.split("/"))
@@ -332,6 +366,9 @@ def parse_args(argv):
     parser.add_argument("--images", type=int, default=None, help="only the first N val images (writes nothing)")
     parser.add_argument("--shard", type=parse_shard, default=(1, 1), metavar="K/N",
                         help="--reliable on the K-th of N consecutive parts of val (run all N; the last combines)")
+    parser.add_argument("--combine-available", action="store_true",
+                        help="--reliable: attack nothing; write the rows of the leading shards (of --shard K/N's N) "
+                        "that every requested row has finished")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--append", action="store_true", help="add these rows to the existing results file")
@@ -363,7 +400,9 @@ def main(argv=None):
     command = "python benchmarks/attack_strength.py " + " ".join(argv if argv is not None else sys.argv[1:])
     base = {"command": command, "model": {"arch": args.arch, "encoder": args.encoder, "size": list(args.size), **info},
             "clean": results["clean"], "environment": environment()}
-    if args.reliable:
+    if args.reliable and args.combine_available:
+        combine_available(args, command, base)
+    elif args.reliable:
         reliable(model, val, args, command, base)
         return
     rows = []
