@@ -27,7 +27,7 @@ def _setting(seed: int = 0):
     return model, batches
 
 
-def test_shards_combine_into_one_run_and_ensemble_rows_hold_the_worst_case():
+def test_shards_combine_into_one_run_and_ensemble_rows_hold_the_worst_case(tmp_path, monkeypatch):
     model, batches = _setting()
     parts = [bench.run_ensemble(model, [batch], 4, 2) for batch in batches]
     whole = bench.combine(parts)
@@ -43,6 +43,18 @@ def test_shards_combine_into_one_run_and_ensemble_rows_hold_the_worst_case():
     assert (ensemble["forward_per_image"], ensemble["backward_per_image"]) == (12, 6)
     assert all(ensemble["pixel_accuracy"] <= r["pixel_accuracy"] + 1e-12 for r in members)
     assert ensemble["miou"] == pytest.approx(greedy_worst_case_miou(whole["member_confusion"])[0])
+    # a stopped sharded run: the rows of the leading finished shards, marked as a subset
+    for target in (bench, _camvid):
+        monkeypatch.setattr(target, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench, "CACHE", tmp_path)
+    assert bench.shard_store("Ensemble", 4, 2, (1, 3), parts[0], "m") is None
+    bench.shard_store("Ensemble", 4, 2, (3, 3), parts[1], "m")
+    args = bench.parse_args(["--reliable", "--combine-available", "--shard", "1/3", "--rows", "Ensemble",
+                             "--eps", "4", "--steps", "2"])
+    bench.combine_available(args, "cmd", {"model": {"key": "m"}, "command": "cmd"})
+    written = json.loads((tmp_path / "attack_strength.json").read_text())["rows"]
+    assert [r["images"] for r in written] == [3] * 4 and written[0]["subset"] == "first 3 val images (1 of 3 shards)"
+    assert written[0]["miou"] == pytest.approx(greedy_worst_case_miou(parts[0]["member_confusion"])[0])
 
 
 def test_single_attack_rows_count_passes_and_use_the_step_size_rule():
