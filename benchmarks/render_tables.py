@@ -39,8 +39,8 @@ RELIABLE_ORDER = ["APGD-ce", "APGD-masked_ce", "APGD-balanced_masked_ce", "APGD-
 
 def reliable_table(rows: list[dict]) -> str:
     """The rows of ``attack_strength.py --reliable``: one line per attack and eps."""
-    lines = ["| eps | attack | steps | step size | mIoU | pixel acc. | wall time | fwd + bwd per image |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| eps | attack | steps | step size | images | mIoU | pixel acc. | wall time (CPU time) | fwd + bwd per image |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     key = lambda row: (row["eps"], row["steps"], RELIABLE_ORDER.index(row["attack"]) if row["attack"] in RELIABLE_ORDER else 99)  # noqa: E731
     for row in sorted(rows, key=key):
         if row["attack"] == "Ensemble":
@@ -48,10 +48,12 @@ def reliable_table(rows: list[dict]) -> str:
         else:
             name = row["attack"] + (" (ensemble member)" if row.get("from_ensemble") else "")
             step = f"{row['alpha']:.4g} ({row['alpha'] * 255:.3g}/255)" if "alpha" in row else "APGD (SEA radii)"
-        lines.append(f"| {row['eps']:g}/255 | {name} | {row['steps']} | {step} | {row['miou']:.3f} | "
-                     f"{row['pixel_accuracy']:.3f} | {row['seconds'] / 60:.1f} min | "
+        cpu = f" ({row['cpu_seconds'] / 60:.1f} min)" if "cpu_seconds" in row else ""
+        lines.append(f"| {row['eps']:g}/255 | {name} | {row['steps']} | {step} | {row['images']} | {row['miou']:.3f} | "
+                     f"{row['pixel_accuracy']:.3f} | {row['seconds'] / 60:.1f} min{cpu} | "
                      f"{row['forward_per_image']:g} + {row['backward_per_image']:g} |")
-    return "\n".join(lines)
+    subsets = sorted({row["subset"] for row in rows if "subset" in row})
+    return "\n".join(lines + [f"\nPartial rows: {subset}." for subset in subsets])
 
 
 def _order(name: str) -> int:
