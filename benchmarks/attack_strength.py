@@ -395,8 +395,10 @@ def main(argv=None):
         args.eps, args.steps = (4,), (10,)
     if args.images is not None:
         val = torch.utils.data.Subset(val, range(min(args.images, len(val))))
-    results = {"clean": evaluate(model, val, batch_size=args.batch_size)}
-    print(f"clean: mIoU {results['clean']['miou']:.4f}  pixel acc {results['clean']['pixel_accuracy']:.4f}", flush=True)
+    results = {"clean": None}
+    if not (args.reliable and args.combine_available):  # combining attacks nothing
+        results["clean"] = evaluate(model, val, batch_size=args.batch_size)
+        print(f"clean: mIoU {results['clean']['miou']:.4f}  pixel acc {results['clean']['pixel_accuracy']:.4f}", flush=True)
     command = "python benchmarks/attack_strength.py " + " ".join(argv if argv is not None else sys.argv[1:])
     base = {"command": command, "model": {"arch": args.arch, "encoder": args.encoder, "size": list(args.size), **info},
             "clean": results["clean"], "environment": environment()}
