@@ -13,6 +13,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def attack_strength(r: dict) -> str:
+    reliable = [row for row in r["rows"] if row.get("protocol") == "reliable"]
+    r = {**r, "rows": [row for row in r["rows"] if row.get("protocol") != "reliable"]}
     m = r["model"]
     lines = [
         f"smp {m['arch']}-{m['encoder']} trained from scratch on CamVid train at {m['size'][0]}×{m['size'][1]} "
@@ -32,7 +34,37 @@ def attack_strength(r: dict) -> str:
                 cells.append("-" if row is None else f"{row['miou']:.3f} / {row['pixel_accuracy']:.3f}")
             lines.append(f"| {steps} | {eps:g}/255 | " + " | ".join(cells) + " |")
     lines += ["", "Cells: mIoU / pixel accuracy (lower is a stronger attack)."]
-    return "\n".join(lines)
+    return "\n".join(lines) + ("\n\n" + reliable_table(reliable) if reliable else "")
+
+
+RELIABLE_ORDER = ["APGD-ce", "APGD-masked_ce", "APGD-balanced_masked_ce", "APGD-js", "CosPGD", "SegPGD", "Ensemble"]
+
+
+def reliable_table(rows: list[dict]) -> str:
+    """The rows of ``attack_strength.py --reliable``: one line per attack and eps."""
+    lines = [
+        "| eps | attack | steps | step size | images | mIoU | pixel acc. | wall time (CPU time) | fwd + bwd per image |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    key = lambda row: (
+        row["eps"],
+        row["steps"],
+        RELIABLE_ORDER.index(row["attack"]) if row["attack"] in RELIABLE_ORDER else 99,
+    )  # noqa: E731
+    for row in sorted(rows, key=key):
+        if row["attack"] == "Ensemble":
+            name, step = "**worst case of the ensemble**", "APGD"
+        else:
+            name = row["attack"] + (" (ensemble member)" if row.get("from_ensemble") else "")
+            step = f"{row['alpha']:.4g} ({row['alpha'] * 255:.3g}/255)" if "alpha" in row else "APGD (SEA radii)"
+        cpu = f" ({row['cpu_seconds'] / 60:.1f} min)" if "cpu_seconds" in row else ""
+        lines.append(
+            f"| {row['eps']:g}/255 | {name} | {row['steps']} | {step} | {row['images']} | {row['miou']:.3f} | "
+            f"{row['pixel_accuracy']:.3f} | {row['seconds'] / 60:.1f} min{cpu} | "
+            f"{row['forward_per_image']:g} + {row['backward_per_image']:g} |"
+        )
+    subsets = sorted({row["subset"] for row in rows if "subset" in row})
+    return "\n".join(lines + [f"\nPartial rows: {subset}." for subset in subsets])
 
 
 def _order(name: str) -> int:
