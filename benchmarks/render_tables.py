@@ -46,11 +46,10 @@ def reliable_table(rows: list[dict]) -> str:
         "| eps | attack | steps | step size | images | mIoU | pixel acc. | wall time (CPU time) | fwd + bwd per image |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    key = lambda row: (
-        row["eps"],
-        row["steps"],
-        RELIABLE_ORDER.index(row["attack"]) if row["attack"] in RELIABLE_ORDER else 99,
-    )  # noqa: E731
+
+    def key(row):
+        return row["eps"], row["steps"], RELIABLE_ORDER.index(row["attack"]) if row["attack"] in RELIABLE_ORDER else 99
+
     for row in sorted(rows, key=key):
         if row["attack"] == "Ensemble":
             name, step = "**worst case of the ensemble**", "APGD"
