@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-torch.set_num_threads(max(1, min(2, int(os.environ.get("SEGROBUST_TEST_THREADS", "2")))))
+# One torch thread per pytest-xdist worker (two workers share two cores), two without xdist.
+_DEFAULT_THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+torch.set_num_threads(max(1, min(2, int(os.environ.get("SEGROBUST_TEST_THREADS", _DEFAULT_THREADS)))))
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID_ROOT = Path(os.environ.get("SEGROBUST_CAMVID", REPO.parent / "shared" / "data" / "camvid"))
