@@ -5,16 +5,22 @@ By default the three rows fine-tune the standard CamVid model of
 which fits a 2-core CPU budget; ``--from-scratch`` trains each from scratch
 instead (``--epochs`` each). Every model is evaluated on val: clean mIoU and
 robust mIoU, the lowest mIoU over PGD (torchattacks), NAA, SegPGD, CosPGD and
-EroSeg at eps 4/255 (``--eval-steps`` steps, alpha = 2.5·eps/steps). The
-adversarial trainings use a ``--train-steps``-step inner attack at the same eps.
+EroSeg at eps 4/255 (``--eval-steps`` steps, alpha = 2.5·eps/steps), and the
+reliable ensemble at the same eps (``--reliable-steps`` APGD iterations per loss,
+SEA radius schedule; 0 skips it): greedy worst-case mIoU and pixel accuracy,
+and each member's. The adversarial trainings use a ``--train-steps``-step inner
+attack at the same eps.
 
 Usage:
     python benchmarks/adversarial_training.py          # writes benchmarks/results/adversarial_training.json
+    python benchmarks/adversarial_training.py --only PGD-AT --merge   # one row, merged into that file
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
 import sys
 import time
 from pathlib import Path
@@ -22,8 +28,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _camvid import camvid, environment, trained_model, write_results
-from attack_strength import attack_factory, evaluate
+from _camvid import RESULTS, camvid, environment, trained_model, write_results
+from attack_strength import attack_factory, evaluate, rows_of, run_ensemble
+
+TRAININGS = ("standard", "PGD-AT", "EroSeg-AT")
 
 
 def _fine_tune(recipe, base):
@@ -49,6 +57,9 @@ def main(argv=None):
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--eval-steps", type=int, default=10)
     parser.add_argument("--attacks", nargs="+", default=("PGD", "NAA", "SegPGD", "CosPGD", "EroSeg"))
+    parser.add_argument("--reliable-steps", type=int, default=100, help="APGD iterations per loss; 0: no ensemble")
+    parser.add_argument("--only", nargs="+", choices=TRAININGS, default=TRAININGS, help="train and evaluate these")
+    parser.add_argument("--merge", action="store_true", help="replace only these rows in the existing results file")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -68,6 +79,8 @@ def main(argv=None):
         base, _ = trained_model("standard", args.arch, args.encoder, tuple(args.size), args.base_epochs, train_standard)
     rows = []
     for name, (recipe, kwargs) in recipes.items():
+        if name not in args.only:
+            continue
         key = {
             "standard": "standard",
             "PGD-AT": f"pgdat{args.eps:g}s{args.train_steps}",
@@ -84,6 +97,9 @@ def main(argv=None):
             print(f"{name:10s} {attack:7s}: mIoU {per_attack[attack]['miou']:.4f}", flush=True)
         strongest = min(per_attack, key=lambda a: per_attack[a]["miou"])
         row.update(per_attack=per_attack, robust={"attack": strongest, **per_attack[strongest]})
+        if args.reliable_steps:
+            row["reliable"] = reliable_ensemble(model, val, args.eps, args.reliable_steps)
+            print(f"{name:10s} reliable ensemble: mIoU {row['reliable']['miou']:.4f}", flush=True)
         rows.append(row)
         print(
             f"{name:10s} clean mIoU {row['clean']['miou']:.4f}  robust mIoU {row['robust']['miou']:.4f} ({strongest})",
@@ -101,11 +117,38 @@ def main(argv=None):
         "train_attack": at,
         "eval_eps": eps,
         "eval_steps": args.eval_steps,
+        "reliable_steps": args.reliable_steps,
         "rows": rows,
         "total_seconds": round(time.time() - start, 1),
         "environment": environment(),
     }
-    print(f"wrote {write_results('adversarial_training', payload)}")
+    print(f"wrote {merge_into_results(payload) if args.merge else write_results('adversarial_training', payload)}")
+
+
+def reliable_ensemble(model, val, eps: float, steps: int) -> dict:
+    """The reliable ensemble's row (greedy worst-case mIoU) and its members' rows on the whole of ``val``."""
+    loader = torch.utils.data.DataLoader(val, batch_size=16, shuffle=False)
+    ensemble, *members = rows_of(run_ensemble(model, loader, eps, steps), eps, steps)
+    return {**ensemble, "member_rows": members}
+
+
+def merge_into_results(payload: dict) -> Path:
+    """Write ``payload``'s rows in place of the same trainings' rows of the results file (order of TRAININGS).
+
+    Holds a lock, so parallel ``--only ... --merge`` runs can finish at the same time.
+    """
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with (RESULTS / ".adversarial_training.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = RESULTS / "adversarial_training.json"
+        if path.exists():
+            previous = json.loads(path.read_text())
+            rows = {row["training"]: row for row in previous["rows"]} | {
+                row["training"]: row for row in payload["rows"]
+            }
+            commands = [*previous.get("merged_commands", [previous["command"]]), payload["command"]]
+            payload = {**payload, "rows": [rows[t] for t in TRAININGS if t in rows], "merged_commands": commands}
+        return write_results("adversarial_training", payload)
 
 
 if __name__ == "__main__":

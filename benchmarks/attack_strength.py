@@ -9,7 +9,7 @@ stock PGD cannot take void labels, so it gets void pixels relabelled to class 0
 With ``--reliable`` it runs the reliable evaluation instead: 100-step APGD
 per loss (SEA radius schedule), the reliable ensemble (APGD with masked CE,
 balanced masked CE and Jensen-Shannon; per-image worst case by pixel accuracy
-and the greedy worst-case mIoU) and 100-step CosPGD and SegPGD with
+and the greedy worst-case mIoU) and 100-step CosPGD, SegPGD and EroSeg (class defaults) with
 alpha = 0.01 * eps / (8/255) (with --steps under 100: 2.5 * eps / steps),
 each row with its wall time and the forward and backward passes per image
 (counted by hooks on the model). The ensemble runs
@@ -73,11 +73,20 @@ def evaluate(model, dataset, attack=None, batch_size=16, seed=0):
 
 
 #: Rows of ``--reliable``; the ensemble's run also yields the APGD rows of its three losses
-RELIABLE_ROWS = ("APGD-ce", "APGD-masked_ce", "APGD-balanced_masked_ce", "APGD-js", "Ensemble", "CosPGD", "SegPGD")
+RELIABLE_ROWS = (
+    "APGD-ce",
+    "APGD-masked_ce",
+    "APGD-balanced_masked_ce",
+    "APGD-js",
+    "Ensemble",
+    "CosPGD",
+    "SegPGD",
+    "EroSeg",
+)
 
 
 def reliable_alpha(eps: float, steps: int) -> float:
-    """Step size of CosPGD/SegPGD in ``--reliable``.
+    """Step size of CosPGD, SegPGD and EroSeg in ``--reliable``.
 
     100 steps or more: the anchor 0.01 at eps 8/255 (SEA, CosPGD), scaled with
     eps; shorter runs: 2.5 * eps / steps, as in the short-attack table.
@@ -132,7 +141,7 @@ class Clock:
 
 
 def run_single(name, model, loader, eps, steps) -> dict:
-    """One APGD (SEA radius schedule), CosPGD or SegPGD run over the loader: per-image confusions and costs."""
+    """One APGD (SEA radius schedule), CosPGD, SegPGD or EroSeg run over the loader: per-image confusions and costs."""
     import segrobust.attacks as sa
     from segrobust.attacks.ensemble import per_image_confusion
 

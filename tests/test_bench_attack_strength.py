@@ -79,3 +79,20 @@ def test_merge_keeps_short_attack_rows_and_replaces_same_reliable_rows(tmp_path,
     result = json.loads((tmp_path / "attack_strength.json").read_text())
     assert result["rows"] == [short, {**row, "miou": 0.1}]
     assert result["appended_commands"] == ["second"]
+
+
+def test_adversarial_training_rows_merge_in_training_order_and_hold_the_ensemble(tmp_path, monkeypatch):
+    import adversarial_training as at
+
+    monkeypatch.setattr(at, "RESULTS", tmp_path)
+    monkeypatch.setattr(_camvid, "RESULTS", tmp_path)
+    model, batches = _setting()
+    val = [{"image": b["image"][i], "mask": b["mask"][i]} for b in batches for i in range(3)]
+    reliable = at.reliable_ensemble(model, val, 4, 2)
+    assert reliable["attack"] == "Ensemble" and reliable["images"] == 6
+    assert reliable["miou"] <= min(r["miou"] for r in reliable["member_rows"]) + 2e-3
+    at.merge_into_results({"command": "first", "rows": [{"training": "EroSeg-AT", "v": 1}]})
+    at.merge_into_results({"command": "second", "rows": [{"training": "standard", "v": 2}]})
+    result = json.loads((tmp_path / "adversarial_training.json").read_text())
+    assert [r["training"] for r in result["rows"]] == ["standard", "EroSeg-AT"]
+    assert result["merged_commands"] == ["first", "second"]

@@ -39,3 +39,14 @@ def test_every_example_has_a_fast_mode(script):
 def test_pearl_defense_example():
     out = _run("pearl_defense.py")
     assert "PEARL (+AMA)" in out and "segmenter alone" in out
+
+
+def test_reliable_evaluation_example():
+    out = _run("reliable_evaluation.py")
+    assert "reliable ensemble (worst case)" in out and "greedy worst-case mIoU" in out
+    scores = {
+        line[:34].strip(): float(line.split("pixel acc")[1].split()[0])
+        for line in out.splitlines()
+        if "pixel acc" in line
+    }
+    assert scores["reliable ensemble (worst case)"] < scores["clean"]

@@ -27,6 +27,7 @@ from segrobust.rain import (
     render_rain,
     resolve_rain_ranges,
     sample_rain_params,
+    scale_rain_ranges,
     streak_layer,
 )
 
@@ -528,3 +529,20 @@ def test_gallery_extra_column_hook():
     assert titles == ["clean", "light", "medium", "heavy", "fog_only", "adversarial rain"]
     assert cells.shape == (2, 6, 3, 24, 32)
     assert torch.equal(cells[:, 5], 1 - images)
+
+
+@pytest.mark.parametrize("preset", sorted(RAIN_PRESETS))
+def test_scale_rain_ranges_scales_only_the_streak_length(preset):
+    unscaled = scale_rain_ranges(preset, 96, reference_height=None)
+    quarter = scale_rain_ranges(preset, 90, reference_height=360)
+    assert unscaled == resolve_rain_ranges(preset)
+    low, high = unscaled["length"]
+    floor = RAIN_PARAM_BOUNDS["length"][0]
+    assert quarter["length"] == pytest.approx((max(low / 4, floor), max(high / 4, floor)))
+    assert {k: v for k, v in quarter.items() if k != "length"} == {k: v for k, v in unscaled.items() if k != "length"}
+
+
+@pytest.mark.parametrize("height, reference", [(0, 360), (96, 0), (96.0, 360), (96, "360")])
+def test_scale_rain_ranges_rejects_bad_heights(height, reference):
+    with pytest.raises(ValueError, match="reference_height"):
+        scale_rain_ranges("medium", height, reference_height=reference)

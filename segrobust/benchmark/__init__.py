@@ -29,7 +29,6 @@ from segrobust.benchmark.core import (
     ModelOutputError,
     build_conditions,
     run_benchmark,
-    scaled_rain_ranges,
 )
 from segrobust.benchmark.data import DataError
 from segrobust.benchmark.defaults import (
@@ -83,7 +82,6 @@ __all__ = [
     "register_defense",
     "render_markdown",
     "run_benchmark",
-    "scaled_rain_ranges",
     "train_default_model",
     "write_report",
 ]

@@ -61,7 +61,6 @@ __all__ = [
     "ModelOutputError",
     "build_conditions",
     "run_benchmark",
-    "scaled_rain_ranges",
 ]
 
 Unit = dict[str, Any]
@@ -112,19 +111,6 @@ def build_conditions(attacks: Sequence[str], eps_list: Sequence[float], rain: Se
     return conditions
 
 
-def scaled_rain_ranges(name: str, height: int, reference_height: Optional[int]) -> dict[str, Any]:
-    """A rain preset's ranges, streak lengths scaled from ``reference_height`` to ``height`` (``None``: unscaled).
-
-    Examples:
-        >>> full, half = scaled_rain_ranges("heavy", 360, 360), scaled_rain_ranges("heavy", 180, 360)
-        >>> [2 * v for v in half["length"]] == list(full["length"])
-        True
-    """
-    from segrobust.rain import RAIN_PRESETS, scale_rain_ranges
-
-    return scale_rain_ranges(name, height, reference_height) if reference_height else dict(RAIN_PRESETS[name])
-
-
 def _rainy(
     images: torch.Tensor,
     depth: Optional[torch.Tensor],
@@ -134,10 +120,10 @@ def _rainy(
     reference_height: Optional[int],
 ) -> torch.Tensor:
     """Rain drawn per sample from a generator seeded by ``(seed, preset, sample index)``."""
-    from segrobust.rain import render_rain, sample_rain_params
+    from segrobust.rain import render_rain, sample_rain_params, scale_rain_ranges
 
     size = (images.shape[-2], images.shape[-1])
-    ranges = scaled_rain_ranges(preset, size[0], reference_height)
+    ranges = scale_rain_ranges(preset, size[0], reference_height)
     draws = []
     for index in indices.tolist():
         generator = torch.Generator().manual_seed(BF.unit_seed(seed, "rain", preset, int(index)))

@@ -140,9 +140,9 @@ def _build_rain_attack(
 ) -> Any:
     """RainAttack on a preset's ranges (streak lengths scaled to the image height) plus an L∞ ``eps`` perturbation."""
     if isinstance(ranges, str) and image_size is not None:
-        from segrobust.benchmark.core import scaled_rain_ranges
+        from segrobust.rain import scale_rain_ranges
 
-        ranges = scaled_rain_ranges(ranges, image_size[0], reference_height)
+        ranges = scale_rain_ranges(ranges, image_size[0], reference_height)
     return attack_class(
         model,
         ranges=ranges,

@@ -733,21 +733,33 @@ def rain_params_for_optimization(
 
 
 def scale_rain_ranges(
-    ranges: Union[str, Mapping[str, object], None], height: int, reference_height: int = PRESET_REFERENCE_HEIGHT
+    ranges: Union[str, Mapping[str, object], None],
+    height: int,
+    reference_height: Optional[int] = PRESET_REFERENCE_HEIGHT,
 ) -> Dict[str, object]:
     """Resolve ``ranges`` and scale the pixel-sized ``length`` range from ``reference_height`` to ``height``.
 
     The presets are tuned for 360-pixel-high images; on a 96-pixel-high image
     the same streaks must be about a quarter as long to look the same. The
-    result stays inside `RAIN_PARAM_BOUNDS`.
+    result stays inside `RAIN_PARAM_BOUNDS`. ``reference_height=None`` resolves
+    the ranges without scaling them.
 
     Examples:
         >>> scale_rain_ranges({"length": (20.0, 40.0)}, height=180)["length"]
         (10.0, 20.0)
+        >>> scale_rain_ranges({"length": (20.0, 40.0)}, height=180, reference_height=None)["length"]
+        (20.0, 40.0)
     """
-    if not isinstance(height, int) or height < 1 or not isinstance(reference_height, int) or reference_height < 1:
-        raise ValueError(f"height and reference_height must be positive ints, got {height!r}, {reference_height!r}")
+    if not isinstance(height, int) or height < 1 or not (reference_height is None or isinstance(reference_height, int)):
+        raise ValueError(
+            f"height must be a positive int and reference_height a positive int or None, got "
+            f"{height!r}, {reference_height!r}"
+        )
+    if reference_height is not None and reference_height < 1:
+        raise ValueError(f"reference_height must be a positive int or None, got {reference_height!r}")
     resolved = resolve_rain_ranges(ranges)
+    if reference_height is None:
+        return resolved
     low_bound, high_bound = RAIN_PARAM_BOUNDS["length"]
     low, high = resolved["length"]
     scale = height / reference_height

@@ -148,7 +148,7 @@ def rain_transform(rain: RainSpec, reference_height: Optional[int], data: Any) -
     from segrobust.rain import RandomRainStreaks, scale_rain_ranges
 
     if isinstance(rain, str):
-        if reference_height is None:
+        if reference_height is None:  # no need to know the data's image height
             return RandomRainStreaks.from_preset(rain, p=1.0)
         return RandomRainStreaks(**scale_rain_ranges(rain, image_height(data), reference_height), p=1.0)
     return RandomRainStreaks(**{"p": 1.0, **dict(rain)})
