@@ -143,7 +143,7 @@ class Clock:
 def run_single(name, model, loader, eps, steps) -> dict:
     """One APGD (SEA radius schedule), CosPGD, SegPGD or EroSeg run over the loader: per-image confusions and costs."""
     import segrobust.attacks as sa
-    from segrobust.attacks.ensemble import per_image_confusion
+    from segrobust.metrics import per_image_confusion
 
     if name.startswith("APGD-"):
         attack, extra = (
@@ -162,7 +162,8 @@ def run_single(name, model, loader, eps, steps) -> dict:
         with counter, clock:
             adv = attack(batch["image"], batch["mask"])
         with torch.no_grad():
-            confusions.append(per_image_confusion(model(adv), batch["mask"], NUM_CLASSES))
+            logits = model(adv)
+        confusions.append(per_image_confusion(logits, batch["mask"], logits.shape[1]))
     return {
         "name": name,
         "confusion": torch.cat(confusions),

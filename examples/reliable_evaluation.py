@@ -19,9 +19,9 @@ import segmentation_models_pytorch as smp
 import torch
 from torch.utils.data import DataLoader
 
-from segrobust.attacks import APGD, CosPGD, ReliableEnsemble, greedy_worst_case_miou, per_image_confusion
+from segrobust.attacks import APGD, CosPGD, ReliableEnsemble, greedy_worst_case_miou
 from segrobust.datasets import SyntheticStreets
-from segrobust.metrics import mean_iou
+from segrobust.metrics import mean_iou, per_image_confusion
 from segrobust.training import train_standard
 
 NUM_CLASSES = 11

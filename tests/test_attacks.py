@@ -21,7 +21,7 @@ from segrobust.attacks import (
     SegMultiAttack,
     SegPGD,
 )
-from segrobust.metrics import per_image_pixel_accuracy
+from segrobust.metrics import per_image_confusion, per_image_pixel_accuracy
 
 ATTACKS = [NAA, AMA, SegPGD, CosPGD, EroSeg]
 
@@ -101,8 +101,10 @@ def test_returns_best_iterate_not_last(attack_cls, trained_tiny, blobs_test):
     # a huge step makes iterates oscillate, so the last one is often not the best
     adv, stats = attack_cls(trained_tiny, eps=16 / 255, alpha=16 / 255, steps=6)(images, masks, return_stats=True)
     with torch.no_grad():
-        returned = per_image_pixel_accuracy(trained_tiny(adv), masks)
+        logits = trained_tiny(adv)
+    returned = per_image_pixel_accuracy(logits, masks)
     torch.testing.assert_close(returned, stats.pixel_accuracy.min(0).values)
+    assert torch.equal(stats.confusion, per_image_confusion(logits, masks, logits.shape[1]))
     assert stats.loss.shape == stats.pixel_accuracy.shape == (7, images.shape[0])
     torch.testing.assert_close(returned, stats.pixel_accuracy.gather(0, stats.best_step[None])[0])
 

@@ -50,3 +50,9 @@ def test_reliable_evaluation_example():
         if "pixel acc" in line
     }
     assert scores["reliable ensemble (worst case)"] < scores["clean"]
+
+
+def test_standard_datasets_example_benchmarks_a_cityscapes_layout_tree():
+    out = _run("standard_datasets.py")
+    assert "cityscapes val: 2 images at (32, 64), 19 classes" in out
+    assert "Reliable ensemble" in out and "Robustness under the reliable evaluation" in out

@@ -18,7 +18,7 @@ from segrobust.attacks.base import (
     SegAttack,
 )
 from segrobust.attacks.cospgd import CosPGD
-from segrobust.attacks.ensemble import EnsembleStats, ReliableEnsemble, greedy_worst_case_miou, per_image_confusion
+from segrobust.attacks.ensemble import EnsembleStats, ReliableEnsemble, greedy_worst_case_miou
 from segrobust.attacks.eroseg import EroSeg
 from segrobust.attacks.multi import SegMultiAttack
 from segrobust.attacks.naa import NAA
@@ -48,5 +48,4 @@ __all__ = [
     "StandaloneAttack",
     "functional",
     "greedy_worst_case_miou",
-    "per_image_confusion",
 ]

@@ -169,6 +169,7 @@ class _Run:
             base.pixel_accuracy,
             base.best_step,
             base.nonfinite_gradient,
+            base.confusion,
             objective=self.objective,
             step_size=self.step_size,
             radius=self.radius,

@@ -13,7 +13,7 @@ from torch import nn
 
 from segrobust.attacks import functional as AF
 from segrobust.attacks.attack_api import TORCHATTACKS_AVAILABLE, AttackBase, MultiAttackBase
-from segrobust.metrics.functional import per_image_pixel_accuracy
+from segrobust.metrics.functional import per_image_confusion_unchecked, per_image_pixel_accuracy
 from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
 from segrobust.validation import (
     check_choice,
@@ -56,13 +56,17 @@ class AttackStats:
     ``best_step`` is the iterate returned for each image.
     ``nonfinite_gradient`` is True for an image whose gradient held NaN or Inf
     at some step (only possible with ``nonfinite="warn"``): its result is not
-    a robustness measurement.
+    a robustness measurement. ``confusion`` holds the per-image confusion
+    matrix of each returned image w.r.t. the reference labels, from the logits
+    that scored it during the attack (no extra forward pass is needed to score
+    the result).
     """
 
     loss: torch.Tensor  # (steps + 1, N)
     pixel_accuracy: torch.Tensor  # (steps + 1, N)
     best_step: torch.Tensor  # (N,)
     nonfinite_gradient: Optional[torch.Tensor] = None  # (N,) bool
+    confusion: Optional[torch.Tensor] = None  # (N, K, K) int64
 
     def batch_means(self) -> dict[str, list[float]]:
         """Per-step batch means, ready for ``plt.plot``."""
@@ -93,11 +97,14 @@ class IterateTracker:
         self.loss = torch.zeros(steps + 1, n, device=start.device)
         self.pixel_accuracy = torch.zeros(steps + 1, n, device=start.device)
         self.nonfinite_gradient = torch.zeros(n, dtype=torch.bool, device=start.device)
+        self.best_confusion: Optional[torch.Tensor] = None  # (N, K, K), from the first update on
 
     def update(self, iterate: torch.Tensor, logits: torch.Tensor, pixel_loss: torch.Tensor, index: int) -> None:
         valid = AF.valid_mask(self.labels, self.ignore_index)
         loss = AF.masked_mean(pixel_loss.detach().float(), valid, per_image=True)
-        acc = per_image_pixel_accuracy(logits.detach(), self.labels, self.ignore_index)
+        prediction = predicted_classes(logits.detach())
+        acc = per_image_pixel_accuracy(prediction, self.labels, self.ignore_index)
+        confusion = per_image_confusion_unchecked(prediction, self.labels, logits.shape[1], self.ignore_index)
         self.loss[index] = loss
         self.pixel_accuracy[index] = acc
         acc_key, loss_key = self.direction * acc, -self.direction * loss
@@ -106,9 +113,13 @@ class IterateTracker:
         self._best_loss_key = torch.where(better, loss_key, self._best_loss_key)
         self.best_step = torch.where(better, torch.full_like(self.best_step, index), self.best_step)
         self.best = torch.where(better.view(-1, *([1] * (iterate.dim() - 1))), iterate.detach(), self.best)
+        kept = confusion if self.best_confusion is None else self.best_confusion
+        self.best_confusion = torch.where(better.view(-1, 1, 1), confusion, kept)
 
     def stats(self) -> AttackStats:
-        return AttackStats(self.loss, self.pixel_accuracy, self.best_step, self.nonfinite_gradient)
+        return AttackStats(
+            self.loss, self.pixel_accuracy, self.best_step, self.nonfinite_gradient, confusion=self.best_confusion
+        )
 
 
 def _nested_attacks(value: Any, seen: set[int]) -> list[Any]:

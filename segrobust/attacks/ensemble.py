@@ -10,34 +10,10 @@ from torch import nn
 
 from segrobust.attacks.apgd import APGD, APGDStats
 from segrobust.attacks.base import SegAttack
-from segrobust.metrics.functional import per_image_pixel_accuracy
-from segrobust.utils import predicted_classes
 
-__all__ = ["EnsembleStats", "ReliableEnsemble", "greedy_worst_case_miou", "per_image_confusion"]
+__all__ = ["EnsembleStats", "ReliableEnsemble", "greedy_worst_case_miou"]
 
 SEA_LOSSES = ("masked_ce", "balanced_masked_ce", "js")
-
-
-def per_image_confusion(
-    logits: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255
-) -> torch.Tensor:
-    """Confusion matrix of each image ``(N, K, K)`` int64 (rows: true class, columns: predicted), valid pixels only.
-
-    Examples:
-        >>> import torch
-        >>> logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 2.0]]]])  # predicts 0, 1
-        >>> per_image_confusion(logits, torch.tensor([[[0, 0]]]), 2)
-        tensor([[[1, 1],
-                 [0, 0]]])
-    """
-    n = labels.shape[0]
-    pred = predicted_classes(logits).reshape(n, -1)
-    target = labels.reshape(n, -1).long()
-    valid = target != ignore_index
-    index = torch.where(valid, target * num_classes + pred, torch.zeros_like(target))
-    counts = torch.zeros(n, num_classes * num_classes, dtype=torch.long, device=labels.device)
-    counts.scatter_add_(1, index, valid.long())
-    return counts.reshape(n, num_classes, num_classes)
 
 
 def _mean_iou_batched(cm: torch.Tensor) -> torch.Tensor:
@@ -96,12 +72,13 @@ class EnsembleStats:
     the member's returned image (NaN where it did not run). ``pixel_accuracy``
     ``(N,)`` and ``choice`` ``(N,)``: the worst case and the member it came
     from. ``confusion`` ``(A, N, K, K)``: per-image confusion matrices of each
-    member's image; where a member did not run, the matrix of the image returned
+    member's image, taken from the logits that scored it inside the member (no
+    extra forward); where a member did not run, the matrix of the image returned
     so far (input for
     [greedy_worst_case_miou][segrobust.attacks.greedy_worst_case_miou], after
     concatenating batches along dim 1). ``forward_passes`` /
-    ``backward_passes`` ``(A, N)``: model passes spent, including the one
-    scoring forward per member and image. ``member_stats``: each member's
+    ``backward_passes`` ``(A, N)``: model passes spent (per member,
+    ``steps + 1`` forward and ``steps`` backward). ``member_stats``: each member's
     [APGDStats][segrobust.attacks.APGDStats] on the images it attacked
     (``member_images`` their indices).
     """
@@ -216,17 +193,17 @@ class ReliableEnsemble(SegAttack):
                 adv, stats = member._attack_batch(images[todo], labels[todo], direction)
             finally:
                 member._pending_checks = []
-            with torch.no_grad():
-                logits = self._logits(adv)
-            acc = per_image_pixel_accuracy(logits, labels[todo], self.ignore_index)
-            matrices = per_image_confusion(logits, labels[todo], logits.shape[1], self.ignore_index)
+            matrices = stats.confusion  # scored from the logits the attack already computed
+            valid_pixels = matrices.sum((1, 2))
+            correct = matrices.diagonal(dim1=1, dim2=2).sum(1)
+            acc = torch.where(valid_pixels > 0, correct.double() / valid_pixels.clamp_min(1).double(), 1.0).float()
             if confusion is None:
                 confusion = torch.zeros(members, n, *matrices.shape[1:], dtype=torch.long, device=dev)
             # images this member skipped keep the matrix of the image returned so far
             confusion[a] = confusion[choice, torch.arange(n, device=dev)] if a > 0 else confusion[a]
             confusion[a, todo] = matrices
             attacked[a, todo], member_acc[a, todo] = True, acc
-            forward[a, todo], backward[a, todo] = stats.forward_passes + 1, stats.backward_passes
+            forward[a, todo], backward[a, todo] = stats.forward_passes, stats.backward_passes
             key = direction * acc
             better = key < best_key[todo]
             chosen = todo[better]

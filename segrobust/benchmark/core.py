@@ -47,6 +47,7 @@ from segrobust.metrics.functional import (
     class_iou,
     mean_class_accuracy,
     mean_iou,
+    per_image_confusion,
     per_image_pixel_accuracy,
     pixel_accuracy,
 )
@@ -443,7 +444,7 @@ def _compute_unit(
     pred = predicted_classes(logits)
     unit: Unit = {
         "indices": batch["index"].clone(),
-        "confusion": BF.per_image_confusion(pred, masks, num_classes, ignore_index).cpu(),
+        "confusion": per_image_confusion(pred, masks, num_classes, ignore_index).cpu(),
         "accuracy": per_image_pixel_accuracy(pred, masks, ignore_index).double().cpu(),
     }
     if stats is not None:

@@ -14,48 +14,15 @@ from typing import Union
 import numpy as np
 import torch
 
-from segrobust.utils import predicted_classes
-
 __all__ = [
     "amplify_perturbation",
     "batch_indices",
     "eps_tag",
     "format_eps",
     "parse_eps",
-    "per_image_confusion",
     "unit_seed",
     "worst_case_selection",
 ]
-
-
-def per_image_confusion(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
-) -> torch.Tensor:
-    """One confusion matrix per image, ``(N, K, K)`` int64 (rows: true class, columns: predicted).
-
-    Summed over images it equals [`segrobust.metrics.confusion_matrix`][segrobust.metrics.confusion_matrix],
-    so per-image matrices can be regrouped (e.g. for a per-image worst case)
-    and still give whole-set mIoU.
-
-    Examples:
-        >>> import torch
-        >>> pred = torch.tensor([[[0, 1]], [[1, 1]]])
-        >>> target = torch.tensor([[[0, 0]], [[1, 255]]])
-        >>> per_image_confusion(pred, target, 2).tolist()
-        [[[1, 1], [0, 0]], [[0, 0], [0, 1]]]
-    """
-    if pred.dim() == 4:
-        pred = predicted_classes(pred)
-    if pred.shape != target.shape or pred.dim() != 3:
-        raise ValueError(f"pred and target must both be (N, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}")
-    n = pred.shape[0]
-    valid = target != ignore_index
-    t = target.long().clamp(0, num_classes - 1)
-    p = pred.long().clamp(0, num_classes - 1)
-    image = torch.arange(n, device=pred.device).view(n, 1, 1).expand_as(t)
-    flat = (image * num_classes * num_classes + t * num_classes + p)[valid]
-    counts = torch.bincount(flat, minlength=n * num_classes * num_classes)
-    return counts.view(n, num_classes, num_classes)
 
 
 def worst_case_selection(accuracies: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from segrobust.metrics.functional import (
     confusion_matrix,
     mean_class_accuracy,
     mean_iou,
+    per_image_confusion,
     per_image_pixel_accuracy,
     pixel_accuracy,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "confusion_matrix",
     "mean_class_accuracy",
     "mean_iou",
+    "per_image_confusion",
     "per_image_pixel_accuracy",
     "pixel_accuracy",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "confusion_matrix",
     "mean_class_accuracy",
     "mean_iou",
+    "per_image_confusion",
     "per_image_pixel_accuracy",
     "pixel_accuracy",
 ]
@@ -125,6 +126,54 @@ def mean_class_accuracy(cm: torch.Tensor) -> float:
     if not bool(present.any()):
         return float("nan")
     return float((cm.diagonal()[present] / support[present]).mean())
+
+
+def per_image_confusion(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
+    """One confusion matrix per image, ``(N, K, K)`` int64 (rows: true class, columns: predicted), valid pixels only.
+
+    Summed over images it equals [confusion_matrix][segrobust.metrics.confusion_matrix],
+    so per-image matrices can be regrouped (a per-image worst case, the greedy
+    worst-case mIoU) and still give whole-set mIoU.
+
+    Args:
+        pred: class ids ``(N, H, W)`` or logits ``(N, K, H, W)``.
+        target: integer mask ``(N, H, W)``; ``ignore_index`` pixels are skipped.
+        num_classes: number of classes ``K``.
+        ignore_index: label of pixels that do not count.
+
+    Examples:
+        >>> import torch
+        >>> pred = torch.tensor([[[0, 1]], [[1, 1]]])
+        >>> target = torch.tensor([[[0, 0]], [[1, 255]]])
+        >>> per_image_confusion(pred, target, 2).tolist()
+        [[[1, 1], [0, 0]], [[0, 0], [0, 1]]]
+    """
+    pred = _as_prediction(pred, num_classes)
+    _check_target(pred, target)
+    valid = target != ignore_index
+    if bool(((target < 0) | (target >= num_classes) | (pred < 0) | (pred >= num_classes))[valid].any()):
+        raise ValueError(
+            f"pred and target must hold class ids in [0, {num_classes}) (target may also hold ignore_index={ignore_index})"
+        )
+    return per_image_confusion_unchecked(pred, target, num_classes, ignore_index)
+
+
+def per_image_confusion_unchecked(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
+    """[per_image_confusion][segrobust.metrics.per_image_confusion] of class ids already known to be in range.
+
+    For loops that score every iterate (no device synchronisation for the check).
+    """
+    n = target.shape[0]
+    valid = (target != ignore_index).reshape(n, -1)
+    t, p = target.reshape(n, -1).long(), pred.reshape(n, -1).long()
+    index = torch.where(valid, t * num_classes + p, torch.zeros_like(t))
+    counts = torch.zeros(n, num_classes * num_classes, dtype=torch.long, device=target.device)
+    counts.scatter_add_(1, index, valid.long())
+    return counts.reshape(n, num_classes, num_classes)
 
 
 def per_image_pixel_accuracy(pred: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
