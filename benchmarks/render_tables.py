@@ -15,11 +15,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def attack_strength(r: dict) -> str:
     reliable = [row for row in r["rows"] if row.get("protocol") == "reliable"]
     r = {**r, "rows": [row for row in r["rows"] if row.get("protocol") != "reliable"]}
+    if not r["rows"]:
+        return reliable_table(reliable)
     m = r["model"]
     lines = [
         f"smp {m['arch']}-{m['encoder']} trained from scratch on CamVid train at {m['size'][0]}×{m['size'][1]} "
         f"({m.get('epochs')} epochs); CamVid val, {len(r['rows'])} attack runs, "
-        f"{r['total_seconds'] / 60:.0f} min in all on {r['environment']['threads']} CPU threads. "
+        f"{sum(row.get('seconds', 0) for row in r['rows']) / 60:.0f} min of attacks on "
+        f"{r['environment']['threads']} CPU thread(s). "
         f"Clean: mIoU {r['clean']['miou']:.3f}, pixel accuracy {r['clean']['pixel_accuracy']:.3f}.",
         "",
         "| steps | eps | " + " | ".join(sorted({row["attack"] for row in r["rows"]}, key=_order)) + " |",
@@ -37,7 +40,16 @@ def attack_strength(r: dict) -> str:
     return "\n".join(lines) + ("\n\n" + reliable_table(reliable) if reliable else "")
 
 
-RELIABLE_ORDER = ["APGD-ce", "APGD-masked_ce", "APGD-balanced_masked_ce", "APGD-js", "CosPGD", "SegPGD", "Ensemble"]
+RELIABLE_ORDER = [
+    "APGD-ce",
+    "APGD-masked_ce",
+    "APGD-balanced_masked_ce",
+    "APGD-js",
+    "CosPGD",
+    "SegPGD",
+    "EroSeg",
+    "Ensemble",
+]
 
 
 def reliable_table(rows: list[dict]) -> str:
@@ -73,6 +85,7 @@ def _order(name: str) -> int:
 
 def adversarial_training(r: dict) -> str:
     attacks = sorted(r["rows"][0]["per_attack"], key=_order)
+    reliable = any("reliable" in row for row in r["rows"])
     lines = [
         f"CamVid val; robust = lowest mIoU over the attacks at {r['eval_eps'] * 255:g}/255, {r['eval_steps']} steps; "
         f"adversarial training with a {r['train_attack']['steps']}-step attack at the same eps, "
@@ -83,13 +96,22 @@ def adversarial_training(r: dict) -> str:
             else ", from scratch."
         ),
         "",
-        "| training | clean mIoU | robust mIoU (attack) | " + " | ".join(attacks) + " | train time |",
-        "| --- | --- | --- |" + " --- |" * len(attacks) + " --- |",
+        "| training | clean mIoU | "
+        + ("reliable ensemble mIoU / acc. | " if reliable else "")
+        + "robust mIoU (short attack) | "
+        + " | ".join(attacks)
+        + " | train time |",
+        "| --- | --- | --- |" + " --- |" * (len(attacks) + reliable) + " --- |",
     ]
     for row in r["rows"]:
         cells = [f"{row['per_attack'][a]['miou']:.3f}" for a in attacks]
+        if reliable:
+            ens = row.get("reliable")
+            cells.insert(0, f"**{ens['miou']:.3f}** / {ens['pixel_accuracy']:.3f}" if ens else "not run")
         lines.append(
-            f"| {row['training']} | {row['clean']['miou']:.3f} | {row['robust']['miou']:.3f} ({row['robust']['attack']}) | "
+            f"| {row['training']} | {row['clean']['miou']:.3f} | "
+            + (cells.pop(0) + " | " if reliable else "")
+            + f"{row['robust']['miou']:.3f} ({row['robust']['attack']}) | "
             + " | ".join(cells)
             + f" | {row['train_seconds'] or 0:.0f} s |"
         )
@@ -124,12 +146,13 @@ def main() -> None:
     names = sys.argv[1:] or [p.stem for p in sorted(RESULTS.glob("*.json"))]
     for name in names:
         path = RESULTS / f"{name}.json"
-        if name not in RENDERERS or not path.exists():
+        renderer = RENDERERS.get(name) or RENDERERS.get(name.rsplit("_", 1)[0])  # earlier files: name_<date>
+        if renderer is None or not path.exists():
             continue
         result = json.loads(path.read_text())
         commands = [result["command"].strip(), *result.get("appended_commands", [])]
         listing = "\n".join(f"`{c.strip()}`" for c in commands)
-        print(f"### {name}\n\n{listing}\n\n{RENDERERS[name](result)}\n")
+        print(f"### {name}\n\n{listing}\n\n{renderer(result)}\n")
 
 
 if __name__ == "__main__":

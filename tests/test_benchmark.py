@@ -20,7 +20,7 @@ from segrobust.benchmark import (
     run_benchmark,
 )
 from segrobust.benchmark import functional as BF
-from segrobust.metrics import ConfusionMatrix, confusion_matrix, per_image_pixel_accuracy
+from segrobust.metrics import ConfusionMatrix, confusion_matrix, per_image_confusion, per_image_pixel_accuracy
 from segrobust.models import ModelLoadError, build_model, load_model, parse_model_spec, save_model
 
 # ----------------------------------------------------------------------------- functional
@@ -33,7 +33,7 @@ def test_per_image_confusion_sums_to_the_whole_set_matrix(n, k, seed):
     pred = torch.randint(0, k, (n, 5, 6), generator=g)
     target = torch.randint(0, k, (n, 5, 6), generator=g)
     target[torch.rand(target.shape, generator=g) < 0.2] = 255
-    per_image = BF.per_image_confusion(pred, target, k)
+    per_image = per_image_confusion(pred, target, k)
     assert per_image.shape == (n, k, k)
     assert torch.equal(per_image.sum(0), confusion_matrix(pred, target, k))
     for i in range(n):

@@ -229,11 +229,18 @@ class ArtSegAttack(EvasionAttack):
                 loss=torch.cat([s.loss for s in stats], dim=1),
                 pixel_accuracy=torch.cat([s.pixel_accuracy for s in stats], dim=1),
                 best_step=torch.cat([s.best_step for s in stats]),
+                nonfinite_gradient=_cat_optional([s.nonfinite_gradient for s in stats]),
+                confusion=_cat_optional([s.confusion for s in stats]),
             )
         )
         if (low, high) != (0.0, 1.0):
             adv = (adv * (high - low) + low).clamp(low, high)
         return adv.detach().cpu().numpy().astype(ART_NUMPY_DTYPE, copy=False)
+
+
+def _cat_optional(parts: list[Optional[torch.Tensor]]) -> Optional[torch.Tensor]:
+    """The batches' tensors concatenated along images, or None if a batch has none."""
+    return None if any(p is None for p in parts) else torch.cat(parts)
 
 
 def make_art_attack(

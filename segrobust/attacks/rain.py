@@ -362,7 +362,12 @@ class RainAttack(SegAttack):
             best_params = self._track(tracker, adv, logits, pixel_loss, self.steps, params, best_params)
         stats = tracker.stats()
         return tracker.best, RainAttackStats(
-            stats.loss, stats.pixel_accuracy, stats.best_step, stats.nonfinite_gradient, best_params
+            stats.loss,
+            stats.pixel_accuracy,
+            stats.best_step,
+            stats.nonfinite_gradient,
+            stats.confusion,
+            params=best_params,
         )
 
     @staticmethod
