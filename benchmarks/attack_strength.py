@@ -78,6 +78,7 @@ RELIABLE_ROWS = (
     "APGD-masked_ce",
     "APGD-balanced_masked_ce",
     "APGD-js",
+    "APGD-eroseg",
     "Ensemble",
     "CosPGD",
     "SegPGD",

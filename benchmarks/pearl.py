@@ -7,12 +7,20 @@ the frozen segmenter for the same number of epochs. Rain: the ``--rain``
 preset with streak lengths scaled to the image height, a fixed draw per image.
 
 Columns (val split, mIoU): clean / rainy / rainy + NAA / rainy + EroSeg (eps,
-10 steps) / rain attack (RainAttack over the same preset's ranges, 10 steps).
+10 steps) / rain attack (RainAttack over the same preset's ranges, 10 steps) /
+rainy + the reliable ensemble at eps (``--reliable-steps`` APGD iterations per
+loss; greedy worst-case mIoU; on the first ``--reliable-images`` val images,
+with the rainy mIoU of the same images beside it; ``--reliable-steps 0`` skips it).
+
+``--transfer`` adds the robustness-transfer reading: PEARL and PEARL+AMA
+derainers trained in front of the frozen NAT segmenter (rows "NAT + PEARL",
+"NAT + PEARL+AMA").
 
 Usage:
     python benchmarks/pearl.py                    # writes benchmarks/results/pearl.json
     python benchmarks/pearl.py --derainer unet    # writes benchmarks/results/pearl_unet.json
     python benchmarks/pearl.py --derainer unet --epochs 10    # writes benchmarks/results/pearl_unet_e10.json
+    python benchmarks/pearl.py --derainer unet --transfer     # writes benchmarks/results/pearl_unet_transfer.json
 """
 
 from __future__ import annotations
@@ -69,6 +77,65 @@ def evaluate(model, dataset, ranges, condition: str, eps: float, steps: int = 10
     return cm.compute().miou
 
 
+def reliable_miou(model, dataset, ranges, eps: float, steps: int, batch_size: int = 16) -> dict:
+    """Rainy images (the same draws as ``evaluate``) under the reliable ensemble: greedy worst-case mIoU."""
+    from segrobust.attacks import ReliableEnsemble, greedy_worst_case_miou
+    from segrobust.metrics import mean_iou, per_image_confusion
+
+    ensemble = ReliableEnsemble(model, eps=eps, steps=steps, early_stop=False)
+    rainy, attacked = [], []
+    torch.manual_seed(0)
+    for b, batch in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
+        x = rainy_images(batch["image"], ranges, seed=1000 + b)
+        with torch.no_grad():
+            rainy.append(per_image_confusion(model(x), batch["mask"], NUM_CLASSES))
+        attacked.append(ensemble(x, batch["mask"], return_stats=True)[1].confusion)
+    worst, _ = greedy_worst_case_miou(torch.cat(attacked, 1))
+    return {"rainy": mean_iou(torch.cat(rainy).sum(0)), "reliable": worst, "images": len(dataset)}
+
+
+def trained_pearl(segmenter, ama: bool, tag: str, train_set, ranges, eps: float, args):
+    """A PEARL model: a derainer trained (or loaded from the cache) in front of the frozen ``segmenter``."""
+    from segrobust.defenses import PEARL, build_derainer, train_pearl
+
+    size = tuple(args.size)
+    path = (
+        CACHE / f"pearl{'-ama' if ama else ''}{tag}_{args.derainer}_{args.rain}_{size[0]}x{size[1]}_e{args.epochs}.pt"
+    )
+    derainer = build_derainer(args.derainer)
+    if path.exists():
+        derainer.load_state_dict(torch.load(path, weights_only=True))
+        pearl = PEARL(segmenter, derainer)
+    else:
+        pearl, _history = train_pearl(
+            copy.deepcopy(segmenter),
+            derainer,
+            train_set,
+            ama=ama,
+            transform=random_flip,
+            rain=ranges,
+            eps=eps,
+            steps=args.train_steps,
+            epochs=args.epochs,
+            cache_dir=CACHE,
+            num_classes=NUM_CLASSES,
+            trainer_kwargs={
+                "progress": False,
+                "checkpoint_dir": CACHE / f"{path.stem}_ckpt",
+                "resume": True,
+                "logger": lambda r: print(r, flush=True),
+            },
+        )
+        torch.save(derainer.state_dict(), path)
+    # Derainer training time from the trainer's own history (kept in its checkpoint, also for cached runs).
+    checkpoint = CACHE / f"{path.stem}_ckpt" / "last.pt"
+    seconds = None
+    if checkpoint.exists():
+        history = torch.load(checkpoint, map_location="cpu", weights_only=False)["history"]
+        seconds = round(sum(record["time"] for record in history), 1)
+    return pearl.eval(), seconds
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="Linknet")
@@ -86,11 +153,14 @@ def main(argv=None):
     )
     parser.add_argument("--rain", default="medium")
     parser.add_argument("--derainer", default="prenet")
+    parser.add_argument("--transfer", action="store_true", help="also PEARL / PEARL+AMA on the NAT segmenter")
+    parser.add_argument("--reliable-steps", type=int, default=100, help="APGD iterations per loss; 0: no ensemble")
+    parser.add_argument("--reliable-images", type=int, default=None, help="ensemble on the first N val images")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 val images, results not written")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from segrobust.defenses import PEARL, build_derainer, train_nat, train_pearl
+    from segrobust.defenses import train_nat
     from segrobust.rain import scale_rain_ranges
     from segrobust.training import train_standard
 
@@ -102,7 +172,6 @@ def main(argv=None):
     train_set, val = camvid("train", size), camvid("val", size)
     if args.quick:
         train_set, val = torch.utils.data.Subset(train_set, range(16)), torch.utils.data.Subset(val, range(8))
-    common = {"num_classes": NUM_CLASSES}
     models = {"segmenter alone": segmenter}
     train_seconds = {"segmenter alone": None}
 
@@ -111,8 +180,9 @@ def main(argv=None):
         kw["optimizer"] = torch.optim.Adam(model.parameters(), lr=args.nat_lr, weight_decay=1e-4)
         return train_nat(model, loader, rain=ranges, eps=eps, steps=args.train_steps, **kw)
 
+    nat_key = f"nat{args.eps:g}s{args.train_steps}-lr{args.nat_lr:g}-{args.rain}-from-e{args.base_epochs}"
     nat, nat_info = trained_model(
-        f"nat{args.eps:g}s{args.train_steps}-lr{args.nat_lr:g}-{args.rain}-from-e{args.base_epochs}",
+        nat_key,
         args.arch,
         args.encoder,
         size,
@@ -121,42 +191,12 @@ def main(argv=None):
     )
     models["NAT"] = nat
     train_seconds["NAT"] = nat_info.get("train_seconds")
-    for ama in (False, True):
-        name = "PEARL+AMA" if ama else "PEARL"
-        path = CACHE / f"pearl{'-ama' if ama else ''}_{args.derainer}_{args.rain}_{size[0]}x{size[1]}_e{args.epochs}.pt"
-        derainer = build_derainer(args.derainer)
-        if path.exists():
-            derainer.load_state_dict(torch.load(path, weights_only=True))
-            pearl = PEARL(segmenter, derainer)
-        else:
-            pearl, _history = train_pearl(
-                copy.deepcopy(segmenter),
-                derainer,
-                train_set,
-                ama=ama,
-                transform=random_flip,
-                rain=ranges,
-                eps=eps,
-                steps=args.train_steps,
-                epochs=args.epochs,
-                cache_dir=CACHE,
-                trainer_kwargs={
-                    "progress": False,
-                    "checkpoint_dir": CACHE / f"{path.stem}_ckpt",
-                    "resume": True,
-                    "logger": lambda r: print(r, flush=True),
-                },
-                **common,
-            )
-            torch.save(derainer.state_dict(), path)
-        models[name] = pearl.eval()
-        # Derainer training time from the trainer's own history (kept in its checkpoint, also for cached runs).
-        checkpoint = CACHE / f"{path.stem}_ckpt" / "last.pt"
-        if checkpoint.exists():
-            history = torch.load(checkpoint, map_location="cpu", weights_only=False)["history"]
-            train_seconds[name] = round(sum(record["time"] for record in history), 1)
-        else:
-            train_seconds[name] = None
+    pearls = [("PEARL", False, segmenter, ""), ("PEARL+AMA", True, segmenter, "")]
+    if args.transfer:
+        pearls += [("NAT + PEARL", False, nat, f"-on-{nat_key}"), ("NAT + PEARL+AMA", True, nat, f"-on-{nat_key}")]
+    for name, ama, base, tag in pearls:
+        tag += "-quick" if args.quick else ""  # a smoke run's derainers never stand in for real ones
+        models[name], train_seconds[name] = trained_pearl(base, ama, tag, train_set, ranges, eps, args)
 
     conditions = ["clean", "rainy", "rainy + NAA", "rainy + EroSeg", "rain attack"]
     rows = []
@@ -165,6 +205,10 @@ def main(argv=None):
         for condition in conditions:
             row[condition] = evaluate(model, val, ranges, condition, eps)
             print(f"{name:16s} {condition:15s} mIoU {row[condition]:.4f}", flush=True)
+        if args.reliable_steps:
+            subset = torch.utils.data.Subset(val, range(min(args.reliable_images or len(val), len(val))))
+            row["reliable"] = reliable_miou(model, subset, ranges, eps, args.reliable_steps)
+            print(f"{name:16s} rainy + reliable ensemble {row['reliable']}", flush=True)
         rows.append(row)
     payload = {
         "command": "python benchmarks/pearl.py " + " ".join(argv or sys.argv[1:]),
@@ -184,6 +228,7 @@ def main(argv=None):
         "pearl"
         + ("" if args.derainer == "prenet" else f"_{args.derainer}")
         + ("" if args.epochs == 3 else f"_e{args.epochs}")
+        + ("_transfer" if args.transfer else "")
     )
     print(f"wrote {write_results(name, payload)}")
 

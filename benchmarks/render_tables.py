@@ -45,6 +45,7 @@ RELIABLE_ORDER = [
     "APGD-masked_ce",
     "APGD-balanced_masked_ce",
     "APGD-js",
+    "APGD-eroseg",
     "CosPGD",
     "SegPGD",
     "EroSeg",
