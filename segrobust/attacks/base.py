@@ -13,7 +13,10 @@ from torch import nn
 
 from segrobust.attacks import functional as AF
 from segrobust.attacks.attack_api import TORCHATTACKS_AVAILABLE, AttackBase, MultiAttackBase
-from segrobust.metrics.functional import per_image_confusion_unchecked, per_image_pixel_accuracy
+from segrobust.metrics.functional import (
+    confusion_pixel_accuracy,
+    per_image_confusion_unchecked,
+)
 from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
 from segrobust.validation import (
     check_choice,
@@ -103,8 +106,8 @@ class IterateTracker:
         valid = AF.valid_mask(self.labels, self.ignore_index)
         loss = AF.masked_mean(pixel_loss.detach().float(), valid, per_image=True)
         prediction = predicted_classes(logits.detach())
-        acc = per_image_pixel_accuracy(prediction, self.labels, self.ignore_index)
         confusion = per_image_confusion_unchecked(prediction, self.labels, logits.shape[1], self.ignore_index)
+        acc = confusion_pixel_accuracy(confusion)
         self.loss[index] = loss
         self.pixel_accuracy[index] = acc
         acc_key, loss_key = self.direction * acc, -self.direction * loss

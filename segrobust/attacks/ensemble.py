@@ -10,6 +10,7 @@ from torch import nn
 
 from segrobust.attacks.apgd import APGD, APGDStats
 from segrobust.attacks.base import SegAttack
+from segrobust.metrics.functional import confusion_pixel_accuracy
 
 __all__ = ["EnsembleStats", "ReliableEnsemble", "greedy_worst_case_miou"]
 
@@ -194,9 +195,7 @@ class ReliableEnsemble(SegAttack):
             finally:
                 member._pending_checks = []
             matrices = stats.confusion  # scored from the logits the attack already computed
-            valid_pixels = matrices.sum((1, 2))
-            correct = matrices.diagonal(dim1=1, dim2=2).sum(1)
-            acc = torch.where(valid_pixels > 0, correct.double() / valid_pixels.clamp_min(1).double(), 1.0).float()
+            acc = confusion_pixel_accuracy(matrices)
             if confusion is None:
                 confusion = torch.zeros(members, n, *matrices.shape[1:], dtype=torch.long, device=dev)
             # images this member skipped keep the matrix of the image returned so far

@@ -9,6 +9,7 @@ import torch
 from segrobust.metrics.functional import (
     class_iou,
     confusion_matrix,
+    confusion_pixel_accuracy,
     mean_class_accuracy,
     mean_iou,
     per_image_confusion,
@@ -22,6 +23,7 @@ __all__ = [
     "SegmentationScores",
     "class_iou",
     "confusion_matrix",
+    "confusion_pixel_accuracy",
     "mean_class_accuracy",
     "mean_iou",
     "per_image_confusion",

@@ -16,6 +16,7 @@ from segrobust.validation import check_tensor
 __all__ = [
     "class_iou",
     "confusion_matrix",
+    "confusion_pixel_accuracy",
     "mean_class_accuracy",
     "mean_iou",
     "per_image_confusion",
@@ -155,7 +156,8 @@ def per_image_confusion(
     valid = target != ignore_index
     if bool(((target < 0) | (target >= num_classes) | (pred < 0) | (pred >= num_classes))[valid].any()):
         raise ValueError(
-            f"pred and target must hold class ids in [0, {num_classes}) (target may also hold ignore_index={ignore_index})"
+            f"pred and target must hold class ids in [0, {num_classes}) "
+            f"(target may also hold ignore_index={ignore_index})"
         )
     return per_image_confusion_unchecked(pred, target, num_classes, ignore_index)
 
@@ -174,6 +176,25 @@ def per_image_confusion_unchecked(
     counts = torch.zeros(n, num_classes * num_classes, dtype=torch.long, device=target.device)
     counts.scatter_add_(1, index, valid.long())
     return counts.reshape(n, num_classes, num_classes)
+
+
+def confusion_pixel_accuracy(confusions: torch.Tensor) -> torch.Tensor:
+    """Pixel accuracy of each confusion matrix ``(..., K, K)``, as float32 ``(...)``.
+
+    A matrix that counts no pixel scores 1, as in
+    [per_image_pixel_accuracy][segrobust.metrics.per_image_pixel_accuracy], and on
+    [per_image_confusion][segrobust.metrics.per_image_confusion] the two agree
+    exactly (same counts, same division).
+
+    Examples:
+        >>> import torch
+        >>> confusion_pixel_accuracy(torch.tensor([[[3, 1], [0, 0]], [[0, 0], [0, 0]]]))
+        tensor([0.7500, 1.0000])
+    """
+    count = confusions.sum((-2, -1))
+    correct = confusions.diagonal(dim1=-2, dim2=-1).sum(-1)
+    acc = correct.double() / count.clamp_min(1).double()
+    return torch.where(count > 0, acc, torch.ones_like(acc)).float()
 
 
 def per_image_pixel_accuracy(pred: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:

@@ -750,13 +750,12 @@ def scale_rain_ranges(
         >>> scale_rain_ranges({"length": (20.0, 40.0)}, height=180, reference_height=None)["length"]
         (20.0, 40.0)
     """
-    if not isinstance(height, int) or height < 1 or not (reference_height is None or isinstance(reference_height, int)):
+    bad_reference = reference_height is not None and (not isinstance(reference_height, int) or reference_height < 1)
+    if not isinstance(height, int) or height < 1 or bad_reference:
         raise ValueError(
             f"height must be a positive int and reference_height a positive int or None, got "
             f"{height!r}, {reference_height!r}"
         )
-    if reference_height is not None and reference_height < 1:
-        raise ValueError(f"reference_height must be a positive int or None, got {reference_height!r}")
     resolved = resolve_rain_ranges(ranges)
     if reference_height is None:
         return resolved
