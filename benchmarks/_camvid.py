@@ -7,12 +7,13 @@ keyed by recipe and settings, so the benchmarks that share a model train it once
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import torch
 from torch.utils.data import Dataset
@@ -63,6 +64,11 @@ def build_model(arch: str, encoder: str) -> torch.nn.Module:
     return smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=NUM_CLASSES)
 
 
+def model_key(name: str, arch: str, encoder: str, size: tuple[int, int], epochs: int) -> str:
+    """The cache name of a trained model (its weights are ``CACHE / f"{key}.pt"``)."""
+    return f"{name}_{arch}-{encoder}_{size[0]}x{size[1]}_e{epochs}"
+
+
 def trained_model(
     name: str,
     arch: str,
@@ -75,13 +81,17 @@ def trained_model(
     lr: float = 1e-3,
     root: Path = DEFAULT_CAMVID,
     log: Callable[[str], None] = print,
+    train: Dataset | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train (or load from the cache) ``arch-encoder`` on CamVid train with ``recipe``; returns (model, info)."""
+    """Train (or load from the cache) ``arch-encoder`` with ``recipe``; returns (model, info).
+
+    The training data is ``train``, by default CamVid train with random flips.
+    """
     from torch.utils.data import DataLoader
 
     from segrobust.training import poly_lr
 
-    key = f"{name}_{arch}-{encoder}_{size[0]}x{size[1]}_e{epochs}"
+    key = model_key(name, arch, encoder, size, epochs)
     final = CACHE / f"{key}.pt"
     info_path = CACHE / f"{key}.json"
     model = build_model(arch, encoder)
@@ -89,7 +99,7 @@ def trained_model(
         model.load_state_dict(torch.load(final, weights_only=True))
         log(f"loaded cached model {final}")
         return model.eval(), json.loads(info_path.read_text()) if info_path.exists() else {}
-    train = RandomFlip(camvid("train", size, root))
+    train = RandomFlip(camvid("train", size, root)) if train is None else train
     loader = DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     start = time.time()
@@ -139,3 +149,24 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     return path
+
+
+def merge_rows(name: str, rows: list[dict], command: str, base: dict, key: Callable[[dict], Hashable]) -> Path:
+    """Write ``rows`` into results file ``name``: each replaces the row with its ``key``, the others are added.
+
+    The first run writes ``base`` with its rows; later commands are listed under
+    ``appended_commands``. Holds a lock, so parallel runs that each write some
+    rows can finish at the same time.
+    """
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    with (RESULTS / f".{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            return write_results(name, {**base, "command": command, "rows": rows})
+        previous = json.loads(path.read_text())
+        new = {key(row): row for row in rows}
+        previous["rows"] = [new.pop(key(row), row) for row in previous["rows"]] + list(new.values())
+        if command != previous["command"] and command not in previous.get("appended_commands", []):
+            previous["appended_commands"] = [*previous.get("appended_commands", []), command]
+        return write_results(name, previous)

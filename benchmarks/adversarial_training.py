@@ -19,8 +19,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import fcntl
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,8 +26,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _camvid import RESULTS, camvid, environment, trained_model, write_results
-from attack_strength import attack_factory, evaluate, rows_of, run_ensemble
+from _camvid import camvid, environment, merge_rows, trained_model, write_results
+from attack_strength import attack_factory, evaluate, reliable_ensemble
 
 TRAININGS = ("standard", "PGD-AT", "EroSeg-AT")
 
@@ -122,33 +120,11 @@ def main(argv=None):
         "total_seconds": round(time.time() - start, 1),
         "environment": environment(),
     }
-    print(f"wrote {merge_into_results(payload) if args.merge else write_results('adversarial_training', payload)}")
-
-
-def reliable_ensemble(model, val, eps: float, steps: int) -> dict:
-    """The reliable ensemble's row (greedy worst-case mIoU) and its members' rows on the whole of ``val``."""
-    loader = torch.utils.data.DataLoader(val, batch_size=16, shuffle=False)
-    ensemble, *members = rows_of(run_ensemble(model, loader, eps, steps), eps, steps)
-    return {**ensemble, "member_rows": members}
-
-
-def merge_into_results(payload: dict) -> Path:
-    """Write ``payload``'s rows in place of the same trainings' rows of the results file (order of TRAININGS).
-
-    Holds a lock, so parallel ``--only ... --merge`` runs can finish at the same time.
-    """
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with (RESULTS / ".adversarial_training.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        path = RESULTS / "adversarial_training.json"
-        if path.exists():
-            previous = json.loads(path.read_text())
-            rows = {row["training"]: row for row in previous["rows"]} | {
-                row["training"]: row for row in payload["rows"]
-            }
-            commands = [*previous.get("merged_commands", [previous["command"]]), payload["command"]]
-            payload = {**payload, "rows": [rows[t] for t in TRAININGS if t in rows], "merged_commands": commands}
-        return write_results("adversarial_training", payload)
+    if args.merge:
+        path = merge_rows("adversarial_training", rows, payload["command"], payload, key=lambda row: row["training"])
+    else:
+        path = write_results("adversarial_training", payload)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import fcntl
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _camvid import CACHE, NUM_CLASSES, RESULTS, camvid, environment, trained_model, write_results
+from _camvid import CACHE, NUM_CLASSES, camvid, environment, merge_rows, trained_model, write_results
 
 #: EroSeg with the two arguments tuned on a third of CamVid val at 4/255, 10 steps (see docs/benchmarks.md)
 EROSEG_TUNED = {"q0": 0.5, "fooled_weight": 0.1}
@@ -320,17 +318,14 @@ def row_key(row: dict) -> tuple:
 
 def merge_results(rows: list[dict], command: str, base: dict) -> Path:
     """Replace the rows with the same key (:func:`row_key`) in the results file and add the others."""
-    path = RESULTS / "attack_strength.json"
-    if not path.exists():
-        return write_results("attack_strength", {**base, "rows": rows})
-    with path.open() as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # parallel --append runs write rows as they finish
-        previous = json.loads(path.read_text())
-        keys = {row_key(r) for r in rows}
-        previous["rows"] = [r for r in previous["rows"] if row_key(r) not in keys] + rows
-        if command != previous["command"] and command not in previous.get("appended_commands", []):
-            previous["appended_commands"] = [*previous.get("appended_commands", []), command]
-        return write_results("attack_strength", previous)
+    return merge_rows("attack_strength", rows, command, base, row_key)
+
+
+def reliable_ensemble(model, val, eps: float, steps: int, batch_size: int = 16) -> dict:
+    """The reliable ensemble's row (greedy worst-case mIoU, ``eps`` in 1/255) and its members' rows on ``val``."""
+    loader = torch.utils.data.DataLoader(val, batch_size=batch_size, shuffle=False)
+    ensemble, *members = rows_of(run_ensemble(model, loader, eps, steps), eps, steps)
+    return {**ensemble, "member_rows": members}
 
 
 def shard_images(count: int, shard: tuple[int, int]) -> list[int]:
