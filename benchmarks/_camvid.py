@@ -37,17 +37,17 @@ def random_flip(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-class RandomFlip(Dataset):
-    """A dataset whose items pass through :func:`random_flip`."""
+class Mapped(Dataset):
+    """``dataset`` whose items (as new dicts) pass through ``transform``."""
 
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
+    def __init__(self, dataset: Dataset, transform: Callable[[dict[str, Any]], dict[str, Any]]):
+        self.dataset, self.transform = dataset, transform
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return random_flip(dict(self.dataset[index]))
+        return self.transform(dict(self.dataset[index]))
 
 
 def camvid(split: str, size: tuple[int, int], root: Path = DEFAULT_CAMVID):
@@ -99,7 +99,7 @@ def trained_model(
         model.load_state_dict(torch.load(final, weights_only=True))
         log(f"loaded cached model {final}")
         return model.eval(), json.loads(info_path.read_text()) if info_path.exists() else {}
-    train = RandomFlip(camvid("train", size, root)) if train is None else train
+    train = Mapped(camvid("train", size, root), random_flip) if train is None else train
     loader = DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     start = time.time()

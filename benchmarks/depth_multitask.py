@@ -46,6 +46,7 @@ from _camvid import (
     CACHE,
     DEFAULT_CAMVID,
     NUM_CLASSES,
+    Mapped,
     build_model,
     camvid,
     environment,
@@ -72,34 +73,18 @@ DEPTH_RANGE = {"min_depth": 0.1, "max_depth": 100.0, "initial_depth": 10.0}
 RESULT_NAMES = {"camvid": "depth_multitask", "synthetic": "depth_synthetic", "transfer": "depth_transfer"}
 
 
-class FlipTriplets(Dataset):
+def flip_triplet(item: dict) -> dict:
     """Horizontal flip of all three frames and the mask with probability 0.5 (only for unknown poses)."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        item = dict(self.dataset[index])
-        if torch.rand(()) < 0.5:
-            item["frames"] = item["frames"].flip(-1)
-            item["mask"] = item["mask"].flip(-1)
-        return item
+    if torch.rand(()) < 0.5:
+        item["frames"] = item["frames"].flip(-1)
+        item["mask"] = item["mask"].flip(-1)
+    return item
 
 
-class WithoutPoses(Dataset):
-    """The triplets without their known poses, so the depth loss learns them with a PoseNet."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        return {key: value for key, value in self.dataset[index].items() if key != "poses"}
+def without_poses(item: dict) -> dict:
+    """The triplet without its known poses, so the depth loss learns them with a PoseNet."""
+    item.pop("poses", None)
+    return item
 
 
 @dataclass(frozen=True)
@@ -164,6 +149,11 @@ def synthetic_data(args) -> tuple[Dataset, Dataset]:
     return train, test
 
 
+def multitask_variant(label: str, name: str, triplets: Dataset, kept: Path, init: Path | None = None) -> Variant:
+    """A multi-task row: trained by :func:`depth_recipe` on ``triplets``, its whole model kept at ``kept``."""
+    return Variant(label, name, depth_recipe(triplets, kept, init=init), multitask_path=kept)
+
+
 def variants(args) -> dict[str, Variant]:
     """The rows of ``args.world``, keyed by their ``--models`` name."""
     from segrobust.datasets import CamVidTriplets
@@ -173,33 +163,38 @@ def variants(args) -> dict[str, Variant]:
     size = tuple(args.size)
     key = lambda name, epochs=args.epochs: model_key(name, args.arch, args.encoder, size, epochs)  # noqa: E731
     kept = lambda name, epochs=args.epochs: CACHE / f"{key(name, epochs)}_multitask.pt"  # noqa: E731
+    camvid_triplets = lambda: CamVidTriplets(DEFAULT_CAMVID, "train", size=size, cache=True)  # noqa: E731
     if args.world == "camvid":
-        triplets = FlipTriplets(CamVidTriplets(DEFAULT_CAMVID, "train", size=size, cache=True))
+        triplets = Mapped(camvid_triplets(), flip_triplet)
         return {
             "single": Variant("single-task", "standard", train_standard),
-            "posenet": Variant("multi-task (PoseNet)", "depthmt", depth_recipe(triplets, kept("depthmt")), None,
-                               kept("depthmt")),
-        }  # fmt: skip
+            "posenet": multitask_variant("multi-task (PoseNet)", "depthmt", triplets, kept("depthmt")),
+        }
     tag = f"synthetic{args.synthetic_train}"
     if args.world == "synthetic":
         train, _ = synthetic_data(args)
+        known, posenet = f"{tag}-known", f"{tag}-posenet"
         return {
             "single": Variant("single-task", f"{tag}-single", train_standard, TripletSegmentationView(train)),
-            "known": Variant("multi-task (known poses)", f"{tag}-known", depth_recipe(train, kept(f"{tag}-known")),
-                             None, kept(f"{tag}-known")),
-            "posenet": Variant("multi-task (PoseNet)", f"{tag}-posenet",
-                               depth_recipe(WithoutPoses(train), kept(f"{tag}-posenet")), None, kept(f"{tag}-posenet")),
-        }  # fmt: skip
-    triplets = FlipTriplets(WithoutPoses(CamVidTriplets(DEFAULT_CAMVID, "train", size=size, cache=True)))
-    base_single = CACHE / f"{key(f'{tag}-single')}.pt"
-    name = f"ft-{tag}-known-from-e{args.epochs}"
+            "known": multitask_variant("multi-task (known poses)", known, train, kept(known)),
+            "posenet": multitask_variant("multi-task (PoseNet)", posenet, Mapped(train, without_poses), kept(posenet)),
+        }
+    triplets = Mapped(camvid_triplets(), lambda item: flip_triplet(without_poses(item)))
+    single, known = f"ft-{tag}-single-from-e{args.epochs}", f"ft-{tag}-known-from-e{args.epochs}"
     return {
-        "single": Variant("single-task (synthetic, then CamVid)", f"ft-{tag}-single-from-e{args.epochs}",
-                          from_weights(base_single, train_standard)),
-        "known": Variant("multi-task (synthetic with known poses, then CamVid)", name,
-                         depth_recipe(triplets, kept(name, args.transfer_epochs), init=kept(f"{tag}-known")), None,
-                         kept(name, args.transfer_epochs)),
-    }  # fmt: skip
+        "single": Variant(
+            "single-task (synthetic, then CamVid)",
+            single,
+            from_weights(CACHE / f"{key(f'{tag}-single')}.pt", train_standard),
+        ),
+        "known": multitask_variant(
+            "multi-task (synthetic with known poses, then CamVid)",
+            known,
+            triplets,
+            kept(known, args.transfer_epochs),
+            init=kept(f"{tag}-known"),
+        ),
+    }
 
 
 def evaluate(model, dataset, condition: str, batch_size: int = 16) -> float:

@@ -44,8 +44,7 @@ def test_shards_combine_into_one_run_and_ensemble_rows_hold_the_worst_case(tmp_p
     assert all(ensemble["pixel_accuracy"] <= r["pixel_accuracy"] + 1e-12 for r in members)
     assert ensemble["miou"] == pytest.approx(greedy_worst_case_miou(whole["member_confusion"])[0])
     # a stopped sharded run: the rows of the leading finished shards, marked as a subset
-    for target in (bench, _camvid):
-        monkeypatch.setattr(target, "RESULTS", tmp_path)
+    monkeypatch.setattr(_camvid, "RESULTS", tmp_path)
     monkeypatch.setattr(bench, "CACHE", tmp_path)
     assert bench.shard_store("Ensemble", 4, 2, (1, 3), parts[0], "m") is None
     bench.shard_store("Ensemble", 4, 2, (3, 3), parts[1], "m")
@@ -69,7 +68,6 @@ def test_single_attack_rows_count_passes_and_use_the_step_size_rule():
 
 
 def test_merge_keeps_short_attack_rows_and_replaces_same_reliable_rows(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "RESULTS", tmp_path)
     monkeypatch.setattr(_camvid, "RESULTS", tmp_path)
     short = {"attack": "CosPGD", "eps": 4, "steps": 100, "miou": 0.5}
     (tmp_path / "attack_strength.json").write_text(json.dumps({"command": "first", "rows": [short]}))
@@ -81,18 +79,39 @@ def test_merge_keeps_short_attack_rows_and_replaces_same_reliable_rows(tmp_path,
     assert result["appended_commands"] == ["second"]
 
 
-def test_adversarial_training_rows_merge_in_training_order_and_hold_the_ensemble(tmp_path, monkeypatch):
-    import adversarial_training as at
-
-    monkeypatch.setattr(at, "RESULTS", tmp_path)
+def test_reliable_ensemble_row_holds_the_worst_case_and_merge_rows_replaces_in_place(tmp_path, monkeypatch):
     monkeypatch.setattr(_camvid, "RESULTS", tmp_path)
     model, batches = _setting()
     val = [{"image": b["image"][i], "mask": b["mask"][i]} for b in batches for i in range(3)]
-    reliable = at.reliable_ensemble(model, val, 4, 2)
+    reliable = bench.reliable_ensemble(model, val, 4, 2)
     assert reliable["attack"] == "Ensemble" and reliable["images"] == 6
     assert reliable["miou"] <= min(r["miou"] for r in reliable["member_rows"]) + 2e-3
-    at.merge_into_results({"command": "first", "rows": [{"training": "EroSeg-AT", "v": 1}]})
-    at.merge_into_results({"command": "second", "rows": [{"training": "standard", "v": 2}]})
-    result = json.loads((tmp_path / "adversarial_training.json").read_text())
-    assert [r["training"] for r in result["rows"]] == ["standard", "EroSeg-AT"]
-    assert result["merged_commands"] == ["first", "second"]
+    key = lambda row: row["training"]  # noqa: E731
+    _camvid.merge_rows("at", [{"training": "EroSeg-AT", "v": 1}, {"training": "PGD-AT", "v": 1}], "first", {}, key)
+    _camvid.merge_rows("at", [{"training": "PGD-AT", "v": 2}, {"training": "standard", "v": 2}], "second", {}, key)
+    _camvid.merge_rows("at", [{"training": "standard", "v": 3}], "second", {}, key)
+    result = json.loads((tmp_path / "at.json").read_text())
+    assert result["rows"] == [
+        {"training": "EroSeg-AT", "v": 1},
+        {"training": "PGD-AT", "v": 2},
+        {"training": "standard", "v": 3},
+    ]
+    assert (result["command"], result["appended_commands"]) == ("first", ["second"])
+
+
+def test_depth_benchmark_rows_and_depth_error(monkeypatch, tmp_path):
+    import depth_multitask as depth
+
+    monkeypatch.setattr(depth, "CACHE", tmp_path)
+    args = depth.parse_args(
+        ["--world", "synthetic", "--synthetic-train", "2", "--synthetic-test", "2", "--size", "32", "32"]
+    )
+    rows = depth.variants(args)
+    assert sorted(rows) == ["known", "posenet", "single"]
+    assert rows["single"].multitask_path is None and rows["known"].multitask_path != rows["posenet"].multitask_path
+    train, test = depth.synthetic_data(args)
+    assert "poses" in train[0] and "poses" not in depth.without_poses(dict(train[0]))
+    error = depth.depth_error(args, None, test)
+    assert 0.0 < error < 2.0
+    with pytest.raises(SystemExit, match="is missing"):
+        depth.depth_error(args, tmp_path / "missing.pt", test)
