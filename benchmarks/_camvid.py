@@ -152,7 +152,7 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
 
 
 def merge_rows(name: str, rows: list[dict], command: str, base: dict, key: Callable[[dict], Hashable]) -> Path:
-    """Write ``rows`` into results file ``name``: each replaces the row with its ``key``, the others are added.
+    """Write ``rows`` into results file ``name``: each updates the row with its ``key`` field by field, the others are added.
 
     The first run writes ``base`` with its rows; later commands are listed under
     ``appended_commands``. Holds a lock, so parallel runs that each write some
@@ -166,7 +166,7 @@ def merge_rows(name: str, rows: list[dict], command: str, base: dict, key: Calla
             return write_results(name, {**base, "command": command, "rows": rows})
         previous = json.loads(path.read_text())
         new = {key(row): row for row in rows}
-        previous["rows"] = [new.pop(key(row), row) for row in previous["rows"]] + list(new.values())
+        previous["rows"] = [{**row, **new.pop(key(row), {})} for row in previous["rows"]] + list(new.values())
         if command != previous["command"] and command not in previous.get("appended_commands", []):
             previous["appended_commands"] = [*previous.get("appended_commands", []), command]
         return write_results(name, previous)

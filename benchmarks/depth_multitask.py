@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -298,7 +299,7 @@ def main(argv=None):
     if test_triplets is not None and not args.models:
         rows.append({"key": "untrained", "model": "untrained depth branch",
                      "depth_abs_rel": depth_error(args, None, test_triplets)})  # fmt: skip
-    command = "python benchmarks/depth_multitask.py " + " ".join(argv or sys.argv[1:])
+    command = "python benchmarks/depth_multitask.py " + shlex.join(argv or sys.argv[1:])
     base = {"settings": vars(args), "conditions": list(CONDITIONS), "environment": environment()}
     base["total_seconds"] = round(time.time() - start, 1)
     if args.quick:

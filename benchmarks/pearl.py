@@ -11,6 +11,10 @@ Columns (val split, mIoU): clean / rainy / rainy + NAA / rainy + EroSeg (eps,
 rainy + the reliable ensemble at eps (``--reliable-steps`` APGD iterations per
 loss; greedy worst-case mIoU; on the first ``--reliable-images`` val images,
 with the rainy mIoU of the same images beside it; ``--reliable-steps 0`` skips it).
+On all of val the column is ``reliable``, on a part ``reliable_first{N}``.
+
+``--models`` and ``--conditions`` run some rows and columns only; ``--merge``
+then writes them into the results file field by field (parallel runs may share it).
 
 ``--transfer`` adds the robustness-transfer reading: PEARL and PEARL+AMA
 derainers trained in front of the frozen NAT segmenter (rows "NAT + PEARL",
@@ -21,12 +25,14 @@ Usage:
     python benchmarks/pearl.py --derainer unet    # writes benchmarks/results/pearl_unet.json
     python benchmarks/pearl.py --derainer unet --epochs 10    # writes benchmarks/results/pearl_unet_e10.json
     python benchmarks/pearl.py --derainer unet --transfer     # writes benchmarks/results/pearl_unet_transfer.json
+    python benchmarks/pearl.py --derainer unet --transfer --models NAT --conditions --merge   # one row's ensemble
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -40,10 +46,13 @@ from _camvid import (
     NUM_CLASSES,
     camvid,
     environment,
+    merge_rows,
     random_flip,
     trained_model,
     write_results,
 )
+
+CONDITIONS = ("clean", "rainy", "rainy + NAA", "rainy + EroSeg", "rain attack")
 
 
 def rainy_images(images: torch.Tensor, ranges, seed: int) -> torch.Tensor:
@@ -156,6 +165,9 @@ def main(argv=None):
     parser.add_argument("--transfer", action="store_true", help="also PEARL / PEARL+AMA on the NAT segmenter")
     parser.add_argument("--reliable-steps", type=int, default=100, help="APGD iterations per loss; 0: no ensemble")
     parser.add_argument("--reliable-images", type=int, default=None, help="ensemble on the first N val images")
+    parser.add_argument("--models", nargs="+", help="rows to evaluate (default: all)")
+    parser.add_argument("--conditions", nargs="*", choices=CONDITIONS, default=CONDITIONS, help="10-step columns")
+    parser.add_argument("--merge", action="store_true", help="write the rows into the results file field by field")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 val images, results not written")
     args = parser.parse_args(argv)
@@ -198,25 +210,29 @@ def main(argv=None):
         tag += "-quick" if args.quick else ""  # a smoke run's derainers never stand in for real ones
         models[name], train_seconds[name] = trained_pearl(base, ama, tag, train_set, ranges, eps, args)
 
-    conditions = ["clean", "rainy", "rainy + NAA", "rainy + EroSeg", "rain attack"]
+    unknown = sorted(set(args.models or ()) - set(models))
+    if unknown:
+        raise SystemExit(f"--models: {unknown} are not rows of this run ({sorted(models)})")
     rows = []
-    for name, model in models.items():
+    for name in args.models or models:
         row = {"model": name, "train_seconds": train_seconds[name]}
-        for condition in conditions:
-            row[condition] = evaluate(model, val, ranges, condition, eps)
+        for condition in args.conditions:
+            row[condition] = evaluate(models[name], val, ranges, condition, eps)
             print(f"{name:16s} {condition:15s} mIoU {row[condition]:.4f}", flush=True)
         if args.reliable_steps:
-            subset = torch.utils.data.Subset(val, range(min(args.reliable_images or len(val), len(val))))
-            row["reliable"] = reliable_miou(model, subset, ranges, eps, args.reliable_steps)
-            print(f"{name:16s} rainy + reliable ensemble {row['reliable']}", flush=True)
+            count = min(args.reliable_images or len(val), len(val))
+            column = "reliable" if count == len(val) else f"reliable_first{count}"
+            row[column] = reliable_miou(models[name], torch.utils.data.Subset(val, range(count)), ranges, eps,
+                                        args.reliable_steps)  # fmt: skip
+            print(f"{name:16s} rainy + reliable ensemble {row[column]}", flush=True)
         rows.append(row)
     payload = {
-        "command": "python benchmarks/pearl.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python benchmarks/pearl.py " + shlex.join(argv or sys.argv[1:]),
         "settings": {
             **vars(args),
             "rain_ranges": {k: list(v) if isinstance(v, tuple) else v for k, v in ranges.items()},
         },
-        "conditions": conditions,
+        "conditions": list(CONDITIONS),
         "rows": rows,
         "total_seconds": round(time.time() - start, 1),
         "environment": environment(),
@@ -230,7 +246,11 @@ def main(argv=None):
         + ("" if args.epochs == 3 else f"_e{args.epochs}")
         + ("_transfer" if args.transfer else "")
     )
-    print(f"wrote {write_results(name, payload)}")
+    if args.merge:
+        path = merge_rows(name, rows, payload["command"], payload, key=lambda row: row["model"])
+    else:
+        path = write_results(name, payload)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -119,14 +119,27 @@ def adversarial_training(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _reliable_cell(value: dict | None) -> str:
+    """A reliable-ensemble column: greedy worst-case mIoU / accuracy (or, on rainy images, beside their rainy mIoU)."""
+    if value is None:
+        return "-"
+    if "miou" in value:
+        return f"**{value['miou']:.3f}** / {value['pixel_accuracy']:.3f}"
+    return f"**{value['reliable']:.3f}** (rainy {value['rainy']:.3f}, {value['images']} images)"
+
+
 def conditions_table(r: dict) -> str:
+    """One row per model: the conditions' mIoU, then the reliable-ensemble and depth-error columns that exist."""
     timed = any(row.get("train_seconds") for row in r["rows"])
-    lines = [
-        "| model | " + " | ".join(r["conditions"]) + (" | train time |" if timed else " |"),
-        "| --- |" + " --- |" * (len(r["conditions"]) + timed),
-    ]
+    reliable = sorted({key for row in r["rows"] for key in row if key.startswith("reliable")})
+    depth = any("depth_abs_rel" in row for row in r["rows"])
+    header = [*r["conditions"], *reliable, *(["depth abs-rel"] if depth else []), *(["train time"] if timed else [])]
+    lines = ["| model | " + " | ".join(header) + " |", "| --- |" + " --- |" * len(header)]
     for row in r["rows"]:
-        cells = [f"{row[c]:.3f}" for c in r["conditions"]]
+        cells = [f"{row[c]:.3f}" if c in row else "-" for c in r["conditions"]]
+        cells += [_reliable_cell(row.get(column)) for column in reliable]
+        if depth:
+            cells.append(f"{row['depth_abs_rel']:.3f}" if "depth_abs_rel" in row else "-")
         if timed:
             cells.append(f"{row['train_seconds']:.0f} s" if row.get("train_seconds") else "-")
         lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
@@ -140,6 +153,8 @@ RENDERERS = {
     "pearl_unet": conditions_table,
     "pearl_unet_e10": conditions_table,
     "depth_multitask": conditions_table,
+    "depth_synthetic": conditions_table,
+    "depth_transfer": conditions_table,
 }
 
 
