@@ -82,18 +82,23 @@ def trained_model(
     root: Path = DEFAULT_CAMVID,
     log: Callable[[str], None] = print,
     train: Dataset | None = None,
+    seed: int | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train (or load from the cache) ``arch-encoder`` with ``recipe``; returns (model, info).
 
     The training data is ``train``, by default CamVid train with random flips.
+    ``seed`` (cached under its own name) seeds the initial weights and the
+    trainer; ``None`` keeps the trainer's seed 0 and the process's RNG state.
     """
     from torch.utils.data import DataLoader
 
     from segrobust.training import poly_lr
 
-    key = model_key(name, arch, encoder, size, epochs)
+    key = model_key(name if seed is None else f"{name}-seed{seed}", arch, encoder, size, epochs)
     final = CACHE / f"{key}.pt"
     info_path = CACHE / f"{key}.json"
+    if seed is not None:
+        torch.manual_seed(seed)
     model = build_model(arch, encoder)
     if final.exists():
         model.load_state_dict(torch.load(final, weights_only=True))
@@ -114,6 +119,7 @@ def trained_model(
             "checkpoint_dir": CACHE / f"{key}_ckpt",
             "resume": True,
             "progress": False,
+            **({} if seed is None else {"seed": seed}),
             "logger": lambda r: log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})),
         },
         **(recipe_kwargs or {}),

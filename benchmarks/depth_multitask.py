@@ -162,7 +162,8 @@ def variants(args) -> dict[str, Variant]:
     from segrobust.training import train_standard
 
     size = tuple(args.size)
-    key = lambda name, epochs=args.epochs: model_key(name, args.arch, args.encoder, size, epochs)  # noqa: E731
+    seeded = lambda name: name if args.seed is None else f"{name}-seed{args.seed}"  # as trained_model names it  # noqa: E731
+    key = lambda name, epochs=args.epochs: model_key(seeded(name), args.arch, args.encoder, size, epochs)  # noqa: E731
     kept = lambda name, epochs=args.epochs: CACHE / f"{key(name, epochs)}_multitask.pt"  # noqa: E731
     camvid_triplets = lambda: CamVidTriplets(DEFAULT_CAMVID, "train", size=size, cache=True)  # noqa: E731
     if args.world == "camvid":
@@ -266,6 +267,7 @@ def parse_args(argv):
     parser.add_argument("--synthetic-train", type=int, default=400, help="synthetic training triplets")
     parser.add_argument("--synthetic-test", type=int, default=64, help="held-apart synthetic test triplets")
     parser.add_argument("--reliable-steps", type=int, default=100, help="APGD iterations per loss; 0: no ensemble")
+    parser.add_argument("--seed", type=int, help="training seed (initial weights and trainer); rows named by it")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 evaluation images, results not written")
     return parser.parse_args(argv)
@@ -293,8 +295,10 @@ def main(argv=None):
         epochs = args.transfer_epochs if args.world == "transfer" else args.epochs
         size = tuple(args.size)
         model, info = trained_model(variant.name, args.arch, args.encoder, size, epochs, variant.recipe,
-                                    train=variant.train)  # fmt: skip
+                                    train=variant.train, seed=args.seed)  # fmt: skip
         row = {"key": name, **evaluate_row(args, variant, model.eval(), val, test_triplets)}
+        if args.seed is not None:
+            row.update(key=f"{name}-seed{args.seed}", model=f"{row['model']}, seed {args.seed}", seed=args.seed)
         rows.append({**row, "train_seconds": info.get("train_seconds"), "images": len(val)})
     if test_triplets is not None and not args.models:
         rows.append({"key": "untrained", "model": "untrained depth branch",
