@@ -76,6 +76,7 @@ RELIABLE_ROWS = (
     "APGD-masked_ce",
     "APGD-balanced_masked_ce",
     "APGD-js",
+    "APGD-masked_spherical",
     "APGD-eroseg",
     "Ensemble",
     "CosPGD",
