@@ -60,6 +60,8 @@ def main(argv=None):
     parser.add_argument("--merge", action="store_true", help="replace only these rows in the existing results file")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if set(args.only) != set(TRAININGS) and not args.merge:
+        parser.error("--only writes part of the table: add --merge to keep the other rows of the file")
     torch.set_num_threads(args.threads)
     from segrobust.training import train_eroseg_at, train_pgd_at, train_standard
 

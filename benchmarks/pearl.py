@@ -171,6 +171,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 val images, results not written")
     args = parser.parse_args(argv)
+    if (args.models or set(args.conditions) != set(CONDITIONS)) and not (args.merge or args.quick):
+        parser.error("--models and --conditions write part of a table: add --merge to keep the rest of the file")
     torch.set_num_threads(args.threads)
     from segrobust.defenses import train_nat
     from segrobust.rain import scale_rain_ranges
