@@ -22,14 +22,16 @@ import torch
 
 from segrobust.corruptions import CORRUPTIONS, corrupt, resolve_severities
 
+DEFAULT_CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
 
-def load_image(fast: bool) -> torch.Tensor:
+
+def load_image(fast: bool, root: Path = DEFAULT_CAMVID) -> torch.Tensor:
     """A CamVid validation image at 360×480, else a SyntheticStreets scene; ``(1, 3, H, W)`` in ``[0, 1]``."""
     if not fast:
         try:
             from segrobust.datasets import CamVid
 
-            return CamVid("../shared/data/camvid", split="val")[0]["image"][None]
+            return CamVid(root, split="val")[0]["image"][None]
         except Exception as error:  # no CamVid here
             print(f"CamVid not available ({type(error).__name__}); using a SyntheticStreets scene")
     from segrobust.datasets import SyntheticStreets
@@ -85,10 +87,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("corruptions_gallery.png"))
     parser.add_argument("--severities", default="1,3,5", help="levels in 1..5, e.g. 1,3,5 or 1-5")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_CAMVID, help="CamVid folder")
     parser.add_argument("--fast", action="store_true", help="a small procedural image (for tests)")
     args = parser.parse_args()
     severities = resolve_severities(args.severities)
-    image = load_image(args.fast)
+    image = load_image(args.fast, args.data_root)
     gallery = build_gallery(image, severities, args.seed)
     save_gallery(image, gallery, severities, args.out)
     print(f"wrote {args.out} ({len(gallery)} corruptions × severities {severities})")
