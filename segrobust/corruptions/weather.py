@@ -81,8 +81,8 @@ def frost_texture(
     Crystals are sparse seeds drawn out into tapering needles at several
     random orientations and lengths (a feathery, dendritic look) over a milky
     plasma-fractal veil; the result is tinted and scaled to
-    [`FROST_TEXTURE_MEAN`][segrobust.corruptions.weather.FROST_TEXTURE_MEAN] and
-    [`FROST_TEXTURE_STD`][segrobust.corruptions.weather.FROST_TEXTURE_STD]. It
+    ``FROST_TEXTURE_MEAN`` and
+    ``FROST_TEXTURE_STD``. It
     stands in for the reference's frost photographs, which segrobust does not ship.
 
     Examples:
