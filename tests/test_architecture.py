@@ -25,6 +25,7 @@ LAYERS = {
     "models": 1,
     "attacks": 2,
     "training": 2,
+    "corruptions": 2,
     "defenses": 3,
     "art": 3,
     "benchmark": 4,

@@ -56,3 +56,9 @@ def test_standard_datasets_example_benchmarks_a_cityscapes_layout_tree():
     out = _run("standard_datasets.py")
     assert "cityscapes val: 2 images at (32, 64), 19 classes" in out
     assert "Reliable ensemble" in out and "Robustness under the reliable evaluation" in out
+
+
+def test_corruptions_gallery_example(tmp_path):
+    out = _run("corruptions_gallery.py", "--out", str(tmp_path / "gallery.png"))
+    assert "wrote" in out and "16 corruptions" in out and "Glass blur" in out
+    assert (tmp_path / "gallery.png").stat().st_size > 10_000

@@ -12,6 +12,7 @@ import torch
 
 from segrobust.benchmark import functional as BF
 from segrobust.benchmark.registry import resolve_attacks, resolve_rain_presets
+from segrobust.corruptions.registry import resolve_corruptions, resolve_severities
 from segrobust.rain.presets import PRESET_REFERENCE_HEIGHT
 
 __all__ = ["DEFAULT_EPS", "RAIN_REFERENCE_HEIGHT", "BenchmarkConfig"]
@@ -69,6 +70,11 @@ class BenchmarkConfig:
         write_report: with ``out_dir``, write the report files (rank 0).
         metadata: extra JSON-able settings recorded in ``results.json`` (e.g. the command line).
         cache_bytes: keep this process's batches in memory between conditions up to this size.
+        corruptions: common corruptions (`segrobust.corruptions.CORRUPTIONS`): names, families
+            (``"noise"``, ``"blur"``, ``"weather"``, ``"digital"``, ``"rain"``), a comma-separated
+            string or ``"all"`` (the 15 of ImageNet-C and rain); ``None`` (the default) or ``"none"``
+            runs none. The rain family runs as the rain presets of its severities.
+        severities: corruption severity levels in 1–5 (a list, an int or text like ``"1,3,5"``).
 
     Examples:
         >>> config = BenchmarkConfig(attacks="SegPGD,naa", eps_list=["8/255", 4 / 255], rain="none")
@@ -103,6 +109,8 @@ class BenchmarkConfig:
     write_report: bool = True
     metadata: Optional[Mapping[str, Any]] = None
     cache_bytes: int = 2 * 1024**3
+    corruptions: Union[str, Sequence[str], None] = None
+    severities: Union[Sequence[int], int, str] = (1, 2, 3, 4, 5)
 
     def __post_init__(self) -> None:
         attacks = resolve_attacks(self.attacks)
@@ -142,6 +150,8 @@ class BenchmarkConfig:
             "metadata": dict(self.metadata or {}),
             "resume": bool(self.resume),
             "class_names": None if self.class_names is None else [str(name) for name in self.class_names],
+            "corruptions": resolve_corruptions(self.corruptions),
+            "severities": resolve_severities(self.severities),
         }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)

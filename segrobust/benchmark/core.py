@@ -1,10 +1,10 @@
-"""``run_benchmark``: clean, rain and attacked accuracy of a segmentation model, resumable and distributed.
+"""``run_benchmark``: clean, rain, corrupted and attacked accuracy of a segmentation model, resumable and distributed.
 
-Work is cut into *units*: one condition (clean, a rain preset, an attack at
-one ε) on one batch. Batch ``b`` always holds samples ``b·B … (b+1)·B − 1``
+Work is cut into *units*: one condition (clean, a rain preset, a corruption at
+one severity, an attack at one ε) on one batch. Batch ``b`` always holds samples ``b·B … (b+1)·B − 1``
 and every random draw of a unit is seeded from ``(seed, condition, ε, b)``
-(rain: from the sample index), never from the process rank or from the
-order of work. So:
+(rain and corruptions: from the sample index), never from the process rank
+or from the order of work. So:
 
 - with ``out_dir`` each unit is written atomically when done, and a resumed
   run skips finished units and ends with exactly the numbers of an
@@ -73,34 +73,66 @@ class ModelOutputError(ValueError):
 
 @dataclass(frozen=True)
 class Condition:
-    """One evaluated condition: ``kind`` is ``clean``, ``rain``, ``attack`` or ``positive``."""
+    """One evaluated condition: ``kind`` is ``clean``, ``rain``, ``corruption``, ``attack`` or ``positive``."""
 
     key: str
     name: str
     kind: str
     eps: Optional[float] = None
     eps_index: Optional[int] = None
+    severity: Optional[int] = None
 
     @property
     def tag(self) -> str:
-        """Unique, file-name-safe id, e.g. ``naa@eps8`` or ``rain-heavy``."""
+        """Unique, file-name-safe id, e.g. ``naa@eps8``, ``rain-heavy`` or ``corruption-fog@s3``."""
         base = self.key.replace(":", "-")
+        if self.severity is not None:
+            return f"{base}@s{self.severity}"
         return base if self.eps is None else f"{base}@{BF.eps_tag(self.eps)}"
 
     @property
     def label(self) -> str:
+        if self.severity is not None:
+            return f"{self.name} (severity {self.severity})"
         return self.name if self.eps is None else f"{self.name} ε={BF.format_eps(self.eps)}"
 
 
-def build_conditions(attacks: Sequence[str], eps_list: Sequence[float], rain: Sequence[str]) -> list[Condition]:
-    """Conditions in report order: clean, rain presets, attacks (each ε), positive attacks (each ε).
+def build_conditions(
+    attacks: Sequence[str],
+    eps_list: Sequence[float],
+    rain: Sequence[str],
+    corruptions: Sequence[str] = (),
+    severities: Sequence[int] = (),
+) -> list[Condition]:
+    """Conditions in report order: clean, rain presets, corruptions (each severity), attacks, positive attacks (each ε).
+
+    The rain family of the corruptions is evaluated as the rain presets of its
+    severities (``RAIN_SEVERITY_PRESETS``), each preset once.
 
     Examples:
         >>> [c.tag for c in build_conditions(["naa", "ama"], [4 / 255], ["heavy"])]
         ['clean', 'rain-heavy', 'naa@eps4', 'ama@eps4']
+        >>> [c.tag for c in build_conditions([], [], ["heavy"], ["fog", "rain"], [1, 3])]
+        ['clean', 'rain-light', 'rain-heavy', 'corruption-fog@s1', 'corruption-fog@s3']
     """
+    from segrobust.corruptions import CORRUPTIONS, RAIN_SEVERITY_PRESETS
+    from segrobust.rain import RAIN_PRESETS
+
+    family_rain = [
+        RAIN_SEVERITY_PRESETS[s - 1] for s in severities if "rain" in corruptions and s <= len(RAIN_SEVERITY_PRESETS)
+    ]
+    presets = [name for name in RAIN_PRESETS if name in rain or name in family_rain]
     conditions = [Condition("clean", "Clean", "clean")]
-    conditions += [Condition(f"rain:{name}", f"Rain ({name.replace('_', ' ')})", "rain") for name in rain]
+    conditions += [Condition(f"rain:{name}", f"Rain ({name.replace('_', ' ')})", "rain") for name in presets]
+    for name in corruptions:
+        entry = CORRUPTIONS[name]
+        if entry.family == "rain":
+            continue
+        conditions += [
+            Condition(f"corruption:{name}", entry.display_name, "corruption", severity=s)
+            for s in severities
+            if s in entry.severities
+        ]
     for positive in (False, True):
         for key in attacks:
             entry = ATTACKS[key]
@@ -121,16 +153,21 @@ def _rainy(
     reference_height: Optional[int],
 ) -> torch.Tensor:
     """Rain drawn per sample from a generator seeded by ``(seed, preset, sample index)``."""
-    from segrobust.rain import render_rain, sample_rain_params, scale_rain_ranges
+    from segrobust.corruptions import rain_preset
 
-    size = (images.shape[-2], images.shape[-1])
-    ranges = scale_rain_ranges(preset, size[0], reference_height)
-    draws = []
-    for index in indices.tolist():
-        generator = torch.Generator().manual_seed(BF.unit_seed(seed, "rain", preset, int(index)))
-        draws.append(sample_rain_params(1, size, ranges, generator=generator))
-    params = {key: torch.cat([d[key] for d in draws]).to(images.device) for key in draws[0]}
-    return render_rain(images, params, depth)
+    generators = [torch.Generator().manual_seed(BF.unit_seed(seed, "rain", preset, int(i))) for i in indices.tolist()]
+    return rain_preset(images, preset, generators, depth, reference_height)
+
+
+def _corrupted(images: torch.Tensor, indices: torch.Tensor, name: str, severity: int, seed: int) -> torch.Tensor:
+    """Corruption ``name`` at ``severity``, drawn per sample from a generator seeded by ``(seed, name, severity, index)``."""
+    from segrobust.corruptions import corrupt
+
+    generators = [
+        torch.Generator().manual_seed(BF.unit_seed(seed, "corruption", name, severity, int(i)))
+        for i in indices.tolist()
+    ]
+    return corrupt(images, name, severity, generators)
 
 
 def _versions() -> dict[str, str]:
@@ -274,7 +311,9 @@ def _plan(model: nn.Module, dataset: Any, config: BenchmarkConfig) -> _Plan:
         num_classes=num_classes,
         class_names=_class_names(dataset, config.class_names, num_classes),
         image_size=image_size,
-        conditions=build_conditions(config.attacks, config.eps_list, config.rain),
+        conditions=build_conditions(
+            config.attacks, config.eps_list, config.rain, config.corruptions, config.severities
+        ),
         batches=batches,
         mine=list(range(rank, len(batches), world)),
     )
@@ -314,6 +353,12 @@ def _settings(plan: _Plan) -> dict[str, Any]:
         "attack_kwargs": config.attack_kwargs,
         "rain_reference_height": config.rain_reference_height,
         "num_examples": config.num_examples,
+        # only when asked for, so that output folders of runs without corruptions still resume
+        **(
+            {"corruptions": list(config.corruptions), "severities": list(config.severities)}
+            if config.corruptions
+            else {}
+        ),
     }
 
 
@@ -414,6 +459,9 @@ def _shown_and_logits(
                 seed,
                 plan.config.rain_reference_height,
             )
+    elif condition.kind == "corruption":
+        with torch.no_grad():
+            shown = _corrupted(images, batch["index"], condition.key.split(":", 1)[1], condition.severity, seed)
     elif condition.kind != "clean":
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(BF.unit_seed(seed, condition.key, condition.eps_index, b))
@@ -450,13 +498,20 @@ def _compute_unit(
     if stats is not None:
         unit.update(R.ensemble_unit(stats, plan.config.reliable_steps))
     num_examples = plan.config.num_examples
-    if b == 0 and num_examples > 0 and condition.eps_index in (None, len(plan.config.eps_list) - 1):
+    if b == 0 and num_examples > 0 and _keeps_examples(plan, condition):
         k = min(num_examples, images.shape[0])
         unit["example_image"] = shown[:k].detach().half().cpu()
         unit["example_pred"] = pred[:k].to(torch.uint8).cpu()
         if condition.kind == "clean":
             unit["example_mask"] = masks[:k].cpu()
     return unit
+
+
+def _keeps_examples(plan: _Plan, condition: Condition) -> bool:
+    """Example images are kept for the largest ε and the largest severity (and for clean and rain)."""
+    if condition.severity is not None:
+        return condition.severity == max(plan.config.severities)
+    return condition.eps_index in (None, len(plan.config.eps_list) - 1)
 
 
 def _run_condition(
@@ -580,6 +635,7 @@ def _row(
         name=condition.name,
         kind=condition.kind,
         eps=condition.eps,
+        severity=condition.severity,
         miou=mean_iou(cm),
         pixel_accuracy=pixel_accuracy(cm),
         mean_class_accuracy=mean_class_accuracy(cm),
@@ -670,11 +726,12 @@ def _examples_for_plot(
         "mask": clean["example_mask"],
         "clean_pred": clean["example_pred"].long(),
         "rain": {},
+        "corruption": {},
         "adversarial": None,
     }
     for cond in conditions:
-        if cond.kind == "rain" and cond.tag in examples:
-            out["rain"][cond.name] = {
+        if cond.kind in ("rain", "corruption") and cond.tag in examples:
+            out[cond.kind][cond.label if cond.kind == "corruption" else cond.name] = {
                 "image": examples[cond.tag]["example_image"].float(),
                 "pred": examples[cond.tag]["example_pred"].long(),
             }
@@ -714,7 +771,7 @@ def run_benchmark(
     std: Optional[Sequence[float]] = None,
     **settings: Any,
 ) -> BenchmarkResults:
-    """Benchmark ``model`` on ``dataset``: clean, under rain presets and under attacks at each ε, plus the worst case.
+    """Benchmark ``model`` on ``dataset``: clean, under rain presets, corruptions and attacks at each ε, plus the worst case.
 
     The per-image worst case at each ε takes, for every image, the attack
     (among the adversarial ones; AMA is excluded since it helps the model)

@@ -1,4 +1,4 @@
-"""Figures of a benchmark run: mIoU against ε, adversarial examples, rain examples (matplotlib, Agg)."""
+"""Figures of a benchmark run: mIoU against ε, corruptions, the robustness card, examples (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ from segrobust.benchmark.registry import ATTACKS
 from segrobust.benchmark.results import BenchmarkResults
 from segrobust.fileio import atomic_write
 
-__all__ = ["class_palette", "plot_convergence", "plot_examples", "plot_miou_vs_eps", "plot_rain_examples"]
+__all__ = [
+    "class_palette",
+    "plot_convergence",
+    "plot_corruption_examples",
+    "plot_corruptions",
+    "plot_examples",
+    "plot_miou_vs_eps",
+    "plot_rain_examples",
+    "plot_robustness_card",
+]
 
 _ATTACK_STYLE = {
     "naa": ("#1f77b4", "o"),
@@ -281,3 +290,162 @@ def plot_rain_examples(
     atomic_write(path, lambda handle: fig.savefig(handle, dpi=110, format="png"))
     plt.close(fig)
     return path
+
+
+def _save(fig: Any, path: Union[str, os.PathLike], dpi: int = 110) -> Path:
+    plt = _pyplot()
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda handle: fig.savefig(handle, dpi=dpi, format="png"))
+    plt.close(fig)
+    return path
+
+
+def plot_corruptions(results: BenchmarkResults, path: Union[str, os.PathLike]) -> Optional[Path]:
+    """mIoU per corruption family against severity (left) and per corruption × severity (right, a heat map).
+
+    Each family's line is the mean over its corruptions; the rain family is
+    drawn at the severities of its presets (light 1, medium 2, heavy 3).
+    ``None`` (nothing written) when no corruption was run.
+
+    Examples:
+        >>> plot_corruptions(results, "corruptions.png")  # doctest: +SKIP
+    """
+    summary = results.corruption_summary()
+    if not summary["corruptions"] and not summary["rain"]["by_severity"]:
+        return None
+    plt = _pyplot()
+    names = list(summary["corruptions"])
+    fig, axes = plt.subplots(
+        1,
+        2 if names else 1,
+        figsize=(12.5 if names else 6.0, 4.6),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1, 1.25]} if names else None,
+    )
+    ax = axes[0][0]
+    colours = {"noise": "#1f77b4", "blur": "#ff7f0e", "weather": "#2ca02c", "digital": "#9467bd", "rain": "#17becf"}
+    lines = {family: data["by_severity"] for family, data in summary["families"].items()}
+    if summary["rain"]["by_severity"]:
+        lines["rain"] = summary["rain"]["by_severity"]
+    for family, by_severity in lines.items():
+        xs = sorted(by_severity)
+        ax.plot(
+            xs,
+            [100 * by_severity[s] for s in xs],
+            marker="o",
+            linewidth=1.8,
+            color=colours.get(family),
+            linestyle="--" if family == "rain" else "-",
+            label=family,
+        )
+    if summary["clean"] is not None:
+        ax.axhline(
+            100 * summary["clean"],
+            color="grey",
+            linestyle="-.",
+            linewidth=1,
+            label=f"clean ({100 * summary['clean']:.1f})",
+        )
+    ax.set_xticks([1, 2, 3, 4, 5])
+    ax.set_xlabel("severity")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_ylim(0, 100 * max([summary["clean"] or 0] + [v for d in lines.values() for v in d.values()]) * 1.12 + 2)
+    ax.set_title("mIoU per corruption family")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    if names:
+        ax = axes[0][1]
+        levels = summary["severities"]
+        grid = np.array(
+            [[100 * summary["corruptions"][n]["by_severity"].get(s, np.nan) for s in levels] for n in names]
+        )
+        image = ax.imshow(
+            grid, aspect="auto", cmap="viridis", vmin=0, vmax=max(100 * (summary["clean"] or 0), np.nanmax(grid))
+        )
+        ax.set_xticks(range(len(levels)))
+        ax.set_xticklabels([str(s) for s in levels])
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels([summary["corruptions"][n]["name"] for n in names], fontsize=8)
+        for i in range(len(names)):
+            for j in range(len(levels)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7, color="white")
+        ax.set_xlabel("severity")
+        ax.set_title("mIoU (%) per corruption")
+        fig.colorbar(image, ax=ax, fraction=0.04)
+    return _save(fig, path)
+
+
+def plot_corruption_examples(results: BenchmarkResults, path: Union[str, os.PathLike]) -> Optional[Path]:
+    """The first example image under each corruption at the largest severity, with the model's prediction below it.
+
+    ``None`` without corruption examples.
+    """
+    examples = results.examples or {}
+    corrupted = examples.get("corruption") or {}
+    if not corrupted:
+        return None
+    plt = _pyplot()
+    ignore_index = results.config.get("ignore_index", 255)
+    palette = class_palette(len(results.class_names))
+    panels = [("Clean", examples["image"][0], examples["clean_pred"][0])]
+    panels += [(name, data["image"][0], data["pred"][0]) for name, data in corrupted.items()]
+    columns = min(6, len(panels))
+    rows = -(-len(panels) // columns)
+    height, width = examples["image"].shape[-2:]
+    cell = 2.1
+    fig, axes = plt.subplots(
+        2 * rows, columns, figsize=(cell * columns, 2 * cell * rows * height / width + 0.9), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for k, (name, image, pred) in enumerate(panels):
+        r, c = divmod(k, columns)
+        axes[2 * r][c].imshow(_rgb(image))
+        axes[2 * r][c].set_title(name, fontsize=7)
+        axes[2 * r + 1][c].imshow(_colour(pred, palette, ignore_index), interpolation="nearest")
+    _legend(fig, results.class_names, palette)
+    fig.tight_layout(rect=(0, _legend_height(fig), 1, 1))
+    path = Path(path)
+    atomic_write(path, lambda handle: fig.savefig(handle, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def plot_robustness_card(results: BenchmarkResults, path: Union[str, os.PathLike]) -> Path:
+    """The robustness card as a figure: one bar per entry of `robustness_card`, conditions not run marked as such.
+
+    Clean, corruptions (mean and worst family), rain and the reliable
+    adversarial mIoU per ε, side by side, with each number's share of the
+    clean mIoU; sized to paste into a paper (300 dpi).
+
+    Examples:
+        >>> plot_robustness_card(results, "robustness_card.png")  # doctest: +SKIP
+    """
+    plt = _pyplot()
+    entries = results.robustness_card()
+    fig, ax = plt.subplots(figsize=(7.0, 0.5 * len(entries) + 1.3))
+    colours = {"Clean": "#555555", "Rain": "#17becf"}
+    top = max([100 * e["miou"] for e in entries if e["miou"] is not None] + [1.0])
+    for i, entry in enumerate(entries):
+        label = entry["label"]
+        colour = colours.get(label, "#d62728" if label.startswith("Adversarial") else "#2ca02c")
+        if entry["miou"] is None:
+            ax.barh(i, top, color="none", edgecolor="#bbbbbb", hatch="///", linewidth=0.8)
+            ax.text(top * 0.02, i, "not run", va="center", fontsize=9, color="#777777")
+            continue
+        value = 100 * entry["miou"]
+        ax.barh(i, value, color=colour)
+        share = "" if entry["relative"] is None or label == "Clean" else f"  ({100 * entry['relative']:.0f} % of clean)"
+        ax.text(value + top * 0.01, i, f"{value:.1f}{share}", va="center", fontsize=9)
+    ax.set_yticks(range(len(entries)))
+    ax.set_yticklabels([e["label"] for e in entries], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.45)
+    ax.set_xlabel("mIoU (%)")
+    model, data = results.config.get("model_name"), results.config.get("dataset_name")
+    title = "Robustness card" + (f": {model or 'model'} on {data or 'data'}" if model or data else "")
+    ax.set_title(f"{title} ({results.num_images} images)", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path, dpi=300)

@@ -11,9 +11,12 @@ from typing import Union
 from segrobust.benchmark.functional import format_eps
 from segrobust.benchmark.plots import (
     plot_convergence,
+    plot_corruption_examples,
+    plot_corruptions,
     plot_examples,
     plot_miou_vs_eps,
     plot_rain_examples,
+    plot_robustness_card,
 )
 from segrobust.benchmark.results import BenchmarkResults
 from segrobust.benchmark.storage import OutputFolder
@@ -27,11 +30,13 @@ def _pct(value: float) -> str:
 
 
 def render_markdown(results: BenchmarkResults, figures: Union[dict[str, str], None] = None) -> str:
-    """``report.md``: settings, robustness under the reliable evaluation, the summary table, the worst case,
-    the gradient-masking checks, figures, per-class IoU, versions."""
+    """``report.md``: settings, the robustness card, robustness under the reliable evaluation, corruptions,
+    the summary table, the worst case, the gradient-masking checks, figures, per-class IoU, versions."""
     figures = figures or {}
     lines = ["# segrobust robustness report", "", *_settings_section(results), ""]
-    lines += [*_reliable_section(results), "## Summary", "", results.table("markdown"), ""]
+    lines += _card_section(results, figures)
+    lines += [*_reliable_section(results), *_corruption_section(results)]
+    lines += ["## Summary", "", results.table("markdown"), ""]
     lines += _worst_case_section(results)
     lines += _masking_section(results)
     lines += _figures_section(figures)
@@ -62,10 +67,60 @@ def _settings_section(results: BenchmarkResults) -> list[str]:
             ),
         ),
         ("Rain presets", ", ".join(config.get("rain", [])) or "none"),
+        (
+            "Corruptions",
+            f"{', '.join(config['corruptions'])}; severities {', '.join(map(str, config.get('severities', [])))}"
+            if config.get("corruptions")
+            else None,
+        ),
         ("Seed", config.get("seed")),
         ("Processes", f"{config.get('world_size', 1)} on {config.get('device', '?')}"),
     ]
     return [f"- **{name}**: {value}" for name, value in described if value not in (None, "")]
+
+
+def _card_section(results: BenchmarkResults, figures: dict[str, str]) -> list[str]:
+    """The robustness card: one line per entry, with what the number is; a condition not run says so."""
+    lines = ["## Robustness card", "", "| Condition | mIoU % | Share of clean | What it is |", "|---|---:|---:|---|"]
+    for entry in results.robustness_card():
+        share = "–" if entry["relative"] is None else f"{100 * entry['relative']:.0f} %"
+        lines.append(f"| {entry['label']} | {_pct(entry['miou'])} | {share} | {entry['detail']} |")
+    lines.append("")
+    if "robustness_card" in figures:
+        lines += [f"![Robustness card]({figures['robustness_card']})", ""]
+    return lines
+
+
+def _corruption_section(results: BenchmarkResults) -> list[str]:
+    """Mean corruption mIoU and its ratio to clean, per family and per corruption × severity."""
+    summary = results.corruption_summary()
+    if not summary["corruptions"]:
+        return []
+    levels = summary["severities"]
+    relative = summary["relative_robustness"]
+    lines = [
+        "## Corruptions",
+        "",
+        f"Mean corruption mIoU over {len(summary['corruptions'])} ImageNet-C corruptions × severities "
+        f"{', '.join(map(str, levels))}: {_pct(summary['mean_miou'])} % (clean {_pct(summary['clean'])} %); relative "
+        f"robustness (mean / clean) {'–' if relative is None else format(relative, '.3f')}. "
+        f"Worst family: {summary['worst_family']}. Rain is reported beside it, not averaged in.",
+        "",
+        "| Corruption | Family | " + " | ".join(f"s{s}" for s in levels) + " | Mean |",
+        "|---|---|" + "---:|" * (len(levels) + 1),
+    ]
+    for entry in summary["corruptions"].values():
+        cells = [_pct(entry["by_severity"].get(s, math.nan)) for s in levels]
+        lines.append(f"| {entry['name']} | {entry['family']} | " + " | ".join(cells) + f" | {_pct(entry['mean'])} |")
+    for family, data in summary["families"].items():
+        cells = [_pct(data["by_severity"].get(s, math.nan)) for s in levels]
+        lines.append(f"| **{family}** (mean) | | " + " | ".join(cells) + f" | {_pct(data['mean'])} |")
+    rain = summary["rain"]
+    if rain["by_severity"]:
+        cells = [_pct(rain["by_severity"].get(s, math.nan)) for s in levels]
+        lines.append("| **rain** (presets) | rain | " + " | ".join(cells) + f" | {_pct(rain['mean'])} |")
+    lines += ["", "mIoU in %; rain's severities 1–3 are its presets light, medium and heavy.", ""]
+    return lines
 
 
 def _worst_case_section(results: BenchmarkResults) -> list[str]:
@@ -103,6 +158,8 @@ def _figures_section(figures: dict[str, str]) -> list[str]:
         ("Convergence of the reliable ensemble", "convergence"),
         ("Adversarial examples", "examples"),
         ("Rain examples", "rain_examples"),
+        ("mIoU per corruption family and severity", "corruptions"),
+        ("Corruption examples", "corruption_examples"),
     ):
         if key in figures:
             lines += [f"## {title}", "", f"![{title}]({figures[key]})", ""]
@@ -257,7 +314,8 @@ def _masking_section(results: BenchmarkResults) -> list[str]:
 
 
 def write_report(results: BenchmarkResults, out_dir: Union[str, os.PathLike]) -> dict[str, Path]:
-    """Write ``results.json``, ``miou_vs_eps.png``, ``examples.png`` (and ``convergence.png``, ``rain_examples.png``), ``report.md``.
+    """Write ``results.json``, ``miou_vs_eps.png``, ``robustness_card.png``, ``examples.png`` (and ``convergence.png``,
+    ``rain_examples.png``, ``corruptions.png``, ``corruption_examples.png``), ``report.md``.
 
     Files of these names that segrobust did not write (or that were changed
     since) are never overwritten: the call raises
@@ -285,6 +343,9 @@ def _write_figures_and_markdown(results: BenchmarkResults, out: Path, written: d
         ("convergence", plot_convergence),
         ("examples", plot_examples),
         ("rain_examples", plot_rain_examples),
+        ("corruptions", plot_corruptions),
+        ("corruption_examples", plot_corruption_examples),
+        ("robustness_card", plot_robustness_card),
     ):
         target = out / f"{key}.png"
         path = plot(results, target)

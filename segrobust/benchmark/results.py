@@ -19,9 +19,9 @@ RESULTS_FORMAT = "segrobust.benchmark/1"
 
 @dataclass
 class ConditionResult:
-    """Scores of one condition (clean, a rain preset, an attack at one ε, or the worst case at one ε).
+    """Scores of one condition (clean, a rain preset, a corruption at one severity, an attack or the worst case at one ε).
 
-    ``kind`` is ``"clean"``, ``"rain"``, ``"attack"``, ``"positive"`` (AMA:
+    ``kind`` is ``"clean"``, ``"rain"``, ``"corruption"`` (``severity`` says which level), ``"attack"``, ``"positive"`` (AMA:
     it helps the model), ``"member"`` (one loss of the reliable ensemble) or
     ``"worst"`` (per image, the attack with the lowest pixel accuracy). ``confusion_matrix`` is summed over the whole set (rows:
     true class); ``per_image_pixel_accuracy`` follows the data set's order.
@@ -48,10 +48,13 @@ class ConditionResult:
     seconds: Optional[float] = None
     images_per_second: Optional[float] = None
     ensemble: Optional[dict[str, Any]] = None
+    severity: Optional[int] = None
 
     @property
     def label(self) -> str:
-        """``"NAA ε=8/255"``, ``"Clean"``..."""
+        """``"NAA ε=8/255"``, ``"Clean"``, ``"Fog (severity 3)"``..."""
+        if self.severity is not None:
+            return f"{self.name} (severity {self.severity})"
         return self.name if self.eps is None else f"{self.name} ε={format_eps(self.eps)}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,12 +102,31 @@ class BenchmarkResults:
     examples: Optional[dict[str, Any]] = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ access
-    def row(self, key: str, eps: Optional[float] = None) -> ConditionResult:
-        """The row of condition ``key`` (``"clean"``, ``"rain:heavy"``, ``"naa"``, ``"worst"``...) at ``eps``."""
+    def row(self, key: str, eps: Optional[float] = None, severity: Optional[int] = None) -> ConditionResult:
+        """The row of condition ``key`` (``"clean"``, ``"rain:heavy"``, ``"corruption:fog"``, ``"naa"``, ``"worst"``...) at ``eps`` or ``severity``."""
         for row in self.rows:
-            if row.key == key and (eps is None or (row.eps is not None and abs(row.eps - eps) < 1e-9)):
+            if (
+                row.key == key
+                and (eps is None or (row.eps is not None and abs(row.eps - eps) < 1e-9))
+                and (severity is None or row.severity == severity)
+            ):
                 return row
-        raise KeyError(f"no result for {key!r}" + ("" if eps is None else f" at eps={format_eps(eps)}"))
+        where = ("" if eps is None else f" at eps={format_eps(eps)}") + (
+            "" if severity is None else f" at severity {severity}"
+        )
+        raise KeyError(f"no result for {key!r}{where}")
+
+    def corruption_summary(self) -> dict[str, Any]:
+        """Mean corruption mIoU, its ratio to clean, and means per family and per corruption (see `segrobust.benchmark.card`)."""
+        from segrobust.benchmark.card import corruption_summary
+
+        return corruption_summary(self)
+
+    def robustness_card(self) -> list[dict[str, Any]]:
+        """The robustness card's entries: clean, corruptions (mean, worst family), rain, reliable adversarial."""
+        from segrobust.benchmark.card import robustness_card
+
+        return robustness_card(self)
 
     @property
     def clean(self) -> ConditionResult:
@@ -125,7 +147,7 @@ class BenchmarkResults:
             speed = "" if row.images_per_second is None else f"{row.images_per_second:.1f}"
             body.append(
                 [
-                    row.name,
+                    row.name if row.severity is None else row.label,
                     "" if row.eps is None else format_eps(row.eps),
                     f"{100 * row.miou:.1f}",
                     f"{100 * row.pixel_accuracy:.1f}",
@@ -162,8 +184,8 @@ class BenchmarkResults:
         """One flat dict per condition and ε, in report order: ``pd.DataFrame(results.to_records())``.
 
         Columns: ``condition`` (the row key: ``"clean"``, ``"rain:heavy"``,
-        ``"naa"``, ``"worst"``...), ``name``, ``kind``, ``eps`` (``None`` for
-        clean and rain), ``eps_text``, ``miou``, ``pixel_accuracy``,
+        ``"corruption:fog"``, ``"naa"``, ``"worst"``...), ``name``, ``kind``, ``eps`` (``None`` for
+        clean, rain and corruptions), ``eps_text``, ``severity`` (corruptions only), ``miou``, ``pixel_accuracy``,
         ``mean_class_accuracy``, ``delta_miou`` (versus clean), ``num_pixels``,
         ``seconds``, ``images_per_second`` and ``iou_<class name>`` per class.
         Scores are fractions in ``[0, 1]``; a value that does not exist (an
@@ -186,6 +208,7 @@ class BenchmarkResults:
                 "kind": row.kind,
                 "eps": row.eps,
                 "eps_text": None if row.eps is None else format_eps(row.eps),
+                "severity": row.severity,
                 "miou": row.miou,
                 "pixel_accuracy": row.pixel_accuracy,
                 "mean_class_accuracy": row.mean_class_accuracy,

@@ -42,7 +42,17 @@ LOCK = ".segrobust-benchmark.lock"
 PARTIAL_FORMAT = "segrobust.benchmark.partial/2"
 MARKER_FORMAT = "segrobust.benchmark.output/1"
 #: Files ``write_report`` may write into the output folder.
-REPORT_FILES = ("results.json", "report.md", "miou_vs_eps.png", "convergence.png", "examples.png", "rain_examples.png")
+REPORT_FILES = (
+    "results.json",
+    "report.md",
+    "miou_vs_eps.png",
+    "convergence.png",
+    "examples.png",
+    "rain_examples.png",
+    "corruptions.png",
+    "corruption_examples.png",
+    "robustness_card.png",
+)
 
 
 class ResumeMismatchError(ValueError):
