@@ -117,7 +117,7 @@ class TorchvisionSegmentation(Dataset):
             when it exists; for torchvision's ``Cityscapes`` these are the names of
             the stored label ids, not of the 19 training ids).
         label_map: stored id -> class id, or ``None`` for ``ignore_index``
-            (e.g. [CITYSCAPES_TRAIN_IDS][segrobust.datasets.CITYSCAPES_TRAIN_IDS]
+            (e.g. ``CITYSCAPES_TRAIN_IDS``
             with ``class_names=CITYSCAPES_CLASSES`` for torchvision's ``Cityscapes``);
             a stored id the map lacks raises a ``ValueError`` naming the item.
         palette: RGB colour per class, for previews.
