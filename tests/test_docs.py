@@ -26,8 +26,8 @@ PACKAGES = [
     "segrobust.utils",
     "segrobust.validation",
     "segrobust.models",
-    "segrobust.inference",
-    "segrobust.huggingface",
+    "segrobust.models.inference",
+    "segrobust.models.huggingface",
 ]
 
 
@@ -156,7 +156,7 @@ def test_table_names_never_break_mid_word(built_site):
     site, proc = built_site
     assert proc.returncode == 0, proc.stderr[-3000:]
     page = (site / "attacks" / "apgd" / "index.html").read_text()
-    assert 'href="../../stylesheets/extra.css"' in page and "<code>\"balanced_masked_ce\"</code>" in page
+    assert 'href="../../stylesheets/extra.css"' in page and '<code>"balanced_masked_ce"</code>' in page
     css = (site / "stylesheets" / "extra.css").read_text()
     assert re.search(r"td:first-child code \{[^}]*white-space: nowrap", css)
 

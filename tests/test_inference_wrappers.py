@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from segrobust.attacks import NAA, ReliableEnsemble
-from segrobust.inference import window_grid
 from segrobust.metrics import mean_iou, per_image_confusion
 from segrobust.models import MultiScaleFlip, SegmentationModel, SlidingWindow
+from segrobust.models.inference import window_grid
 
 
 def reference_slide(model, images, crop, stride):

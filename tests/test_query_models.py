@@ -14,9 +14,9 @@ from conftest import make_blobs
 from torch import nn
 
 from segrobust.attacks import NAA
-from segrobust.huggingface import QUERY_SCORE_FLOOR, query_semantic_log_probs
 from segrobust.metrics import mean_iou, per_image_confusion
 from segrobust.models import ModelLoadError, SegmentationModel, load_model
+from segrobust.models.huggingface import QUERY_SCORE_FLOOR, query_semantic_log_probs
 from segrobust.utils import segmentation_logits
 
 QUERIES, CLASSES = 6, 4

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segrobust.fileio import atomic_torch_save
-from segrobust.huggingface import (
+from segrobust.models.huggingface import (
     QUERY_CLASS_KEY,
     QUERY_MASK_KEY,
     build_hf_model,
@@ -64,7 +64,7 @@ from segrobust.huggingface import (
     query_outputs,
     query_semantic_log_probs,
 )
-from segrobust.inference import MultiScaleFlip, SlidingWindow
+from segrobust.models.inference import MultiScaleFlip, SlidingWindow
 from segrobust.utils import segmentation_logits
 
 __all__ = [
@@ -149,7 +149,7 @@ class SegmentationModel(nn.Module):
     ``class_queries_logits`` ``(N, Q, K + 1)`` and ``masks_queries_logits``
     ``(N, Q, h, w)``) are recognised: the mask logits are resized to the input
     with ``upsample`` and turned into per-class log-probabilities by
-    [query_semantic_log_probs][segrobust.huggingface.query_semantic_log_probs]
+    [query_semantic_log_probs][segrobust.models.huggingface.query_semantic_log_probs]
     (the models' own semantic inference; see "Query-based models" in the
     models guide for why these are the logits attacks see).
 

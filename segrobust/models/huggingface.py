@@ -5,7 +5,7 @@ Two things live here:
 - the conversion of a query-based output (Mask2Former, MaskFormer, OneFormer:
   ``class_queries_logits`` ``(N, Q, K + 1)`` and ``masks_queries_logits``
   ``(N, Q, h, w)``) into per-pixel class log-probabilities
-  ([query_semantic_log_probs][segrobust.huggingface.query_semantic_log_probs]),
+  ([query_semantic_log_probs][segrobust.models.huggingface.query_semantic_log_probs]),
   which [SegmentationModel][segrobust.models.SegmentationModel] applies by itself;
 - building a ``transformers`` model from a config dict (random weights) or
   loading one from a local ``from_pretrained`` folder, as

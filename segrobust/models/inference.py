@@ -7,13 +7,13 @@ it is evaluated, so both are plain differentiable functions of the image
 here, with thin ``nn.Module`` wrappers that any attack, rain, defence or the
 benchmark takes as a segmentation model:
 
-- [sliding_window_logits][segrobust.inference.sliding_window_logits] /
+- [sliding_window_logits][segrobust.models.inference.sliding_window_logits] /
   [SlidingWindow][segrobust.models.SlidingWindow]: crops on a grid that covers
   the image, the last crop of a row or column aligned to the border, logits
   summed into place and divided by the count of crops covering each pixel
   (mmseg's ``slide_inference``); an image smaller than the crop is one crop of
   its own size (mmseg does not pad either);
-- [multiscale_flip_log_probs][segrobust.inference.multiscale_flip_log_probs] /
+- [multiscale_flip_log_probs][segrobust.models.inference.multiscale_flip_log_probs] /
   [MultiScaleFlip][segrobust.models.MultiScaleFlip]: the softmax averaged over
   rescaled (and horizontally flipped) copies, each prediction resized back to
   the input size (mmseg's ``SegTTAModel``), returned as log-probabilities.
@@ -102,7 +102,7 @@ def _check_batch(images: object) -> torch.Tensor:
 def sliding_window_logits(model: nn.Module, images: torch.Tensor, crop: Pair, stride: Pair) -> torch.Tensor:
     """Logits ``(N, K, H, W)`` of ``model`` run on overlapping crops of ``images``, averaged where they overlap.
 
-    Each window of [window_grid][segrobust.inference.window_grid] is one forward
+    Each window of [window_grid][segrobust.models.inference.window_grid] is one forward
     of the whole batch; the logits are added into place (zero elsewhere) and the
     sum divided by the number of windows covering each pixel, exactly as
     mmsegmentation's ``slide_inference``. Differentiable in ``images``.
@@ -167,7 +167,7 @@ class SlidingWindow(nn.Module):
     Crops of ``crop`` pixels every ``stride`` pixels (ints or ``(height, width)``
     pairs; ``stride <= crop``) with the last crop aligned to the border; the
     logits of overlapping crops are averaged (see
-    [sliding_window_logits][segrobust.inference.sliding_window_logits]). One
+    [sliding_window_logits][segrobust.models.inference.sliding_window_logits]). One
     forward of the batch per window; an attack through it costs that many
     forwards and backwards per step.
 
@@ -199,7 +199,7 @@ class MultiScaleFlip(nn.Module):
 
     Averages the softmax over the input rescaled by each of ``scales`` and, with
     ``flip``, its mirror image (see
-    [multiscale_flip_log_probs][segrobust.inference.multiscale_flip_log_probs]).
+    [multiscale_flip_log_probs][segrobust.models.inference.multiscale_flip_log_probs]).
     Differentiable: attacks see the augmented model as it is evaluated, at one
     forward and backward per view and step.
 
