@@ -41,6 +41,13 @@ def test_pearl_defense_example():
     assert "PEARL (+AMA)" in out and "segmenter alone" in out
 
 
+def test_evaluation_modes_example():
+    out = _run("evaluation_modes.py")
+    for mode in ("whole image", "sliding window", "multi-scale/flip"):
+        assert mode in out
+    assert "NAA end to end" in out and "NAA transferred" in out
+
+
 def test_reliable_evaluation_example():
     out = _run("reliable_evaluation.py")
     assert "reliable ensemble (worst case)" in out and "greedy worst-case mIoU" in out
