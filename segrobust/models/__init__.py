@@ -799,5 +799,6 @@ def _load_hf(text: str, model_args: Mapping[str, Any], seed: Optional[int], weig
         raise ModelLoadError(f"model {text!r} is a complete model folder: weights and model arguments go with hf:CLASS")
     model = load_hf_pretrained(folder, wrapping["num_classes"])
     if wrapping["mean"] is None and wrapping["std"] is None:
-        wrapping["mean"], wrapping["std"] = hf_normalisation(folder) or (None, None)
+        mean, std = hf_normalisation(folder) or (None, None)
+        wrapping = {**wrapping, "mean": mean, "std": std}
     return _adapter(model, **wrapping)
