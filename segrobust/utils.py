@@ -62,6 +62,12 @@ def _pick_logits(output: Any) -> Any:
                 return output[key]
         if len(output) == 1:
             return next(iter(output.values()))
+        if "class_queries_logits" in output and "masks_queries_logits" in output:
+            raise TypeError(
+                "model returned query-based outputs (class_queries_logits and masks_queries_logits, as Mask2Former, "
+                "MaskFormer and OneFormer do): wrap it in segrobust.models.SegmentationModel, which turns them into "
+                "per-class scores (no output_key: each of those tensors holds queries, not classes)"
+            )
         raise TypeError(
             f"model returned a dict without an 'out' or 'logits' key (keys: {sorted(map(str, output))}); "
             "name the key of the segmentation logits with SegmentationModel(model, output_key=...)"

@@ -126,3 +126,32 @@ def requires_camvid():
     return pytest.mark.skipif(
         not (CAMVID_ROOT / "train.txt").exists(), reason=f"CamVid not found at {CAMVID_ROOT} (set SEGROBUST_CAMVID)"
     )
+
+
+def error_reading_fifo(path: Path, load) -> BaseException:
+    """Replace the file ``path`` by a FIFO and return what ``load()`` raises; fail if it blocks or succeeds.
+
+    A blocked reader is released (the FIFO opened for writing and closed) so the test fails instead of hanging.
+    """
+    import threading
+
+    path.unlink()
+    os.mkfifo(path)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            load()
+        except BaseException as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)
+    if thread.is_alive():
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail(f"reading the FIFO {path} blocked")
+    if "error" not in outcome:
+        pytest.fail(f"the FIFO {path} was read without an error")
+    return outcome["error"]

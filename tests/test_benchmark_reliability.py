@@ -238,6 +238,39 @@ def test_every_item_is_checked_before_any_work(model):
         run_benchmark(model, data, SMALL)
 
 
+class _CountingNet(TinySegNet):
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        return super().forward(x)
+
+
+def test_an_all_void_data_set_is_refused_before_any_attack(tmp_path):
+    # issue 22: every pixel void ran to the end and died in matplotlib ("Axis limits cannot be NaN or Inf").
+    data = _data(n=4)
+    for item in data:
+        item["mask"] = torch.full_like(item["mask"], 255)
+    net = _CountingNet().eval()
+    with pytest.raises(DataError, match=r"every pixel of the data set \(list, 4 images\) is ignore_index=255"):
+        run_benchmark(net, data, SMALL.replace(out_dir=tmp_path / "out"))
+    assert _CountingNet.calls == 1  # only the probe of the model's output; no attack ran
+    assert not (tmp_path / "out").exists()
+    data[3]["mask"][5, 5] = 1  # one labelled pixel is enough to evaluate
+    assert len(run_benchmark(net, data, SMALL).rows) == 3
+
+
+def test_cli_refuses_an_all_void_data_set_in_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    root = _folder(tmp_path / "data")
+    for mask in (root / "masks").iterdir():
+        Image.fromarray(np.full((16, 16), 255, np.uint8)).save(mask)
+    result = _main([*TINY_CLI, "--dataset", "folder", "--data-root", str(root), "--out", str(tmp_path / "out")], capsys)
+    _assert_one_line_error(result, "every pixel of the data set (FolderDataset, 3 images) is ignore_index=255")
+    assert not (tmp_path / "out").exists()
+
+
 def _folder(root: Path, n: int = 3) -> Path:
     from PIL import Image
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import error_reading_fifo
 from PIL import Image
 from torch import nn
 
@@ -362,6 +363,48 @@ def test_camvid_clear_errors(tmp_path, fake_camvid):
         CamVid(fake_camvid, "train", ignore_index=3)
 
 
+def _write_png16(path: Path, labels: np.ndarray) -> None:
+    """A 16-bit greyscale PNG (Pillow mode I;16) holding ``labels`` exactly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(labels.astype(np.uint16)).save(path)
+    with Image.open(path) as img:
+        assert img.mode.startswith("I") and int(np.array(img).max()) == int(labels.max())
+
+
+@pytest.mark.parametrize("bad", [77, 200, 12, 256, 300, 65535])
+def test_camvid_refuses_undefined_ids_instead_of_void(fake_camvid, bad):
+    # issue 22: ids other than 0..11 were silently void, so the mIoU came from the other images.
+    labels = np.array(Image.open(fake_camvid / "trainannot" / "A_00030.png")).astype(np.int64)
+    labels[3, 4] = bad
+    path = fake_camvid / "trainannot" / "A_00030.png"
+    (_write_png if bad < 256 else _write_png16)(path, labels.astype(np.uint8 if bad < 256 else np.uint16))
+    data = CamVid(fake_camvid, "train")
+    assert data[0]["mask"].shape == (12, 16)  # the other files still load
+    with pytest.raises(
+        ValueError, match=rf"A_00030\.png' holds ids \[{bad}\] that CamVid does not define \(it defines 0\.\.11\)"
+    ):
+        data[1]
+
+
+def test_camvid_reads_16_bit_annotations_exactly(fake_camvid):
+    path = fake_camvid / "trainannot" / "A_00030.png"
+    eight_bit = CamVid(fake_camvid, "train")[1]["mask"]
+    _write_png16(path, np.array(Image.open(path)))
+    assert torch.equal(CamVid(fake_camvid, "train")[1]["mask"], eight_bit)
+
+
+@pytest.mark.parametrize("which", ["image", "annotation", "split list"])
+def test_camvid_refuses_fifo_files(fake_camvid, which):
+    # issue 22: an image file that is a FIFO blocked forever.
+    path = {
+        "image": fake_camvid / "train" / "A_00030.png",
+        "annotation": fake_camvid / "trainannot" / "A_00030.png",
+        "split list": fake_camvid / "train.txt",
+    }[which]
+    error = error_reading_fifo(path, lambda: CamVid(fake_camvid, "train")[1])
+    assert isinstance(error, ValueError) and "not a regular file (a FIFO)" in str(error) and str(path) in str(error)
+
+
 def test_triplet_neighbour_logic(fake_camvid):
     assert parse_frame_name("Bx_f00010") == ("Bx", 10)
     with pytest.raises(ValueError, match="SEQUENCE_FRAME"):
@@ -446,6 +489,23 @@ def test_folder_dataset_errors(tmp_path):
     _write_png(root / "masks" / "a.png", np.zeros((4, 4), np.uint8))
     with pytest.raises(ValueError, match="is \\(10, 14\\)"):
         FolderDataset(root)[0]
+
+
+def test_folder_dataset_keeps_16_bit_ids_and_refuses_fifos(tmp_path):
+    root = _make_folder(tmp_path / "d")
+    labels = np.zeros((10, 14), np.uint16)
+    labels[0, :4] = (300, 1000, 65535, 7)
+    _write_png16(root / "masks" / "a.png", labels)
+    assert torch.equal(FolderDataset(root)[0]["mask"], torch.from_numpy(labels.astype(np.int64)))
+    with pytest.raises(ValueError, match=r"values \[300, 1000, 65535\] outside \[0, 8\)"):
+        FolderDataset(root, num_classes=8)[0]
+    error = error_reading_fifo(root / "images" / "b.png", lambda: FolderDataset(root)[1])
+    assert isinstance(error, ValueError) and "b.png: not a regular file (a FIFO)" in str(error)
+
+
+def test_resize_mask_keeps_ids_beyond_float32_precision():
+    mask = torch.tensor([[2**24 + 1, 3], [5, 2**31 - 1]])
+    assert torch.equal(resize_mask(mask, (4, 4)), mask.repeat_interleave(2, 0).repeat_interleave(2, 1))
 
 
 def test_build_dataset(tmp_path, fake_camvid):

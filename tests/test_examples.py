@@ -13,7 +13,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def _run(script: str, *args: str) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    # This checkout's segrobust, whichever one is installed (a script's folder, not the cwd, is on its sys.path).
+    path = os.pathsep.join(filter(None, [str(EXAMPLES.parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONPATH": path}
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--fast", *args], capture_output=True, text=True, timeout=300, env=env
     )
@@ -39,6 +41,13 @@ def test_every_example_has_a_fast_mode(script):
 def test_pearl_defense_example():
     out = _run("pearl_defense.py")
     assert "PEARL (+AMA)" in out and "segmenter alone" in out
+
+
+def test_evaluation_modes_example():
+    out = _run("evaluation_modes.py")
+    for mode in ("whole image", "sliding window", "multi-scale/flip"):
+        assert mode in out
+    assert "NAA end to end" in out and "NAA transferred" in out
 
 
 def test_reliable_evaluation_example():

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import error_reading_fifo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -319,6 +320,92 @@ def test_torchvision_adapter_errors():
         TorchvisionSegmentation(object())
     with pytest.raises(IndexError):
         TorchvisionSegmentation([(image, torch.zeros(4, 4))])[1]
+
+
+# ----------------------------------------------------------------------------- ids no loader may turn into void
+def _save16(path: Path, labels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(labels.astype(np.uint16)).save(path)
+
+
+@pytest.mark.parametrize("name", ["cityscapes", "rain-cityscapes", "voc", "ade20k"])
+@pytest.mark.parametrize("bad", [250, 256, 300])
+def test_every_loader_refuses_undefined_ids_naming_the_file(name, bad, cityscapes, voc, ade):
+    label = {
+        "cityscapes": cityscapes / "gtFine" / "train" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png",
+        "rain-cityscapes": cityscapes / "gtFine" / "train" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png",
+        "voc": voc / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000032.png",
+        "ade20k": ade / "ADEChallengeData2016" / "annotations" / "training" / "ADE_train_00000001.png",
+    }[name]
+    labels = np.array(Image.open(label)).astype(np.int64)
+    labels[1, 2] = bad
+    _save16(label, labels)  # 16-bit: the id is stored whole, never truncated to 8 bits
+    roots = {"cityscapes": cityscapes, "rain-cityscapes": cityscapes, "voc": voc, "ade20k": ade}
+    with pytest.raises(ValueError, match=rf"{label.name}' holds ids \[{bad}\] that \w+ does not define \(it defines"):
+        build_dataset(name, root=roots[name], split="train")[0]
+
+
+def test_sixteen_bit_label_files_load_like_eight_bit_ones(cityscapes):
+    label = cityscapes / "gtFine" / "train" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png"
+    _save16(label, np.array(Image.open(label)))
+    assert torch.equal(Cityscapes(cityscapes, "train")[0]["mask"], _city_train(0))
+
+
+@pytest.mark.parametrize("name", ["cityscapes", "rain-cityscapes", "rain-clean", "voc", "voc-list", "ade20k"])
+def test_every_loader_refuses_fifo_image_files(name, cityscapes, voc, ade):
+    # issue 22: an image file that is a FIFO blocked forever.
+    voc_base = voc / "VOCdevkit" / "VOC2012"
+    path, load = {
+        "cityscapes": (
+            cityscapes / "leftImg8bit" / "train" / "aachen" / "aachen_000000_000019_leftImg8bit.png",
+            lambda: Cityscapes(cityscapes, "train")[0],
+        ),
+        "rain-cityscapes": (
+            cityscapes
+            / "leftImg8bit_rain"
+            / "val"
+            / "frankfurt"
+            / f"frankfurt_000000_000294_leftImg8bit_rain_{RAIN[0]}.png",
+            lambda: RainCityscapes(cityscapes, "val", with_clean=True)[0],
+        ),
+        "rain-clean": (
+            cityscapes / "leftImg8bit" / "val" / "frankfurt" / "frankfurt_000000_000294_leftImg8bit.png",
+            lambda: RainCityscapes(cityscapes, "val", with_clean=True)[0],
+        ),
+        "voc": (voc_base / "JPEGImages" / "2007_000032.jpg", lambda: VOCSegmentation(voc, "train")[0]),
+        "voc-list": (voc_base / "ImageSets" / "Segmentation" / "train.txt", lambda: VOCSegmentation(voc, "train")),
+        "ade20k": (
+            ade / "ADEChallengeData2016" / "images" / "training" / "ADE_train_00000001.jpg",
+            lambda: ADE20K(ade, "train")[0],
+        ),
+    }[name]
+    error = error_reading_fifo(path, load)
+    assert isinstance(error, ValueError) and f"{path}: not a regular file (a FIFO)" in str(error)
+
+
+def test_torchvision_adapter_checks_ids_against_the_class_names_it_was_given():
+    # issue 22: with class names (e.g. torchvision's dataset.classes) but no num_classes, nothing was checked.
+    image = torch.rand(3, 4, 4)
+    mask = torch.zeros(4, 4, dtype=torch.long)
+    mask[0, 0] = 77
+    with pytest.raises(ValueError, match=r"item 0 .*ids \[77\] outside \[0, 3\)"):
+        TorchvisionSegmentation([(image, mask)], class_names=("a", "b", "c"))[0]
+    mask[0, 0] = -1
+    with pytest.raises(ValueError, match=r"ids \[-1\] outside \[0, \.\.\.\)"):
+        TorchvisionSegmentation([(image, mask)])[0]
+
+
+def test_torchvision_adapter_maps_cityscapes_label_ids_with_the_official_table():
+    stored = torch.from_numpy(np.tile(CITY_IDS, (H, 1))).long()
+    pairs = [(torch.rand(3, H, W), stored)]
+    data = TorchvisionSegmentation(pairs, class_names=CITYSCAPES_CLASSES, label_map=CITYSCAPES_TRAIN_IDS)
+    assert torch.equal(data[0]["mask"], torch.from_numpy(np.tile(CITY_TRAIN, (H, 1))).long())
+    for bad in (34, 255, 1000, -1):
+        stored[0, 0] = bad
+        with pytest.raises(ValueError, match=rf"ids \[{bad}\] that label_map does not define"):
+            data[0]
+    with pytest.raises(ValueError, match=r"label_map\[7\] must be a class id in 0..18"):
+        TorchvisionSegmentation(pairs, class_names=CITYSCAPES_CLASSES, label_map={7: 19})
 
 
 # ----------------------------------------------------------------------------- benchmark

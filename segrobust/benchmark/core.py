@@ -380,11 +380,22 @@ def _agreed(action: Callable[[], Any]) -> Any:
 
 
 def _load_data(plan: _Plan) -> tuple[BatchSource, dict[int, str]]:
-    """Every item of this rank's batches loaded and checked once; the fingerprint of each batch."""
+    """Every item of this rank's batches loaded and checked once; the fingerprint of each batch.
+
+    A data set without a single labelled pixel (every mask all ``ignore_index``)
+    is refused here, before any attack: its mIoU and accuracies would be NaN.
+    """
     config = plan.config
     items = CheckedItems(plan.dataset, plan.image_size, plan.num_classes, config.ignore_index)
     source = BatchSource(items, plan.batches, config.num_workers, config.cache_bytes)
-    return source, _agreed(lambda: source.check(plan.mine))
+    fingerprints = _agreed(lambda: source.check(plan.mine))
+    labelled = distributed.reduce_over_ranks(torch.tensor([source.labelled_pixels], dtype=torch.float64))
+    if float(labelled.sum()) == 0:
+        raise DataError(
+            f"every pixel of the data set ({type(plan.dataset).__name__}, {plan.num_items} images) is "
+            f"ignore_index={config.ignore_index}: there is nothing to evaluate (check the masks and ignore_index)"
+        )
+    return source, fingerprints
 
 
 # ----------------------------------------------------------------------------- stage 3: the output folder
@@ -786,7 +797,8 @@ def run_benchmark(
     ``results.checks`` holds the gradient-masking checks.
 
     Every item is loaded and checked before any attack runs (a bad file is
-    named in a one-line [DataError][segrobust.benchmark.DataError]); NaN or
+    named in a one-line [DataError][segrobust.benchmark.DataError], and so is
+    a data set whose every pixel is ``ignore_index``); NaN or
     infinite logits stop the run with a
     [ModelOutputError][segrobust.benchmark.ModelOutputError] naming the batch.
     With ``out_dir`` the folder is locked for the run, and segrobust never

@@ -147,6 +147,7 @@ class BatchSource:
         self.cache: dict[int, dict[str, torch.Tensor]] = {}
         self.cache_bytes, self.cached_bytes, self.caching = cache_bytes, 0, True
         self.fingerprints: dict[int, str] = {}
+        self.labelled_pixels = 0  # pixels other than ignore_index in the batches loaded so far
 
     def check(self, wanted: list[int]) -> dict[int, str]:
         """Load every batch in ``wanted`` once (every item checked); returns their fingerprints."""
@@ -175,6 +176,8 @@ class BatchSource:
             batch = next(loader)
             if isinstance(batch, str):
                 raise DataError(batch)
+            if b not in self.fingerprints:
+                self.labelled_pixels += int((batch["mask"] != self.items.ignore_index).sum())
             self.fingerprints[b] = batch_fingerprint(batch)
             self._keep(b, batch)
             yield b, batch

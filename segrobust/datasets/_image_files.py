@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from segrobust.datasets.functional import Size, resize_image, resize_mask
+from segrobust.fileio import check_regular_file
 
 LabelCheck = Callable[[np.ndarray, Path], None]
 
@@ -22,10 +23,15 @@ def decode(path: Path, what: str, convert: Callable[[Any], np.ndarray]) -> np.nd
     """Decode the image file ``path`` fully with ``convert(PIL image)``.
 
     Corrupt or truncated files raise one ``ValueError`` naming the file (and
-    ``what`` it should hold); a missing file raises ``FileNotFoundError``.
+    ``what`` it should hold); a missing file raises ``FileNotFoundError``; a
+    FIFO, socket or device (which would block or never end) raises
+    [UnreadableFileError][segrobust.fileio.UnreadableFileError] before anything is read.
     """
     from PIL import Image
 
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    check_regular_file(path, what)
     try:
         with Image.open(path) as img:
             img.load()
@@ -36,13 +42,25 @@ def decode(path: Path, what: str, convert: Callable[[Any], np.ndarray]) -> np.nd
         raise ValueError(f"cannot decode {what} {str(path)!r} (corrupt or truncated file?): {error}") from None
 
 
+def image_size(path: Path, what: str = "image") -> Tuple[int, int]:
+    """``(H, W)`` from the file's header (the pixels are not decoded); special files refused as in `decode`."""
+    from PIL import Image
+
+    check_regular_file(path, what)
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except (OSError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
+        raise ValueError(f"cannot read {what} {str(path)!r} (corrupt or truncated file?): {error}") from None
+
+
 def load_rgb(path: Path) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB, whatever the file's own mode."""
     return decode(path, "image", lambda img: np.array(img.convert("RGB"), dtype=np.uint8))
 
 
 def _single_channel(img: Any, path: Path) -> np.ndarray:
-    if img.mode not in ("L", "P", "I", "I;16"):
+    if img.mode not in ("L", "P", "I", "I;16", "I;16L", "I;16B"):
         raise ValueError(
             f"annotation {str(path)!r} has mode {img.mode!r}; expected a single-channel image of class ids"
         )
@@ -50,7 +68,7 @@ def _single_channel(img: Any, path: Path) -> np.ndarray:
 
 
 def load_labels(path: Path) -> np.ndarray:
-    """``(H, W)`` class ids from a single-channel (L, P, I or I;16) image."""
+    """``(H, W)`` class ids from a single-channel (L, P, I or 16-bit) image, every bit kept."""
     return decode(path, "annotation", lambda img: _single_channel(img, path))
 
 

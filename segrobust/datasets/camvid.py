@@ -8,7 +8,9 @@ Expected layout under ``root``::
 Each ``<split>.txt`` line is ``<image path> <annotation path>``, relative to
 ``root`` (SegNet's absolute ``/SegNet/CamVid/train/x.png`` paths are also
 understood: the last two components are looked up under ``root``).
-Annotations are single-channel PNGs of class ids ``0..10``, ``11`` = void.
+Annotations are single-channel PNGs of class ids ``0..10``, ``11`` = void;
+any other id (an 8-bit 77 or 200, a 16-bit 256 or more) is an error naming the
+file, never void.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from segrobust.datasets.functional import (
     check_index,
     check_size,
 )
+from segrobust.datasets.labeled import check_defined_ids, label_lookup, read_list_file
 
 __all__ = ["CAMVID_HORIZONTAL_FOV_DEG", "CamVid", "CamVidTriplets", "camvid_intrinsics", "default_camvid_root"]
 
@@ -98,23 +101,23 @@ def _resolve_root(root: Optional[PathLike]) -> Path:
 def _resolve_listed(root: Path, listed: str) -> Path:
     path = Path(listed)
     candidate = path if path.is_absolute() else root / path
-    if candidate.is_file():
+    if candidate.exists():
         return candidate
     # SegNet's own list files hold absolute paths of the authors' machine.
     fallback = root / path.parent.name / path.name
-    return fallback if fallback.is_file() else candidate
+    return fallback if fallback.exists() else candidate
 
 
 def _read_split(root: Path, split: str) -> List[Tuple[Path, Path]]:
     if not isinstance(split, str) or not split or "/" in split or "\\" in split:
         raise ValueError(f"split must be a split name such as 'train' or 'val', got {split!r}")
     listing = root / f"{split}.txt"
-    if not listing.is_file():
+    if not listing.exists():
         available = sorted(p.stem for p in root.glob("*.txt"))
         raise FileNotFoundError(f"CamVid split file {str(listing)!r} not found (splits found: {available}); {_LAYOUT}")
     pairs = []
     missing = []
-    for number, line in enumerate(listing.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_list_file(listing, "CamVid split file"), start=1):
         if not line.strip():
             continue
         fields = line.split()
@@ -122,7 +125,7 @@ def _read_split(root: Path, split: str) -> List[Tuple[Path, Path]]:
             raise ValueError(f"{listing}:{number}: expected '<image> <annotation>', got {line.strip()!r}; {_LAYOUT}")
         image, mask = (_resolve_listed(root, field) for field in fields)
         for path in (image, mask):
-            if not path.is_file():
+            if not path.exists():
                 missing.append(str(path))
         pairs.append((image, mask))
     if missing:
@@ -152,7 +155,8 @@ class CamVid(Dataset):
         split: ``"train"``, ``"val"`` (or ``"test"`` when present): reads ``<root>/<split>.txt``.
         size: ``None`` keeps 360x480; ``(H, W)`` resizes (antialiased bilinear
             image, nearest-neighbour mask).
-        ignore_index: label given to void pixels (id 11).
+        ignore_index: label given to void pixels (id 11). Any id other than
+            0..11 in an annotation raises a ``ValueError`` naming the file.
         cache: keep decoded (and resized) uint8 images in memory; costs about
             0.5 MB per image at full size, nothing is read twice.
         transform: optional callable applied to each item dict (e.g. augmentation).
@@ -187,17 +191,22 @@ class CamVid(Dataset):
         self.pairs = _read_split(self.root, split)
         self.cache = bool(cache)
         self.transform = transform
-        self._files = ImagePairStore(self.size, self.cache)
+        self._lookup = label_lookup(
+            {**{k: k for k in range(CAMVID_VOID_ID)}, CAMVID_VOID_ID: None}, self.ignore_index, CAMVID_VOID_ID + 1
+        )
+        self._files = ImagePairStore(self.size, self.cache, check_labels=self._check_labels)
         self.names = [image.stem for image, _ in self.pairs]
 
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def _check_labels(self, labels: np.ndarray, mask_path: Path) -> None:
+        check_defined_ids(labels, self._lookup, mask_path, "CamVid")
+
     def _raw(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Image float (3, H, W) and mask int64 (H, W) at the requested size."""
+        """Image float (3, H, W) and mask int64 (H, W) at the requested size (void 11 as ``ignore_index``)."""
         image, labels = self._files.load(index, *self.pairs[index])
-        # Void (11) and anything beyond the 11 classes count as ignored.
-        return image, torch.where(labels >= CAMVID_VOID_ID, torch.full_like(labels, self.ignore_index), labels)
+        return image, torch.from_numpy(self._lookup)[labels]
 
     def __getitem__(self, index: int) -> dict:
         index = check_index(index, len(self))

@@ -28,7 +28,7 @@ from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple, 
 import numpy as np
 import torch
 
-from segrobust.datasets._image_files import decode, load_rgb, to_image_tensor
+from segrobust.datasets._image_files import decode, image_size, load_rgb, to_image_tensor
 from segrobust.datasets.functional import IGNORE_INDEX, check_index, resize_image
 from segrobust.datasets.labeled import (
     LabeledPairs,
@@ -339,7 +339,7 @@ class RainCityscapes(LabeledPairs):
             (self.with_clean, self.clean_paths, "clean image"),
             (self.with_depth, self.depth_paths, "rain depth map"),
         ):
-            missing = [str(p) for p in paths if not p.is_file()] if wanted else []
+            missing = [str(p) for p in paths if not p.exists()] if wanted else []
             if missing:
                 raise FileNotFoundError(f"{len(missing)} RainCityscapes {what}(s) missing, e.g. {missing[0]!r}")
 
@@ -347,7 +347,7 @@ class RainCityscapes(LabeledPairs):
         """The clean image and/or rain depth of item ``index`` at the output size (kept when ``cache``)."""
         if index in self._extra_store:
             return {key: value.clone() for key, value in self._extra_store[index].items()}
-        reference = _native_size(self.pairs[index][0])
+        reference = image_size(self.pairs[index][0])
         extras = {}
         if self.with_clean:
             # Quantised like the cached rainy images, so rainy and clean frames stay comparable.
@@ -385,13 +385,6 @@ class RainCityscapes(LabeledPairs):
         if self.with_clean or self.with_depth:
             item.update(self._extras(index))
         return self.transform(item) if self.transform is not None else item
-
-
-def _native_size(path: Path) -> Tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return img.height, img.width
 
 
 def _load_depth(path: Path) -> torch.Tensor:

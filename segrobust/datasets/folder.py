@@ -3,7 +3,13 @@
 Layout::
 
     root/images/<stem>.png | .jpg | .jpeg
-    root/masks/<stem>.png            single-channel uint8 class ids (L or P mode)
+    root/masks/<stem>.png            single-channel class ids (L, P, I or 16-bit)
+
+Ids are kept as stored, every bit of them (a 16-bit mask is not truncated).
+With ``num_classes`` each mask is checked against ``0..num_classes - 1`` and
+``ignore_index``; without it, negative ids are still refused and the ids are
+checked by whoever knows the class count (the benchmark checks them against
+the model's).
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ class FolderDataset(Dataset):
         ignore_index: label of pixels that do not count; mask pixels holding
             it are kept as is.
         num_classes: when given, any mask value outside ``[0, num_classes)``
-            other than ``ignore_index`` raises a ``ValueError`` naming the file.
+            other than ``ignore_index`` raises a ``ValueError`` naming the file
+            (negative values other than ``ignore_index`` always do).
         cache: keep decoded (and resized) uint8 data in memory.
         transform: optional callable applied to each item dict.
 
@@ -102,13 +109,13 @@ class FolderDataset(Dataset):
         return len(self.pairs)
 
     def _check_labels(self, labels: np.ndarray, mask_path: Path) -> None:
-        if self.num_classes is None:
-            return
-        bad = (labels >= self.num_classes) & (labels != self.ignore_index) | (labels < 0)
+        outside = labels < 0 if self.num_classes is None else (labels < 0) | (labels >= self.num_classes)
+        bad = outside & (labels != self.ignore_index)
         if bad.any():
-            values = sorted(set(np.unique(labels[bad]).tolist()))[:10]
+            values = np.unique(labels[bad])[:10].tolist()
+            allowed = "[0, ...)" if self.num_classes is None else f"[0, {self.num_classes})"
             raise ValueError(
-                f"mask {str(mask_path)!r} holds values {values} outside [0, {self.num_classes}) "
+                f"mask {str(mask_path)!r} holds values {values} outside {allowed} "
                 f"that are not ignore_index={self.ignore_index}"
             )
 

@@ -190,11 +190,16 @@ def resize_mask(mask: torch.Tensor, size: Size) -> torch.Tensor:
         raise ValueError("mask must be a tensor (H, W) or (N, H, W)")
     if tuple(mask.shape[-2:]) == (height, width):
         return mask
-    batch = mask[None, None] if mask.ndim == 2 else mask[:, None]
-    # float32 represents every label exactly (ids < 2**24), nearest never mixes them.
-    out = F.interpolate(batch.float(), size=(height, width), mode="nearest-exact")
-    out = out.round().to(mask.dtype)
-    return out[0, 0] if mask.ndim == 2 else out[:, 0]
+    # The source row and column torch's nearest-exact picks, gathered from the mask itself: every id
+    # is kept bit for bit (16- and 32-bit ids included; interpolating the ids as float32 would not).
+    rows = _nearest_exact_sources(mask.shape[-2], height, mask.device)
+    cols = _nearest_exact_sources(mask.shape[-1], width, mask.device)
+    return mask.index_select(-2, rows).index_select(-1, cols)
+
+
+def _nearest_exact_sources(size_in: int, size_out: int, device: torch.device) -> torch.Tensor:
+    positions = torch.arange(size_in, dtype=torch.float32, device=device).view(1, 1, -1)
+    return F.interpolate(positions, size=size_out, mode="nearest-exact").view(-1).long()
 
 
 def camera_intrinsics(size: Size, horizontal_fov_deg: float = 60.0) -> torch.Tensor:

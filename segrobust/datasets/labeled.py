@@ -20,8 +20,16 @@ from torch.utils.data import Dataset
 
 from segrobust.datasets._image_files import ImagePairStore
 from segrobust.datasets.functional import check_index, check_size
+from segrobust.fileio import read_bytes_limited
 
-__all__ = ["UNDEFINED", "LabeledPairs", "check_ignore_index", "label_lookup", "pascal_palette"]
+__all__ = [
+    "UNDEFINED",
+    "LabeledPairs",
+    "check_defined_ids",
+    "check_ignore_index",
+    "label_lookup",
+    "pascal_palette",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 RGB = Tuple[int, int, int]
@@ -44,6 +52,43 @@ def label_lookup(mapping: Mapping[int, Optional[int]], ignore_index: int, size: 
     return table
 
 
+def _ranges(ids: np.ndarray) -> str:
+    """``[0, 1, 2, 5, 255]`` as ``"0..2, 5, 255"``."""
+    parts, start = [], None
+    for k, value in enumerate(ids.tolist()):
+        if start is None:
+            start = value
+        if k + 1 == len(ids) or ids[k + 1] != value + 1:
+            parts.append(str(value) if value == start else f"{start}..{value}")
+            start = None
+    return ", ".join(parts)
+
+
+def check_defined_ids(labels: np.ndarray, lookup: np.ndarray, path: Path, owner: str) -> None:
+    """Refuse a label file holding a stored id that ``lookup`` marks ``UNDEFINED`` (or lies outside it).
+
+    The error names the file, up to ten offending ids and the ids the data set
+    defines, so an undefined id never turns silently into void (or a class).
+
+    Examples:
+        >>> table = label_lookup({0: 0, 1: 1, 11: None}, ignore_index=255, size=12)
+        >>> check_defined_ids(np.array([[0, 11]]), table, Path("a.png"), "CamVid")
+        >>> check_defined_ids(np.array([[0, 77, 300]]), table, Path("a.png"), "CamVid")
+        Traceback (most recent call last):
+        ...
+        ValueError: label file 'a.png' holds ids [77, 300] that CamVid does not define (it defines 0..1, 11)
+    """
+    outside = (labels < 0) | (labels >= len(lookup))
+    undefined = outside.copy()
+    undefined[~outside] = lookup[labels[~outside]] == UNDEFINED
+    if undefined.any():
+        values = np.unique(labels[undefined])[:10].tolist()
+        defined = _ranges(np.flatnonzero(lookup != UNDEFINED))
+        raise ValueError(
+            f"label file {str(path)!r} holds ids {values} that {owner} does not define (it defines {defined})"
+        )
+
+
 def pascal_palette(count: int) -> Tuple[RGB, ...]:
     """The PASCAL VOC colour map: colour ``k`` spreads the bits of ``k`` over R, G and B, high bits first.
 
@@ -62,6 +107,16 @@ def pascal_palette(count: int) -> Tuple[RGB, ...]:
             c >>= 3
         colours.append((r, g, b))
     return tuple(colours)
+
+
+#: Largest split list file read (CamVid's and VOC's are tens of kB).
+MAX_LIST_BYTES = 64 * 2**20
+
+
+def read_list_file(path: Path, what: str) -> List[str]:
+    """The lines of a split list, read as a regular file of at most `MAX_LIST_BYTES` (FIFOs refused)."""
+    data = read_bytes_limited(path, what, MAX_LIST_BYTES)
+    return data.decode("utf-8", errors="replace").splitlines()
 
 
 def check_ignore_index(ignore_index: object, num_classes: int) -> int:
@@ -107,7 +162,7 @@ def check_pairs_exist(pairs: Sequence[Tuple[Path, Path]], what: str, source: Pat
     """Every image needs its label file; an empty list is an error naming ``source``."""
     if not pairs:
         raise FileNotFoundError(f"no {what} images found under {str(source)!r}; {layout}")
-    missing = [str(label) for _, label in pairs if not label.is_file()]
+    missing = [str(label) for _, label in pairs if not label.exists()]
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} {what} label file(s) missing, e.g. {missing[0]!r}"
@@ -170,14 +225,7 @@ class LabeledPairs(Dataset):
         return len(self.pairs)
 
     def _check_labels(self, labels: np.ndarray, mask_path: Path) -> None:
-        outside = (labels < 0) | (labels >= len(self._lookup))
-        undefined = outside.copy()
-        undefined[~outside] = self._lookup[labels[~outside]] == UNDEFINED
-        if undefined.any():
-            values = sorted(set(np.unique(labels[undefined]).tolist()))[:10]
-            raise ValueError(
-                f"label file {str(mask_path)!r} holds ids {values} that {type(self).__name__} does not define"
-            )
+        check_defined_ids(labels, self._lookup, mask_path, type(self).__name__)
 
     def map_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Stored ids ``(H, W)`` (already checked) to class ids or ``ignore_index``."""

@@ -4,12 +4,15 @@ torchvision's segmentation data sets (``VOCSegmentation``, ``Cityscapes`` with
 ``target_type="semantic"``, ``SBDataset``, your own ``Dataset``) return
 ``(image, target)`` pairs: PIL images, tensors, or ``tv_tensors.Image`` /
 ``tv_tensors.Mask`` after a ``transforms.v2`` pipeline. [TorchvisionSegmentation][segrobust.datasets.TorchvisionSegmentation]
-turns each pair into segrobust's item dict.
+turns each pair into segrobust's item dict, checking every mask id against
+the ids the data set defines (its classes and ``ignore_index``) or mapping
+them with a ``label_map`` (e.g. ``CITYSCAPES_TRAIN_IDS`` for torchvision's
+``Cityscapes``, whose semantic targets hold the 34 stored label ids).
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +25,7 @@ from segrobust.datasets.functional import (
     resize_image,
     resize_mask,
 )
+from segrobust.datasets.labeled import UNDEFINED, label_lookup
 
 __all__ = ["TorchvisionSegmentation", "as_image_tensor", "as_mask_tensor"]
 
@@ -97,13 +101,25 @@ class TorchvisionSegmentation(Dataset):
     it leaves images in ``[0, 1]`` or uint8 (no ``Normalize``: segrobust
     models and attacks take ``[0, 1]`` images).
 
+    Mask ids are checked against the classes the adapter knows of (``num_classes``,
+    else ``len(class_names)``): an id outside ``[0, num_classes)`` other than
+    ``ignore_index`` raises a ``ValueError`` naming the item, never counts as
+    void. With ``label_map`` stored ids are mapped first and ids absent from
+    it are refused. When neither the class count nor a map is known, only
+    negative ids are refused here and the ids are checked by whoever knows the
+    class count (the benchmark checks them against the model's).
+
     Args:
         dataset: indexable, ``dataset[i]`` returns ``(image, target)``.
-        num_classes: when given, any mask id outside ``[0, num_classes)``
-            other than ``ignore_index`` raises a ``ValueError`` naming the item.
+        num_classes: the number of classes (default: ``len(class_names)`` when
+            known).
         class_names: names for reports, in id order (default: ``dataset.classes``
             when it exists; for torchvision's ``Cityscapes`` these are the names of
             the stored label ids, not of the 19 training ids).
+        label_map: stored id -> class id, or ``None`` for ``ignore_index``
+            (e.g. ``CITYSCAPES_TRAIN_IDS``
+            with ``class_names=CITYSCAPES_CLASSES`` for torchvision's ``Cityscapes``);
+            a stored id the map lacks raises a ``ValueError`` naming the item.
         palette: RGB colour per class, for previews.
         ignore_index: label of pixels that do not count (VOC's 255 borders).
         size: ``None`` keeps each item's size; ``(H, W)`` resizes (bilinear
@@ -130,6 +146,7 @@ class TorchvisionSegmentation(Dataset):
         palette: Optional[Sequence[Tuple[int, int, int]]] = None,
         ignore_index: int = IGNORE_INDEX,
         size: Optional[Sequence[int]] = None,
+        label_map: Optional[Mapping[int, Optional[int]]] = None,
     ) -> None:
         if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
             raise TypeError(f"dataset must support len() and indexing, got {type(dataset).__name__}")
@@ -146,6 +163,7 @@ class TorchvisionSegmentation(Dataset):
         self.palette = tuple(tuple(int(c) for c in colour) for colour in palette) if palette is not None else ()
         self.ignore_index = int(ignore_index)
         self.size = None if size is None else check_size(size)
+        self._lookup = None if label_map is None else _label_table(label_map, self.ignore_index, self.num_classes)
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -164,21 +182,51 @@ class TorchvisionSegmentation(Dataset):
         mask = as_mask_tensor(pair[1], f"the target of {where}")
         if tuple(image.shape[-2:]) != tuple(mask.shape):
             raise ValueError(f"{where}: image is {tuple(image.shape[-2:])} (H, W) but its mask is {tuple(mask.shape)}")
-        self._check_ids(mask, where)
+        mask = self._checked_ids(mask, where)
         if self.size is not None:
             image, mask = resize_image(image, self.size), resize_mask(mask, self.size)
         return {"image": image, "mask": mask, "name": f"{index:06d}"}
 
-    def _check_ids(self, mask: torch.Tensor, where: str) -> None:
-        if self._num_classes is None:
-            return
-        bad = ((mask < 0) | (mask >= self._num_classes)) & (mask != self.ignore_index)
+    def _checked_ids(self, mask: torch.Tensor, where: str) -> torch.Tensor:
+        """``mask`` mapped through ``label_map`` (when given), after every id was found defined."""
+        if self._lookup is not None:
+            stored = mask.clamp(-1, len(self._lookup))  # -1 and len(...) both land on UNDEFINED below
+            table = torch.cat([self._lookup, torch.tensor([UNDEFINED, UNDEFINED])])
+            mapped = table[stored]  # index -1 is the last entry: UNDEFINED
+            bad = mapped == UNDEFINED
+            if bool(bad.any()):
+                values = torch.unique(mask[bad])[:10].tolist()
+                raise ValueError(f"{where}: mask holds ids {values} that label_map does not define")
+            return mapped
+        classes = self.num_classes
+        outside = (mask < 0) if classes is None else (mask < 0) | (mask >= classes)
+        bad = outside & (mask != self.ignore_index)
         if bool(bad.any()):
             values = torch.unique(mask[bad])[:10].tolist()
+            allowed = "[0, ...)" if classes is None else f"[0, {classes})"
             raise ValueError(
-                f"{where}: mask holds ids {values} outside [0, {self._num_classes}) that are not "
-                f"ignore_index={self.ignore_index}"
+                f"{where}: mask holds ids {values} outside {allowed} that are not ignore_index={self.ignore_index}"
             )
+        return mask
+
+
+def _label_table(label_map: Mapping[int, Optional[int]], ignore_index: int, num_classes: Optional[int]) -> torch.Tensor:
+    if not isinstance(label_map, Mapping) or not label_map:
+        raise TypeError(f"label_map must be a non-empty mapping stored id -> class id or None, got {label_map!r}")
+    for stored, target in label_map.items():
+        if isinstance(stored, bool) or not isinstance(stored, (int, np.integer)) or not 0 <= stored < 2**16:
+            raise ValueError(f"label_map keys must be stored ids in 0..65535, got {stored!r}")
+        valid_target = target is None or (
+            isinstance(target, (int, np.integer))
+            and not isinstance(target, bool)
+            and target >= 0
+            and (num_classes is None or target < num_classes)
+        )
+        if not valid_target:
+            classes = "a class id" if num_classes is None else f"a class id in 0..{num_classes - 1}"
+            raise ValueError(f"label_map[{stored}] must be {classes} or None (ignored), got {target!r}")
+    table = label_lookup(label_map, ignore_index, size=max(int(k) for k in label_map) + 1)
+    return torch.from_numpy(table)
 
 
 def _class_names(names: Any) -> Tuple[str, ...]:

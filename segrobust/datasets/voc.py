@@ -22,6 +22,7 @@ from segrobust.datasets.labeled import (
     check_root,
     label_lookup,
     pascal_palette,
+    read_list_file,
 )
 
 __all__ = ["VOC_CLASSES", "VOC_COLORS", "VOCSegmentation"]
@@ -67,10 +68,10 @@ def _voc_root(root: Path) -> Path:
 
 
 def _read_ids(listing: Path) -> list:
-    if not listing.is_file():
+    if not listing.exists():
         found = sorted(p.stem for p in listing.parent.glob("*.txt")) if listing.parent.is_dir() else []
         raise FileNotFoundError(f"VOC split file {str(listing)!r} not found (splits found: {found}); {_LAYOUT}")
-    ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in read_list_file(listing, "VOC split file") if line.strip()]
     if not ids:
         raise ValueError(f"VOC split file {str(listing)!r} lists no image ids; {_LAYOUT}")
     return ids
@@ -121,7 +122,7 @@ class VOCSegmentation(LabeledPairs):
         self.split = split
         ids = _read_ids(self.root / "ImageSets" / "Segmentation" / f"{split}.txt")
         pairs = [(self.root / "JPEGImages" / f"{i}.jpg", self.root / mask_folder / f"{i}.png") for i in ids]
-        missing_images = [str(image) for image, _ in pairs if not image.is_file()]
+        missing_images = [str(image) for image, _ in pairs if not image.exists()]
         if missing_images:
             raise FileNotFoundError(
                 f"{len(missing_images)} VOC image(s) listed in {split}.txt are missing, e.g. {missing_images[0]!r}"

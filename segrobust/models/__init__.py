@@ -14,6 +14,10 @@ only tensors and plain containers, so reading one runs no code from the file.
   loaded into the model that ``SPEC`` builds,
 - ``module:callable``: any model a Python function builds (torchvision,
   your own code), optionally with weights from a ``state_dict`` file,
+- ``hf:CLASS`` (a ``transformers`` model class built from a config dict,
+  random weights) and ``hf:PATH`` (a local ``save_pretrained`` folder; nothing
+  is downloaded and no code from the folder runs), with ``transformers``
+  installed (``pip install "segrobust[hf]"``),
 - a TorchScript archive (``torch.jit.save``), only when asked with
   ``allow_torchscript=True``: a TorchScript file is a program. Its serialized
   TorchScript code and graph are run by the TorchScript interpreter when the
@@ -23,8 +27,11 @@ only tensors and plain containers, so reading one runs no code from the file.
 and raises [`ModelLoadError`][segrobust.models.ModelLoadError] (a ``ValueError``) with a one-line
 explanation for anything else. [`SegmentationModel`][segrobust.models.SegmentationModel] adapts any model
 (lower-resolution logits, Hugging Face or torchvision outputs, its own input
-normalisation) to what segrobust expects: ``[0, 1]`` images in, logits at the
-input resolution out.
+normalisation, query-based Mask2Former outputs) to what segrobust expects:
+``[0, 1]`` images in, logits at the input resolution out;
+[`SlidingWindow`][segrobust.models.SlidingWindow] and
+[`MultiScaleFlip`][segrobust.models.MultiScaleFlip] add mmsegmentation's
+sliding-window and multi-scale + flip inference on top, differentiably.
 """
 
 from __future__ import annotations
@@ -48,13 +55,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from segrobust.fileio import atomic_torch_save
+from segrobust.models.huggingface import (
+    QUERY_CLASS_KEY,
+    QUERY_MASK_KEY,
+    build_hf_model,
+    hf_normalisation,
+    load_hf_pretrained,
+    query_outputs,
+    query_semantic_log_probs,
+)
+from segrobust.models.inference import MultiScaleFlip, SlidingWindow
 from segrobust.utils import segmentation_logits
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "ModelLoadError",
     "ModelSpec",
+    "MultiScaleFlip",
     "SegmentationModel",
+    "SlidingWindow",
     "build_model",
     "extract_state_dict",
     "load_model",
@@ -126,6 +145,19 @@ class SegmentationModel(nn.Module):
     (one value per channel) normalise the images inside, so attacks and rain
     work in ``[0, 1]`` pixel space while the network sees what it was trained on.
 
+    Query-based models (Hugging Face Mask2Former, MaskFormer, OneFormer:
+    ``class_queries_logits`` ``(N, Q, K + 1)`` and ``masks_queries_logits``
+    ``(N, Q, h, w)``) are recognised: the mask logits are resized to the input
+    with ``upsample`` and turned into per-class log-probabilities by
+    [query_semantic_log_probs][segrobust.models.huggingface.query_semantic_log_probs]
+    (the models' own semantic inference; see "Query-based models" in the
+    models guide for why these are the logits attacks see).
+
+    ``num_classes`` (default: ``model.config.num_labels`` for a Hugging Face
+    model, else unknown) is checked against every output: a tensor with
+    another number of channels (an ``output_key`` naming the wrong tensor,
+    say) is an error, never a silently meaningless score map.
+
     The wrapper holds no parameters of its own and never changes the wrapped
     model's: ``train()``/``eval()`` reach it as for any submodule, and the
     constructor leaves its mode as it is.
@@ -148,6 +180,7 @@ class SegmentationModel(nn.Module):
         upsample: Optional[str] = "bilinear",
         mean: Optional[Any] = None,
         std: Optional[Any] = None,
+        num_classes: Optional[int] = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -156,6 +189,10 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"upsample must be one of {_UPSAMPLE_MODES} or None, got {upsample!r}")
         if output_key is not None and not isinstance(output_key, str):
             raise TypeError(f"output_key must be a string or None, got {type(output_key).__name__}")
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
+            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
         mean_t, std_t = _channel_stats(mean, "mean"), _channel_stats(std, "std")
         if (mean_t is None) != (std_t is None):
             raise ValueError("give both mean and std (one value per channel), or neither")
@@ -166,6 +203,7 @@ class SegmentationModel(nn.Module):
         self.model = model
         self.output_key = output_key
         self.upsample = upsample
+        self.num_classes = num_classes if num_classes is not None else _declared_classes(model)
         # Not persistent: the state dict stays the wrapped model's (under ``model.``).
         self.register_buffer("mean", mean_t, persistent=False)
         self.register_buffer("std", std_t, persistent=False)
@@ -178,23 +216,57 @@ class SegmentationModel(nn.Module):
                     f"expected images (N, {self.mean.shape[1]}, H, W) to match mean/std, got {tuple(images.shape)}"
                 )
             inputs = (images - self.mean) / self.std
-        logits = segmentation_logits(self.model(inputs), self.output_key)
+        output = self.model(inputs)
         size = images.shape[-2:]
-        if logits.shape[-2:] == size:
-            return logits
+        queries = query_outputs(output)
+        if queries is not None and self.output_key in (None, QUERY_CLASS_KEY, QUERY_MASK_KEY):
+            if self.output_key is not None:
+                raise ValueError(
+                    f"output_key={self.output_key!r} names a tensor of a query-based model (Mask2Former, "
+                    "MaskFormer, OneFormer): its channels are queries, not classes; leave output_key unset and "
+                    "SegmentationModel turns class_queries_logits and masks_queries_logits into class scores"
+                )
+            class_logits, mask_logits = queries
+            self._check_classes(class_logits.shape[-1] - 1, f"{QUERY_CLASS_KEY} (K + 1 with no-object)")
+            return query_semantic_log_probs(class_logits, self._resized(mask_logits, size, QUERY_MASK_KEY))
+        logits = segmentation_logits(output, self.output_key)
+        where = "logits" if self.output_key is None else f"output_key={self.output_key!r}"
+        self._check_classes(logits.shape[1], where)
+        return self._resized(logits, size, where)
+
+    def _check_classes(self, channels: int, where: str) -> None:
+        if self.num_classes is not None and channels != self.num_classes:
+            raise ValueError(
+                f"the model's {where} has {channels} classes but num_classes={self.num_classes}: "
+                "it is not one score per class (check output_key and num_classes)"
+            )
+
+    def _resized(self, scores: torch.Tensor, size: torch.Size, what: str) -> torch.Tensor:
+        if scores.shape[-2:] == size:
+            return scores
         if self.upsample is None:
             raise ValueError(
-                f"model returned logits of size {tuple(logits.shape[-2:])} for images of size {tuple(size)} "
+                f"model returned {what} of size {tuple(scores.shape[-2:])} for images of size {tuple(size)} "
                 "(pass upsample='bilinear' to resize them)"
             )
         corners = {"align_corners": False} if self.upsample in ("bilinear", "bicubic") else {}
-        return F.interpolate(logits, size=size, mode=self.upsample, **corners)
+        return F.interpolate(scores, size=size, mode=self.upsample, **corners)
 
     def extra_repr(self) -> str:
         normalise = (
             "" if self.mean is None else f", mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
         )
-        return f"output_key={self.output_key!r}, upsample={self.upsample!r}{normalise}"
+        classes = "" if self.num_classes is None else f", num_classes={self.num_classes}"
+        return f"output_key={self.output_key!r}, upsample={self.upsample!r}{classes}{normalise}"
+
+
+def _declared_classes(model: nn.Module) -> Optional[int]:
+    """``config.num_labels`` of a Hugging Face model (its heads predict that many classes), else ``None``."""
+    config = getattr(model, "config", None)
+    if not type(config).__module__.startswith("transformers."):
+        return None
+    count = getattr(config, "num_labels", None)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
 
 
 def _parse_value(text: str) -> Any:
@@ -571,6 +643,7 @@ def load_model(
     weights: Optional[Union[str, os.PathLike]] = None,
     mean: Optional[Any] = None,
     std: Optional[Any] = None,
+    output_key: Optional[str] = None,
     allow_torchscript: bool = False,
 ) -> nn.Module:
     """A segmentation model in eval mode from a spec, ``module:callable``, a checkpoint or a TorchScript file.
@@ -580,24 +653,36 @@ def load_model(
             (a plain state dict for that architecture), a path to a checkpoint
             written by [`save_model`][segrobust.models.save_model], ``"package.module:function"`` (any
             function returning an ``nn.Module``, called with ``model_args``; the
-            current directory is importable), or a TorchScript archive. An
+            current directory is importable), ``"hf:CLASS"`` (a ``transformers``
+            model class such as ``SegformerForSemanticSegmentation``, built with
+            random weights from ``model_args={"config": {...}}``),
+            ``"hf:PATH"`` (a local ``save_pretrained`` folder: nothing is
+            downloaded, no code from it runs), or a TorchScript archive. An
             ``nn.Module`` is returned as is (moved to ``device``, in eval mode).
         num_classes: classes of a spec-built model (default 11, CamVid), passed as
-            ``num_classes`` to a ``module:callable``; for a checkpoint that records
-            its class count, a different value is an error.
+            ``num_classes`` to a ``module:callable`` and as ``num_labels`` to an
+            ``hf:CLASS`` config; for a checkpoint or folder that records its
+            class count, a different value is an error. Given to
+            [SegmentationModel][segrobust.models.SegmentationModel] whenever the
+            model is wrapped, so an output with another number of channels is
+            refused.
         device: where the model goes.
         seed: seed of the random weights of a built model (the default 0
             makes ``load_model("unet:resnet18")`` the same model in every
             process, which resumed and distributed runs rely on); ``None`` uses
             torch's global generator.
         model_args: keyword arguments of the ``module:callable`` (or extra
-            arguments of an smp spec).
+            arguments of an smp spec, or ``{"config": {...}}`` for ``hf:CLASS``).
         weights: a ``state_dict`` file (read with ``weights_only=True``) loaded,
             strictly, into a spec- or callable-built model.
         mean, std: per-channel normalisation the model expects; the model is
             wrapped in [SegmentationModel][segrobust.models.SegmentationModel]
             so that it takes ``[0, 1]`` images. A ``module:callable`` model is
-            always wrapped (output auto-detection, logits upsampled to the input).
+            always wrapped (output auto-detection, logits upsampled to the input),
+            and so is an ``hf:`` model (with the mean and std of the folder's
+            ``preprocessor_config.json`` when none are given).
+        output_key: the output entry holding the logits (wraps the model in
+            [SegmentationModel][segrobust.models.SegmentationModel]).
         allow_torchscript: load TorchScript archives. Off by default: unlike
             checkpoints, a TorchScript file is a program (its serialized
             TorchScript code runs whenever the model is called), so only files
@@ -611,19 +696,22 @@ def load_model(
         ...
         segrobust.models.ModelLoadError: checkpoint missing.pt does not exist
     """
+    wrapping = {"mean": mean, "std": std, "output_key": output_key, "num_classes": num_classes}
     if isinstance(source, nn.Module):
-        return _wrap(source, mean, std).to(device).eval()
+        return _wrap(source, **wrapping).to(device).eval()
     if not isinstance(source, (str, os.PathLike)):
         raise ModelLoadError(f"model must be a spec, a path or an nn.Module, got {type(source).__name__}")
     if model_args is not None and not isinstance(model_args, Mapping):
         raise ModelLoadError(f"model_args must be a mapping of keyword arguments, got {type(model_args).__name__}")
     text = os.fspath(source)
+    if text.startswith("hf:"):
+        return _load_hf(text, model_args or {}, seed, weights, wrapping).to(device).eval()
     if _is_callable_source(text):
         model = _build_from_callable(text, num_classes, model_args or {}, seed)
         if weights is not None:
             state = extract_state_dict(load_state_dict_file(weights), Path(weights))
             load_weights(model, state, Path(weights), text, smp_stages=False, hint="check --model-args")
-        return SegmentationModel(model, mean=mean, std=std).to(device).eval()
+        return _adapter(model, **wrapping).to(device).eval()
     spec: Optional[str] = None
     if "@" in text and not Path(text).exists():
         spec, _, text = text.partition("@")
@@ -637,7 +725,7 @@ def load_model(
         if _looks_like_path(text):
             raise ModelLoadError(f"checkpoint {text} does not exist")
         model = build_model(text, num_classes if num_classes is not None else 11, seed=seed, **(model_args or {}))
-        return _wrap(model, mean, std).to(device)
+        return _wrap(model, **{**wrapping, "num_classes": num_classes if num_classes is not None else 11}).to(device)
     if not path.exists():
         raise ModelLoadError(f"checkpoint {text} does not exist")
     if spec is None and (weights is not None or model_args):
@@ -647,7 +735,7 @@ def load_model(
     if path.is_file() and _is_torchscript(path):
         if spec is not None:
             raise ModelLoadError(f"{path} is a TorchScript model: pass the path alone, without a spec")
-        return _wrap(_load_torchscript(path, device, allow_torchscript), mean, std).to(device).eval()
+        return _wrap(_load_torchscript(path, device, allow_torchscript), **wrapping).to(device).eval()
     obj = load_state_dict_file(path)
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         stored_spec, stored = _read_segrobust_checkpoint(obj, path)
@@ -665,13 +753,52 @@ def load_model(
         num_classes = int(head.shape[0]) if head is not None else 11
     model = build_model(spec, num_classes, **(model_args or {}))
     load_weights(model, state, path, spec)
-    return _wrap(model, mean, std).to(device).eval()
+    return _wrap(model, **{**wrapping, "num_classes": num_classes}).to(device).eval()
 
 
-def _wrap(model: nn.Module, mean: Optional[Any], std: Optional[Any]) -> nn.Module:
-    if mean is None and std is None:
-        return model
+def _adapter(model: nn.Module, **wrapping: Any) -> SegmentationModel:
+    """``SegmentationModel(model, **wrapping)``, its argument errors as one-line `ModelLoadError`s."""
     try:
-        return SegmentationModel(model, mean=mean, std=std)
+        return SegmentationModel(model, **wrapping)
     except (TypeError, ValueError) as error:
         raise ModelLoadError(str(error)) from None
+
+
+def _wrap(model: nn.Module, **wrapping: Any) -> nn.Module:
+    """``model`` itself when it needs no adapter (no mean, std or output_key), else wrapped."""
+    if all(wrapping.get(key) is None for key in ("mean", "std", "output_key")):
+        return model
+    return _adapter(model, **wrapping)
+
+
+def _is_hf_folder(name: str) -> bool:
+    """``hf:NAME`` names a folder unless ``NAME`` is a bare identifier (a class name) that is not a path."""
+    return not name.isidentifier() or Path(name).exists()
+
+
+def _load_hf(text: str, model_args: Mapping[str, Any], seed: Optional[int], weights: Any, wrapping: dict) -> nn.Module:
+    """``hf:CLASS`` built from ``model_args["config"]`` or ``hf:PATH`` loaded from its folder, wrapped."""
+    name = text[3:]
+    if not name:
+        raise ModelLoadError(
+            "model 'hf:' needs a transformers class (hf:SegformerForSemanticSegmentation) or a folder (hf:./my-model)"
+        )
+    if not _is_hf_folder(name):
+        model = build_hf_model(name, model_args, wrapping["num_classes"], seed)
+        if weights is not None:
+            state = extract_state_dict(load_state_dict_file(weights), Path(weights))
+            load_weights(model, state, Path(weights), text, smp_stages=False, hint="check --model-args")
+        return _adapter(model, **wrapping)
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        raise ModelLoadError(
+            f"model {text!r}: {folder} is not a folder written by save_pretrained (segrobust never downloads: "
+            "fetch the files first, e.g. with 'hf download REPO --local-dir DIR', and pass hf:DIR)"
+        )
+    if weights is not None or model_args:
+        raise ModelLoadError(f"model {text!r} is a complete model folder: weights and model arguments go with hf:CLASS")
+    model = load_hf_pretrained(folder, wrapping["num_classes"])
+    if wrapping["mean"] is None and wrapping["std"] is None:
+        mean, std = hf_normalisation(folder) or (None, None)
+        wrapping = {**wrapping, "mean": mean, "std": std}
+    return _adapter(model, **wrapping)
