@@ -200,8 +200,15 @@ def _add_config_option(group: Any, command: str) -> None:
     )
 
 
-def _recipes_epilog() -> str:
+def _recipes() -> dict:
+    from segrobust.defenses import RECIPES as DEFENSE_RECIPES
     from segrobust.training import RECIPES
+
+    return {**RECIPES, **DEFENSE_RECIPES}
+
+
+def _recipes_epilog() -> str:
+    RECIPES = _recipes()
 
     width = max(len(name) for name in RECIPES)
     lines = [f"  {name.ljust(width)}  {recipe.description}" for name, recipe in RECIPES.items()]
@@ -303,7 +310,7 @@ def _add_benchmark_command(commands: Any) -> None:
 
 def _add_train_command(commands: Any) -> None:
     """The ``train`` sub-command and its flags."""
-    from segrobust.training import RECIPES
+    RECIPES = _recipes()
 
     train = commands.add_parser(
         "train",
@@ -675,7 +682,7 @@ def _catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
     from segrobust.datasets.factory import DATASETS
     from segrobust.losses import PIXEL_LOSSES
     from segrobust.rain import RAIN_PRESETS
-    from segrobust.training import RECIPES
+    RECIPES = _recipes()
 
     return [
         (
@@ -902,8 +909,10 @@ def _train(args: argparse.Namespace) -> int:
     from segrobust.models import save_model
     from segrobust.training import get_recipe
 
+    RECIPES = _recipes()
+
     try:
-        recipe = get_recipe(args.recipe)
+        recipe = get_recipe(args.recipe, RECIPES)
     except KeyError as error:
         raise UsageError(error.args[0]) from None
     if args.fast:

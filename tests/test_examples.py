@@ -13,7 +13,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def _run(script: str, *args: str) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    # the checkout's segrobust, whichever copy is installed
+    path = os.pathsep.join(filter(None, [str(EXAMPLES.parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONPATH": path}
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--fast", *args], capture_output=True, text=True, timeout=300, env=env
     )

@@ -38,6 +38,7 @@ from segrobust.attacks.ensemble import EnsembleStats
 from segrobust.benchmark import functional as BF
 from segrobust.benchmark import reliable as R
 from segrobust.benchmark.checks import gradient_masking_checks
+from segrobust.benchmark.conditions import Condition
 from segrobust.benchmark.config import DEFAULT_EPS, RAIN_REFERENCE_HEIGHT, BenchmarkConfig
 from segrobust.benchmark.data import BatchSource, CheckedItems, DataError
 from segrobust.benchmark.registry import ATTACKS
@@ -69,27 +70,6 @@ Unit = dict[str, Any]
 
 class ModelOutputError(ValueError):
     """The model's output cannot be scored: wrong shape, or NaN / infinite logits."""
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One evaluated condition: ``kind`` is ``clean``, ``rain``, ``attack`` or ``positive``."""
-
-    key: str
-    name: str
-    kind: str
-    eps: Optional[float] = None
-    eps_index: Optional[int] = None
-
-    @property
-    def tag(self) -> str:
-        """Unique, file-name-safe id, e.g. ``naa@eps8`` or ``rain-heavy``."""
-        base = self.key.replace(":", "-")
-        return base if self.eps is None else f"{base}@{BF.eps_tag(self.eps)}"
-
-    @property
-    def label(self) -> str:
-        return self.name if self.eps is None else f"{self.name} ε={BF.format_eps(self.eps)}"
 
 
 def build_conditions(attacks: Sequence[str], eps_list: Sequence[float], rain: Sequence[str]) -> list[Condition]:

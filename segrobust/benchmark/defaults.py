@@ -111,12 +111,12 @@ def train_default_model(
 ) -> Path:
     """Train the default model with the fixed ``schedule`` and save it (float16 by default).
 
-    Uses [`segrobust.training.train_standard`][segrobust.training.train_standard] with AdamW and a one-cycle
+    Uses the ``standard`` recipe ([`StandardConfig`][segrobust.training.StandardConfig]) with AdamW and a one-cycle
     learning rate; the data are ``SyntheticStreets(split="train")``.
     """
     from segrobust.datasets import SyntheticStreets
     from segrobust.models import build_model, save_model
-    from segrobust.training import train_standard
+    from segrobust.training import RECIPES, StandardConfig
 
     started = time.perf_counter()
     data = SyntheticStreets(n=schedule.train_images, size=size, seed=schedule.data_seed, split="train")
@@ -132,15 +132,15 @@ def train_default_model(
     def one_cycle(opt: torch.optim.Optimizer, total_steps: int) -> Any:
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=schedule.lr, total_steps=total_steps, pct_start=0.1)
 
-    history = train_standard(
-        model,
-        loader,
+    config = StandardConfig(
         epochs=1,
         optimizer=optimizer,
         scheduler=one_cycle,
         num_classes=NUM_CLASSES,
-        trainer_kwargs={"progress": progress, "seed": schedule.seed},
+        progress=progress,
+        seed=schedule.seed,
     )
+    history = RECIPES["standard"](model, loader, config).history
     metadata = {
         "trained_by": "segrobust.benchmark.defaults.train_default_model",
         "schedule": asdict(schedule),

@@ -18,7 +18,9 @@ import torch
 
 from segrobust import distributed
 from segrobust.attacks.ensemble import EnsembleStats, greedy_worst_case_miou
+from segrobust.benchmark.conditions import Condition
 from segrobust.benchmark.results import ConditionResult
+from segrobust.metrics.functional import class_iou, mean_class_accuracy, mean_iou
 
 __all__ = ["FLAGS", "EnsembleTotals", "ensemble_rows", "ensemble_unit", "reduce_ensemble"]
 
@@ -125,9 +127,6 @@ def ensemble_rows(
     case of pixel accuracy); its mIoU, class IoU, class accuracy and confusion
     matrix come from the greedy worst-case selection over the whole set.
     """
-    from segrobust.benchmark.core import Condition
-    from segrobust.metrics.functional import class_iou, mean_class_accuracy, mean_iou
-
     n = totals.confusion.shape[1]
     greedy_cm = totals.confusion[totals.greedy_choice, torch.arange(n)].sum(0)
     passes = totals.forward_passes + totals.backward_passes

@@ -6,7 +6,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from segrobust.benchmark.functional import format_eps
 from segrobust.benchmark.plots import (
@@ -15,9 +15,11 @@ from segrobust.benchmark.plots import (
     plot_miou_vs_eps,
     plot_rain_examples,
 )
-from segrobust.benchmark.results import BenchmarkResults
 from segrobust.benchmark.storage import OutputFolder
 from segrobust.fileio import atomic_write_text
+
+if TYPE_CHECKING:  # annotations only: results.py imports this module to save itself
+    from segrobust.benchmark.results import BenchmarkResults
 
 __all__ = ["render_markdown", "write_report"]
 
