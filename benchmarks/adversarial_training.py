@@ -74,7 +74,9 @@ def main(argv=None):
     start = time.time()
     base = None
     if not args.from_scratch:
-        base, _ = trained_model("standard", args.arch, args.encoder, tuple(args.size), args.base_epochs, run_recipe("standard"))
+        base, _ = trained_model(
+            "standard", args.arch, args.encoder, tuple(args.size), args.base_epochs, run_recipe("standard")
+        )
     rows = []
     for name, (recipe, kwargs) in recipes.items():
         if name not in args.only:

@@ -498,7 +498,9 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     start = time.time()
-    model, info = trained_model("standard", args.arch, args.encoder, tuple(args.size), args.epochs, run_recipe("standard"))
+    model, info = trained_model(
+        "standard", args.arch, args.encoder, tuple(args.size), args.epochs, run_recipe("standard")
+    )
     val = camvid("val", tuple(args.size))
     if args.quick:
         val = torch.utils.data.Subset(val, range(16))

@@ -120,7 +120,9 @@ def depth_recipe(triplets: Dataset, save_to: Path, init: Path | None = None) -> 
             start = DepthMultiTask(model, **DEPTH_RANGE)
             start.load_state_dict(torch.load(existing(init), weights_only=True))
         # the trainer settings trained_model gives; the depth recipe builds its own optimizer and poly schedule
-        trainer = {key: kw[key] for key in ("checkpoint_dir", "resume", "progress", "seed", "trainer_kwargs") if key in kw}
+        trainer = {
+            key: kw[key] for key in ("checkpoint_dir", "resume", "progress", "seed", "trainer_kwargs") if key in kw
+        }
         config = RECIPES["depth"].config(
             epochs=kw["epochs"], batch_size=8, lr=1e-3, **trainer, **({} if init is not None else DEPTH_RANGE)
         )

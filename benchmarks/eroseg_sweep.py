@@ -287,7 +287,9 @@ def main(argv=None):
     args.eps = [int(eps) if float(eps).is_integer() else eps for eps in args.eps]  # row keys: 4, not 4.0
     torch.set_num_threads(args.threads)
 
-    model, info = trained_model("standard", args.arch, args.encoder, tuple(args.size), args.epochs, run_recipe("standard"))
+    model, info = trained_model(
+        "standard", args.arch, args.encoder, tuple(args.size), args.epochs, run_recipe("standard")
+    )
     val = camvid("val", tuple(args.size))
     if args.quick:
         val = torch.utils.data.Subset(val, range(8))
