@@ -40,7 +40,7 @@ LAYERS = {
     "__main__": 7,
     "": 0,  # segrobust/__init__.py: the version only
 }
-BOTTOM_IMPORTS = {"losses": {"validation"}}
+BOTTOM_IMPORTS = {"losses": {"validation"}, "fileio": {"utils"}}
 
 
 def _module_name(path: Path) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import torch
 
+from segrobust.utils import error_line
 from segrobust.validation import check_class_ids
 
 __all__ = ["BatchSource", "DataError", "as_pair", "item_files"]
@@ -20,11 +21,6 @@ __all__ = ["BatchSource", "DataError", "as_pair", "item_files"]
 
 class DataError(ValueError):
     """A data set item that cannot be evaluated (unreadable file, wrong shape, class id out of range...)."""
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def item_files(dataset: Any, index: int) -> tuple[Optional[str], Optional[str]]:
@@ -99,7 +95,7 @@ class CheckedItems(torch.utils.data.Dataset):
         try:
             pair = as_pair(self.dataset[index], index)
         except Exception as error:  # any failure of the user's data set becomes one line naming the item
-            message = _first_line(error)
+            message = error_line(error)
             named = [f for f in (image_file, mask_file) if f and f in message]
             where = "" if named or image_file is None else f" (image {image_file}, mask {mask_file})"
             return index, None, f"cannot load dataset item {index}{where}: {message}"

@@ -18,13 +18,19 @@ Examples:
 from __future__ import annotations
 
 from segrobust.defenses.depth.training import depth_recipe
-from segrobust.defenses.pearl_training import pearl_recipe
+from segrobust.defenses.pearl_training import PEARL_DEFENSE_FILE, pearl_recipe
 from segrobust.training.recipes import DepthConfig, PEARLConfig, Recipe
 
 __all__ = ["RECIPES"]
 
 #: The defences' training recipes by name.
 RECIPES: dict[str, Recipe] = {
-    "pearl": Recipe("pearl", PEARLConfig, pearl_recipe, "PEARL+AMA: train a derainer in front of the frozen model"),
+    "pearl": Recipe(
+        "pearl",
+        PEARLConfig,
+        pearl_recipe,
+        "PEARL+AMA: train a derainer in front of the frozen model",
+        artifacts=(PEARL_DEFENSE_FILE,),
+    ),
     "depth": Recipe("depth", DepthConfig, depth_recipe, "SGDepth multi-task training on the data's frame triplets"),
 }

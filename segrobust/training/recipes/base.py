@@ -70,6 +70,9 @@ class Recipe:
 
     ``config`` is a ``config_type`` instance (``None``: its defaults); build one
     with [config][segrobust.training.Recipe.config] to change some settings.
+    ``artifacts`` names the files its result may write besides the model (see
+    [TrainResult][segrobust.training.TrainResult]), so a caller can check an
+    output folder before training.
     ``function(model, data, config)`` is the implementation; the recipes that
     need the attacks import them when they run, so the table costs no import of them.
 
@@ -83,6 +86,7 @@ class Recipe:
     config_type: type
     function: Callable[[nn.Module, Any, Any], TrainResult]
     description: str = ""
+    artifacts: tuple[str, ...] = ()
 
     def config(self, config: Optional[TrainConfig] = None, **options: Any) -> Any:
         """The config this recipe runs with: ``config`` or the defaults, with ``options`` set (unknown ones are an error)."""
