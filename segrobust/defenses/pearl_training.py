@@ -327,17 +327,26 @@ def save_pearl_defense(
 def load_pearl_defense(model: nn.Module, path: Union[str, os.PathLike], **_: Any) -> PEARL:
     """``PEARL(model, derainer)`` with the derainer of a [`save_pearl_defense`][segrobust.defenses.pearl_training.save_pearl_defense] checkpoint.
 
+    The file is data: its derainer name and architecture arguments must lie in
+    [DERAINER_FILE_LIMITS][segrobust.defenses.derain.DERAINER_FILE_LIMITS] (a
+    file asking for a billion stages is refused, not run).
+
     Examples:
         >>> defended = load_pearl_defense(segmenter, "runs/pearl/defense.pt")  # doctest: +SKIP
     """
-    from segrobust.defenses.derain import build_derainer
+    from segrobust.defenses.derain import build_derainer, check_derainer_arguments
     from segrobust.models import ModelLoadError, load_state_dict_file
 
     payload = load_state_dict_file(path)  # weights_only=True, one-line ModelLoadError for unreadable files
     if not isinstance(payload, Mapping) or payload.get("format") != PEARL_CHECKPOINT_FORMAT:
         raise ModelLoadError(f"{path} is not a PEARL defence checkpoint (write one with save_pearl_defense)")
+    name, kwargs = payload.get("derainer"), payload.get("derainer_kwargs", {})
     try:
-        derainer = build_derainer(payload["derainer"], **payload.get("derainer_kwargs", {}))
+        check_derainer_arguments(name, kwargs, f"PEARL defence checkpoint {path}")
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from None
+    try:
+        derainer = build_derainer(name, **kwargs)
         derainer.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise ModelLoadError(
