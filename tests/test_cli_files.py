@@ -221,7 +221,7 @@ def test_a_pearl_defence_file_cannot_ask_for_an_unbounded_derainer(tmp_path, kwa
     torch.save(
         {"format": PEARL_CHECKPOINT_FORMAT, "derainer": "prenet", "derainer_kwargs": kwargs, "state_dict": state}, path
     )
-    with pytest.raises(ModelLoadError, match="outside|unknown argument") as caught:
+    with pytest.raises(ModelLoadError, match=r"outside|unknown argument") as caught:
         load_pearl_defense(build_model(SPEC, num_classes=3), path)
     assert needle in str(caught.value) and str(path) in str(caught.value)
 
