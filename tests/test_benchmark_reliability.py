@@ -396,7 +396,17 @@ def test_the_cli_prints_gradient_masking_flags_on_stdout(tmp_path, monkeypatch, 
     )
     monkeypatch.chdir(tmp_path)
     args = ["benchmark", "--fast", "--model", "segrobust_test_quantised:build", "--attacks", "reliable"]
-    args += ["--reliable-steps", "2", "--rain", "none", "--examples", "0", "--no-progress", "--out", str(tmp_path / "o")]
+    args += [
+        "--reliable-steps",
+        "2",
+        "--rain",
+        "none",
+        "--examples",
+        "0",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     try:
         assert main(args) == 0
     finally:
