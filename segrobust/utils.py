@@ -9,7 +9,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-__all__ = ["error_line", "model_mode_preserved", "predicted_classes", "segmentation_logits"]
+__all__ = ["error_line", "item_dict", "model_mode_preserved", "predicted_classes", "segmentation_logits"]
 
 
 def segmentation_logits(output: Any, key: Optional[str] = None) -> torch.Tensor:
@@ -126,3 +126,19 @@ def error_line(error: BaseException) -> str:
     """
     text = str(error).strip()
     return text.splitlines()[0].strip() if text else type(error).__name__
+
+
+def item_dict(item: Any) -> dict[str, Any]:
+    """A data-set item as a fresh dict: a mapping's entries, or ``{"image", "mask"}`` of an ``(image, mask, ...)`` pair.
+
+    ``TypeError`` for anything else (the caller names the item).
+
+    Examples:
+        >>> sorted(item_dict(("x", "y")).items())
+        [('image', 'x'), ('mask', 'y')]
+    """
+    if isinstance(item, Mapping):
+        return dict(item)
+    if isinstance(item, (tuple, list)) and len(item) >= 2:
+        return {"image": item[0], "mask": item[1]}
+    raise TypeError(f"expected a dict item or an (image, mask) pair, got {type(item).__name__}")

@@ -8,12 +8,12 @@ Errors name the item and, for file-backed data sets (``CamVid``,
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 import torch
 
-from segrobust.utils import error_line
+from segrobust.utils import error_line, item_dict
 from segrobust.validation import check_class_ids
 
 __all__ = ["BatchSource", "DataError", "as_pair", "item_files"]
@@ -42,18 +42,19 @@ def item_files(dataset: Any, index: int) -> tuple[Optional[str], Optional[str]]:
 
 def as_pair(item: Any, index: int) -> dict[str, torch.Tensor]:
     """``{"image", "mask"[, "depth"]}`` from a dict item or an ``(image, mask)`` pair."""
-    if isinstance(item, Mapping):
-        if "image" not in item or "mask" not in item:
-            raise DataError(f"dataset item {index} must have keys 'image' and 'mask', got {sorted(map(str, item))}")
-        out = {"image": item["image"], "mask": item["mask"]}
-        if isinstance(item.get("depth"), torch.Tensor):
-            out["depth"] = item["depth"]
-        return out
-    if isinstance(item, (tuple, list)) and len(item) >= 2:
-        return {"image": item[0], "mask": item[1]}
-    raise DataError(
-        f"dataset item {index} must be a dict with 'image' and 'mask' or a pair (image, mask), got {type(item).__name__}"
-    )
+    try:
+        entries = item_dict(item)
+    except TypeError:
+        raise DataError(
+            f"dataset item {index} must be a dict with 'image' and 'mask' or a pair (image, mask), "
+            f"got {type(item).__name__}"
+        ) from None
+    if "image" not in entries or "mask" not in entries:
+        raise DataError(f"dataset item {index} must have keys 'image' and 'mask', got {sorted(map(str, entries))}")
+    out = {"image": entries["image"], "mask": entries["mask"]}
+    if isinstance(entries.get("depth"), torch.Tensor):
+        out["depth"] = entries["depth"]
+    return out
 
 
 def _image_problem(image: Any, size: Optional[tuple[int, int]]) -> Optional[str]:

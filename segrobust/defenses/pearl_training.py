@@ -38,7 +38,7 @@ from segrobust.training.recipes.base import (
     trainer_options,
 )
 from segrobust.training.recipes.config import PEARLConfig
-from segrobust.utils import model_mode_preserved, segmentation_logits
+from segrobust.utils import item_dict, model_mode_preserved, segmentation_logits
 
 __all__ = [
     "AMATargetDataset",
@@ -85,9 +85,8 @@ def _fingerprint(dataset: Dataset, segmenter: nn.Module, settings: Mapping[str, 
 
 
 def _as_pair(item: Any) -> Any:
-    if isinstance(item, Mapping):
-        return {"image": item["image"][None], "mask": item["mask"][None]}
-    return (item[0][None], item[1][None])
+    entries = item_dict(item)
+    return {"image": entries["image"][None], "mask": entries["mask"][None]}
 
 
 def compute_ama_targets(
@@ -157,7 +156,7 @@ class AMATargetDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {**_item_dict(self.dataset[index]), "target": self.targets[index]}
+        return {**item_dict(self.dataset[index]), "target": self.targets[index]}
 
 
 class _TransformedDataset(Dataset):
@@ -169,12 +168,7 @@ class _TransformedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.transform(_item_dict(self.dataset[index]))
-
-
-def _item_dict(item: Any) -> dict[str, Any]:
-    """A fresh dict for a ``{"image", "mask", ...}`` item or an ``(image, mask)`` pair."""
-    return dict(item) if isinstance(item, Mapping) else {"image": item[0], "mask": item[1]}
+        return self.transform(item_dict(self.dataset[index]))
 
 
 def _pearl_loss(
