@@ -322,7 +322,7 @@ def load_pearl_defense(model: nn.Module, path: Union[str, os.PathLike], **_: Any
     """``PEARL(model, derainer)`` with the derainer of a [`save_pearl_defense`][segrobust.defenses.pearl_training.save_pearl_defense] checkpoint.
 
     The file is data: its derainer name and architecture arguments must lie in
-    [DERAINER_FILE_LIMITS][segrobust.defenses.derain.DERAINER_FILE_LIMITS] (a
+    ``segrobust.defenses.derain.DERAINER_FILE_LIMITS`` (a
     file asking for a billion stages is refused, not run).
 
     Examples:
