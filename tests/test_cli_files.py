@@ -236,3 +236,12 @@ def test_reliable_steps_beyond_the_cap_are_refused_before_any_work(tmp_path, cap
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
     assert "reliable_steps must be at most" in _error_line(capsys)
     assert not (tmp_path / "out").exists()
+
+
+def test_train_config_naming_code_is_refused_too(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "train.yaml"
+    config.write_text("model: os:system\nmodel_args: {command: touch pwned}\n")
+    assert main(["train", "--config", str(config), "--fast", "--no-progress", "--out", str(tmp_path / "out")]) == 2
+    line = _error_line(capsys)
+    assert "os:system" in line and "--trust-config" in line and not (tmp_path / "pwned").exists()

@@ -7,11 +7,12 @@ stderr and exit code 2, never a traceback. Under ``torchrun`` (``torchrun
 --nproc_per_node N -m segrobust benchmark ...``) the work is sharded over the
 processes and rank 0 prints and writes.
 
-One job per module: `arguments` (flag value types), `parser` (the flags and
-their defaults), `config_files` (``--config``: safe reading, what a file may
-not do, what a run records), `options` (defaults < presets < file < flags),
-`loading` (device, data, model), and one module per command (`benchmark`,
-`train`, `listing`); `errors` says how a command fails.
+One job per module: `arguments` (flag value types), `flags` (adding a flag
+with its default; the groups the commands share), `parser` (the sub-commands),
+`config_files` (``--config``: safe reading, what a file may not do, what a run
+records), `options` (defaults < presets < file < flags), `loading` (device,
+data, model), one module per command with its own flags and its run
+(`benchmark`, `train`, `listing`), and `errors` (how a command fails).
 """
 
 from __future__ import annotations

@@ -2,21 +2,152 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 from typing import Any
 
-from segrobust.benchmark.defaults import BENCHMARK_RUN
+from segrobust.benchmark.config import BenchmarkConfig
+from segrobust.benchmark.defaults import (
+    BENCHMARK_RUN,
+    BUILTIN_RUN,
+    DEFAULT_EPS,
+    DEFAULT_RELIABLE_STEPS,
+    DEFAULT_STEPS,
+    FAST_BENCHMARK_RUN,
+)
+from segrobust.benchmark.functional import format_eps
+from segrobust.cli import arguments as types
 from segrobust.cli.config_files import recorded_settings
 from segrobust.cli.errors import UsageError
+from segrobust.cli.flags import (
+    Flags,
+    add_config_flags,
+    add_data_flags,
+    add_model_flags,
+    add_run_flags,
+    describe,
+    field_default,
+)
 from segrobust.cli.loading import check_defense, dataset, ensure_default_model, load_benchmark_model, resolve_device
 from segrobust.cli.options import Invocation
 from segrobust.utils import error_line
 
-__all__ = ["run"]
+__all__ = ["FORMATS", "add_flags", "run"]
+
+#: ``--format`` choices.
+FORMATS = ("table", "json", "csv", "markdown")
 
 
+# ----------------------------------------------------------------------------- flags
+def add_flags(commands: Any) -> None:
+    """The ``benchmark`` sub-command and its flags."""
+    bench = commands.add_parser(
+        "benchmark",
+        help="evaluate a model clean, under rain and under attacks",
+        description="Evaluate a segmentation model clean, under rain presets and under attacks at several L∞ budgets, "
+        "with the per-image worst case. Without arguments: the built-in default model on SyntheticStreets.",
+        argument_default=argparse.SUPPRESS,
+    )
+    flags = Flags(bench)
+    model = bench.add_argument_group("model")
+    flags.add(
+        model,
+        "--model",
+        metavar="SPEC|PATH",
+        help="smp spec (unet:resnet18, deeplabv3plus:resnet34:encoder_depth=4), a segrobust checkpoint, "
+        "SPEC@state_dict.pt, module:callable (torchvision.models.segmentation:lraspp_mobilenet_v3_large) "
+        "or a TorchScript file with --allow-torchscript (default: the built-in default model)",
+    )
+    flags.add(
+        model,
+        "--defense",
+        metavar="KIND:PATH",
+        help="defence to evaluate: depth:PATH (DepthMultiTask checkpoint) or pearl:PATH",
+    )
+    add_model_flags(flags, model)
+    _attack_flags(flags, bench)
+    out = bench.add_argument_group("output")
+    flags.add(
+        out, "--out", default=BENCHMARK_RUN.out, metavar="DIR", help=f"output folder (default ./{BENCHMARK_RUN.out})"
+    )
+    flags.add(
+        out,
+        "--examples",
+        type=types.non_negative_int,
+        default=field_default(BenchmarkConfig, "num_examples"),
+        metavar="K",
+        help="example images in examples.png",
+    )
+    flags.add(
+        out,
+        "--format",
+        default=BENCHMARK_RUN.format,
+        choices=FORMATS,
+        help="summary on stdout: table (default, for people), json or csv (one record per condition and ε), "
+        "or markdown; with json and csv the closing line goes to stderr",
+    )
+    add_config_flags(flags, out, "A results.json replays its run (see docs/benchmark.md for what a replay may do).")
+    add_data_flags(flags, BENCHMARK_RUN)
+    add_run_flags(flags, BENCHMARK_RUN, describe(FAST_BENCHMARK_RUN))
+    bench.option_defaults = flags.defaults
+
+
+def _attack_flags(flags: Flags, bench: argparse.ArgumentParser) -> None:
+    attack = bench.add_argument_group("attacks")
+    flags.add(
+        attack,
+        "--attacks",
+        default=BENCHMARK_RUN.attacks,
+        metavar="LIST",
+        help="comma-separated attacks, 'all' or 'none' (default all: every attack but 'reliable', the "
+        "reliable APGD ensemble; add it with reliable,all)",
+    )
+    flags.add(
+        attack,
+        "--rain",
+        default=BENCHMARK_RUN.rain,
+        metavar="LIST",
+        help="comma-separated rain presets, 'all' or 'none'",
+    )
+    flags.add(
+        attack,
+        "--eps",
+        type=types.eps_list,
+        default=list(DEFAULT_EPS),
+        metavar="LIST",
+        help="L∞ budgets in (0, 1] (default " + ",".join(format_eps(e) for e in DEFAULT_EPS) + ")",
+    )
+    flags.add(
+        attack,
+        "--steps",
+        type=types.positive_int,
+        default=DEFAULT_STEPS,
+        metavar="N",
+        help=f"attack steps (default {DEFAULT_STEPS}; {BUILTIN_RUN.steps} for the built-in default)",
+    )
+    flags.add(
+        attack,
+        "--reliable-steps",
+        type=types.positive_int,
+        default=DEFAULT_RELIABLE_STEPS,
+        metavar="N",
+        help=f"APGD iterations per loss of the reliable ensemble, --attacks reliable (default {DEFAULT_RELIABLE_STEPS}; "
+        f"{BUILTIN_RUN.reliable_steps} for the built-in default and --fast)",
+    )
+    flags.add(attack, "--alpha", type=types.step_size, metavar="A", help="attack step size (default 2.5·ε/steps)")
+    flags.add(attack, "--no-random-start", action="store_true", help="start attacks at the clean image")
+    flags.add(
+        attack,
+        "--attack-args",
+        type=types.attack_args,
+        metavar="JSON",
+        help='extra attack arguments, e.g. \'{"eroseg": {"q0": 0.3}}\'',
+    )
+
+
+# ----------------------------------------------------------------------------- the run
 def _config(options: Any, device: Any) -> Any:
     """The [BenchmarkConfig][segrobust.benchmark.BenchmarkConfig] of the options (checked: bad values fail here)."""
     from segrobust.benchmark import BenchmarkConfig

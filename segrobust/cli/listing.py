@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
+from segrobust.cli.flags import recipes
 from segrobust.cli.options import Invocation
-from segrobust.cli.parser import recipes
 
 __all__ = ["catalogue", "run"]
 

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from segrobust.benchmark.defaults import BUILTIN_RUN, FAST_BENCHMARK_RUN, FAST_TRAIN_RUN
 from segrobust.cli.config_files import check_trust, file_options
-from segrobust.cli.parser import command_parser
+from segrobust.cli.flags import command_parser
 
 __all__ = ["Invocation", "resolve"]
 

@@ -12,15 +12,27 @@ from pathlib import Path
 from typing import Any
 
 from segrobust.benchmark.defaults import DEFAULT_NUM_CLASSES, FAST_TRAIN_RUN, TRAIN_RUN
+from segrobust.cli import arguments as types
 from segrobust.cli.config_files import recorded_settings
 from segrobust.cli.errors import UsageError, check_file
+from segrobust.cli.flags import (
+    Flags,
+    add_config_flags,
+    add_data_flags,
+    add_model_flags,
+    add_run_flags,
+    describe,
+    field_default,
+    recipe_defaults,
+    recipes,
+)
 from segrobust.cli.loading import dataset, resolve_device
 from segrobust.cli.options import Invocation
-from segrobust.cli.parser import recipes
 from segrobust.fileio import OutputFolder, atomic_write_text
+from segrobust.training import TrainConfig
 from segrobust.utils import error_line
 
-__all__ = ["CHECKPOINTS", "OUTPUT_FILES", "run"]
+__all__ = ["CHECKPOINTS", "OUTPUT_FILES", "add_flags", "run"]
 
 #: The files ``segrobust train`` writes into ``--out`` (besides a recipe's artifacts).
 OUTPUT_FILES = ("model.pt", "history.json", "config.json")
@@ -39,6 +51,101 @@ _RECIPE_FLAGS = {
 }
 
 
+# ----------------------------------------------------------------------------- flags
+def _recipes_epilog() -> str:
+    table = recipes()
+    width = max(len(name) for name in table)
+    lines = [f"  {name.ljust(width)}  {recipe.description}" for name, recipe in table.items()]
+    return "recipes (--recipe):\n" + "\n".join(lines)
+
+
+def add_flags(commands: Any) -> None:
+    """The ``train`` sub-command and its flags."""
+    train = commands.add_parser(
+        "train",
+        help="train a model with a recipe (standard, pgd_at, eroseg_at, nat, ...)",
+        description="Train a segmentation model with one of the registered recipes and save a checkpoint that "
+        "'segrobust benchmark --model OUT/model.pt' evaluates.",
+        epilog=_recipes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    flags = Flags(train)
+    recipe = train.add_argument_group("recipe")
+    flags.add(
+        recipe,
+        "--recipe",
+        default=TRAIN_RUN.recipe,
+        metavar="NAME",
+        help=f"one of {', '.join(recipes())} (default {TRAIN_RUN.recipe}; listed below)",
+    )
+    flags.add(
+        recipe,
+        "--model",
+        default=TRAIN_RUN.model,
+        metavar="SPEC|PATH",
+        help=f"model spec or checkpoint to start from (default {TRAIN_RUN.model})",
+    )
+    add_model_flags(flags, recipe)
+    flags.add(
+        recipe,
+        "--epochs",
+        type=types.positive_int,
+        default=TRAIN_RUN.epochs,
+        help=f"epochs (default {TRAIN_RUN.epochs})",
+    )
+    # The options below are passed on only when given; a recipe without the setting rejects them.
+    flags.add(
+        recipe, "--lr", type=types.positive_float, help="learning rate (recipe default: 0.01 SGD, 1e-3 AdamW/Adam)"
+    )
+    flags.add(
+        recipe,
+        "--optimizer",
+        choices=["sgd", "adamw"],
+        help="sgd (poly schedule, the default) or adamw; standard, pgd_at, eroseg_at, nat",
+    )
+    flags.add(
+        recipe,
+        "--eps",
+        type=types.budget,
+        metavar="E",
+        help=f"adversarial budget (recipe defaults: {recipe_defaults('eps')})",
+    )
+    flags.add(
+        recipe,
+        "--steps",
+        type=types.positive_int,
+        metavar="N",
+        help=f"inner attack steps (recipe defaults: {recipe_defaults('steps')}; {FAST_TRAIN_RUN.steps} with --fast)",
+    )
+    flags.add(
+        recipe,
+        "--alpha",
+        type=types.step_size,
+        metavar="A",
+        help=f"inner attack step (recipe defaults: {recipe_defaults('alpha')})",
+    )
+    flags.add(
+        recipe,
+        "--rain-preset",
+        metavar="NAME",
+        help=f"rain (recipe defaults: {recipe_defaults('rain')}; streaks scaled to the image height)",
+    )
+    flags.add(
+        recipe,
+        "--out",
+        default=TRAIN_RUN.out,
+        metavar="DIR",
+        help="output folder (checkpoints/, model.pt, history.json, config.json)",
+    )
+    add_config_flags(flags, recipe, "OUT/config.json repeats a training run.")
+    add_data_flags(flags, TRAIN_RUN)
+    add_run_flags(flags, TRAIN_RUN, describe(FAST_TRAIN_RUN))
+    flags.defaults["batch_size"] = field_default(TrainConfig, "batch_size")
+    train.option_defaults = flags.defaults
+
+
+# ----------------------------------------------------------------------------- the run
 def run(invocation: Invocation) -> int:
     """Train as ``invocation`` says and save what ``segrobust benchmark`` evaluates."""
     import torch
