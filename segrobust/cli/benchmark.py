@@ -23,11 +23,8 @@ from segrobust.cli.config_files import recorded_settings
 from segrobust.cli.errors import UsageError
 from segrobust.cli.flags import (
     Flags,
-    add_config_flags,
-    add_data_flags,
     add_model_flags,
-    add_run_flags,
-    describe,
+    add_shared_flags,
     field_default,
 )
 from segrobust.cli.loading import check_defense, dataset, ensure_default_model, load_benchmark_model, resolve_device
@@ -88,9 +85,13 @@ def add_flags(commands: Any) -> None:
         help="summary on stdout: table (default, for people), json or csv (one record per condition and ε), "
         "or markdown; with json and csv the closing line goes to stderr",
     )
-    add_config_flags(flags, out, "A results.json replays its run (see docs/benchmark.md for what a replay may do).")
-    add_data_flags(flags, BENCHMARK_RUN)
-    add_run_flags(flags, BENCHMARK_RUN, describe(FAST_BENCHMARK_RUN))
+    add_shared_flags(
+        flags,
+        out,
+        "A results.json replays its run (see docs/benchmark.md for what a replay may do).",
+        BENCHMARK_RUN,
+        FAST_BENCHMARK_RUN,
+    )
     bench.option_defaults = flags.defaults
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "add_data_flags",
     "add_model_flags",
     "add_run_flags",
+    "add_shared_flags",
     "command_parser",
     "describe",
     "field_default",
@@ -218,3 +219,10 @@ def command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.Ar
     """The sub-command parser of ``command``."""
     subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     return subparsers.choices[command]
+
+
+def add_shared_flags(flags: Flags, config_group: Any, replays: str, run_defaults: Any, fast: Any) -> None:
+    """The flags every command has: ``--config`` (in ``config_group``), the data group and the run group."""
+    add_config_flags(flags, config_group, replays)
+    add_data_flags(flags, run_defaults)
+    add_run_flags(flags, run_defaults, describe(fast))

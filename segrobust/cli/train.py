@@ -17,11 +17,8 @@ from segrobust.cli.config_files import recorded_settings
 from segrobust.cli.errors import UsageError, check_file
 from segrobust.cli.flags import (
     Flags,
-    add_config_flags,
-    add_data_flags,
     add_model_flags,
-    add_run_flags,
-    describe,
+    add_shared_flags,
     field_default,
     recipe_defaults,
     recipes,
@@ -138,9 +135,7 @@ def add_flags(commands: Any) -> None:
         metavar="DIR",
         help="output folder (checkpoints/, model.pt, history.json, config.json)",
     )
-    add_config_flags(flags, recipe, "OUT/config.json repeats a training run.")
-    add_data_flags(flags, TRAIN_RUN)
-    add_run_flags(flags, TRAIN_RUN, describe(FAST_TRAIN_RUN))
+    add_shared_flags(flags, recipe, "OUT/config.json repeats a training run.", TRAIN_RUN, FAST_TRAIN_RUN)
     flags.defaults["batch_size"] = field_default(TrainConfig, "batch_size")
     train.option_defaults = flags.defaults
 
