@@ -64,6 +64,19 @@ def build_model(arch: str, encoder: str) -> torch.nn.Module:
     return smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=NUM_CLASSES)
 
 
+def run_recipe(name: str) -> Callable[..., list[dict[str, Any]]]:
+    """``RECIPES[name]`` (segmenter or defence recipe) as ``(model, data, **config options) -> history``."""
+    from segrobust.defenses import RECIPES as DEFENSE_RECIPES
+    from segrobust.training import RECIPES
+
+    recipe = {**RECIPES, **DEFENSE_RECIPES}[name]
+
+    def run(model: torch.nn.Module, data: Any, **options: Any) -> list[dict[str, Any]]:
+        return recipe(model, data, recipe.config(**options)).history
+
+    return run
+
+
 def model_key(name: str, arch: str, encoder: str, size: tuple[int, int], epochs: int) -> str:
     """The cache name of a trained model (its weights are ``CACHE / f"{key}.pt"``)."""
     return f"{name}_{arch}-{encoder}_{size[0]}x{size[1]}_e{epochs}"
@@ -85,6 +98,9 @@ def trained_model(
     seed: int | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train (or load from the cache) ``arch-encoder`` with ``recipe``; returns (model, info).
+
+    ``recipe(model, loader, **options) -> history`` takes config options of a
+    training recipe (e.g. ``run_recipe("pgd_at")``); ``recipe_kwargs`` adds to them.
 
     The training data is ``train``, by default CamVid train with random flips.
     ``seed`` (cached under its own name) seeds the initial weights and the
@@ -115,11 +131,11 @@ def trained_model(
         optimizer=optimizer,
         scheduler=poly_lr(),
         num_classes=NUM_CLASSES,
+        checkpoint_dir=CACHE / f"{key}_ckpt",
+        resume=True,
+        progress=False,
+        **({} if seed is None else {"seed": seed}),
         trainer_kwargs={
-            "checkpoint_dir": CACHE / f"{key}_ckpt",
-            "resume": True,
-            "progress": False,
-            **({} if seed is None else {"seed": seed}),
             "logger": lambda r: log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})),
         },
         **(recipe_kwargs or {}),

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _camvid import camvid, environment, merge_rows, trained_model, write_results
+from _camvid import camvid, environment, merge_rows, run_recipe, trained_model, write_results
 from attack_strength import attack_factory, evaluate, reliable_ensemble
 
 TRAININGS = ("standard", "PGD-AT", "EroSeg-AT")
@@ -63,20 +63,20 @@ def main(argv=None):
     if set(args.only) != set(TRAININGS) and not args.merge:
         parser.error("--only writes part of the table: add --merge to keep the other rows of the file")
     torch.set_num_threads(args.threads)
-    from segrobust.training import train_eroseg_at, train_pgd_at, train_standard
-
     eps = args.eps / 255
     at = {"eps": eps, "alpha": 2.5 * eps / args.train_steps, "steps": args.train_steps}
     recipes = {
-        "standard": (train_standard, {}),
-        "PGD-AT": (train_pgd_at, at),
-        "EroSeg-AT": (train_eroseg_at, at),
+        "standard": (run_recipe("standard"), {}),
+        "PGD-AT": (run_recipe("pgd_at"), at),
+        "EroSeg-AT": (run_recipe("eroseg_at"), at),
     }
     val = camvid("val", tuple(args.size))
     start = time.time()
     base = None
     if not args.from_scratch:
-        base, _ = trained_model("standard", args.arch, args.encoder, tuple(args.size), args.base_epochs, train_standard)
+        base, _ = trained_model(
+            "standard", args.arch, args.encoder, tuple(args.size), args.base_epochs, run_recipe("standard")
+        )
     rows = []
     for name, (recipe, kwargs) in recipes.items():
         if name not in args.only:

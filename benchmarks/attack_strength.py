@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _camvid import CACHE, NUM_CLASSES, camvid, environment, merge_rows, trained_model, write_results
+from _camvid import CACHE, NUM_CLASSES, camvid, environment, merge_rows, run_recipe, trained_model, write_results
 
 #: EroSeg with the two arguments tuned on a third of CamVid val at 4/255, 10 steps (see docs/benchmarks.md)
 EROSEG_TUNED = {"q0": 0.5, "fooled_weight": 0.1}
@@ -496,10 +496,11 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from segrobust.training import train_standard
 
     start = time.time()
-    model, info = trained_model("standard", args.arch, args.encoder, tuple(args.size), args.epochs, train_standard)
+    model, info = trained_model(
+        "standard", args.arch, args.encoder, tuple(args.size), args.epochs, run_recipe("standard")
+    )
     val = camvid("val", tuple(args.size))
     if args.quick:
         val = torch.utils.data.Subset(val, range(16))

@@ -53,6 +53,7 @@ from _camvid import (
     environment,
     merge_rows,
     model_key,
+    run_recipe,
     trained_model,
 )
 from attack_strength import reliable_ensemble
@@ -112,16 +113,21 @@ def depth_recipe(triplets: Dataset, save_to: Path, init: Path | None = None) -> 
     """
 
     def run(model, loader, **kw):
-        from segrobust.defenses import DepthMultiTask, train_depth_multitask
+        from segrobust.defenses import RECIPES, DepthMultiTask
 
         start = model
         if init is not None:
             start = DepthMultiTask(model, **DEPTH_RANGE)
             start.load_state_dict(torch.load(existing(init), weights_only=True))
-        multitask, history = train_depth_multitask(
-            start, triplets, epochs=kw["epochs"], batch_size=8, lr=1e-3, trainer_kwargs=kw["trainer_kwargs"],
-            **({} if init is not None else DEPTH_RANGE),
-        )  # fmt: skip
+        # the trainer settings trained_model gives; the depth recipe builds its own optimizer and poly schedule
+        trainer = {
+            key: kw[key] for key in ("checkpoint_dir", "resume", "progress", "seed", "trainer_kwargs") if key in kw
+        }
+        config = RECIPES["depth"].config(
+            epochs=kw["epochs"], batch_size=8, lr=1e-3, **trainer, **({} if init is not None else DEPTH_RANGE)
+        )
+        result = RECIPES["depth"](start, triplets, config)
+        multitask, history = result.model, result.history
         tmp = save_to.with_suffix(".tmp")
         torch.save(multitask.state_dict(), tmp)
         os.replace(tmp, save_to)
@@ -159,7 +165,6 @@ def variants(args) -> dict[str, Variant]:
     """The rows of ``args.world``, keyed by their ``--models`` name."""
     from segrobust.datasets import CamVidTriplets
     from segrobust.defenses.depth import TripletSegmentationView
-    from segrobust.training import train_standard
 
     size = tuple(args.size)
     seeded = lambda name: name if args.seed is None else f"{name}-seed{args.seed}"  # as trained_model names it  # noqa: E731
@@ -169,7 +174,7 @@ def variants(args) -> dict[str, Variant]:
     if args.world == "camvid":
         triplets = Mapped(camvid_triplets(), flip_triplet)
         return {
-            "single": Variant("single-task", "standard", train_standard),
+            "single": Variant("single-task", "standard", run_recipe("standard")),
             "posenet": multitask_variant("multi-task (PoseNet)", "depthmt", triplets, kept("depthmt")),
         }
     tag = f"synthetic{args.synthetic_train}"
@@ -177,7 +182,7 @@ def variants(args) -> dict[str, Variant]:
         train, _ = synthetic_data(args)
         known, posenet = f"{tag}-known", f"{tag}-posenet"
         return {
-            "single": Variant("single-task", f"{tag}-single", train_standard, TripletSegmentationView(train)),
+            "single": Variant("single-task", f"{tag}-single", run_recipe("standard"), TripletSegmentationView(train)),
             "known": multitask_variant("multi-task (known poses)", known, train, kept(known)),
             "posenet": multitask_variant("multi-task (PoseNet)", posenet, Mapped(train, without_poses), kept(posenet)),
         }
@@ -187,7 +192,7 @@ def variants(args) -> dict[str, Variant]:
         "single": Variant(
             "single-task (synthetic, then CamVid)",
             single,
-            from_weights(CACHE / f"{key(f'{tag}-single')}.pt", train_standard),
+            from_weights(CACHE / f"{key(f'{tag}-single')}.pt", run_recipe("standard")),
         ),
         "known": multitask_variant(
             "multi-task (synthetic with known poses, then CamVid)",

@@ -43,7 +43,7 @@ from typing import Any, Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _camvid import CACHE, RESULTS, camvid, environment, trained_model, write_results
+from _camvid import CACHE, RESULTS, camvid, environment, run_recipe, trained_model, write_results
 from attack_strength import evaluate
 
 NAME = "eroseg_sweep"
@@ -286,9 +286,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.eps = [int(eps) if float(eps).is_integer() else eps for eps in args.eps]  # row keys: 4, not 4.0
     torch.set_num_threads(args.threads)
-    from segrobust.training import train_standard
 
-    model, info = trained_model("standard", args.arch, args.encoder, tuple(args.size), args.epochs, train_standard)
+    model, info = trained_model(
+        "standard", args.arch, args.encoder, tuple(args.size), args.epochs, run_recipe("standard")
+    )
     val = camvid("val", tuple(args.size))
     if args.quick:
         val = torch.utils.data.Subset(val, range(8))

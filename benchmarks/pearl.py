@@ -48,6 +48,7 @@ from _camvid import (
     environment,
     merge_rows,
     random_flip,
+    run_recipe,
     trained_model,
     write_results,
 )
@@ -105,7 +106,7 @@ def reliable_miou(model, dataset, ranges, eps: float, steps: int, batch_size: in
 
 def trained_pearl(segmenter, ama: bool, tag: str, train_set, ranges, eps: float, args):
     """A PEARL model: a derainer trained (or loaded from the cache) in front of the frozen ``segmenter``."""
-    from segrobust.defenses import PEARL, build_derainer, train_pearl
+    from segrobust.defenses import PEARL, RECIPES, build_derainer
 
     size = tuple(args.size)
     path = (
@@ -116,10 +117,8 @@ def trained_pearl(segmenter, ama: bool, tag: str, train_set, ranges, eps: float,
         derainer.load_state_dict(torch.load(path, weights_only=True))
         pearl = PEARL(segmenter, derainer)
     else:
-        pearl, _history = train_pearl(
-            copy.deepcopy(segmenter),
-            derainer,
-            train_set,
+        config = RECIPES["pearl"].config(
+            derainer=derainer,
             ama=ama,
             transform=random_flip,
             rain=ranges,
@@ -128,13 +127,12 @@ def trained_pearl(segmenter, ama: bool, tag: str, train_set, ranges, eps: float,
             epochs=args.epochs,
             cache_dir=CACHE,
             num_classes=NUM_CLASSES,
-            trainer_kwargs={
-                "progress": False,
-                "checkpoint_dir": CACHE / f"{path.stem}_ckpt",
-                "resume": True,
-                "logger": lambda r: print(r, flush=True),
-            },
+            progress=False,
+            checkpoint_dir=CACHE / f"{path.stem}_ckpt",
+            resume=True,
+            trainer_kwargs={"logger": lambda r: print(r, flush=True)},
         )
+        pearl = RECIPES["pearl"](copy.deepcopy(segmenter), train_set, config).model
         torch.save(derainer.state_dict(), path)
     # Derainer training time from the trainer's own history (kept in its checkpoint, also for cached runs).
     checkpoint = CACHE / f"{path.stem}_ckpt" / "last.pt"
@@ -174,15 +172,13 @@ def main(argv=None):
     if (args.models or set(args.conditions) != set(CONDITIONS)) and not (args.merge or args.quick):
         parser.error("--models and --conditions write part of a table: add --merge to keep the rest of the file")
     torch.set_num_threads(args.threads)
-    from segrobust.defenses import train_nat
     from segrobust.rain import scale_rain_ranges
-    from segrobust.training import train_standard
 
     size = tuple(args.size)
     eps = args.eps / 255
     ranges = scale_rain_ranges(args.rain, size[0])
     start = time.time()
-    segmenter, _ = trained_model("standard", args.arch, args.encoder, size, args.base_epochs, train_standard)
+    segmenter, _ = trained_model("standard", args.arch, args.encoder, size, args.base_epochs, run_recipe("standard"))
     train_set, val = camvid("train", size), camvid("val", size)
     if args.quick:
         train_set, val = torch.utils.data.Subset(train_set, range(16)), torch.utils.data.Subset(val, range(8))
@@ -192,7 +188,7 @@ def main(argv=None):
     def nat_recipe(model, loader, **kw):
         model.load_state_dict(segmenter.state_dict())  # NAT fine-tunes the standard model
         kw["optimizer"] = torch.optim.Adam(model.parameters(), lr=args.nat_lr, weight_decay=1e-4)
-        return train_nat(model, loader, rain=ranges, eps=eps, steps=args.train_steps, **kw)
+        return run_recipe("nat")(model, loader, rain=ranges, eps=eps, steps=args.train_steps, **kw)
 
     nat_key = f"nat{args.eps:g}s{args.train_steps}-lr{args.nat_lr:g}-{args.rain}-from-e{args.base_epochs}"
     nat, nat_info = trained_model(

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from segrobust.attacks import AMA, NAA, CosPGD, EroSeg, SegPGD
 from segrobust.datasets import SyntheticStreets, colorize
 from segrobust.metrics import ConfusionMatrix
-from segrobust.training import train_standard
+from segrobust.training import RECIPES, StandardConfig
 
 
 def main() -> None:
@@ -39,14 +39,10 @@ def main() -> None:
     train = DataLoader(SyntheticStreets(n_train, size=size, seed=0), batch_size=8, shuffle=True)
     val = SyntheticStreets(8 if args.fast else 32, size=size, seed=0, split="val")
     model = smp.Unet("resnet18", encoder_weights=None, encoder_depth=4, decoder_channels=(64, 32, 16, 8), classes=11)
-    train_standard(
-        model,
-        train,
-        epochs=epochs,
-        optimizer=torch.optim.Adam(model.parameters(), 1e-3),
-        num_classes=11,
-        trainer_kwargs={"progress": False},
+    config = StandardConfig(
+        epochs=epochs, optimizer=torch.optim.Adam(model.parameters(), 1e-3), num_classes=11, progress=False
     )
+    RECIPES["standard"](model, train, config)
     model.eval()
 
     eps = args.eps / 255

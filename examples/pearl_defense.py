@@ -19,9 +19,10 @@ from torch.utils.data import DataLoader
 
 from segrobust.attacks import NAA
 from segrobust.datasets import SyntheticStreets
-from segrobust.defenses import PReNet, train_pearl
+from segrobust.defenses import RECIPES as DEFENSE_RECIPES
+from segrobust.defenses import PReNet
 from segrobust.rain import render_rain, sample_rain_params, scale_rain_ranges
-from segrobust.training import evaluate, train_standard
+from segrobust.training import RECIPES, StandardConfig, evaluate
 
 
 def miou(model, loader, rain_ranges=None, attack=None) -> float:
@@ -49,22 +50,16 @@ def main() -> None:
     segmenter = smp.Unet(
         "resnet18", encoder_weights=None, encoder_depth=4, decoder_channels=(64, 32, 16, 8), classes=11
     )
-    train_standard(
-        segmenter,
-        DataLoader(train_set, batch_size=8, shuffle=True),
-        epochs=epochs,
-        optimizer=torch.optim.Adam(segmenter.parameters(), 1e-3),
-        num_classes=11,
-        trainer_kwargs={"progress": False},
+    config = StandardConfig(
+        epochs=epochs, optimizer=torch.optim.Adam(segmenter.parameters(), 1e-3), num_classes=11, progress=False
     )
+    RECIPES["standard"](segmenter, DataLoader(train_set, batch_size=8, shuffle=True), config)
     segmenter.eval()
 
     derainer = PReNet(stages=2 if args.fast else 6)
     with tempfile.TemporaryDirectory() as cache:
-        pearl, _ = train_pearl(
-            segmenter,
-            derainer,
-            train_set,
+        pearl_config = DEFENSE_RECIPES["pearl"].config(
+            derainer=derainer,
             ama=True,
             rain=rain,
             eps=4 / 255,
@@ -74,8 +69,9 @@ def main() -> None:
             batch_size=8,
             num_classes=11,
             cache_dir=cache,
-            trainer_kwargs={"progress": False},
+            progress=False,
         )
+        pearl = DEFENSE_RECIPES["pearl"](segmenter, train_set, pearl_config).model
     pearl.eval()
 
     print(f"{'model':16s} {'clean':>6s} {'rainy':>6s} {'rainy+NAA':>9s}")

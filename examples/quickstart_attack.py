@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from segrobust.attacks import AMA, NAA
 from segrobust.datasets import SyntheticStreets
-from segrobust.training import evaluate, train_standard
+from segrobust.training import RECIPES, StandardConfig, evaluate
 
 
 def miou(model, loader, attack=None) -> float:
@@ -31,14 +31,10 @@ def main() -> None:
     val = DataLoader(SyntheticStreets(8 if args.fast else 32, size=size, seed=0, split="val"), batch_size=8)
 
     model = smp.Unet("resnet18", encoder_weights=None, encoder_depth=4, decoder_channels=(64, 32, 16, 8), classes=11)
-    train_standard(
-        model,
-        train,
-        epochs=epochs,
-        optimizer=torch.optim.Adam(model.parameters(), 1e-3),
-        num_classes=11,
-        trainer_kwargs={"progress": False},
+    config = StandardConfig(
+        epochs=epochs, optimizer=torch.optim.Adam(model.parameters(), 1e-3), num_classes=11, progress=False
     )
+    RECIPES["standard"](model, train, config)
     model.eval()
 
     naa = NAA(model, eps=4 / 255, alpha=1 / 255, steps=2 if args.fast else 10)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from segrobust.attacks import APGD, CosPGD, ReliableEnsemble, greedy_worst_case_miou
 from segrobust.datasets import SyntheticStreets
 from segrobust.metrics import mean_iou, per_image_confusion
-from segrobust.training import train_standard
+from segrobust.training import RECIPES, StandardConfig
 
 NUM_CLASSES = 11
 
@@ -30,14 +30,10 @@ NUM_CLASSES = 11
 def trained_model(size: tuple[int, int], n_train: int, epochs: int) -> torch.nn.Module:
     train = DataLoader(SyntheticStreets(n_train, size=size, seed=0), batch_size=8, shuffle=True)
     model = smp.Unet("resnet18", encoder_weights=None, encoder_depth=4, decoder_channels=(64, 32, 16, 8), classes=11)
-    train_standard(
-        model,
-        train,
-        epochs=epochs,
-        optimizer=torch.optim.Adam(model.parameters(), 1e-3),
-        num_classes=NUM_CLASSES,
-        trainer_kwargs={"progress": False},
+    config = StandardConfig(
+        epochs=epochs, optimizer=torch.optim.Adam(model.parameters(), 1e-3), num_classes=NUM_CLASSES, progress=False
     )
+    RECIPES["standard"](model, train, config)
     return model.eval()
 
 

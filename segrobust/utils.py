@@ -1,4 +1,4 @@
-"""Small helpers shared across segrobust: model outputs, device and mode bookkeeping."""
+"""Small helpers shared across segrobust: model outputs, device and mode bookkeeping, one-line error messages."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-__all__ = ["model_mode_preserved", "predicted_classes", "segmentation_logits"]
+__all__ = ["error_line", "item_dict", "model_mode_preserved", "predicted_classes", "segmentation_logits"]
 
 
 def segmentation_logits(output: Any, key: Optional[str] = None) -> torch.Tensor:
@@ -119,3 +119,32 @@ def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
         tensor([[[1]]])
     """
     return logits.max(dim=1).indices
+
+
+def error_line(error: BaseException) -> str:
+    """The first line of an error's message, or its class name when the message is empty.
+
+    Examples:
+        >>> error_line(ValueError("bad value\\nmore detail"))
+        'bad value'
+        >>> error_line(KeyError())
+        'KeyError'
+    """
+    text = str(error).strip()
+    return text.splitlines()[0].strip() if text else type(error).__name__
+
+
+def item_dict(item: Any) -> dict[str, Any]:
+    """A data-set item as a fresh dict: a mapping's entries, or ``{"image", "mask"}`` of an ``(image, mask, ...)`` pair.
+
+    ``TypeError`` for anything else (the caller names the item).
+
+    Examples:
+        >>> sorted(item_dict(("x", "y")).items())
+        [('image', 'x'), ('mask', 'y')]
+    """
+    if isinstance(item, Mapping):
+        return dict(item)
+    if isinstance(item, (tuple, list)) and len(item) >= 2:
+        return {"image": item[0], "mask": item[1]}
+    raise TypeError(f"expected a dict item or an (image, mask) pair, got {type(item).__name__}")

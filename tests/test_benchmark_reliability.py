@@ -359,3 +359,90 @@ def test_cli_names_an_output_folder_it_cannot_write(tmp_path, capsys):
     finally:
         out.chmod(0o700)
     _assert_one_line_error(result, "not writable")
+
+
+# ----------------------------------------------------------------------------- resume: the model, not only its weights
+def test_resume_refuses_a_model_that_computes_something_else_with_the_same_weights(tmp_path):
+    from segrobust.benchmark import ResumeMismatchError
+    from segrobust.benchmark.storage import fingerprint
+    from segrobust.models import build_model
+
+    plain = build_model(SPEC, NUM_CLASSES, seed=0)
+    sigmoid = build_model(f"{SPEC}:activation=sigmoid", NUM_CLASSES, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), sigmoid.state_dict().values()))
+    assert fingerprint(plain) != fingerprint(sigmoid)
+    run_benchmark(plain, _data(n=4), SMALL.replace(out_dir=tmp_path))
+    with pytest.raises(ResumeMismatchError, match="model"):
+        run_benchmark(sigmoid, _data(n=4), SMALL.replace(out_dir=tmp_path, resume=True))
+
+
+def test_the_fingerprint_covers_output_key_normalisation_and_the_defence(model):
+    from segrobust.benchmark.storage import fingerprint
+    from segrobust.defenses import PEARL, PReNet
+    from segrobust.models import SegmentationModel
+
+    variants = [
+        model,
+        SegmentationModel(model),
+        SegmentationModel(model, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        SegmentationModel(model, upsample="nearest"),
+        PEARL(model, PReNet(stages=1)),
+        PEARL(model, PReNet(stages=2)),  # the same weights, one more recurrent stage
+    ]
+    assert len({fingerprint(v) for v in variants}) == len(variants)
+    assert fingerprint(SegmentationModel(model)) == fingerprint(SegmentationModel(model))
+
+
+# ----------------------------------------------------------------------------- gradient masking on stdout
+class _Quantised(torch.nn.Module):
+    """Rounds its input to 4 levels: the input gradient is zero everywhere (a masking defence)."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.inner(torch.round(images * 3) / 3)
+
+
+def test_gradient_masking_flags_reach_the_headline(model, tmp_path, capsys):
+    config = BenchmarkConfig(
+        attacks="reliable", eps_list=["8/255"], rain="none", reliable_steps=2, batch_size=4, progress=False
+    )
+    results = run_benchmark(_Quantised(model), _data(n=4), config.replace(num_examples=0))
+    assert any(entry["zero_gradient"] for entry in results.checks["apgd_flags"])
+    headline = results.headline()
+    assert "Gradient masking at ε=8/255" in headline and "zero gradient" in headline
+    assert results.masking_warnings() == [line for line in headline.splitlines() if "Gradient masking" in line]
+
+
+def test_the_cli_prints_gradient_masking_flags_on_stdout(tmp_path, monkeypatch, capsys):
+    from segrobust.cli import main
+
+    (tmp_path / "segrobust_test_quantised.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Quantised(nn.Module):\n"
+        "    def __init__(self, num_classes):\n"
+        "        super().__init__()\n        self.head = nn.Conv2d(3, num_classes, 1)\n"
+        "    def forward(self, x):\n        return self.head(torch.round(x * 3) / 3)\n\n"
+        "def build(num_classes=11):\n    return Quantised(num_classes)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    args = ["benchmark", "--fast", "--model", "segrobust_test_quantised:build", "--attacks", "reliable"]
+    args += [
+        "--reliable-steps",
+        "2",
+        "--rain",
+        "none",
+        "--examples",
+        "0",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    try:
+        assert main(args) == 0
+    finally:
+        sys.modules.pop("segrobust_test_quantised", None)
+    out = capsys.readouterr().out
+    assert "Gradient masking at ε=8/255" in out and "zero gradient" in out

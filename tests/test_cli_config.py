@@ -10,9 +10,16 @@ import pytest
 import torch
 
 from segrobust.benchmark import BenchmarkResults
-from segrobust.cli import _parse, build_parser, main
+from segrobust.cli import build_parser, main
+from segrobust.cli.options import resolve
 
 SPEC = "unet:resnet18:encoder_depth=2:decoder_channels=8,8"
+
+
+def _parse(argv: list[str]):
+    """The options of ``argv`` after the one parse: defaults < presets < config file < flags."""
+    parser = build_parser()
+    return resolve(parser, parser.parse_args(argv)).options
 
 
 def _error_line(capsys) -> str:
@@ -28,11 +35,11 @@ def test_yaml_file_sets_defaults_and_flags_win(tmp_path):
         "num-images: 6\nno_random_start: true\nattack_args: {naa: {}}\nout: runs/a\n",
         encoding="utf-8",
     )
-    args = _parse(build_parser(), ["benchmark", "--config", str(config), "--num-images", "3"])
+    args = _parse(["benchmark", "--config", str(config), "--num-images", "3"])
     assert args.out == "runs/a" and args.format == "table"
     assert (args.attacks, args.rain, args.eps, args.size) == ("naa,segpgd", "none", [4 / 255, 0.03], (48, 64))
-    assert args.num_images == 3 and args.no_random_start is True and json.loads(args.attack_args) == {"naa": {}}
-    assert args.steps is None and args.seed == 0  # untouched options keep their defaults
+    assert args.num_images == 3 and args.no_random_start is True and args.attack_args == {"naa": {}}
+    assert args.steps == 5 and args.seed == 0  # untouched options: the built-in run's and plain defaults
 
 
 @pytest.mark.parametrize(
@@ -142,7 +149,7 @@ def test_train_records_its_config_and_config_json_repeats_it(tmp_path, capsys):
     assert saved["num_images"] == 8 and saved["size"] == [48, 64] and saved["batch_size"] == 4
     checkpoint = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     assert checkpoint["metadata"]["config"] == saved
-    args = _parse(build_parser(), ["train", "--config", str(out / "config.json"), "--out", str(tmp_path / "again")])
+    args = _parse(["train", "--config", str(out / "config.json"), "--out", str(tmp_path / "again")])
     assert (args.recipe, args.lr, args.epochs, args.size, args.num_images) == ("standard", 0.02, 1, (48, 64), 8)
     assert not args.fast
 

@@ -239,7 +239,7 @@ def test_internal_errors_are_one_line_with_a_hint_unless_debugging(tmp_path):
     script = (
         "import sys, segrobust.cli as cli\n"
         "def broken(args):\n    raise KeyError('internal')\n"
-        "cli._benchmark = broken\nsys.exit(cli.main(['benchmark']))\n"
+        "cli.COMMANDS['benchmark'] = broken\nsys.exit(cli.main(['benchmark']))\n"
     )
     command = [sys.executable, "-c", script]
     result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)

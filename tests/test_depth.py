@@ -531,18 +531,18 @@ def test_example_runs_fast():
     assert "eval() output: logits" in result.stdout
 
 
-def test_train_depth_multitask_recipe_runs_on_triplets_and_restores_plain_eval():
+def test_depth_recipe_runs_on_triplets_and_restores_plain_eval():
     import segmentation_models_pytorch as smp
 
     from segrobust.datasets import SyntheticStreetTriplets
-    from segrobust.defenses import DepthMultiTask, train_depth_multitask
+    from segrobust.defenses import RECIPES, DepthMultiTask
 
     torch.manual_seed(0)
     data = SyntheticStreetTriplets(8, (32, 64), seed=0)
     base = smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(16, 8, 8), classes=11)
-    model, history = train_depth_multitask(
-        base, data, epochs=1, batch_size=4, num_classes=11, trainer_kwargs={"progress": False}
-    )
+    config = RECIPES["depth"].config(epochs=1, batch_size=4, num_classes=11, progress=False)
+    result = RECIPES["depth"](base, data, config)
+    model, history = result.model, result.history
     assert isinstance(model, DepthMultiTask) and len(history) == 1
     assert history[0]["depth_loss"] > 0 and history[0]["seg_loss"] > 0
     model.eval()

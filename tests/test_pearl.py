@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 from conftest import NUM_CLASSES
 
 from segrobust.attacks import NAA
-from segrobust.defenses import PEARL
+from segrobust.defenses import PEARL, RECIPES
 from segrobust.defenses.derain import PReNet, ResidualUNet, build_derainer
-from segrobust.defenses.pearl_training import (
-    AMATargetDataset,
-    compute_ama_targets,
-    train_nat,
-    train_pearl,
-)
+from segrobust.defenses.pearl_training import AMATargetDataset, compute_ama_targets, fit_pearl
 from segrobust.metrics import per_image_pixel_accuracy
+from segrobust.training import RECIPES as SEGMENTER_RECIPES
 
 
 class _Items(torch.utils.data.Dataset):
@@ -101,10 +98,8 @@ def test_train_pearl_trains_derainer_and_never_changes_frozen_segmenter(tmp_path
     derainer = ResidualUNet(width=8)
     derainer_before = copy.deepcopy(derainer.state_dict())
     torch.manual_seed(0)
-    pearl, history = train_pearl(
-        segmenter,
-        derainer,
-        data,
+    config = RECIPES["pearl"].config(
+        derainer=derainer,
         ama=True,
         rain="light",
         eps=2 / 255,
@@ -114,8 +109,10 @@ def test_train_pearl_trains_derainer_and_never_changes_frozen_segmenter(tmp_path
         batch_size=8,
         num_classes=NUM_CLASSES,
         cache_dir=tmp_path,
-        trainer_kwargs={"progress": False},
+        progress=False,
     )
+    result = RECIPES["pearl"](segmenter, data, config)
+    pearl, history = result.model, result.history
     assert isinstance(pearl, PEARL) and len(history) == 1 and "reconstruction" in history[0]
     for name, value in segmenter.state_dict().items():
         assert torch.equal(value, before[name]), f"segmenter {name} changed"
@@ -124,20 +121,14 @@ def test_train_pearl_trains_derainer_and_never_changes_frozen_segmenter(tmp_path
     assert any(not torch.equal(v, derainer_before[k]) for k, v in derainer.state_dict().items())
 
 
-def test_train_nat_runs_on_rainy_adversarial_batches(trained_tiny, blobs):
+def test_nat_runs_on_rainy_adversarial_batches(trained_tiny, blobs):
     images, masks = blobs
     model = copy.deepcopy(trained_tiny)
     loader = [(images[i : i + 8], masks[i : i + 8]) for i in range(0, 16, 8)]
-    history = train_nat(
-        model,
-        loader,
-        rain="light",
-        eps=2 / 255,
-        steps=1,
-        epochs=1,
-        num_classes=NUM_CLASSES,
-        trainer_kwargs={"progress": False},
+    config = SEGMENTER_RECIPES["nat"].config(
+        rain="light", eps=2 / 255, steps=1, epochs=1, num_classes=NUM_CLASSES, progress=False
     )
+    history = SEGMENTER_RECIPES["nat"](model, loader, config).history
     assert len(history) == 1 and history[0]["loss"] > 0
 
 
@@ -161,7 +152,7 @@ def test_pearl_defense_checkpoint_round_trip(tmp_path, trained_tiny):
         load_pearl_defense(trained_tiny, tmp_path / "other.pt")
 
 
-def test_train_pearl_transform_sees_ama_targets_and_refuses_loaders(tmp_path, trained_tiny, blobs):
+def test_pearl_transform_sees_ama_targets_and_fit_pearl_refuses_loaders(tmp_path, trained_tiny, blobs):
     images, masks = blobs
     data = _Items(images[:8], masks[:8])
     seen = []
@@ -170,10 +161,8 @@ def test_train_pearl_transform_sees_ama_targets_and_refuses_loaders(tmp_path, tr
         seen.append(sorted(item))
         return {key: value.flip(-1) if torch.is_tensor(value) else value for key, value in item.items()}
 
-    train_pearl(
-        copy.deepcopy(trained_tiny),
-        ResidualUNet(width=8),
-        data,
+    config = RECIPES["pearl"].config(
+        derainer=ResidualUNet(width=8),
         ama=True,
         rain="light",
         eps=2 / 255,
@@ -184,9 +173,10 @@ def test_train_pearl_transform_sees_ama_targets_and_refuses_loaders(tmp_path, tr
         num_classes=NUM_CLASSES,
         cache_dir=tmp_path,
         transform=flip,
-        trainer_kwargs={"progress": False},
+        progress=False,
     )
+    RECIPES["pearl"](copy.deepcopy(trained_tiny), data, config)
     assert seen == [["image", "mask", "target"]] * 8
     loader = torch.utils.data.DataLoader(data, batch_size=4)
     with pytest.raises(TypeError, match=r"transform.*map-style"):
-        train_pearl(copy.deepcopy(trained_tiny), ResidualUNet(width=8), loader, transform=flip, num_classes=NUM_CLASSES)
+        fit_pearl(copy.deepcopy(trained_tiny), ResidualUNet(width=8), loader, dataclasses.replace(config, ama=False))

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this file, whatever the import mode
-from _ddp_worker import NUM_CLASSES, TinySegmentation, tiny_model
+from _ddp_worker import TinySegmentation, tiny_model
 
 from segrobust.cli import main
+from segrobust.defenses import RECIPES as DEFENSE_RECIPES
 from segrobust.rain import PRESET_REFERENCE_HEIGHT, scale_rain_ranges
 from segrobust.training import (
     RECIPES,
@@ -24,10 +24,10 @@ from segrobust.training import (
     TrainConfig,
     TrainResult,
     get_recipe,
-    train_eroseg_at,
-    train_nat,
 )
-from segrobust.training.recipes._base import rain_transform
+from segrobust.training.recipes.base import rain_transform
+
+ALL_RECIPES = {**RECIPES, **DEFENSE_RECIPES}
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,8 +39,9 @@ def test_import_training_does_not_import_attacks():
 
 
 def test_every_recipe_has_a_complete_default_config():
-    assert sorted(RECIPES) == ["depth", "eroseg_at", "nat", "pearl", "pgd_at", "standard"]
-    for name, recipe in RECIPES.items():
+    assert sorted(RECIPES) == ["eroseg_at", "nat", "pgd_at", "standard"]
+    assert sorted(DEFENSE_RECIPES) == ["depth", "pearl"]
+    for name, recipe in ALL_RECIPES.items():
         config = recipe.config()
         assert isinstance(config, TrainConfig) and type(config) is recipe.config_type, name
     assert get_recipe("PGD-AT") is RECIPES["pgd_at"]
@@ -54,7 +55,7 @@ def test_every_recipe_has_a_complete_default_config():
 )
 def test_an_unsupported_option_is_an_error_naming_option_and_recipe(name, option):
     with pytest.raises(TypeError, match=f"recipe '{name}' has no option '{option}'"):
-        RECIPES[name].config(**{option: 1})
+        ALL_RECIPES[name].config(**{option: 1})
 
 
 def test_config_values_are_checked_and_the_config_type_must_match():
@@ -71,7 +72,8 @@ def test_config_values_are_checked_and_the_config_type_must_match():
 def test_recipe_call_returns_a_train_result_and_trains_the_model_in_place():
     model = tiny_model()
     before = [p.detach().clone() for p in model.parameters()]
-    result = RECIPES["standard"](model, TinySegmentation(8), epochs=2, batch_size=4, lr=0.05, progress=False)
+    config = RECIPES["standard"].config(epochs=2, batch_size=4, lr=0.05, progress=False)
+    result = RECIPES["standard"](model, TinySegmentation(8), config)
     assert isinstance(result, TrainResult) and result.model is model and result.artifacts == {}
     assert len(result.history) == 2 and result.history[0]["lr"] > result.history[1]["lr"]  # poly decay, stepped
     assert result.history[-1]["global_step"] == 4  # a map-style dataset: shuffled batches of batch_size, 2 per epoch
@@ -80,12 +82,15 @@ def test_recipe_call_returns_a_train_result_and_trains_the_model_in_place():
 
 def test_trainer_kwargs_may_not_repeat_a_config_field():
     with pytest.raises(TypeError, match="trainer_kwargs sets 'seed'"):
-        RECIPES["standard"](tiny_model(), TinySegmentation(4), trainer_kwargs={"seed": 3}, progress=False)
+        config = RECIPES["standard"].config(trainer_kwargs={"seed": 3}, progress=False)
+        RECIPES["standard"](tiny_model(), TinySegmentation(4), config)
 
 
-def test_eroseg_at_takes_its_attack_settings_keyword_only_like_pgd_at():
+def test_a_recipe_is_called_with_its_config_only():
     with pytest.raises(TypeError):
-        train_eroseg_at(tiny_model(), TinySegmentation(4), 4 / 255)  # type: ignore[misc]
+        RECIPES["pgd_at"](tiny_model(), TinySegmentation(4), eps=4 / 255)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="recipe 'nat' takes a NATConfig, got PGDATConfig"):
+        RECIPES["nat"](tiny_model(), TinySegmentation(4), PGDATConfig())
 
 
 def test_nat_scales_rain_presets_to_the_image_height_unless_told_not_to():
@@ -99,21 +104,6 @@ def test_nat_scales_rain_presets_to_the_image_height_unless_told_not_to():
         {"length": (5.0, 9.0)}, PRESET_REFERENCE_HEIGHT, data
     )  # ranges for these images: as given
     assert tuple(explicit.ranges["length"]) == (5.0, 9.0)
-
-
-def test_train_nat_and_the_nat_recipe_are_one_nat():
-    pytest.importorskip("segrobust.attacks")
-    settings = {"rain": "light", "eps": 2 / 255, "steps": 1, "epochs": 1, "num_classes": NUM_CLASSES}
-
-    def loader():
-        return DataLoader(TinySegmentation(4, seed=3), batch_size=2, shuffle=False)
-
-    first, second = tiny_model(), tiny_model()
-    history = train_nat(first, loader(), **settings, trainer_kwargs={"progress": False})
-    result = RECIPES["nat"](second, loader(), **settings, progress=False)
-    assert [r["loss"] for r in history] == [r["loss"] for r in result.history]
-    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
-        assert torch.equal(a, b)
 
 
 def _cli_error(args, tmp_path, capsys):
@@ -146,13 +136,13 @@ def test_cli_checks_recipe_values_with_one_line(tmp_path, capsys):
 def test_cli_train_is_a_thin_translator():
     import inspect
 
-    from segrobust import cli
+    from segrobust.cli import train
 
-    assert len(inspect.getsource(cli._train).splitlines()) <= 100
+    assert len(inspect.getsource(train.run).splitlines()) <= 100
 
 
 def test_recipe_configs_are_dataclasses_with_documented_fields():
-    for recipe in RECIPES.values():
+    for recipe in ALL_RECIPES.values():
         doc = recipe.config_type.__doc__ or ""
         own = [
             f.name
@@ -170,7 +160,7 @@ def test_recipe_configs_are_dataclasses_with_documented_fields():
 
 
 def test_tensorboard_logger_writes_scalars_or_says_what_is_missing(tmp_path, monkeypatch):
-    from segrobust.training import TensorBoardLogger, train_standard
+    from segrobust.training import TensorBoardLogger
 
     try:
         import torch.utils.tensorboard  # noqa: F401
@@ -179,12 +169,8 @@ def test_tensorboard_logger_writes_scalars_or_says_what_is_missing(tmp_path, mon
             TensorBoardLogger(tmp_path / "tb")
         return
     logger = TensorBoardLogger(tmp_path / "tb", log_every=1)
-    train_standard(
-        tiny_model(),
-        TinySegmentation(4),
-        epochs=1,
-        trainer_kwargs={"progress": False, "batch_size": 2, "callbacks": [logger]},
-    )
+    config = RECIPES["standard"].config(epochs=1, batch_size=2, progress=False, trainer_kwargs={"callbacks": [logger]})
+    RECIPES["standard"](tiny_model(), TinySegmentation(4), config)
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
 

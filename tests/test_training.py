@@ -19,6 +19,7 @@ from _ddp_worker import NUM_CLASSES, KillAt, TinySegmentation, pgd_factory, tiny
 
 from segrobust.metrics import ConfusionMatrix
 from segrobust.training import (
+    RECIPES,
     AdversarialTrainer,
     Callback,
     ShardSampler,
@@ -26,7 +27,6 @@ from segrobust.training import (
     masked_cross_entropy,
     poly_lr,
     split_batch_output,
-    train_standard,
 )
 from segrobust.utils import segmentation_logits
 
@@ -487,7 +487,8 @@ def test_ddp_two_processes_match_each_other_resume_and_single_process_metrics(tm
 
 def test_train_standard_recipe():
     model = tiny_model()
-    history = train_standard(model, _loader(8), epochs=2, lr=0.05, trainer_kwargs={"progress": False})
+    config = RECIPES["standard"].config(epochs=2, lr=0.05, progress=False)
+    history = RECIPES["standard"](model, _loader(8), config).history
     assert len(history) == 2 and history[0]["lr"] > history[1]["lr"]  # poly decay
 
 
@@ -510,19 +511,13 @@ def test_naa_class_and_partial_work_as_attack_factories():
 
 def test_train_pgd_at_recipe_uses_naa():
     _segrobust_attack("NAA")
-    from segrobust.training import train_pgd_at
-
-    history = train_pgd_at(
-        tiny_model(), _loader(8), eps=4 / 255, alpha=2 / 255, steps=2, epochs=1, trainer_kwargs={"progress": False}
-    )
+    config = RECIPES["pgd_at"].config(eps=4 / 255, alpha=2 / 255, steps=2, epochs=1, progress=False)
+    history = RECIPES["pgd_at"](tiny_model(), _loader(8), config).history
     assert len(history) == 1 and history[0]["loss"] > 0
 
 
 def test_train_eroseg_at_recipe_forwards_eroseg_kwargs():
     _segrobust_attack("EroSeg")
-    from segrobust.training import train_eroseg_at
-
-    history = train_eroseg_at(
-        tiny_model(), _loader(8), eps=4 / 255, steps=2, epochs=1, q0=0.3, trainer_kwargs={"progress": False}
-    )
+    config = RECIPES["eroseg_at"].config(eps=4 / 255, steps=2, epochs=1, eroseg={"q0": 0.3}, progress=False)
+    history = RECIPES["eroseg_at"](tiny_model(), _loader(8), config).history
     assert len(history) == 1 and history[0]["loss"] > 0

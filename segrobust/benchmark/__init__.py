@@ -49,7 +49,6 @@ from segrobust.benchmark.registry import (
     ATTACKS,
     DEFENSES,
     register_attack,
-    register_defense,
 )
 from segrobust.benchmark.report import render_markdown, write_report
 from segrobust.benchmark.results import BenchmarkResults, ConditionResult
@@ -79,7 +78,6 @@ __all__ = [
     "plot_miou_vs_eps",
     "plot_rain_examples",
     "register_attack",
-    "register_defense",
     "render_markdown",
     "run_benchmark",
     "train_default_model",

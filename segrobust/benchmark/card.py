@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 from statistics import mean
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from segrobust.benchmark.functional import format_eps
-from segrobust.benchmark.results import BenchmarkResults, ConditionResult
+
+if TYPE_CHECKING:  # annotations only: results imports this module to summarise itself
+    from segrobust.benchmark.results import BenchmarkResults, ConditionResult
 
 __all__ = ["corruption_summary", "robustness_card"]
 
@@ -47,7 +49,7 @@ def corruption_summary(results: BenchmarkResults) -> dict[str, Any]:
     ``None`` when nothing was run.
 
     Examples:
-        >>> from segrobust.benchmark.results import ConditionResult
+        >>> from segrobust.benchmark.results import BenchmarkResults, ConditionResult
         >>> def row(key, kind, miou, severity=None):
         ...     return ConditionResult(key, key, kind, None, miou, 0.0, 0.0, [], 0, [], [], severity=severity)
         >>> results = BenchmarkResults([row("clean", "clean", 0.6), row("corruption:fog", "corruption", 0.3, 1),
@@ -141,7 +143,7 @@ def robustness_card(results: BenchmarkResults) -> list[dict[str, Any]]:
     ensemble's: the short attacks give upper bounds, named in ``detail``.
 
     Examples:
-        >>> from segrobust.benchmark.results import ConditionResult
+        >>> from segrobust.benchmark.results import BenchmarkResults, ConditionResult
         >>> clean = ConditionResult("clean", "Clean", "clean", None, 0.6, 0.9, 0.7, [], 0, [], [])
         >>> [(e["label"], e["miou"], e["detail"]) for e in robustness_card(BenchmarkResults([clean], [], 1))][1:3]
         [('Corruptions (mean)', None, 'not run'), ('Corruptions (worst family)', None, 'not run')]

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from segrobust.benchmark.results import ConditionResult
+from segrobust.benchmark.results import MASKING_FLAGS, ConditionResult
 
 __all__ = ["eps_monotonicity", "gradient_masking_checks"]
-
-_FLAGS = ("loss_never_rose", "zero_gradient", "nonfinite_gradient")
 
 
 def eps_monotonicity(rows: list[ConditionResult]) -> dict[str, Any]:
@@ -77,7 +75,7 @@ def gradient_masking_checks(rows: list[ConditionResult]) -> dict[str, Any]:
                     "eps": row.eps,
                     "member": row.name,
                     "images_attacked": row.ensemble.get("images_attacked"),
-                    **{flag: list(row.ensemble.get(flag, [])) for flag in _FLAGS},
+                    **{flag: list(row.ensemble.get(flag, [])) for flag in MASKING_FLAGS},
                 }
             )
     return {"apgd_flags": flags, "eps_monotonicity": eps_monotonicity(rows)}

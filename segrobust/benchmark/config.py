@@ -11,25 +11,29 @@ from typing import Any, Optional, Union
 import torch
 
 from segrobust.benchmark import functional as BF
+from segrobust.benchmark.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPS,
+    DEFAULT_RELIABLE_STEPS,
+    DEFAULT_STEPS,
+    MAX_STEPS,
+)
 from segrobust.benchmark.registry import resolve_attacks, resolve_rain_presets
 from segrobust.corruptions.registry import resolve_corruptions, resolve_severities
 from segrobust.rain.presets import PRESET_REFERENCE_HEIGHT
 
 __all__ = ["DEFAULT_EPS", "RAIN_REFERENCE_HEIGHT", "BenchmarkConfig"]
 
-#: Default L∞ budgets: 2/255, 4/255 and 8/255.
-DEFAULT_EPS: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
-
 #: Image height the rain presets' streak lengths are tuned for (CamVid, 360 px).
 RAIN_REFERENCE_HEIGHT = PRESET_REFERENCE_HEIGHT
 
-_COUNTS = (
-    ("steps", 1),
-    ("reliable_steps", 1),
-    ("batch_size", 1),
-    ("num_workers", 0),
-    ("num_examples", 0),
-    ("cache_bytes", 0),
+_COUNTS = (  # name, lowest, highest value
+    ("steps", 1, MAX_STEPS),
+    ("reliable_steps", 1, MAX_STEPS),
+    ("batch_size", 1, None),
+    ("num_workers", 0, None),
+    ("num_examples", 0, None),
+    ("cache_bytes", 0, None),
 )
 
 
@@ -47,9 +51,10 @@ class BenchmarkConfig:
             stored sorted, without duplicates.
         rain: rain presets (``"light"``, ``"medium"``, ``"heavy"``, ``"fog_only"``),
             ``"all"`` (``None``, the default) or ``"none"``; stored as a list.
-        steps: iterations of the short attacks.
+        steps: iterations of the short attacks (at most ``MAX_STEPS``, 100,000:
+            per-iteration statistics would otherwise ask for unbounded memory).
         reliable_steps: iterations of each APGD member of the reliable ensemble
-            (attack key ``"reliable"``; SEA uses 100, the default).
+            (attack key ``"reliable"``; SEA uses 100, the default; at most ``MAX_STEPS``).
         alpha: attack step size; ``None`` uses ``2.5·ε/steps``.
         random_start: start each attack at a random point of the ε-ball.
         batch_size: images per batch (the unit of resume and of sharding).
@@ -89,11 +94,11 @@ class BenchmarkConfig:
     attacks: Union[str, Sequence[str], None] = None
     eps_list: Union[Sequence[Union[float, str]], float, str] = DEFAULT_EPS
     rain: Union[str, Sequence[str], None] = None
-    steps: int = 10
-    reliable_steps: int = 100
+    steps: int = DEFAULT_STEPS
+    reliable_steps: int = DEFAULT_RELIABLE_STEPS
     alpha: Optional[float] = None
     random_start: bool = True
-    batch_size: int = 8
+    batch_size: int = DEFAULT_BATCH_SIZE
     num_classes: Optional[int] = None
     ignore_index: int = 255
     class_names: Optional[Sequence[str]] = None
@@ -118,10 +123,12 @@ class BenchmarkConfig:
         eps_values = sorted({BF.parse_eps(eps) for eps in eps_list})
         if attacks and not eps_values:
             raise ValueError("eps_list is empty; give at least one budget in (0, 1]")
-        for name, minimum in _COUNTS:
+        for name, minimum, maximum in _COUNTS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+            if maximum is not None and value > maximum:
+                raise ValueError(f"{name} must be at most {maximum:,} (MAX_STEPS), got {value:,}")
         for name in ("seed", "ignore_index"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
                 raise ValueError(f"{name} must be an int, got {getattr(self, name)!r}")

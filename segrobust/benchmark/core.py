@@ -38,11 +38,12 @@ from segrobust.attacks.ensemble import EnsembleStats
 from segrobust.benchmark import functional as BF
 from segrobust.benchmark import reliable as R
 from segrobust.benchmark.checks import gradient_masking_checks
+from segrobust.benchmark.conditions import Condition
 from segrobust.benchmark.config import DEFAULT_EPS, RAIN_REFERENCE_HEIGHT, BenchmarkConfig
 from segrobust.benchmark.data import BatchSource, CheckedItems, DataError
 from segrobust.benchmark.registry import ATTACKS
 from segrobust.benchmark.results import BenchmarkResults, ConditionResult
-from segrobust.benchmark.storage import OutputFolder, UnitStore, fingerprint
+from segrobust.benchmark.storage import REPORT_FILES, OutputFolder, UnitStore, fingerprint
 from segrobust.metrics.functional import (
     class_iou,
     mean_class_accuracy,
@@ -51,7 +52,7 @@ from segrobust.metrics.functional import (
     per_image_pixel_accuracy,
     pixel_accuracy,
 )
-from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
+from segrobust.utils import error_line, model_mode_preserved, predicted_classes, segmentation_logits
 from segrobust.validation import check_class_ids
 
 __all__ = [
@@ -69,32 +70,6 @@ Unit = dict[str, Any]
 
 class ModelOutputError(ValueError):
     """The model's output cannot be scored: wrong shape, or NaN / infinite logits."""
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One evaluated condition: ``kind`` is ``clean``, ``rain``, ``corruption``, ``attack`` or ``positive``."""
-
-    key: str
-    name: str
-    kind: str
-    eps: Optional[float] = None
-    eps_index: Optional[int] = None
-    severity: Optional[int] = None
-
-    @property
-    def tag(self) -> str:
-        """Unique, file-name-safe id, e.g. ``naa@eps8``, ``rain-heavy`` or ``corruption-fog@s3``."""
-        base = self.key.replace(":", "-")
-        if self.severity is not None:
-            return f"{base}@s{self.severity}"
-        return base if self.eps is None else f"{base}@{BF.eps_tag(self.eps)}"
-
-    @property
-    def label(self) -> str:
-        if self.severity is not None:
-            return f"{self.name} (severity {self.severity})"
-        return self.name if self.eps is None else f"{self.name} ε={BF.format_eps(self.eps)}"
 
 
 def build_conditions(
@@ -190,11 +165,6 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _check_logits(logits: torch.Tensor, where: str) -> torch.Tensor:
     if not bool(torch.isfinite(logits).all()):
         raise ModelOutputError(f"the model returned NaN or infinite logits on {where}; check its weights and inputs")
@@ -251,7 +221,7 @@ def _classes_of_model(model: nn.Module, dataset: Any, device: torch.device) -> t
             logits = segmentation_logits(model(image.unsqueeze(0).to(device)))
         except (RuntimeError, ValueError, TypeError) as error:
             raise ModelOutputError(
-                f"the model fails on an image of shape {tuple(image.shape)}: {_first_line(error)}"
+                f"the model fails on an image of shape {tuple(image.shape)}: {error_line(error)}"
             ) from None
     if logits.shape[-2:] != mask.shape:
         raise ModelOutputError(
@@ -370,7 +340,7 @@ def _agreed(action: Callable[[], Any]) -> Any:
     except (ValueError, TypeError, OSError) as error:
         value, failure = None, error
     if distributed.get_world_size() > 1:
-        messages = distributed.all_gather_object(None if failure is None else _first_line(failure))
+        messages = distributed.all_gather_object(None if failure is None else error_line(failure))
         if failure is None and any(messages):
             rank, message = next((r, m) for r, m in enumerate(messages) if m)
             raise ValueError(f"rank {rank}: {message}")
@@ -411,7 +381,7 @@ def _output(plan: _Plan) -> Iterator[UnitStore]:
         if folder is not None:
             folder.lock()
             if config.write_report:
-                folder.check_report_files()
+                folder.check_files(REPORT_FILES)
             store.prepare()
 
     try:
@@ -823,7 +793,8 @@ def run_benchmark(
             that replace those of ``config``.
 
     Returns:
-        [BenchmarkResults][segrobust.benchmark.BenchmarkResults] (the same on every rank).
+        [BenchmarkResults][segrobust.benchmark.BenchmarkResults] (the same on every rank); its
+        ``files`` are the report files this call wrote (on rank 0, with ``out_dir``), by name.
 
     Examples:
         >>> import torch

@@ -8,11 +8,12 @@ Errors name the item and, for file-backed data sets (``CamVid``,
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 import torch
 
+from segrobust.utils import error_line, item_dict
 from segrobust.validation import check_class_ids
 
 __all__ = ["BatchSource", "DataError", "as_pair", "item_files"]
@@ -20,11 +21,6 @@ __all__ = ["BatchSource", "DataError", "as_pair", "item_files"]
 
 class DataError(ValueError):
     """A data set item that cannot be evaluated (unreadable file, wrong shape, class id out of range...)."""
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def item_files(dataset: Any, index: int) -> tuple[Optional[str], Optional[str]]:
@@ -46,18 +42,19 @@ def item_files(dataset: Any, index: int) -> tuple[Optional[str], Optional[str]]:
 
 def as_pair(item: Any, index: int) -> dict[str, torch.Tensor]:
     """``{"image", "mask"[, "depth"]}`` from a dict item or an ``(image, mask)`` pair."""
-    if isinstance(item, Mapping):
-        if "image" not in item or "mask" not in item:
-            raise DataError(f"dataset item {index} must have keys 'image' and 'mask', got {sorted(map(str, item))}")
-        out = {"image": item["image"], "mask": item["mask"]}
-        if isinstance(item.get("depth"), torch.Tensor):
-            out["depth"] = item["depth"]
-        return out
-    if isinstance(item, (tuple, list)) and len(item) >= 2:
-        return {"image": item[0], "mask": item[1]}
-    raise DataError(
-        f"dataset item {index} must be a dict with 'image' and 'mask' or a pair (image, mask), got {type(item).__name__}"
-    )
+    try:
+        entries = item_dict(item)
+    except TypeError:
+        raise DataError(
+            f"dataset item {index} must be a dict with 'image' and 'mask' or a pair (image, mask), "
+            f"got {type(item).__name__}"
+        ) from None
+    if "image" not in entries or "mask" not in entries:
+        raise DataError(f"dataset item {index} must have keys 'image' and 'mask', got {sorted(map(str, entries))}")
+    out = {"image": entries["image"], "mask": entries["mask"]}
+    if isinstance(entries.get("depth"), torch.Tensor):
+        out["depth"] = entries["depth"]
+    return out
 
 
 def _image_problem(image: Any, size: Optional[tuple[int, int]]) -> Optional[str]:
@@ -99,7 +96,7 @@ class CheckedItems(torch.utils.data.Dataset):
         try:
             pair = as_pair(self.dataset[index], index)
         except Exception as error:  # any failure of the user's data set becomes one line naming the item
-            message = _first_line(error)
+            message = error_line(error)
             named = [f for f in (image_file, mask_file) if f and f in message]
             where = "" if named or image_file is None else f" (image {image_file}, mask {mask_file})"
             return index, None, f"cannot load dataset item {index}{where}: {message}"

@@ -1,4 +1,13 @@
-"""The built-in default: a small smp Unet trained on SyntheticStreets, and its evaluation set.
+"""Every default of a benchmark or training run, in one place, and the built-in default model.
+
+The settings: the budgets, iterations and batch size a
+[BenchmarkConfig][segrobust.benchmark.BenchmarkConfig] starts from, and what
+``segrobust benchmark`` / ``segrobust train`` do when their flags do not say
+([BENCHMARK_RUN][segrobust.benchmark.defaults.BENCHMARK_RUN],
+[TRAIN_RUN][segrobust.benchmark.defaults.TRAIN_RUN], their ``--fast``
+variants and the built-in default run). The command line holds none of its own.
+
+The built-in default: a small smp Unet trained on SyntheticStreets, and its evaluation set.
 
 ``segrobust benchmark`` with no arguments evaluates this model. Its weights
 ship with the package (``segrobust/assets/default_model.pt``, written by
@@ -19,11 +28,25 @@ import torch
 from torch import nn
 
 __all__ = [
+    "BENCHMARK_RUN",
+    "BUILTIN_RUN",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_EPS",
     "DEFAULT_EVAL_IMAGES",
     "DEFAULT_IMAGE_SIZE",
     "DEFAULT_MODEL_SPEC",
+    "DEFAULT_NUM_CLASSES",
+    "DEFAULT_RELIABLE_STEPS",
     "DEFAULT_SCHEDULE",
+    "DEFAULT_STEPS",
+    "FAST_BENCHMARK_RUN",
+    "FAST_TRAIN_RUN",
+    "MAX_STEPS",
+    "TRAIN_RUN",
+    "BenchmarkRun",
     "DefaultSchedule",
+    "RunSizes",
+    "TrainRun",
     "cache_dir",
     "default_dataset",
     "default_model_path",
@@ -31,13 +54,94 @@ __all__ = [
     "train_default_model",
 ]
 
+# ----------------------------------------------------------------------------- settings of a run
+#: L∞ budgets: 2/255, 4/255 and 8/255.
+DEFAULT_EPS: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
+#: Iterations of the short attacks.
+DEFAULT_STEPS = 10
+#: APGD iterations per loss of the reliable ensemble (SEA's setting).
+DEFAULT_RELIABLE_STEPS = 100
+#: Images per batch.
+DEFAULT_BATCH_SIZE = 8
+#: Image size ``(H, W)`` of the generated SyntheticStreets data (the default data).
+DEFAULT_IMAGE_SIZE: tuple[int, int] = (96, 128)
+#: Classes of a model built from a spec when nothing says otherwise (CamVid's 11).
+DEFAULT_NUM_CLASSES = 11
+#: The most iterations a benchmark attack may run. Each iteration adds a value per
+#: image to the convergence curves, and ``steps=10**9`` would ask for gigabytes before
+#: the first step; SEA's protocol uses 300.
+MAX_STEPS = 100_000
+
+
+@dataclass(frozen=True)
+class RunSizes:
+    """A smoke-test size of run (``--fast``): each field that is not ``None`` is a default of its flag."""
+
+    num_images: Optional[int] = None
+    size: Optional[tuple[int, int]] = None
+    batch_size: Optional[int] = None
+    eps: Optional[tuple[float, ...]] = None
+    steps: Optional[int] = None
+    reliable_steps: Optional[int] = None
+    epochs: Optional[int] = None
+
+    def given(self) -> dict[str, Any]:
+        """The fields that are set, by flag name (``dest``)."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """What ``segrobust benchmark`` does when a flag does not say (the rest: [BenchmarkConfig][segrobust.benchmark.BenchmarkConfig]'s defaults)."""
+
+    out: str = "segrobust-benchmark"
+    dataset: str = "synthetic"
+    device: str = "auto"
+    attacks: str = "all"
+    rain: str = "all"
+    format: str = "table"
+    #: images of the generated SyntheticStreets validation set
+    synthetic_images: int = 32
+    #: image size of the generated data (other data sets keep their native size)
+    synthetic_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """What ``segrobust train`` does when a flag does not say (the rest: the recipe config's defaults)."""
+
+    out: str = "segrobust-train"
+    recipe: str = "standard"
+    model: str = "unet:resnet18"
+    dataset: str = "synthetic"
+    device: str = "auto"
+    epochs: int = 10
+    #: images of the generated SyntheticStreets training set
+    synthetic_images: int = 200
+    #: at most this many validation images are scored after each epoch
+    eval_images: int = 50
+    synthetic_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+
+
+#: ``segrobust benchmark`` without flags.
+BENCHMARK_RUN = BenchmarkRun()
+#: ``segrobust train`` without flags.
+TRAIN_RUN = TrainRun()
+#: The built-in default run (no ``--model``, generated data): fewer iterations, so it
+#: finishes in under 2 minutes on 2 CPU cores.
+BUILTIN_RUN = RunSizes(steps=5, reliable_steps=10)
+#: ``segrobust benchmark --fast``: a smoke test in seconds.
+FAST_BENCHMARK_RUN = RunSizes(num_images=4, size=(48, 64), batch_size=2, eps=(8 / 255,), steps=2, reliable_steps=10)
+#: ``segrobust train --fast``: one epoch on a few small images (``steps``: of a recipe with an inner attack).
+FAST_TRAIN_RUN = RunSizes(num_images=8, size=(48, 64), batch_size=4, epochs=1, steps=2)
+
+
+# ----------------------------------------------------------------------------- the built-in default model
 #: The default model: Unet, ResNet-18 encoder cut after its second stage (0.77 M parameters).
 DEFAULT_MODEL_SPEC = "unet:resnet18:encoder_depth=3:decoder_channels=32,16,8"
-#: Image size ``(H, W)`` of the default data.
-DEFAULT_IMAGE_SIZE: tuple[int, int] = (96, 128)
 #: Validation images evaluated by default.
-DEFAULT_EVAL_IMAGES = 32
-NUM_CLASSES = 11
+DEFAULT_EVAL_IMAGES = BENCHMARK_RUN.synthetic_images
+NUM_CLASSES = DEFAULT_NUM_CLASSES
 _ASSET = "default_model.pt"
 
 
@@ -111,12 +215,12 @@ def train_default_model(
 ) -> Path:
     """Train the default model with the fixed ``schedule`` and save it (float16 by default).
 
-    Uses [`segrobust.training.train_standard`][segrobust.training.train_standard] with AdamW and a one-cycle
+    Uses the ``standard`` recipe ([`StandardConfig`][segrobust.training.StandardConfig]) with AdamW and a one-cycle
     learning rate; the data are ``SyntheticStreets(split="train")``.
     """
     from segrobust.datasets import SyntheticStreets
     from segrobust.models import build_model, save_model
-    from segrobust.training import train_standard
+    from segrobust.training import RECIPES, StandardConfig
 
     started = time.perf_counter()
     data = SyntheticStreets(n=schedule.train_images, size=size, seed=schedule.data_seed, split="train")
@@ -132,15 +236,15 @@ def train_default_model(
     def one_cycle(opt: torch.optim.Optimizer, total_steps: int) -> Any:
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=schedule.lr, total_steps=total_steps, pct_start=0.1)
 
-    history = train_standard(
-        model,
-        loader,
+    config = StandardConfig(
         epochs=1,
         optimizer=optimizer,
         scheduler=one_cycle,
         num_classes=NUM_CLASSES,
-        trainer_kwargs={"progress": progress, "seed": schedule.seed},
+        progress=progress,
+        seed=schedule.seed,
     )
+    history = RECIPES["standard"](model, loader, config).history
     metadata = {
         "trained_by": "segrobust.benchmark.defaults.train_default_model",
         "schedule": asdict(schedule),

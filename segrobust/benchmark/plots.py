@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 import torch
 
 from segrobust.benchmark.functional import amplify_perturbation, format_eps
 from segrobust.benchmark.registry import ATTACKS
-from segrobust.benchmark.results import BenchmarkResults
 from segrobust.fileio import atomic_write
+
+if TYPE_CHECKING:  # annotations only: results.py imports this module to save itself
+    from segrobust.benchmark.results import BenchmarkResults
 
 __all__ = [
     "class_palette",

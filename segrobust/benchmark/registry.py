@@ -1,9 +1,10 @@
-"""The tables the benchmark and the command line read: attacks, rain conditions, defences, training recipes.
+"""The tables the benchmark and the command line read: attacks, rain conditions, defences.
 
 Each table is a plain dict from a short key (what users type after
-``--attacks``, ``--defense`` or ``--recipe``) to an entry holding the class or
-function itself. Adding an attack or defence is one [`register_attack`][segrobust.benchmark.register_attack] /
-[`register_defense`][segrobust.benchmark.register_defense] call (or one line in the tables below).
+``--attacks`` or ``--defense``) to an entry holding the class or function
+itself. Adding an attack is one [`register_attack`][segrobust.benchmark.register_attack]
+call; adding a defence is one entry of `DEFENSES` (a
+[`DefenseEntry`][segrobust.benchmark.registry.DefenseEntry]).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ __all__ = [
     "AttackEntry",
     "DefenseEntry",
     "register_attack",
-    "register_defense",
     "resolve_attacks",
     "resolve_rain_presets",
 ]
@@ -302,23 +302,6 @@ class DefenseEntry:
     description: str = ""
 
 
-DEFENSES: dict[str, DefenseEntry] = {}
-
-
-def register_defense(key: str, load: Callable[..., nn.Module], description: str = "") -> DefenseEntry:
-    """Add (or replace) a ``--defense`` kind.
-
-    Examples:
-        >>> entry = register_defense("identity", lambda model, path, **kw: model)
-        >>> sorted(DEFENSES)[:2]
-        ['depth', 'identity']
-        >>> del DEFENSES["identity"]
-    """
-    entry = DefenseEntry(key, load, description)
-    DEFENSES[key] = entry
-    return entry
-
-
 def _load_depth_defense(model: nn.Module, path: Union[str, os.PathLike], **_: Any) -> nn.Module:
     """A DepthMultiTask checkpoint: its segmentation weights (``model.*``) go into ``model``.
 
@@ -356,7 +339,10 @@ def _load_pearl_defense(model: nn.Module, path: Union[str, os.PathLike], **kwarg
     return load_pearl_defense(model, path, **kwargs)
 
 
-register_defense(
-    "depth", _load_depth_defense, "SGDepth multi-task model (segmentation weights of a DepthMultiTask checkpoint)"
-)
-register_defense("pearl", _load_pearl_defense, "PEARL derain preprocessor D in front of the model (f ∘ D)")
+#: ``--defense KIND:PATH`` kinds; add one with ``DEFENSES[key] = DefenseEntry(key, load, description)``.
+DEFENSES: dict[str, DefenseEntry] = {
+    "depth": DefenseEntry(
+        "depth", _load_depth_defense, "SGDepth multi-task model (segmentation weights of a DepthMultiTask checkpoint)"
+    ),
+    "pearl": DefenseEntry("pearl", _load_pearl_defense, "PEARL derain preprocessor D in front of the model (f ∘ D)"),
+}

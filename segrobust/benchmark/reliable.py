@@ -18,12 +18,14 @@ import torch
 
 from segrobust import distributed
 from segrobust.attacks.ensemble import EnsembleStats, greedy_worst_case_miou
-from segrobust.benchmark.results import ConditionResult
+from segrobust.benchmark.conditions import Condition
+from segrobust.benchmark.results import MASKING_FLAGS, ConditionResult
+from segrobust.metrics.functional import class_iou, mean_class_accuracy, mean_iou
 
 __all__ = ["FLAGS", "EnsembleTotals", "ensemble_rows", "ensemble_unit", "reduce_ensemble"]
 
 #: Per-image gradient-masking flags of the APGD members, as named in ``results.json``.
-FLAGS = ("loss_never_rose", "zero_gradient", "nonfinite_gradient")
+FLAGS = MASKING_FLAGS
 
 
 def ensemble_unit(stats: EnsembleStats, steps: int) -> dict[str, Any]:
@@ -125,9 +127,6 @@ def ensemble_rows(
     case of pixel accuracy); its mIoU, class IoU, class accuracy and confusion
     matrix come from the greedy worst-case selection over the whole set.
     """
-    from segrobust.benchmark.core import Condition
-    from segrobust.metrics.functional import class_iou, mean_class_accuracy, mean_iou
-
     n = totals.confusion.shape[1]
     greedy_cm = totals.confusion[totals.greedy_choice, torch.arange(n)].sum(0)
     passes = totals.forward_passes + totals.backward_passes

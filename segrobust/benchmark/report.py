@@ -6,7 +6,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from segrobust.benchmark.functional import format_eps
 from segrobust.benchmark.plots import (
@@ -18,9 +18,11 @@ from segrobust.benchmark.plots import (
     plot_rain_examples,
     plot_robustness_card,
 )
-from segrobust.benchmark.results import BenchmarkResults
-from segrobust.benchmark.storage import OutputFolder
+from segrobust.benchmark.storage import REPORT_FILES, OutputFolder
 from segrobust.fileio import atomic_write_text
+
+if TYPE_CHECKING:  # annotations only: results.py imports this module to save itself
+    from segrobust.benchmark.results import BenchmarkResults
 
 __all__ = ["render_markdown", "write_report"]
 
@@ -321,10 +323,10 @@ def write_report(results: BenchmarkResults, out_dir: Union[str, os.PathLike]) ->
     since) are never overwritten: the call raises
     [OutputFolderError][segrobust.benchmark.OutputFolderError] before writing
     anything. The files written are recorded (name and SHA-256) in
-    ``out_dir/.segrobust-benchmark.json``. Returns the paths written, by name.
+    ``out_dir/.segrobust-benchmark.json``. Returns the paths written, by kind, in the order of ``REPORT_FILES``.
     """
     folder = OutputFolder(out_dir)
-    folder.check_report_files()
+    folder.check_files(REPORT_FILES)
     out = folder.path
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -333,7 +335,8 @@ def write_report(results: BenchmarkResults, out_dir: Union[str, os.PathLike]) ->
         _write_figures_and_markdown(results, out, written)
     finally:
         folder.record(written.values())
-    return written
+    order = {name: index for index, name in enumerate(REPORT_FILES)}
+    return dict(sorted(written.items(), key=lambda item: order.get(item[1].name, len(order))))
 
 
 def _write_figures_and_markdown(results: BenchmarkResults, out: Path, written: dict[str, Path]) -> None:

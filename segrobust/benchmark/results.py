@@ -11,10 +11,12 @@ from typing import Any, Optional, Union
 
 from segrobust.benchmark.functional import format_eps
 
-__all__ = ["RESULTS_FORMAT", "BenchmarkResults", "ConditionResult"]
+__all__ = ["MASKING_FLAGS", "RESULTS_FORMAT", "BenchmarkResults", "ConditionResult"]
 
 #: ``format`` tag of ``results.json``.
 RESULTS_FORMAT = "segrobust.benchmark/1"
+#: The per-image gradient-masking flags of the reliable ensemble's APGD members (``checks["apgd_flags"]``).
+MASKING_FLAGS = ("loss_never_rose", "zero_gradient", "nonfinite_gradient")
 
 
 @dataclass
@@ -100,6 +102,8 @@ class BenchmarkResults:
     timing: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
     examples: Optional[dict[str, Any]] = field(default=None, repr=False)
+    #: The files [save][segrobust.benchmark.BenchmarkResults.save] (or ``run_benchmark`` with ``out_dir``) wrote, by name.
+    files: dict[str, Path] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ access
     def row(self, key: str, eps: Optional[float] = None, severity: Optional[int] = None) -> ConditionResult:
@@ -248,18 +252,26 @@ class BenchmarkResults:
         return text
 
     def headline(self) -> str:
-        """Robustness under the reliable evaluation per ε, the short attacks beside it (or a note that they are upper bounds)."""
+        """Robustness under the reliable evaluation per ε, the short attacks beside it (or a note that they are
+        upper bounds), and any gradient-masking warning of ``checks``."""
+        lines = self._robustness_lines()
+        warnings = self.masking_warnings()
+        if warnings and lines:
+            lines.append("")
+        return "\n".join(lines + warnings)
+
+    def _robustness_lines(self) -> list[str]:
         reliable = [row for row in self.rows if row.key == "reliable"]
         worst = {round(row.eps * 255, 6): row for row in self.rows if row.kind == "worst"}
         steps = self.config.get("reliable_steps")
         if not reliable:
             if not any(row.kind == "attack" for row in self.rows):
-                return ""
-            return (
+                return []
+            return [
                 "No reliable evaluation in this run: the attack numbers are upper bounds on robustness from "
                 f"short attacks ({self.config.get('steps')} steps). For the reliable evaluation run "
                 '`segrobust benchmark --attacks reliable,all` (Python: `attacks="reliable,..."`).'
-            )
+            ]
         lines = [f"Robustness under the reliable evaluation (APGD ensemble, {steps} iterations per loss):"]
         for row in reliable:
             line = (
@@ -273,7 +285,40 @@ class BenchmarkResults:
                     f"pixel accuracy {100 * short.pixel_accuracy:.1f} %"
                 )
             lines.append(line)
-        return "\n".join(lines)
+        return lines
+
+    def masking_warnings(self) -> list[str]:
+        """One line per gradient-masking finding of ``checks`` (empty when there is none).
+
+        Per ε, the images on which an APGD member of the reliable ensemble
+        flagged a loss that never rose, an all-zero gradient or a non-finite
+        gradient; per attack, the ε pairs where a larger budget left a higher
+        whole-set accuracy or mIoU. ``report.md`` lists the images.
+        """
+        checks = self.checks or {}
+        lines = []
+        by_eps: dict[float, dict[str, set]] = {}
+        for entry in checks.get("apgd_flags", []):
+            flags = by_eps.setdefault(entry["eps"], {flag: set() for flag in MASKING_FLAGS})
+            for flag in MASKING_FLAGS:
+                flags[flag].update(entry.get(flag) or [])
+        for eps, flags in sorted(by_eps.items()):
+            flagged = set().union(*flags.values())
+            if flagged:
+                kinds = ", ".join(f"{flag.replace('_', ' ')} {len(images)}" for flag, images in flags.items() if images)
+                lines.append(
+                    f"Gradient masking at ε={format_eps(eps)}: the reliable ensemble could not search "
+                    f"{len(flagged)} of {self.num_images} images ({kinds}); its numbers there are no robustness "
+                    "measurement (report.md, 'Gradient-masking checks')."
+                )
+        for entry in (checks.get("eps_monotonicity") or {}).values():
+            pairs = ", ".join(f"{a}→{b}" for a, b in (item["eps"] for item in entry.get("overall", [])))
+            if pairs:
+                lines.append(
+                    f"Gradient masking? {entry['name']} leaves a higher accuracy or mIoU at a larger ε ({pairs}): "
+                    "the attack fell short there (too few steps, or masked gradients)."
+                )
+        return lines
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -320,7 +365,15 @@ class BenchmarkResults:
             return cls.from_dict(json.load(handle))
 
     def save(self, out_dir: Union[str, os.PathLike]) -> dict[str, Path]:
-        """Write ``results.json``, ``report.md``, ``miou_vs_eps.png`` and ``examples.png`` into ``out_dir``."""
+        """Write the report files into ``out_dir``; returns them (also kept in ``files``) by file name.
+
+        The six files: ``results.json`` (every number), ``report.md``,
+        ``miou_vs_eps.png``, ``convergence.png`` (with the reliable
+        ensemble), ``examples.png`` and ``rain_examples.png`` (with example
+        images); see [write_report][segrobust.benchmark.write_report] for what
+        it refuses to overwrite.
+        """
         from segrobust.benchmark.report import write_report
 
-        return write_report(self, out_dir)
+        self.files = {path.name: path for path in write_report(self, out_dir).values()}
+        return self.files

@@ -4,26 +4,30 @@ Promises (see ``docs/reliability.md``):
 
 - nothing is deleted or overwritten that segrobust did not write: the report
   files are recorded with their SHA-256 in ``OUT/.segrobust-benchmark.json``
-  and ``OUT/partial/manifest.json`` lists the unit files of the run that made it;
-  anything else found there makes the run stop with [`OutputFolderError`][segrobust.benchmark.OutputFolderError];
+  ([OutputFolder][segrobust.fileio.OutputFolder]) and ``OUT/partial/manifest.json``
+  lists the unit files of the run that made it; anything else found there makes
+  the run stop with [`OutputFolderError`][segrobust.benchmark.OutputFolderError];
 - one run at a time per folder: ``OUT/.segrobust-benchmark.lock`` is held with
   ``fcntl.flock`` for the run (the kernel drops it when the process dies);
-- a unit file is used only when its checksum and its data fingerprint match.
+- a unit file is used only when its checksum and its data fingerprint match, and
+  a resume only when the model computes the same function (its
+  [fingerprint][segrobust.benchmark.storage.fingerprint] covers the architecture,
+  its settings and its weights).
 """
 
 from __future__ import annotations
 
-import errno
+import functools
 import hashlib
+import inspect
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from segrobust.fileio import atomic_torch_save, atomic_write_text
+from segrobust.fileio import OutputFolder, OutputFolderError, atomic_torch_save, atomic_write_text, read_bytes_limited
 
 __all__ = [
     "REPORT_FILES",
@@ -37,10 +41,7 @@ __all__ = [
 
 PARTIAL_DIR = "partial"
 MANIFEST = "manifest.json"
-MARKER = ".segrobust-benchmark.json"
-LOCK = ".segrobust-benchmark.lock"
 PARTIAL_FORMAT = "segrobust.benchmark.partial/2"
-MARKER_FORMAT = "segrobust.benchmark.output/1"
 #: Files ``write_report`` may write into the output folder.
 REPORT_FILES = (
     "results.json",
@@ -59,18 +60,27 @@ class ResumeMismatchError(ValueError):
     """``--resume`` on an output folder made with other settings."""
 
 
-class OutputFolderError(ValueError):
-    """The output folder cannot be used: not a folder, not writable, locked, or holding files segrobust did not write."""
-
-
 def fingerprint(obj: Any) -> str:
-    """A short hash of JSON-able settings, of a tensor's bytes, or of a model's weights (for an ``nn.Module``).
+    """A short hash of JSON-able settings, of a tensor's bytes, or of what a model computes (an ``nn.Module``).
 
-    A model's hash covers its state dict and its non-persistent buffers too (the
-    ``mean``/``std`` of a [SegmentationModel][segrobust.models.SegmentationModel]).
+    A model's hash covers its architecture and weights: per submodule its
+    name, class (and the source code of the class), its ``extra_repr`` (layer
+    sizes, an activation, the ``output_key``, upsampling and normalisation of a
+    [SegmentationModel][segrobust.models.SegmentationModel]), its plain
+    attributes (numbers, strings, flags), its hooks and, for TorchScript, its
+    code; then the state dict and the non-persistent buffers. So
+    ``unet:resnet18:activation=sigmoid`` and ``unet:resnet18`` with the same
+    weights, or a model behind another defence, have different fingerprints.
+    Python code the model calls outside its classes' source is not covered.
+
+    Examples:
+        >>> from torch import nn
+        >>> fingerprint(nn.Sequential(nn.Identity())) == fingerprint(nn.Sequential(nn.Sigmoid()))
+        False
     """
     digest = hashlib.sha256()
     if isinstance(obj, torch.nn.Module):
+        digest.update(_architecture(obj).encode())
         tensors = {**dict(obj.named_buffers()), **obj.state_dict()}
         for name, tensor in sorted(tensors.items()):
             digest.update(name.encode())
@@ -80,6 +90,52 @@ def fingerprint(obj: Any) -> str:
     else:
         digest.update(json.dumps(obj, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
+
+
+def _architecture(model: torch.nn.Module) -> str:
+    """One line per submodule: what it is and how it is set up (see `fingerprint`)."""
+    lines = []
+    for name, module in model.named_modules(remove_duplicate=False):
+        cls = type(module)
+        attributes = {
+            key: value
+            for key, value in vars(module).items()
+            if not key.startswith("_") and key != "training" and _is_plain(value)
+        }
+        hooks = [
+            getattr(hook, "__qualname__", type(hook).__qualname__)
+            for table in (module._forward_pre_hooks, module._forward_hooks)
+            for hook in table.values()
+        ]
+        lines.append(
+            f"{name}|{cls.__module__}.{cls.__qualname__}|{_class_source_hash(cls)}|{module.extra_repr()}|"
+            f"{json.dumps(attributes, sort_keys=True)}|{hooks}|{_script_code(module)}"
+        )
+    return "\n".join(lines)
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return True
+    return isinstance(value, (tuple, list)) and all(_is_plain(item) for item in value)
+
+
+@functools.cache
+def _class_source_hash(cls: type) -> str:
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # built in, or defined where the source is gone
+        return ""
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _script_code(module: torch.nn.Module) -> str:
+    if not isinstance(module, torch.jit.ScriptModule):
+        return ""
+    try:
+        return str(module.code)
+    except Exception:  # a module without its own forward has no code
+        return ""
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:
@@ -98,117 +154,6 @@ def unit_checksum(unit: dict[str, Any]) -> str:
         else:
             digest.update(json.dumps(value, sort_keys=True).encode())
     return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-# ----------------------------------------------------------------------------- the output folder
-class OutputFolder:
-    """``OUT``: made if missing, locked for the run, and only touched where segrobust owns the files.
-
-    Examples:
-        >>> import tempfile
-        >>> with tempfile.TemporaryDirectory() as folder, OutputFolder(folder) as out:
-        ...     out.check_report_files()  # nothing foreign there
-    """
-
-    def __init__(self, path: os.PathLike | str):
-        self.path = Path(path)
-        self._lock: Optional[Any] = None
-
-    # ------------------------------------------------------------------ lock
-    def __enter__(self) -> OutputFolder:
-        self.lock()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.unlock()
-
-    def lock(self) -> None:
-        """Make the folder if needed and take its lock; [`OutputFolderError`][segrobust.benchmark.OutputFolderError] if another run holds it."""
-        import fcntl
-
-        self._make()
-        try:
-            handle = open(self.path / LOCK, "a")
-        except OSError as error:
-            raise OutputFolderError(f"--out {self.path}: cannot create its lock file: {_first_line(error)}") from None
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            handle.close()
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise OutputFolderError(
-                    f"--out {self.path} is in use by another segrobust benchmark run (it holds {self.path / LOCK}); "
-                    "wait for it or choose another --out"
-                ) from None
-            raise OutputFolderError(
-                f"--out {self.path}: cannot lock {self.path / LOCK}: {_first_line(error)}"
-            ) from None
-        self._lock = handle
-
-    def unlock(self) -> None:
-        if self._lock is not None:
-            self._lock.close()  # closing the descriptor releases the flock
-            self._lock = None
-
-    def _make(self) -> None:
-        path = self.path
-        for parent in [path, *path.parents]:
-            if parent.exists() and not parent.is_dir():
-                where = "is a file" if parent == path else f"is inside {parent}, which is a file"
-                raise OutputFolderError(f"--out {path} {where}; give a folder")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputFolderError(f"--out {path}: cannot create the folder: {_first_line(error)}") from None
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise OutputFolderError(f"--out {path} is not writable")
-
-    # ------------------------------------------------------------------ report files
-    def _recorded(self) -> dict[str, str]:
-        marker = self.path / MARKER
-        if not marker.exists():
-            return {}
-        try:
-            data = json.loads(marker.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = None
-        if not isinstance(data, dict) or data.get("format") != MARKER_FORMAT or not isinstance(data.get("files"), dict):
-            raise OutputFolderError(f"{marker} is not a segrobust benchmark record; choose another --out")
-        return {str(k): str(v) for k, v in data["files"].items()}
-
-    def check_report_files(self, names: Iterable[str] = REPORT_FILES) -> None:
-        """Refuse when a report file there was not written by segrobust (or was changed since)."""
-        recorded = self._recorded()
-        for name in names:
-            target = self.path / name
-            if not (target.exists() or target.is_symlink()):
-                continue
-            if target.is_symlink() or not target.is_file() or recorded.get(name) != _file_sha256(target):
-                raise OutputFolderError(
-                    f"{target} was not written by segrobust benchmark (or was changed since); "
-                    "segrobust does not overwrite it: move it or choose another --out"
-                )
-
-    def record(self, paths: Iterable[Path]) -> None:
-        """Note the report files just written (name and SHA-256) in ``OUT/.segrobust-benchmark.json``."""
-        files = self._recorded()
-        for path in paths:
-            files[Path(path).name] = _file_sha256(Path(path))
-        payload = {"format": MARKER_FORMAT, "files": dict(sorted(files.items()))}
-        atomic_write_text(self.path / MARKER, json.dumps(payload, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- units
@@ -248,7 +193,7 @@ class UnitStore:
             raise OutputFolderError(f"{self.root} is not a folder; move it or choose another --out")
         manifest_path = self.root / MANIFEST
         try:
-            stored = json.loads(manifest_path.read_text(encoding="utf-8"))
+            stored = json.loads(read_bytes_limited(manifest_path, "manifest", 64 * 2**20))
         except (OSError, ValueError):
             stored = None
         if not isinstance(stored, dict) or stored.get("format") != PARTIAL_FORMAT:

@@ -1,4 +1,4 @@
-"""Defences: models and training objectives that make segmentation robust."""
+"""Defences: models and training objectives that make segmentation robust, and the recipes that train them (``RECIPES``)."""
 
 from .depth import (
     DepthLoss,
@@ -8,14 +8,15 @@ from .depth import (
     PoseNet,
     depth_multitask_loss,
     self_supervised_depth_loss,
-    train_depth_multitask,
 )
 from .derain import PReNet, ResidualUNet, build_derainer
 from .pearl import PEARL
-from .pearl_training import AMATargetDataset, compute_ama_targets, train_nat, train_pearl
+from .pearl_training import AMATargetDataset, compute_ama_targets, load_pearl_defense, save_pearl_defense
+from .recipes import RECIPES
 
 __all__ = [
     "PEARL",
+    "RECIPES",
     "AMATargetDataset",
     "DepthLoss",
     "DepthMultiTask",
@@ -27,8 +28,7 @@ __all__ = [
     "build_derainer",
     "compute_ama_targets",
     "depth_multitask_loss",
+    "load_pearl_defense",
+    "save_pearl_defense",
     "self_supervised_depth_loss",
-    "train_depth_multitask",
-    "train_nat",
-    "train_pearl",
 ]

@@ -7,7 +7,17 @@ from torch import nn
 
 from segrobust.validation import check_int, check_shape, check_tensor
 
-__all__ = ["PReNet", "ResidualUNet", "build_derainer"]
+__all__ = ["DERAINER_FILE_LIMITS", "PReNet", "ResidualUNet", "build_derainer", "check_derainer_arguments"]
+
+#: The architecture arguments a defence *file* may give each derainer, with their ranges
+#: (inclusive). A file is data: ``stages=10**9`` would make every forward loop for hours and
+#: ``channels=4000`` would ask for gigabytes, so a file asking for more is refused. The
+#: ranges hold the published sizes with room to spare (PReNet: 32 channels, 6 stages, 5
+#: blocks); Python callers may build any size.
+DERAINER_FILE_LIMITS: dict[str, dict[str, tuple[int, int]]] = {
+    "prenet": {"channels": (1, 256), "stages": (1, 32), "blocks": (0, 32)},
+    "unet": {"width": (1, 256)},
+}
 
 
 def _conv(in_ch: int, out_ch: int) -> nn.Conv2d:
@@ -130,6 +140,30 @@ def build_derainer(name: str = "prenet", **kwargs) -> nn.Module:
     if name not in builders:
         raise ValueError(f"unknown derainer {name!r}; expected one of {sorted(builders)}")
     return builders[name](**kwargs)
+
+
+def check_derainer_arguments(name: object, kwargs: object, where: str = "derainer") -> None:
+    """Refuse a derainer name or architecture arguments outside `DERAINER_FILE_LIMITS` (``ValueError`` naming ``where``).
+
+    Examples:
+        >>> check_derainer_arguments("prenet", {"stages": 10**9}, "defense.pt")
+        Traceback (most recent call last):
+        ...
+        ValueError: defense.pt: derainer argument stages=1000000000 is outside 1..32 for prenet
+    """
+    if name not in DERAINER_FILE_LIMITS:
+        raise ValueError(f"{where}: unknown derainer {name!r}; expected one of {sorted(DERAINER_FILE_LIMITS)}")
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{where}: derainer arguments must be a mapping, got {type(kwargs).__name__}")
+    limits = DERAINER_FILE_LIMITS[name]
+    for key, value in kwargs.items():
+        if key not in limits:
+            raise ValueError(
+                f"{where}: unknown argument {key!r} of derainer {name!r}; expected some of {sorted(limits)}"
+            )
+        low, high = limits[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{where}: derainer argument {key}={value!r} is outside {low}..{high} for {name}")
 
 
 def _check_rainy(rainy: object) -> None:

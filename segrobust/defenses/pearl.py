@@ -18,7 +18,7 @@ class PEARL(nn.Module):
     segmenter returns (a logits tensor, an smp ``aux_params`` tuple, or a
     ``{"out": ...}`` dict), so every attack, the benchmark and ART see one
     plain segmentation model, and attacks differentiate through both parts: no
-    gradient masking. Training recipes (``segrobust.defenses.train_pearl``)
+    gradient masking. Training recipes (``segrobust.defenses.RECIPES["pearl"]``)
     freeze ``f`` and train ``D``.
 
     Args:

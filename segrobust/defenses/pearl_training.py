@@ -1,13 +1,13 @@
-"""Training recipes of the PEARL paper on the shared trainer: NAT, PEARL and PEARL+AMA.
+"""PEARL training on the shared trainer: the ``pearl`` recipe (PEARL and PEARL+AMA) and its defence file.
 
-- ``train_nat`` (defined in [`segrobust.training`][segrobust.training], re-exported here) trains
-  the segmenter itself on rainy images perturbed by NAA (Madry min-max):
-  ``min_θ E max_δ L(f_θ(rain(x) + δ), y)``.
-- [`train_pearl`][segrobust.defenses.train_pearl] freezes the segmenter ``f`` and trains a derainer ``D`` in
+- The ``pearl`` recipe (``segrobust.defenses.RECIPES["pearl"]``, config
+  [PEARLConfig][segrobust.training.PEARLConfig]) freezes the segmenter ``f`` and trains a derainer ``D`` in
   front of it on NAA examples crafted against ``f ∘ D`` from rainy inputs,
   with loss ``λ_rec·‖D(x̃) − t‖₁ + λ_seg·CE(f(D(x̃)), y)``. The target ``t`` is
   the clean image, or with ``ama=True`` its AMA image (computed against ``f``
   before training and cached on disk).
+- NAT, the paper's baseline, trains the segmenter itself on rainy images
+  perturbed by NAA: the ``nat`` recipe of ``segrobust.training.RECIPES``.
 
 Rain comes from [`RandomRainStreaks`][segrobust.rain.augmentation.RandomRainStreaks] on the fly, as the
 trainer's ``input_transform``.
@@ -28,28 +28,31 @@ from torch.utils.data import DataLoader, Dataset
 
 from segrobust.defenses.pearl import PEARL
 from segrobust.fileio import atomic_torch_save
-from segrobust.rain.presets import PRESET_REFERENCE_HEIGHT
 from segrobust.training import AdversarialTrainer, as_batch, masked_cross_entropy
-from segrobust.training.recipes._base import (
-    ama_cache_dir,
-    legacy_config,
+from segrobust.training.recipes.base import (
+    Artifact,
+    TrainResult,
+    dataset_of,
     rain_transform,
     scheduler_for,
     trainer_options,
 )
-from segrobust.training.recipes.adversarial import train_nat
-from segrobust.training.recipes.config import PEARLConfig, RainSpec
-from segrobust.utils import model_mode_preserved, segmentation_logits
+from segrobust.training.recipes.config import PEARLConfig
+from segrobust.utils import item_dict, model_mode_preserved, segmentation_logits
 
 __all__ = [
     "AMATargetDataset",
     "compute_ama_targets",
     "fit_pearl",
     "load_pearl_defense",
+    "pearl_recipe",
     "save_pearl_defense",
-    "train_nat",
-    "train_pearl",
 ]
+
+#: ``format`` tag of the defence files [save_pearl_defense][segrobust.defenses.pearl_training.save_pearl_defense] writes.
+PEARL_CHECKPOINT_FORMAT = "segrobust.pearl.v1"
+#: The file name of the derainer the ``pearl`` recipe writes beside the model.
+PEARL_DEFENSE_FILE = "defense.pt"
 
 
 class _PEARLTrainingView(nn.Module):
@@ -82,9 +85,8 @@ def _fingerprint(dataset: Dataset, segmenter: nn.Module, settings: Mapping[str, 
 
 
 def _as_pair(item: Any) -> Any:
-    if isinstance(item, Mapping):
-        return {"image": item["image"][None], "mask": item["mask"][None]}
-    return (item[0][None], item[1][None])
+    entries = item_dict(item)
+    return {"image": entries["image"][None], "mask": entries["mask"][None]}
 
 
 def compute_ama_targets(
@@ -154,7 +156,7 @@ class AMATargetDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {**_item_dict(self.dataset[index]), "target": self.targets[index]}
+        return {**item_dict(self.dataset[index]), "target": self.targets[index]}
 
 
 class _TransformedDataset(Dataset):
@@ -166,12 +168,7 @@ class _TransformedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.transform(_item_dict(self.dataset[index]))
-
-
-def _item_dict(item: Any) -> dict[str, Any]:
-    """A fresh dict for a ``{"image", "mask", ...}`` item or an ``(image, mask)`` pair."""
-    return dict(item) if isinstance(item, Mapping) else {"image": item[0], "mask": item[1]}
+        return self.transform(item_dict(self.dataset[index]))
 
 
 def _pearl_loss(
@@ -197,8 +194,7 @@ def fit_pearl(
 ) -> tuple[PEARL, list[dict[str, Any]]]:
     """Train ``derainer`` in front of the frozen ``segmenter`` as ``config`` says; returns ``(PEARL, history)``.
 
-    The stages of [train_pearl][segrobust.defenses.train_pearl] and of the
-    ``pearl`` recipe: freeze ``f``, attach AMA targets, build the trainer, fit,
+    The stages of the ``pearl`` recipe: freeze ``f``, attach AMA targets, build the trainer, fit,
     restore ``f``'s ``requires_grad`` flags.
     """
     pearl = PEARL(segmenter, derainer)
@@ -266,93 +262,42 @@ def _pearl_training_data(segmenter: nn.Module, train_data: Any, config: PEARLCon
     return data
 
 
-def train_pearl(
-    segmenter: nn.Module,
-    derainer: nn.Module,
-    train_data: Any,
-    *,
-    ama: bool = False,
-    rain: RainSpec = "medium",
-    rain_reference_height: Optional[int] = PRESET_REFERENCE_HEIGHT,
-    eps: float = 4 / 255,
-    alpha: Optional[float] = None,
-    steps: int = 3,
-    ama_eps: Optional[float] = None,
-    ama_steps: int = 10,
-    lambda_rec: float = 1.0,
-    lambda_seg: float = 0.1,
-    epochs: int = 1,
-    batch_size: int = 8,
-    lr: float = 1e-3,
-    num_classes: Optional[int] = None,
-    ignore_index: int = 255,
-    cache_dir: Union[str, os.PathLike, None] = None,
-    transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
-    trainer_kwargs: Optional[Mapping[str, Any]] = None,
-) -> tuple[PEARL, list[dict[str, Any]]]:
-    """Train a PEARL derainer in front of a frozen segmenter; returns ``(PEARL(segmenter, derainer), history)``.
+def pearl_recipe(model: nn.Module, data: Any, config: PEARLConfig) -> TrainResult:
+    """PEARL (+AMA by default) with a fresh derainer in front of the frozen ``model`` (recipe ``pearl``).
 
-    The keyword form of the ``pearl`` recipe (see [PEARLConfig][segrobust.training.PEARLConfig]
-    for every argument; here ``ama`` defaults to ``False`` and ``derainer``
-    is a module). Each step: rain is added to the clean batch (``rain``,
-    a preset's streak lengths scaled from ``rain_reference_height`` to the image
-    height, ``None``: unscaled; a mapping is used as given), NAA (``eps``, ``alpha``, ``steps``) is crafted
-    against the whole pipeline ``f ∘ D``, and ``D`` minimises
-    ``lambda_rec·‖D(x̃) − t‖₁ + lambda_seg·CE(f(D(x̃)), y)``. ``t`` is the
-    clean image, or with ``ama=True`` its AMA image against ``f`` (``ama_eps``
-    defaults to ``eps``; ``ama_steps`` steps), computed once before training
-    and cached in ``cache_dir``. The segmenter's parameters and buffers are
-    never changed (frozen, kept in eval mode); its ``requires_grad`` flags
-    are restored afterwards.
-
-    Args:
-        segmenter: the trained segmentation model ``f``.
-        derainer: the image-to-image network ``D`` to train (e.g. ``PReNet()``).
-        train_data: a map-style dataset of ``{"image", "mask"}`` items (needed
-            for AMA targets), or a loader when ``ama=False`` (a ``DataLoader``
-            is read for its dataset when ``ama=True``).
-        transform: optional augmentation applied to each training item (a
-            dict with ``"image"``, ``"mask"`` and, with ``ama=True``,
-            ``"target"``) after the AMA target is attached, so a geometric
-            augmentation must move ``"target"`` with the image. AMA targets
-            are computed on the un-augmented data. Needs a map-style dataset.
-        trainer_kwargs: passed to [`AdversarialTrainer`][segrobust.training.AdversarialTrainer]
-            (``eval_loader``, ``checkpoint_dir``, ``resume``, ``device``...).
+    ``data`` is a map-style dataset (a ``DataLoader`` is read for its dataset).
+    A derainer given by name is initialised from ``config.seed``.
+    The result's model is ``PEARL(model, derainer)``; with a named derainer
+    its artifact ``defense.pt`` is what ``segrobust benchmark --defense
+    pearl:PATH`` loads.
 
     Examples:
-        >>> pearl, history = train_pearl(segmenter, PReNet(), train_set, ama=True, epochs=10)  # doctest: +SKIP
+        >>> from segrobust.defenses import RECIPES
+        >>> config = RECIPES["pearl"].config(derainer="prenet", epochs=10)
+        >>> result = RECIPES["pearl"](segmenter, train_set, config)  # doctest: +SKIP
     """
-    kwargs = dict(trainer_kwargs or {})
-    scheduler = kwargs.pop("scheduler", "poly")
-    if ama and isinstance(train_data, DataLoader):
-        train_data = train_data.dataset
-    config = legacy_config(
-        PEARLConfig,
-        kwargs,
-        derainer=derainer,
-        ama=ama,
-        rain=rain,
-        rain_reference_height=rain_reference_height,
-        eps=eps,
-        alpha=alpha,
-        steps=steps,
-        ama_eps=ama_eps,
-        ama_steps=ama_steps,
-        lambda_rec=lambda_rec,
-        lambda_seg=lambda_seg,
-        epochs=epochs,
-        lr=lr,
-        num_classes=num_classes,
-        ignore_index=ignore_index,
-        cache_dir=cache_dir,
-        transform=transform,
-        scheduler=scheduler,
-        **({} if "batch_size" in kwargs else {"batch_size": batch_size}),
-    )
-    return fit_pearl(segmenter, derainer, train_data, config)
+    from segrobust.defenses.derain import build_derainer
+
+    if isinstance(config.derainer, str):
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only, not on import order
+            torch.manual_seed(config.seed)
+            derainer = build_derainer(config.derainer)
+    else:
+        derainer = config.derainer
+    dataset, _ = dataset_of(data)
+    defended, history = fit_pearl(model, derainer, dataset, config)
+    artifacts = {}
+    if isinstance(config.derainer, str):
+        write = functools.partial(save_pearl_defense, derainer, name=config.derainer)
+        artifacts[PEARL_DEFENSE_FILE] = Artifact(lambda path: write(path=path), "--defense pearl:{path}")
+    return TrainResult(defended, history, artifacts)
 
 
-PEARL_CHECKPOINT_FORMAT = "segrobust.pearl.v1"
+def ama_cache_dir(config: PEARLConfig) -> Optional[Path]:
+    """Where AMA targets are cached: ``config.cache_dir``, else ``checkpoint_dir/ama_cache``, else nowhere."""
+    if config.cache_dir is not None:
+        return Path(config.cache_dir)
+    return Path(config.checkpoint_dir) / "ama_cache" if config.checkpoint_dir is not None else None
 
 
 def save_pearl_defense(
@@ -376,17 +321,26 @@ def save_pearl_defense(
 def load_pearl_defense(model: nn.Module, path: Union[str, os.PathLike], **_: Any) -> PEARL:
     """``PEARL(model, derainer)`` with the derainer of a [`save_pearl_defense`][segrobust.defenses.pearl_training.save_pearl_defense] checkpoint.
 
+    The file is data: its derainer name and architecture arguments must lie in
+    ``segrobust.defenses.derain.DERAINER_FILE_LIMITS`` (a
+    file asking for a billion stages is refused, not run).
+
     Examples:
         >>> defended = load_pearl_defense(segmenter, "runs/pearl/defense.pt")  # doctest: +SKIP
     """
-    from segrobust.defenses.derain import build_derainer
+    from segrobust.defenses.derain import build_derainer, check_derainer_arguments
     from segrobust.models import ModelLoadError, load_state_dict_file
 
     payload = load_state_dict_file(path)  # weights_only=True, one-line ModelLoadError for unreadable files
     if not isinstance(payload, Mapping) or payload.get("format") != PEARL_CHECKPOINT_FORMAT:
         raise ModelLoadError(f"{path} is not a PEARL defence checkpoint (write one with save_pearl_defense)")
+    name, kwargs = payload.get("derainer"), payload.get("derainer_kwargs", {})
     try:
-        derainer = build_derainer(payload["derainer"], **payload.get("derainer_kwargs", {}))
+        check_derainer_arguments(name, kwargs, f"PEARL defence checkpoint {path}")
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from None
+    try:
+        derainer = build_derainer(name, **kwargs)
         derainer.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise ModelLoadError(

@@ -54,7 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segrobust.fileio import atomic_torch_save
+from segrobust.fileio import UnreadableFileError, atomic_torch_save, check_regular_file
+from segrobust.models.errors import ModelLoadError
 from segrobust.models.huggingface import (
     QUERY_CLASS_KEY,
     QUERY_MASK_KEY,
@@ -87,10 +88,6 @@ __all__ = [
 CHECKPOINT_FORMAT = "segrobust.model/1"
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".ts", ".jit", ".zip")
-
-
-class ModelLoadError(ValueError):
-    """A model spec or checkpoint that cannot be used; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -329,11 +326,26 @@ def parse_model_spec(spec: Union[str, ModelSpec]) -> ModelSpec:
 def _check_encoder(encoder: str) -> None:
     from segmentation_models_pytorch.encoders import encoders
 
-    if encoder in encoders or encoder.startswith("tu-"):
+    if encoder.startswith("tu-"):
+        _check_timm_encoder(encoder)
+        return
+    if encoder in encoders:
         return
     close = difflib.get_close_matches(encoder, list(encoders), n=4)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise ModelLoadError(f"unknown smp encoder {encoder!r}{hint}; timm encoders are spelled 'tu-NAME'")
+
+
+def _check_timm_encoder(encoder: str) -> None:
+    """``tu-NAME``: NAME must be a timm model (timm's own error would be a bare RuntimeError)."""
+    import timm
+
+    name = encoder[len("tu-") :]
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=4)
+    hint = f" (did you mean {', '.join('tu-' + c for c in close)}?)" if close else ""
+    raise ModelLoadError(f"unknown timm encoder {encoder!r}: timm has no model {name!r}{hint}")
 
 
 def _drop_unused_stages(model: nn.Module) -> None:
@@ -453,11 +465,10 @@ def load_state_dict_file(path: Union[str, os.PathLike]) -> Any:
         ...
         segrobust.models.ModelLoadError: checkpoint /nonexistent/model.pt does not exist
     """
-    path = Path(path)
-    if not path.exists():
-        raise ModelLoadError(f"checkpoint {path} does not exist")
-    if path.is_dir():
-        raise ModelLoadError(f"checkpoint {path} is a directory, expected a file")
+    try:  # a FIFO, socket or device would block the read forever
+        path = check_regular_file(path, "checkpoint")
+    except UnreadableFileError as error:
+        raise ModelLoadError(str(error)) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as error:  # permissions, links, I/O: say so rather than "not a torch file"

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from segrobust.fileio import UnreadableFileError, check_regular_file, read_bytes_limited
+from segrobust.models.errors import ModelLoadError
 
 __all__ = [
     "MAX_HF_PARAMETERS",
@@ -119,8 +120,6 @@ def _shape(value: Any) -> Any:
 
 # ----------------------------------------------------------------------------- loading
 def _model_error(message: str) -> Exception:
-    from segrobust.models import ModelLoadError  # models imports this module
-
     return ModelLoadError(message)
 
 

@@ -4,9 +4,9 @@
 (or a factory building one from the model) as the inner maximiser, resumes
 exactly from atomic checkpoints, and runs unchanged under ``torchrun`` with
 DistributedDataParallel. The recipes (``RECIPES``: standard, pgd_at, eroseg_at,
-nat, pearl, depth) share one protocol, ``recipe(model, data, config) ->
-TrainResult``, with a typed config per recipe; see
-`segrobust.training.recipes`.
+nat; the defence recipes pearl and depth are ``segrobust.defenses.RECIPES``)
+share one protocol, ``RECIPES[name](model, data, config) -> TrainResult``,
+with a typed config per recipe; see `segrobust.training.recipes`.
 """
 
 from segrobust.distributed import (
@@ -35,11 +35,6 @@ from segrobust.training.recipes import (
     TrainConfig,
     TrainResult,
     get_recipe,
-    register_recipe,
-    train_eroseg_at,
-    train_nat,
-    train_pgd_at,
-    train_standard,
 )
 from segrobust.training.tensorboard import TensorBoardLogger
 from segrobust.training.trainer import AdversarialTrainer, Callback, evaluate, poly_lr
@@ -69,11 +64,6 @@ __all__ = [
     "is_main_process",
     "masked_cross_entropy",
     "poly_lr",
-    "register_recipe",
     "segmentation_loss",
     "split_batch_output",
-    "train_eroseg_at",
-    "train_nat",
-    "train_pgd_at",
-    "train_standard",
 ]

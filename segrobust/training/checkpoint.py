@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from segrobust import distributed as _dist
-from segrobust.fileio import atomic_torch_save
+from segrobust.fileio import atomic_torch_save, check_regular_file
+from segrobust.utils import error_line
 
 if TYPE_CHECKING:
     from segrobust.training.trainer import AdversarialTrainer
@@ -43,8 +44,16 @@ _log = logging.getLogger("segrobust.training")
 
 
 def load_checkpoint(path: Union[str, os.PathLike]) -> dict[str, Any]:
-    """Read a trainer checkpoint on the CPU with ``weights_only=True`` (no arbitrary code runs)."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Read a trainer checkpoint on the CPU with ``weights_only=True`` (no arbitrary code runs).
+
+    A special file (a FIFO would block), a truncated or foreign file is a
+    ``ValueError`` naming the file.
+    """
+    path = check_regular_file(path, "checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, not a torch file, pickled objects: whatever torch raises
+        raise ValueError(f"cannot resume from {path}: not a readable checkpoint ({error_line(error)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a segrobust.training checkpoint")
     return state
@@ -165,8 +174,14 @@ def restore_trainer(trainer: AdversarialTrainer, state: Mapping[str, Any]) -> No
         )
     if state["seed"] != trainer.seed:
         warnings.warn(f"the checkpoint used seed={state['seed']}, this trainer seed={trainer.seed}", stacklevel=3)
-    trainer.module.load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    try:
+        trainer.module.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as error:  # another architecture or optimizer
+        raise ValueError(
+            f"cannot resume: the checkpoint does not fit this model or optimizer ({error_line(error)}); "
+            "resume with the settings that wrote it, or start afresh"
+        ) from None
     if trainer.scheduler is not None and state["scheduler"] is not None:
         trainer.scheduler.load_state_dict(state["scheduler"])
     if state["scaler"]:

@@ -32,7 +32,7 @@ from .multitask import (
     depth_multitask_loss,
     multitask_inputs,
 )
-from .training import TripletSegmentationView, train_depth_multitask
+from .training import TripletSegmentationView, depth_recipe
 
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
@@ -48,6 +48,7 @@ __all__ = [
     "TripletSegmentationView",
     "depth_loss_terms",
     "depth_multitask_loss",
+    "depth_recipe",
     "disparity_to_depth",
     "edge_aware_smoothness",
     "invert_pose",
@@ -59,6 +60,5 @@ __all__ = [
     "reprojection_loss",
     "scale_gradient",
     "self_supervised_depth_loss",
-    "train_depth_multitask",
     "warp_to_target",
 ]

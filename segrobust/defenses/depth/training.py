@@ -9,17 +9,18 @@ previous and next frames, in the same forward and backward pass.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from segrobust.defenses.depth.modules import DepthLoss, PoseNet
 from segrobust.defenses.depth.multitask import DepthMultiTask, DepthMultiTaskCriterion
+from segrobust.training.recipes.base import TrainResult, dataset_of
 from segrobust.training.recipes.config import DepthConfig
 
-__all__ = ["TripletSegmentationView", "fit_depth", "train_depth_multitask", "triplets_like"]
+__all__ = ["TripletSegmentationView", "depth_recipe", "fit_depth", "triplets_like"]
 
 
 class TripletSegmentationView(Dataset):
@@ -60,12 +61,11 @@ class _WithPoseNet(nn.Module):
 def fit_depth(model: nn.Module, triplets: Any, config: DepthConfig) -> tuple[DepthMultiTask, list[dict[str, Any]]]:
     """Joint training of ``model`` on a map-style triplet dataset as ``config`` says; returns ``(multitask_model, history)``.
 
-    The stages of [train_depth_multitask][segrobust.defenses.train_depth_multitask]
-    and of the ``depth`` recipe: wrap the model, build the depth loss (with a
+    The stages of the ``depth`` recipe: wrap the model, build the depth loss (with a
     pose network when needed), fit.
     """
     from segrobust.training import AdversarialTrainer
-    from segrobust.training.recipes._base import scheduler_for, trainer_options
+    from segrobust.training.recipes.base import scheduler_for, trainer_options
 
     if not isinstance(model, DepthMultiTask):
         model = DepthMultiTask(
@@ -76,7 +76,13 @@ def fit_depth(model: nn.Module, triplets: Any, config: DepthConfig) -> tuple[Dep
             max_depth=config.max_depth,
             initial_depth=config.initial_depth,
         )
-    has_poses = "poses" in triplets[0]
+    first = triplets[0]
+    if not isinstance(first, Mapping) or "frames" not in first:
+        raise ValueError(
+            f"depth multi-task training needs video frame triplets; {type(triplets).__name__} has none "
+            "(use the synthetic or camvid data sets, or a dataset of {'frames', 'mask', 'K'} items)"
+        )
+    has_poses = "poses" in first
     pose_net = config.pose_net
     if pose_net == "auto":
         pose_net = None if has_poses else PoseNet()
@@ -115,83 +121,34 @@ def fit_depth(model: nn.Module, triplets: Any, config: DepthConfig) -> tuple[Dep
     return model, trainer.fit()
 
 
-def train_depth_multitask(
-    model: nn.Module,
-    train_data: Union[Dataset, DataLoader],
-    *,
-    pose_net: Union[nn.Module, str, None] = "auto",
-    attack: Any = None,
-    epochs: int = 1,
-    batch_size: int = 8,
-    lr: float = 1e-3,
-    seg_weight: float = 1.0,
-    depth_weight: float = 1.0,
-    depth_grad_scale: float = 0.9,
-    seg_grad_scale: float = 0.1,
-    min_depth: float = 0.1,
-    max_depth: float = 100.0,
-    initial_depth: Optional[float] = 10.0,
-    num_classes: Optional[int] = None,
-    ignore_index: int = 255,
-    depth_loss_kwargs: Optional[Mapping[str, Any]] = None,
-    trainer_kwargs: Optional[Mapping[str, Any]] = None,
-) -> tuple[DepthMultiTask, list[dict[str, Any]]]:
-    """Train segmentation and self-supervised depth jointly; returns ``(multitask_model, history)``.
+def depth_recipe(model: nn.Module, data: Any, config: DepthConfig) -> TrainResult:
+    """Joint segmentation and self-supervised depth training on the frame triplets behind ``data`` (recipe ``depth``).
 
-    The keyword form of the ``depth`` recipe (see [DepthConfig][segrobust.training.DepthConfig]).
-
-    Args:
-        model: an smp model (wrapped in [`DepthMultiTask`][segrobust.defenses.DepthMultiTask] with the given
-            gradient scales, depth range and ``initial_depth``) or an existing
-            [`DepthMultiTask`][segrobust.defenses.DepthMultiTask].
-        train_data: a dataset of triplet items ``{"frames": (3, 3, H, W),
-            "mask", "K", optional "poses"}`` (e.g. ``CamVidTriplets``,
-            ``SyntheticStreetTriplets``) or a ``DataLoader`` over one (read
-            for its dataset and batch size).
-        pose_net: ``"auto"`` builds a [`PoseNet`][segrobust.defenses.PoseNet] when items carry no known
-            poses; a module to use one; ``None`` to require known poses.
-        attack: optional inner maximiser for the segmentation half (any
-            ``attack(images, masks)`` or factory, as in the trainer); it
-            attacks the segmentation output of the model in training mode.
-        trainer_kwargs: passed to [`AdversarialTrainer`][segrobust.training.AdversarialTrainer].
+    ``data`` is a triplet dataset (``{"frames": (3, 3, H, W), "mask", "K",
+    optional "poses"}`` items, e.g. ``CamVidTriplets``,
+    ``SyntheticStreetTriplets``), or a SyntheticStreets / CamVid segmentation
+    set whose triplets (same split and size) are used; a ``DataLoader`` is
+    read for its dataset. ``model`` (an smp model, or a
+    [DepthMultiTask][segrobust.defenses.DepthMultiTask] to continue) is
+    trained in place inside the returned ``DepthMultiTask``.
 
     Examples:
-        >>> from segrobust.datasets import SyntheticStreetTriplets  # doctest: +SKIP
-        >>> mt, history = train_depth_multitask(smp.Unet("resnet18", encoder_weights=None, classes=11),
-        ...                                     SyntheticStreetTriplets(64, (48, 64)), epochs=2)  # doctest: +SKIP
+        >>> from segrobust.defenses import RECIPES
+        >>> config = RECIPES["depth"].config(epochs=2, batch_size=8)
+        >>> result = RECIPES["depth"](smp_model, SyntheticStreetTriplets(64, (48, 64)), config)  # doctest: +SKIP
     """
-    from segrobust.training.recipes._base import legacy_config
-
-    if isinstance(train_data, DataLoader):
-        batch_size = train_data.batch_size or batch_size
-        train_data = train_data.dataset
-    kwargs = dict(trainer_kwargs or {})
-    scheduler = kwargs.pop("scheduler", "poly")
-    config = legacy_config(
-        DepthConfig,
-        kwargs,
-        pose_net=pose_net,
-        attack=attack,
-        epochs=epochs,
-        lr=lr,
-        seg_weight=seg_weight,
-        depth_weight=depth_weight,
-        depth_grad_scale=depth_grad_scale,
-        seg_grad_scale=seg_grad_scale,
-        min_depth=min_depth,
-        max_depth=max_depth,
-        initial_depth=initial_depth,
-        num_classes=num_classes,
-        ignore_index=ignore_index,
-        depth_loss_kwargs=dict(depth_loss_kwargs or {}),
-        scheduler=scheduler,
-        **({} if "batch_size" in kwargs else {"batch_size": batch_size}),
-    )
-    return fit_depth(model, train_data, config)
+    dataset, _ = dataset_of(data)
+    multitask, history = fit_depth(model, triplets_like(dataset), config)
+    return TrainResult(multitask, history)
 
 
 def triplets_like(dataset: Any) -> Any:
     """The frame-triplet dataset behind a segmentation dataset (SyntheticStreets or CamVid), same split and size.
+
+    Any other dataset is returned as it is, taken to hold triplets already
+    ([fit_depth][segrobust.defenses.depth.training.fit_depth] checks its first
+    item). No item is read here: a dataset with random augmentation draws
+    from the global generator exactly as often as without this call.
 
     Examples:
         >>> from segrobust.datasets import SyntheticStreets
@@ -202,15 +159,9 @@ def triplets_like(dataset: Any) -> Any:
 
     from segrobust.datasets import CamVid, CamVidTriplets, SyntheticStreets, SyntheticStreetTriplets
 
-    if isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    if len(dataset) and "frames" in dataset[0]:
-        return dataset
-    if isinstance(dataset, SyntheticStreets):
-        return SyntheticStreetTriplets(len(dataset), dataset.size, seed=dataset.seed, split=dataset.split)
-    if isinstance(dataset, CamVid):
-        return CamVidTriplets(dataset.root, dataset.split, size=dataset.size)
-    raise ValueError(
-        f"depth multi-task training needs video frame triplets; {type(dataset).__name__} has none "
-        "(use the synthetic or camvid data sets)"
-    )
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    if isinstance(base, SyntheticStreets):
+        return SyntheticStreetTriplets(len(base), base.size, seed=base.seed, split=base.split)
+    if isinstance(base, CamVid):
+        return CamVidTriplets(base.root, base.split, size=base.size)
+    return dataset

@@ -1,9 +1,10 @@
-"""Training recipes: ``RECIPES[name](model, data, config=None, **options) -> TrainResult``.
+"""Training recipes of the segmenter: ``RECIPES[name](model, data, config) -> TrainResult``.
 
 Every recipe takes the model, the training data (a map-style dataset, or a
 loader / iterable of batches) and a typed config (a dataclass per recipe,
-sharing [TrainConfig][segrobust.training.TrainConfig]); options that are not
-fields of the recipe's config are an error. The model is trained in place.
+sharing [TrainConfig][segrobust.training.TrainConfig]; ``None`` for its
+defaults). ``RECIPES[name].config(**options)`` builds one, and an option that
+is not a field of the recipe's config is an error. The model is trained in place.
 
 | name | config | what is trained |
 |---|---|---|
@@ -11,30 +12,26 @@ fields of the recipe's config are an error. The model is trained in place.
 | ``pgd_at`` | [PGDATConfig][segrobust.training.PGDATConfig] | the segmenter, NAA (PGD) examples |
 | ``eroseg_at`` | [EroSegATConfig][segrobust.training.EroSegATConfig] | the segmenter, EroSeg examples |
 | ``nat`` | [NATConfig][segrobust.training.NATConfig] | the segmenter, NAA examples of rainy images |
-| ``pearl`` | [PEARLConfig][segrobust.training.PEARLConfig] | a derainer in front of the frozen segmenter |
-| ``depth`` | [DepthConfig][segrobust.training.DepthConfig] | segmentation + self-supervised depth |
+
+The recipes that train a defence (``pearl``, ``depth``) follow the same
+protocol and live with the defences, in ``segrobust.defenses.RECIPES``. Both
+tables are plain dicts: add a recipe with ``RECIPES[name] = Recipe(...)``.
 
 Examples:
     >>> from segrobust.training import RECIPES
     >>> sorted(RECIPES)
-    ['depth', 'eroseg_at', 'nat', 'pearl', 'pgd_at', 'standard']
+    ['eroseg_at', 'nat', 'pgd_at', 'standard']
+    >>> config = RECIPES["pgd_at"].config(eps=4 / 255, steps=3, epochs=2)
+    >>> result = RECIPES["pgd_at"](model, train_set, config)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Mapping
+from typing import Optional
 
-from segrobust.training.recipes._base import Artifact, Recipe, TrainResult
-from segrobust.training.recipes.adversarial import (
-    eroseg_at,
-    nat,
-    pgd_at,
-    standard,
-    train_eroseg_at,
-    train_nat,
-    train_pgd_at,
-    train_standard,
-)
+from segrobust.training.recipes.adversarial import eroseg_at, nat, pgd_at, standard
+from segrobust.training.recipes.base import Artifact, Recipe, TrainResult
 from segrobust.training.recipes.config import (
     DepthConfig,
     EroSegATConfig,
@@ -45,7 +42,6 @@ from segrobust.training.recipes.config import (
     TrainConfig,
     make_config,
 )
-from segrobust.training.recipes.defenses import depth, pearl
 
 __all__ = [
     "RECIPES",
@@ -64,50 +60,29 @@ __all__ = [
     "make_config",
     "nat",
     "pgd_at",
-    "register_recipe",
     "standard",
-    "train_eroseg_at",
-    "train_nat",
-    "train_pgd_at",
-    "train_standard",
 ]
 
-RECIPES: dict[str, Recipe] = {}
+#: The segmenter's training recipes by name.
+RECIPES: dict[str, Recipe] = {
+    "standard": Recipe("standard", StandardConfig, standard, "masked cross-entropy on clean images"),
+    "pgd_at": Recipe("pgd_at", PGDATConfig, pgd_at, "Madry PGD adversarial training (NAA inner maximiser)"),
+    "eroseg_at": Recipe("eroseg_at", EroSegATConfig, eroseg_at, "adversarial training with EroSeg"),
+    "nat": Recipe("nat", NATConfig, nat, "NAT: PGD-AT on rainy images (PEARL's baseline)"),
+}
 
 
-def register_recipe(
-    name: str, config_type: type, function: Callable[[Any, Any, Any], TrainResult], description: str = ""
-) -> Recipe:
-    """Add (or replace) a recipe: ``function(model, data, config) -> TrainResult`` with a ``config_type`` config.
+def get_recipe(name: str, recipes: Optional[Mapping[str, Recipe]] = None) -> Recipe:
+    """The recipe called ``name`` in ``recipes`` (default `RECIPES`; ``-`` and ``_`` alike, any case).
 
-    Examples:
-        >>> RECIPES["standard"].config_type.__name__
-        'StandardConfig'
-    """
-    if not (isinstance(config_type, type) and issubclass(config_type, TrainConfig)):
-        raise TypeError(f"config_type must be a TrainConfig subclass, got {config_type!r}")
-    if not callable(function):
-        raise TypeError(f"function must be callable (model, data, config) -> TrainResult, got {function!r}")
-    RECIPES[name] = Recipe(name, config_type, function, description)
-    return RECIPES[name]
-
-
-def get_recipe(name: str) -> Recipe:
-    """The recipe called ``name`` (``-`` and ``_`` alike, any case); a ``KeyError`` lists the known ones.
+    A ``KeyError`` lists the known ones.
 
     Examples:
         >>> get_recipe("PGD-AT").name
         'pgd_at'
     """
+    table = RECIPES if recipes is None else recipes
     key: Optional[str] = name.lower().replace("-", "_") if isinstance(name, str) else None
-    if key not in RECIPES:
-        raise KeyError(f"unknown recipe {name!r}; expected one of {', '.join(RECIPES)}")
-    return RECIPES[key]
-
-
-register_recipe("standard", StandardConfig, standard, "masked cross-entropy on clean images")
-register_recipe("pgd_at", PGDATConfig, pgd_at, "Madry PGD adversarial training (NAA inner maximiser)")
-register_recipe("eroseg_at", EroSegATConfig, eroseg_at, "adversarial training with EroSeg")
-register_recipe("nat", NATConfig, nat, "NAT: PGD-AT on rainy images (PEARL's baseline)")
-register_recipe("pearl", PEARLConfig, pearl, "PEARL+AMA: train a derainer in front of the frozen model")
-register_recipe("depth", DepthConfig, depth, "SGDepth multi-task training on the data's frame triplets")
+    if key not in table:
+        raise KeyError(f"unknown recipe {name!r}; expected one of {', '.join(table)}")
+    return table[key]

@@ -227,7 +227,7 @@ class PEARLConfig(TrainConfig):
 
     Attributes:
         lr: Adam learning rate of the derainer (``None``: 1e-3).
-        derainer: a registered derainer name (``"prenet"``, ``"residual_unet"``) or a module.
+        derainer: a registered derainer name (``"prenet"``, ``"unet"``) or a module.
         ama: reconstruct the AMA images of the clean ones (PEARL+AMA) instead of the clean images.
         rain, rain_reference_height: as in [NATConfig][segrobust.training.NATConfig].
         eps, alpha, steps: NAA on ``f ∘ D`` in each step (``alpha`` ``None``: ``2.5·eps/steps``).

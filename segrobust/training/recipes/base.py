@@ -1,4 +1,8 @@
-"""The recipe protocol and the pieces the recipes share (result, loaders, optimizer, rain, trainer call)."""
+"""The recipe protocol and the pieces recipes share (result, loaders, optimizer, rain, the trainer call).
+
+Public, so that recipes outside ``segrobust.training`` (the defence recipes in
+``segrobust.defenses``) are built from the same pieces.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,19 @@ from torch.utils.data import DataLoader, Dataset
 from segrobust.training.recipes.config import RainSpec, StandardConfig, TrainConfig, make_config
 from segrobust.training.trainer import AdversarialTrainer, poly_lr
 
-__all__ = ["Artifact", "Recipe", "TrainResult"]
+__all__ = [
+    "Artifact",
+    "Recipe",
+    "TrainResult",
+    "dataset_of",
+    "eval_loader",
+    "fit_segmenter",
+    "optimizer_for",
+    "rain_transform",
+    "scheduler_for",
+    "train_loader",
+    "trainer_options",
+]
 
 
 @dataclass(frozen=True)
@@ -50,13 +66,15 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A training recipe: ``recipe(model, data, config=None, **options) -> TrainResult``.
+    """A training recipe: ``recipe(model, data, config) -> TrainResult``, the one way to train.
 
-    ``options`` set fields of ``config`` (or of a default ``config_type()``);
-    an option that is not a field is a ``TypeError`` naming it and the recipe.
-    ``function(model, data, config) -> TrainResult`` is the implementation; the
-    ones that need the attacks or the defences import them when they run, so the
-    registry costs no import of either.
+    ``config`` is a ``config_type`` instance (``None``: its defaults); build one
+    with [config][segrobust.training.Recipe.config] to change some settings.
+    ``artifacts`` names the files its result may write besides the model (see
+    [TrainResult][segrobust.training.TrainResult]), so a caller can check an
+    output folder before training.
+    ``function(model, data, config)`` is the implementation; the recipes that
+    need the attacks import them when they run, so the table costs no import of them.
 
     Examples:
         >>> from segrobust.training import RECIPES
@@ -68,15 +86,14 @@ class Recipe:
     config_type: type
     function: Callable[[nn.Module, Any, Any], TrainResult]
     description: str = ""
+    artifacts: tuple[str, ...] = ()
 
     def config(self, config: Optional[TrainConfig] = None, **options: Any) -> Any:
-        """The config this recipe runs with: ``config`` or the defaults, with ``options`` set."""
+        """The config this recipe runs with: ``config`` or the defaults, with ``options`` set (unknown ones are an error)."""
         return make_config(self.name, self.config_type, config, **options)
 
-    def __call__(
-        self, model: nn.Module, data: Any, config: Optional[TrainConfig] = None, **options: Any
-    ) -> TrainResult:
-        return self.function(model, data, self.config(config, **options))
+    def __call__(self, model: nn.Module, data: Any, config: Optional[TrainConfig] = None) -> TrainResult:
+        return self.function(model, data, self.config(config))
 
 
 # -- shared stages ------------------------------------------------------------------------
@@ -190,12 +207,6 @@ def trainer_options(config: TrainConfig, **recipe_options: Any) -> dict[str, Any
     return {**options, **dict(config.trainer_kwargs)}
 
 
-def ama_cache_dir(config: Any) -> Optional[Path]:
-    if config.cache_dir is not None:
-        return Path(config.cache_dir)
-    return Path(config.checkpoint_dir) / "ama_cache" if config.checkpoint_dir is not None else None
-
-
 def fit_segmenter(
     model: nn.Module,
     data: Any,
@@ -213,13 +224,3 @@ def fit_segmenter(
         ),
     )
     return TrainResult(model, trainer.fit())
-
-
-def legacy_config(config_type: type, trainer_kwargs: Optional[Mapping[str, Any]], **fields: Any) -> Any:
-    """A config from the keyword arguments of the ``train_*`` functions: trainer settings that are config fields move over."""
-    rest = dict(trainer_kwargs or {})
-    renamed = {"eval_loader": "eval_data"}
-    for key in ("checkpoint_dir", "resume", "seed", "device", "progress", "eval_loader", "batch_size"):
-        if key in rest:
-            fields[renamed.get(key, key)] = rest.pop(key)
-    return config_type(**fields, trainer_kwargs=rest)

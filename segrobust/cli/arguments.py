@@ -1,0 +1,119 @@
+"""The value types of the command-line flags: each turns the text of a flag into its value or says what was expected."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+__all__ = [
+    "attack_args",
+    "budget",
+    "channel_list",
+    "eps_list",
+    "json_object",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+    "size",
+    "step_size",
+]
+
+
+def size(text: str) -> tuple[int, int]:
+    """``HxW`` (or ``H,W``), each at least 8."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 96x128, got {text!r}") from None
+    if height < 8 or width < 8:
+        raise argparse.ArgumentTypeError(f"size must be at least 8x8, got {text!r}")
+    return height, width
+
+
+def _integer(text: str, minimum: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return _integer(text, 0, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def budget(text: str) -> float:
+    """An L∞ budget in ``(0, 1]``: ``8/255``, ``0.03``."""
+    from segrobust.benchmark.functional import parse_eps
+
+    try:
+        return parse_eps(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def step_size(text: str) -> float:
+    try:
+        return budget(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(str(error).replace("eps", "the step size", 1)) from None
+
+
+def eps_list(text: str) -> list[float]:
+    values = [budget(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("--eps needs at least one budget, e.g. 2/255,4/255,8/255")
+    return values
+
+
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise argparse.ArgumentTypeError(
+            f"not valid JSON ({error}); expected an object like '{{\"key\": 1}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"key\": 1}}', got {type(value).__name__}")
+    return value
+
+
+def attack_args(text: str) -> dict[str, dict[str, Any]]:
+    """``--attack-args``: a JSON object of objects (keyword arguments per attack key)."""
+    value = json_object(text)
+    for attack, kwargs in value.items():
+        if not isinstance(kwargs, dict):
+            raise argparse.ArgumentTypeError(
+                f'the value for "{attack}" must be a JSON object of keyword arguments, e.g. \'{{"{attack}": {{}}}}\''
+            )
+    return value
+
+
+def channel_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, one per channel, e.g. 0.485,0.456,0.406, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected comma-separated numbers, one per channel, e.g. 0.485,0.456,0.406")
+    return values

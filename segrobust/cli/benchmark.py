@@ -1,0 +1,251 @@
+"""``segrobust benchmark``: the options as a BenchmarkConfig, the model and data loaded, the run, the summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from segrobust.benchmark.config import BenchmarkConfig
+from segrobust.benchmark.defaults import (
+    BENCHMARK_RUN,
+    BUILTIN_RUN,
+    DEFAULT_EPS,
+    DEFAULT_RELIABLE_STEPS,
+    DEFAULT_STEPS,
+    FAST_BENCHMARK_RUN,
+)
+from segrobust.benchmark.functional import format_eps
+from segrobust.cli import arguments as types
+from segrobust.cli.config_files import recorded_settings
+from segrobust.cli.errors import UsageError
+from segrobust.cli.flags import (
+    Flags,
+    add_model_flags,
+    add_shared_flags,
+    field_default,
+)
+from segrobust.cli.loading import check_defense, dataset, ensure_default_model, load_benchmark_model, resolve_device
+from segrobust.cli.options import Invocation
+from segrobust.utils import error_line
+
+__all__ = ["FORMATS", "add_flags", "run"]
+
+#: ``--format`` choices.
+FORMATS = ("table", "json", "csv", "markdown")
+
+
+# ----------------------------------------------------------------------------- flags
+def add_flags(commands: Any) -> None:
+    """The ``benchmark`` sub-command and its flags."""
+    bench = commands.add_parser(
+        "benchmark",
+        help="evaluate a model clean, under rain and under attacks",
+        description="Evaluate a segmentation model clean, under rain presets and under attacks at several L∞ budgets, "
+        "with the per-image worst case. Without arguments: the built-in default model on SyntheticStreets.",
+        argument_default=argparse.SUPPRESS,
+    )
+    flags = Flags(bench)
+    model = bench.add_argument_group("model")
+    flags.add(
+        model,
+        "--model",
+        metavar="SPEC|PATH",
+        help="smp spec (unet:resnet18, deeplabv3plus:resnet34:encoder_depth=4), a segrobust checkpoint, "
+        "SPEC@state_dict.pt, module:callable (torchvision.models.segmentation:lraspp_mobilenet_v3_large) "
+        "or a TorchScript file with --allow-torchscript (default: the built-in default model)",
+    )
+    flags.add(
+        model,
+        "--defense",
+        metavar="KIND:PATH",
+        help="defence to evaluate: depth:PATH (DepthMultiTask checkpoint) or pearl:PATH",
+    )
+    add_model_flags(flags, model)
+    _attack_flags(flags, bench)
+    out = bench.add_argument_group("output")
+    flags.add(
+        out, "--out", default=BENCHMARK_RUN.out, metavar="DIR", help=f"output folder (default ./{BENCHMARK_RUN.out})"
+    )
+    flags.add(
+        out,
+        "--examples",
+        type=types.non_negative_int,
+        default=field_default(BenchmarkConfig, "num_examples"),
+        metavar="K",
+        help="example images in examples.png",
+    )
+    flags.add(
+        out,
+        "--format",
+        default=BENCHMARK_RUN.format,
+        choices=FORMATS,
+        help="summary on stdout: table (default, for people), json or csv (one record per condition and ε), "
+        "or markdown; with json and csv the closing line goes to stderr",
+    )
+    add_shared_flags(
+        flags,
+        out,
+        "A results.json replays its run (see docs/benchmark.md for what a replay may do).",
+        BENCHMARK_RUN,
+        FAST_BENCHMARK_RUN,
+    )
+    bench.option_defaults = flags.defaults
+
+
+def _attack_flags(flags: Flags, bench: argparse.ArgumentParser) -> None:
+    attack = bench.add_argument_group("attacks")
+    flags.add(
+        attack,
+        "--attacks",
+        default=BENCHMARK_RUN.attacks,
+        metavar="LIST",
+        help="comma-separated attacks, 'all' or 'none' (default all: every attack but 'reliable', the "
+        "reliable APGD ensemble; add it with reliable,all)",
+    )
+    flags.add(
+        attack,
+        "--rain",
+        default=BENCHMARK_RUN.rain,
+        metavar="LIST",
+        help="comma-separated rain presets, 'all' or 'none'",
+    )
+    flags.add(
+        attack,
+        "--eps",
+        type=types.eps_list,
+        default=list(DEFAULT_EPS),
+        metavar="LIST",
+        help="L∞ budgets in (0, 1] (default " + ",".join(format_eps(e) for e in DEFAULT_EPS) + ")",
+    )
+    flags.add(
+        attack,
+        "--steps",
+        type=types.positive_int,
+        default=DEFAULT_STEPS,
+        metavar="N",
+        help=f"attack steps (default {DEFAULT_STEPS}; {BUILTIN_RUN.steps} for the built-in default)",
+    )
+    flags.add(
+        attack,
+        "--reliable-steps",
+        type=types.positive_int,
+        default=DEFAULT_RELIABLE_STEPS,
+        metavar="N",
+        help=f"APGD iterations per loss of the reliable ensemble, --attacks reliable (default {DEFAULT_RELIABLE_STEPS}; "
+        f"{BUILTIN_RUN.reliable_steps} for the built-in default and --fast)",
+    )
+    flags.add(attack, "--alpha", type=types.step_size, metavar="A", help="attack step size (default 2.5·ε/steps)")
+    flags.add(attack, "--no-random-start", action="store_true", help="start attacks at the clean image")
+    flags.add(
+        attack,
+        "--attack-args",
+        type=types.attack_args,
+        metavar="JSON",
+        help='extra attack arguments, e.g. \'{"eroseg": {"q0": 0.3}}\'',
+    )
+
+
+# ----------------------------------------------------------------------------- the run
+def _config(options: Any, device: Any) -> Any:
+    """The [BenchmarkConfig][segrobust.benchmark.BenchmarkConfig] of the options (checked: bad values fail here)."""
+    from segrobust.benchmark import BenchmarkConfig
+
+    return BenchmarkConfig(
+        attacks=options.attacks,
+        eps_list=options.eps,
+        rain=options.rain,
+        steps=options.steps,
+        alpha=options.alpha,
+        random_start=not options.no_random_start,
+        batch_size=options.batch_size,
+        device=device,
+        seed=options.seed,
+        out_dir=options.out,
+        resume=options.resume,
+        progress=not options.no_progress,
+        num_workers=options.workers,
+        num_examples=options.examples,
+        attack_kwargs=options.attack_args,
+        reliable_steps=options.reliable_steps,
+    )
+
+
+def _metadata(options: Any, config: Any, data: Any, data_name: str, model_name: str) -> dict[str, Any]:
+    """What ``results.json`` records of the command line: enough to replay the run with ``--config``."""
+    settings = recorded_settings(
+        vars(options),
+        attacks=config.attacks or "none",
+        rain=config.rain or "none",
+        eps=config.eps_list,
+        batch_size=config.batch_size,
+        num_images=options.num_images or len(data),
+        size=options.size or (BENCHMARK_RUN.synthetic_size if options.dataset == "synthetic" else None),
+    )
+    return {
+        "model_name": model_name,
+        "dataset_name": data_name,
+        "defense": options.defense,
+        "command": "segrobust " + " ".join(sys.argv[1:]),
+        "cli": settings,
+    }
+
+
+def run(invocation: Invocation) -> int:
+    """Run the benchmark of ``invocation``; print the summary and what was written."""
+    import torch
+
+    from segrobust.attacks import NonFiniteGradientError
+    from segrobust.benchmark import run_benchmark
+    from segrobust.distributed import init_distributed, is_main_process
+    from segrobust.models import ModelLoadError
+
+    options = invocation.options
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = resolve_device(options.device)
+    try:
+        config = _config(options, device)
+        check_defense(options.defense)
+        data, data_name = dataset(options, "val", BENCHMARK_RUN.synthetic_images, BENCHMARK_RUN.synthetic_size)
+        if options.model is None:
+            ensure_default_model(progress=not options.no_progress)
+        init_distributed()
+        model, model_name = load_benchmark_model(options, device)
+        metadata = _metadata(options, config, data, data_name, model_name)
+        started = time.perf_counter()
+        results = run_benchmark(model, data, config.replace(metadata=metadata))
+    except ModelLoadError as error:
+        raise UsageError(str(error)) from None
+    except (ValueError, TypeError, OSError, NonFiniteGradientError) as error:  # bad settings, data, model or folder
+        raise UsageError(error_line(error)) from None
+    if is_main_process():
+        _print_summary(results, options.format)
+        _print_closing(results, options, time.perf_counter() - started)
+    return 0
+
+
+def _print_summary(results: Any, style: str) -> None:
+    """The summary on stdout: the human table (and the headline), JSON or CSV records, or a markdown table."""
+    if style == "json":
+        print(json.dumps(results.to_records(), indent=2, allow_nan=False))
+    elif style == "csv":
+        sys.stdout.write(results.to_csv())
+    else:
+        print(results.table("markdown" if style == "markdown" else "plain"))
+        headline = results.headline()
+        if headline:
+            print(f"\n{headline}")
+
+
+def _print_closing(results: Any, options: Any, seconds: float) -> None:
+    """Images, time and the files written; on stderr when stdout is machine-readable."""
+    out = options.out
+    names = ", ".join(path.name for path in results.files.values())
+    closing = f"{results.num_images} images, {seconds:.1f} s. Wrote {names} to {out}/"
+    if options.format in ("json", "csv"):  # stdout stays machine-readable
+        print(closing, file=sys.stderr)
+    else:
+        print(f"\n{closing}")
