@@ -513,7 +513,7 @@ def test_attack_params_set_params_and_registration(estimator, data):
     attack = sart.EroSeg(estimator, eps=4 / 255, steps=2, q0=0.5, schedule="cosine")
     assert attack.attack_params == [
         "eps", "alpha", "steps", "random_start", "q0", "schedule", "kernel_size", "fooled_weight",
-        "confidence", "ignore_index", "batch_size", "targeted", "verbose",
+        "confidence", "ignore_index", "nonfinite", "batch_size", "targeted", "verbose",
     ]  # fmt: skip
     assert list(inspect.signature(sart.EroSeg).parameters)[:3] == ["estimator", "eps", "alpha"]
     assert attack.ignore_index is None and attack._torch_attack().ignore_index == estimator.ignore_index

@@ -14,6 +14,7 @@ from segrobust.attacks.base import (
     IterateTracker,
     LinfSegAttack,
     NonFiniteGradientError,
+    NonFiniteLogitsError,
     SafeAttributeMixin,
     SegAttack,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "IterateTracker",
     "LinfSegAttack",
     "NonFiniteGradientError",
+    "NonFiniteLogitsError",
     "RainAttack",
     "RainAttackStats",
     "ReliableEnsemble",

@@ -13,6 +13,7 @@ from segrobust.attacks import functional as AF
 from segrobust.attacks.base import AttackStats, IterateTracker, SegAttack
 from segrobust.losses import PixelLossFunction, make_pixel_loss
 from segrobust.metrics.functional import per_image_pixel_accuracy
+from segrobust.validation import check_number, check_pixel_losses
 
 __all__ = ["APGD", "RADIUS_SCHEDULES", "APGDStats", "apgd_checkpoints", "apgd_should_halve", "radius_stages"]
 
@@ -100,6 +101,8 @@ def radius_stages(schedule: Union[str, Sequence[tuple[float, float]], None], ste
         raise ValueError(
             f"radius_schedule must be a sequence of (radius factor, fraction) pairs, got {schedule!r}"
         ) from None
+    if not all(math.isfinite(r) and math.isfinite(f) for r, f in pairs):
+        raise ValueError(f"radius_schedule must hold finite numbers, got {pairs}")
     if not pairs or pairs[-1][0] != 1.0 or any(r < 1 for r, _ in pairs) or any(f < 0 for _, f in pairs):
         raise ValueError(f"radius_schedule needs factors >= 1 ending at 1.0 and non-negative fractions, got {pairs}")
     if abs(sum(f for _, f in pairs) - 1) > 1e-6:
@@ -257,12 +260,9 @@ class APGD(SegAttack):
     ):
         super().__init__("APGD", model, eps, None, steps, random_start, ignore_index, nonfinite=nonfinite)
         self.alpha = None  # APGD adapts its step size per image
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        if not initial_step > 0:
-            raise ValueError(f"initial_step must be positive, got {initial_step}")
-        if not 0 < rho <= 1:
-            raise ValueError(f"rho must be in (0, 1], got {rho}")
+        momentum = check_number(momentum, "momentum", low=0, high=1)
+        initial_step = check_number(initial_step, "initial_step", low=0, low_inclusive=False)
+        rho = check_number(rho, "rho", low=0, high=1, low_inclusive=False)
         if loss_options is not None and not isinstance(loss_options, dict):
             raise TypeError(f"loss_options must be a dict, got {type(loss_options).__name__}")
         self.loss, self.loss_options = loss, dict(loss_options or {})
@@ -280,8 +280,9 @@ class APGD(SegAttack):
             x = x.detach().requires_grad_(need_grad)
             logits = self._logits(x)
             pixel = run.loss_fn(logits, run.labels, run.valid, min(row + 1, run.steps), max(run.steps, 1))
+            check_pixel_losses(pixel, run.labels, "loss")
             objective = run.direction * AF.masked_mean(pixel.float(), run.valid, per_image=True)
-            grad = torch.autograd.grad(objective.sum(), x)[0] if need_grad else None
+            grad = self._input_gradients(objective.sum(), (x,))[0] if need_grad else None
         run.forward_passes += 1
         if grad is not None:
             run.backward_passes += 1
@@ -307,9 +308,10 @@ class APGD(SegAttack):
         else:
             run.tracker.loss[row] = AF.masked_mean(pixel_ce.float(), run.valid, per_image=True)
             run.tracker.pixel_accuracy[row] = per_image_pixel_accuracy(logits, run.labels, self.ignore_index)
+        # raises, or warns and marks (nonfinite="warn")
+        self._check_finite(self._at(row), run.tracker, logits, [grad])
         if grad is None:
             return None
-        self._check_gradients([grad], row, run.tracker)  # raises, or warns and marks (nonfinite="warn")
         flat = grad.flatten(1)
         acc = run.tracker.pixel_accuracy[row]
         holds = (acc > 0) if run.direction > 0 else (acc < 1)
@@ -324,6 +326,7 @@ class APGD(SegAttack):
         eps = radius * self.eps
         n = start.shape[0]
         view = (-1,) + (1,) * (start.dim() - 1)
+        bounds = AF.linf_bounds(run.images, eps)
         x, x_prev = start, start
         eta = torch.full((n,), self.initial_step * eps, device=start.device)
         checkpoints = set(apgd_checkpoints(iterations, *self.checkpoint_args)) - {0, iterations}
@@ -357,8 +360,8 @@ class APGD(SegAttack):
                 grad = torch.where(halve.view(view), grad_best, grad)
                 halved_last, best_at_check, last_check = halve, best_obj.clone(), i
             a = 1.0 if i == 0 else self.momentum
-            z = AF.project_linf(x + eta.view(view) * grad.sign(), run.images, eps)
-            x, x_prev = AF.project_linf(x + a * (z - x) + (1 - a) * (x - x_prev), run.images, eps), x
+            z = (x + eta.view(view) * grad.sign()).clamp(*bounds)
+            x, x_prev = (x + a * (z - x) + (1 - a) * (x - x_prev)).clamp(*bounds), x
         return x
 
     # ------------------------------------------------------------------ the attack

@@ -11,6 +11,7 @@ from torch import nn
 from segrobust.attacks.apgd import APGD, APGDStats
 from segrobust.attacks.base import SegAttack
 from segrobust.metrics.functional import confusion_pixel_accuracy
+from segrobust.validation import check_bool, check_steps
 
 __all__ = ["EnsembleStats", "ReliableEnsemble", "greedy_worst_case_miou"]
 
@@ -64,6 +65,10 @@ def greedy_worst_case_miou(confusions: torch.Tensor) -> tuple[float, torch.Tenso
     return float(_mean_iou_batched(running)), choice
 
 
+def _member_names(losses: Sequence[Any]) -> list[str]:
+    return [loss if isinstance(loss, str) else getattr(loss, "__name__", repr(loss)) for loss in losses]
+
+
 @dataclass
 class EnsembleStats:
     """What a [ReliableEnsemble][segrobust.attacks.ReliableEnsemble] call did, per member ``a`` and image ``n``.
@@ -81,7 +86,9 @@ class EnsembleStats:
     ``backward_passes`` ``(A, N)``: model passes spent (per member,
     ``steps + 1`` forward and ``steps`` backward). ``member_stats``: each member's
     [APGDStats][segrobust.attacks.APGDStats] on the images it attacked
-    (``member_images`` their indices).
+    (``member_images`` their indices). ``nonfinite_gradient`` ``(N,)``: a member
+    met NaN or infinite logits or gradients on the image (only with
+    ``nonfinite="warn"``; by default the ensemble raises).
     """
 
     member_names: list[str]
@@ -94,6 +101,7 @@ class EnsembleStats:
     backward_passes: torch.Tensor
     member_stats: list[Optional[APGDStats]] = field(default_factory=list)
     member_images: list[torch.Tensor] = field(default_factory=list)
+    nonfinite_gradient: Optional[torch.Tensor] = None  # (N,) bool: a member met NaN/Inf (nonfinite="warn")
 
     @property
     def passes_per_image(self) -> torch.Tensor:
@@ -135,6 +143,7 @@ class ReliableEnsemble(SegAttack):
         ignore_index: mask label whose pixels add nothing.
         early_stop: skip images already at 0 % accuracy in later members.
         member_options: further [APGD][segrobust.attacks.APGD] arguments for every member.
+        nonfinite: ``"raise"`` (default) or ``"warn"`` on NaN/Inf logits or gradients, for every member.
 
     Examples:
         >>> ens = ReliableEnsemble(model, eps=8/255, steps=100)  # doctest: +SKIP
@@ -152,19 +161,35 @@ class ReliableEnsemble(SegAttack):
         ignore_index: int = 255,
         early_stop: bool = True,
         member_options: Optional[dict[str, Any]] = None,
+        *,
+        nonfinite: str = "raise",
     ):
-        super().__init__("ReliableEnsemble", model, eps, None, steps, random_start, ignore_index)
+        super().__init__("ReliableEnsemble", model, eps, None, steps, random_start, ignore_index, nonfinite=nonfinite)
+        check_steps(steps, "steps", low=1)  # a "reliable" number needs at least one iteration
         self.alpha = None
-        if isinstance(losses, str) or len(losses) == 0:
+        if isinstance(losses, str) or not isinstance(losses, (list, tuple)) or len(losses) == 0:
             raise ValueError(f"losses must be a non-empty sequence of pixel losses, got {losses!r}")
         self.losses = list(losses)
         self.radius_schedule = radius_schedule
-        self.early_stop = bool(early_stop)
-        options = dict(member_options or {})
+        self.early_stop = check_bool(early_stop, "early_stop")
+        if member_options is not None and not isinstance(member_options, dict):
+            raise TypeError(f"member_options must be a dict of APGD arguments, got {type(member_options).__name__}")
+        options = {"nonfinite": nonfinite, **(member_options or {})}
         self.members = [
-            APGD(model, eps, steps, loss, radius_schedule, random_start, ignore_index, **options)
+            APGD(
+                model,
+                eps=eps,
+                steps=steps,
+                loss=loss,
+                radius_schedule=radius_schedule,
+                random_start=random_start,
+                ignore_index=ignore_index,
+                **options,
+            )
             for loss in self.losses
         ]
+        for member, name in zip(self.members, _member_names(self.losses)):
+            member.attack = f"ReliableEnsemble member APGD({name})"  # messages name the ensemble
 
     def _attack_batch(
         self, images: torch.Tensor, labels: torch.Tensor, direction: int
@@ -181,6 +206,7 @@ class ReliableEnsemble(SegAttack):
         confusion: Optional[torch.Tensor] = None
         stats_list, index_list = [], []
         done = torch.zeros(n, dtype=torch.bool, device=dev)
+        nonfinite = torch.zeros(n, dtype=torch.bool, device=dev)
         for a, member in enumerate(self.members):
             todo = (~done if self.early_stop else torch.ones_like(done)).nonzero().flatten()
             index_list.append(todo)
@@ -208,11 +234,10 @@ class ReliableEnsemble(SegAttack):
             chosen = todo[better]
             best[chosen], best_key[chosen], choice[chosen] = adv[better], key[better], a
             done[todo] |= acc == (0.0 if direction > 0 else 1.0)
+            nonfinite[todo] |= stats.nonfinite_gradient
             stats_list.append(stats)
         ensemble_stats = EnsembleStats(
-            member_names=[
-                loss if isinstance(loss, str) else getattr(loss, "__name__", repr(loss)) for loss in self.losses
-            ],
+            member_names=_member_names(self.losses),
             attacked=attacked,
             member_pixel_accuracy=member_acc,
             pixel_accuracy=direction * best_key,
@@ -222,5 +247,6 @@ class ReliableEnsemble(SegAttack):
             backward_passes=backward,
             member_stats=stats_list,
             member_images=index_list,
+            nonfinite_gradient=nonfinite,
         )
         return best, ensemble_stats

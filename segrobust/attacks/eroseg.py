@@ -62,8 +62,10 @@ class EroSeg(LinfSegAttack):
         fooled_weight: float = 0.1,
         confidence: str = "true_prob",
         ignore_index: int = 255,
+        *,
+        nonfinite: str = "raise",
     ):
-        super().__init__(model, eps, alpha, steps, random_start, ignore_index)
+        super().__init__(model, eps, alpha, steps, random_start, ignore_index, nonfinite=nonfinite)
         # the weighting is segrobust.losses.EroSegLoss; building one validates the arguments
         EroSegLoss(
             q0=q0, schedule=schedule, kernel_size=kernel_size, fooled_weight=fooled_weight, confidence=confidence

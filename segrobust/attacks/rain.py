@@ -187,6 +187,7 @@ class RainAttack(SegAttack):
         self._boxes = self._feasible_boxes()
 
     _eps_may_be_zero = True
+    _returns_eps_ball = False  # rain is not a small perturbation: only its pixel part lies in an eps ball
 
     @property
     def pixel_eps(self) -> float:
@@ -322,7 +323,12 @@ class RainAttack(SegAttack):
         def iterate(variables: RainParams, delta: torch.Tensor) -> Tuple[torch.Tensor, RainParams]:
             params = self._compose(variables, noise)
             rainy = self._render(images, params, depth)
-            return (_clamp_keep_grad(rainy + delta, 0.0, 1.0) if use_delta else rainy), params
+            if not use_delta:
+                return rainy, params
+            adv = _clamp_keep_grad(rainy + delta, 0.0, 1.0)
+            # the exact eps ball around the rainy image in the images' dtype; same gradient as adv
+            inside = adv.detach().clamp(*AF.linf_bounds(rainy.detach(), self.pixel_eps))
+            return (adv - adv.detach()) + inside, params
 
         with torch.no_grad():
             start, best_params = iterate(variables, delta)
@@ -337,16 +343,17 @@ class RainAttack(SegAttack):
             if leaves:
                 inputs = [variables[key] for key in attacked] + ([delta] if use_delta else [])
                 objective = AF.masked_mean(pixel_loss, valid)
-                grads = torch.autograd.grad(objective, inputs, allow_unused=True)
+                grads = self._input_gradients(objective, inputs, allow_unused=True)
             else:
                 grads = ()
-            self._check_gradients(grads, step, tracker)
+            self._check_finite(self._at(step), tracker, logits, grads)
             best_params = self._track(tracker, adv, logits, pixel_loss, step - 1, params, best_params)
             with torch.no_grad():
                 stepped = {key: value.detach() for key, value in variables.items()}
                 for key, grad in zip(leaves, grads):
                     if grad is None:  # the model ignores this parameter: no step
                         continue
+                    grad = torch.nan_to_num(grad, nan=0.0)  # nonfinite="warn": a NaN entry takes no step
                     if key == "delta":
                         delta = (delta.detach() + direction * self.pixel_alpha * grad.sign()).clamp(
                             -self.pixel_eps, self.pixel_eps
@@ -358,6 +365,7 @@ class RainAttack(SegAttack):
         with torch.no_grad():
             adv, params = iterate(variables, delta.detach())
             logits = self._logits(adv)
+            self._check_finite("of the final iterate", tracker, logits)
             pixel_loss = AF.pixel_cross_entropy(logits, labels, self.ignore_index)
             best_params = self._track(tracker, adv, logits, pixel_loss, self.steps, params, best_params)
         stats = tracker.stats()
