@@ -14,7 +14,9 @@ from typing import Any, Collection, Optional, Sequence, TypeVar
 import torch
 
 __all__ = [
+    "AMP_DTYPES",
     "MAX_STEPS",
+    "check_amp",
     "check_bool",
     "check_choice",
     "check_class_ids",
@@ -284,6 +286,35 @@ def check_steps(value: object, name: str = "steps", *, low: int = 0) -> int:
             "(MAX_STEPS caps the per-step statistics an attack allocates)"
         )
     return value
+
+
+AMP_DTYPES: dict[str, torch.dtype] = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+"""The names ``amp=`` accepts for the autocast dtypes."""
+
+
+def check_amp(value: object, name: str = "amp") -> Optional[torch.dtype]:
+    """An autocast dtype: ``None`` (off), ``torch.bfloat16``, ``torch.float16`` or a name in `AMP_DTYPES`.
+
+    Examples:
+        >>> check_amp("bf16")
+        torch.bfloat16
+        >>> check_amp("fp32")
+        Traceback (most recent call last):
+        ...
+        ValueError: amp must be None, torch.bfloat16, torch.float16 or one of ['bf16', 'bfloat16', 'fp16', 'float16'], got 'fp32'
+    """
+    if value is None or value in (torch.bfloat16, torch.float16):
+        return value  # type: ignore[return-value]
+    if isinstance(value, str) and value.lower() in AMP_DTYPES:
+        return AMP_DTYPES[value.lower()]
+    raise ValueError(
+        f"{name} must be None, torch.bfloat16, torch.float16 or one of {list(AMP_DTYPES)}, got {value!r:.40}"
+    )
 
 
 def check_pixel_losses(value: object, labels: torch.Tensor, name: str = "loss") -> torch.Tensor:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from segrobust.attacks import APGD, NonFiniteGradientError, SegAttack
+from segrobust.attacks import APGD, APGDStep, NonFiniteGradientError, SegAttack
 from segrobust.attacks import functional as AF
 from segrobust.attacks.apgd import apgd_checkpoints, apgd_should_halve, radius_stages
 from segrobust.losses import PIXEL_LOSSES, make_pixel_loss
@@ -247,13 +247,15 @@ def test_targeted_by_label_and_masks_none(trained_tiny, blobs_test):
 
 def test_bad_arguments_give_clear_errors():
     model = _model()
+    for build, message in [(lambda: APGDStep(momentum=1.5), "momentum"), (lambda: APGDStep(rho=0.0), "rho")]:
+        with pytest.raises(ValueError, match=message):
+            build()
     for kwargs, message in [
         ({"loss": "dlr"}, "unknown pixel loss"),
         ({"loss_options": {"q0": 2.0}, "loss": "eroseg"}, "q0"),
         ({"radius_schedule": "big"}, "radius_schedule"),
-        ({"momentum": 1.5}, "momentum"),
-        ({"rho": 0.0}, "rho"),
-        ({"initial_step": 0.0}, "initial_step"),
+        ({"step_rule": APGDStep(momentum=0.5), "loss": "nope"}, "unknown pixel loss"),
+        ({"alpha": 0.0}, "alpha"),
         ({"eps": 0.0}, "eps"),
         ({"steps": -1}, "steps"),
     ]:
@@ -351,7 +353,7 @@ def test_art_apgd_is_bit_identical_to_the_torch_attack():
     expected = torch_attack(images, masks)
     np.testing.assert_array_equal(adv, expected.numpy())
     assert art_attack.stats.loss.shape == (7, 3)
-    assert "radius_schedule" in art_attack.attack_params and "alpha" not in art_attack.attack_params
+    assert "radius_schedule" in art_attack.attack_params and art_attack.attack_params[:3] == ["eps", "alpha", "steps"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="eps"):

@@ -60,7 +60,7 @@ def _attacks(model: nn.Module, **kwargs):
         "EroSeg": EroSeg(model, eps=4 / 255, steps=2, **kwargs),
         "APGD": APGD(model, eps=4 / 255, steps=2, **kwargs),
         "ReliableEnsemble": ReliableEnsemble(model, eps=4 / 255, steps=2, **kwargs),
-        "RainAttack": RainAttack(model, RAIN_SMALL, steps=2, pixel_eps=4 / 255, **kwargs),
+        "RainAttack": RainAttack(model, ranges=RAIN_SMALL, steps=2, eps=4 / 255, **kwargs),
     }
 
 

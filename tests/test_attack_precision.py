@@ -96,7 +96,7 @@ def test_rain_attack_pixel_part_is_exact_and_any_model_dtype_works(model_dtype, 
     images = images.to(image_dtype)
     eps = 4 / 255
     torch.manual_seed(seed)
-    attack = RainAttack(model, {"length": (2.0, 4.0), "num_layers": 1}, steps=2, pixel_eps=eps)
+    attack = RainAttack(model, ranges={"length": (2.0, 4.0), "num_layers": 1}, steps=2, eps=eps)
     adv, params = attack(images, masks, return_params=True)
     assert adv.dtype == image_dtype and bool(torch.isfinite(adv).all())
     assert float(adv.min()) >= 0 and float(adv.max()) <= 1

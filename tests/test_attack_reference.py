@@ -34,17 +34,7 @@ import torch
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from conftest import TinySegNet, make_blobs  # noqa: E402
 
-from segrobust.attacks import (  # noqa: E402
-    AMA,
-    APGD,
-    NAA,
-    CosPGD,
-    EroSeg,
-    RainAttack,
-    ReliableEnsemble,
-    SegMultiAttack,
-    SegPGD,
-)
+import segrobust.attacks as A  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "attack_reference.npz"
 STATS = ("loss", "pixel_accuracy", "best_step", "objective", "step_size", "member_pixel_accuracy", "choice")
@@ -69,27 +59,27 @@ def _targeted(attack: Any) -> Any:
 
 # name -> the attack on the fixed model; targeted cases attack towards (masks + 1) % 4
 CASES: dict[str, Callable[[torch.nn.Module], Any]] = {
-    "NAA": lambda m: NAA(m),
-    "AMA": lambda m: AMA(m),
-    "SegPGD": lambda m: SegPGD(m),
-    "CosPGD": lambda m: CosPGD(m),
-    "EroSeg": lambda m: EroSeg(m),
-    "NAA-no-random-start": lambda m: NAA(m, eps=4 / 255, alpha=1 / 255, steps=5, random_start=False),
-    "SegPGD-alpha": lambda m: SegPGD(m, eps=4 / 255, alpha=1 / 255, steps=7),
-    "EroSeg-cosine": lambda m: EroSeg(m, steps=6, q0=0.3, schedule="cosine", kernel_size=3),
-    "NAA-targeted": lambda m: _targeted(NAA(m, steps=5)),
-    "SegPGD-targeted": lambda m: _targeted(SegPGD(m, steps=5)),
-    "APGD": lambda m: APGD(m),
-    "APGD-masked_ce-sea": lambda m: APGD(m, steps=20, loss="masked_ce", radius_schedule="sea"),
-    "APGD-js": lambda m: APGD(m, steps=12, loss="js"),
-    "APGD-balanced_masked_ce": lambda m: APGD(m, steps=12, loss="balanced_masked_ce", radius_schedule="sea"),
-    "APGD-eroseg": lambda m: APGD(m, steps=12, loss="eroseg"),
-    "APGD-segpgd-targeted": lambda m: _targeted(APGD(m, steps=12, loss="segpgd")),
-    "ReliableEnsemble": lambda m: ReliableEnsemble(m, steps=20),
-    "ReliableEnsemble-no-early-stop": lambda m: ReliableEnsemble(m, steps=6, early_stop=False),
-    "RainAttack": lambda m: RainAttack(m, ranges={"length": (2.0, 5.0), "num_layers": 1}, steps=4),
-    "RainAttack-pixels": lambda m: RainAttack(m, ranges={"length": (2.0, 5.0)}, steps=4, pixel_eps=4 / 255),
-    "SegMultiAttack": lambda m: SegMultiAttack([NAA(m, steps=3), CosPGD(m, steps=3)]),
+    "NAA": lambda m: A.NAA(m),
+    "AMA": lambda m: A.AMA(m),
+    "SegPGD": lambda m: A.SegPGD(m),
+    "CosPGD": lambda m: A.CosPGD(m),
+    "EroSeg": lambda m: A.EroSeg(m),
+    "NAA-no-random-start": lambda m: A.NAA(m, eps=4 / 255, alpha=1 / 255, steps=5, random_start=False),
+    "SegPGD-alpha": lambda m: A.SegPGD(m, eps=4 / 255, alpha=1 / 255, steps=7),
+    "EroSeg-cosine": lambda m: A.EroSeg(m, steps=6, q0=0.3, schedule="cosine", kernel_size=3),
+    "NAA-targeted": lambda m: _targeted(A.NAA(m, steps=5)),
+    "SegPGD-targeted": lambda m: _targeted(A.SegPGD(m, steps=5)),
+    "APGD": lambda m: A.APGD(m),
+    "APGD-masked_ce-sea": lambda m: A.APGD(m, steps=20, loss="masked_ce", radius_schedule="sea"),
+    "APGD-js": lambda m: A.APGD(m, steps=12, loss="js"),
+    "APGD-balanced_masked_ce": lambda m: A.APGD(m, steps=12, loss="balanced_masked_ce", radius_schedule="sea"),
+    "APGD-eroseg": lambda m: A.APGD(m, steps=12, loss="eroseg"),
+    "APGD-segpgd-targeted": lambda m: _targeted(A.APGD(m, steps=12, loss="segpgd")),
+    "ReliableEnsemble": lambda m: A.ReliableEnsemble(m, steps=20),
+    "ReliableEnsemble-no-early-stop": lambda m: A.ReliableEnsemble(m, steps=6, early_stop=False),
+    "RainAttack": lambda m: A.RainAttack(m, ranges={"length": (2.0, 5.0), "num_layers": 1}, steps=4),
+    "RainAttack-pixels": lambda m: A.RainAttack(m, 4 / 255, steps=4, ranges={"length": (2.0, 5.0)}),
+    "SegMultiAttack": lambda m: A.SegMultiAttack([A.NAA(m, steps=3), A.CosPGD(m, steps=3)]),
 }
 
 
@@ -107,7 +97,7 @@ def run_case(name: str) -> dict[str, np.ndarray]:
             warnings.simplefilter("ignore", UserWarning)
             with torch.backends.mkldnn.flags(enabled=False):
                 torch.manual_seed(0)
-                if isinstance(attack, SegMultiAttack):
+                if isinstance(attack, A.SegMultiAttack):
                     adv, stats = attack(images, masks), None
                 else:
                     adv, stats = attack(images, masks, return_stats=True)

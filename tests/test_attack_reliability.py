@@ -47,7 +47,7 @@ def _batch(n: int = 2, size: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _build(cls, model: nn.Module, **kwargs):
     if cls is RainAttack:
-        return RainAttack(model, RAIN_SMALL, steps=2, pixel_eps=4 / 255, **kwargs)
+        return RainAttack(model, ranges=RAIN_SMALL, steps=2, eps=4 / 255, **kwargs)
     return cls(model, eps=4 / 255, alpha=1 / 255, steps=2, **kwargs)
 
 
@@ -172,7 +172,8 @@ _WITHOUT_TORCHATTACKS = textwrap.dedent(
     sys.modules["torchattacks"] = None  # import torchattacks now raises ImportError
     import torch
     from torch import nn
-    from segrobust.attacks import NAA, SegPGD, RainAttack, SegMultiAttack, StandaloneAttack, TORCHATTACKS_AVAILABLE
+    from segrobust.attacks import NAA, SegPGD, RainAttack, SegMultiAttack, TORCHATTACKS_AVAILABLE
+    from segrobust.attacks.attack_api import StandaloneAttack
 
     assert not TORCHATTACKS_AVAILABLE
     torch.manual_seed(0)
@@ -197,7 +198,7 @@ _WITHOUT_TORCHATTACKS = textwrap.dedent(
     naa(images, masks)
     naa.set_mode_default()
     assert not naa.targeted
-    RainAttack(model, {"num_layers": 1}, steps=1)(images, masks)
+    RainAttack(model, ranges={"num_layers": 1}, steps=1)(images, masks)
     assert "NAA(" in repr(naa)
     print("standalone ok")
     """
@@ -225,8 +226,8 @@ def test_attacks_are_torchattacks_attacks_when_installed():
 def test_rain_attack_is_re_entrant_and_keeps_no_per_call_state():
     model = _model()
     images, masks = _batch()
-    attack = RainAttack(model, RAIN_SMALL, steps=1)
+    attack = RainAttack(model, ranges=RAIN_SMALL, steps=1)
     before = set(vars(attack))
     attack(images, masks, depth=torch.full((1, 1, 12, 12), 10.0), return_params=True)
     assert set(vars(attack)) == before
-    assert attack.eps == attack.pixel_eps == 0 and NUM_CLASSES > 1
+    assert attack.eps == 0 and NUM_CLASSES > 1

@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from segrobust.attacks.apgd import APGD, APGDStats
-from segrobust.attacks.base import SegAttack
-from segrobust.metrics.functional import confusion_pixel_accuracy
+from segrobust.attacks.apgd import APGD
+from segrobust.attacks.engine import SegAttack
+from segrobust.attacks.linf import APGDStats, LossSpec, RadiusSchedule
+from segrobust.metrics.functional import confusion_pixel_accuracy, mean_iou
 from segrobust.validation import check_bool, check_steps
 
 __all__ = ["EnsembleStats", "ReliableEnsemble", "greedy_worst_case_miou"]
 
 SEA_LOSSES = ("masked_ce", "balanced_masked_ce", "js")
-
-
-def _mean_iou_batched(cm: torch.Tensor) -> torch.Tensor:
-    """mIoU of each ``(..., K, K)`` matrix over classes present in target or prediction (NaN if none)."""
-    cm = cm.double()
-    tp = cm.diagonal(dim1=-2, dim2=-1)
-    union = cm.sum(-1) + cm.sum(-2) - tp
-    present = union > 0
-    iou = torch.where(present, tp / union.clamp_min(1), torch.zeros_like(tp))
-    count = present.sum(-1)
-    return torch.where(count > 0, iou.sum(-1) / count.clamp_min(1), torch.full_like(iou[..., 0], float("nan")))
 
 
 def greedy_worst_case_miou(confusions: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -35,7 +26,8 @@ def greedy_worst_case_miou(confusions: torch.Tensor) -> tuple[float, torch.Tenso
     ``confusions`` ``(A, N, K, K)`` holds the confusion matrix of image ``n``
     under attack ``a``. Images are visited in order; each takes the attack whose
     result makes the running (intersection, union) mIoU, i.e. the mIoU of the
-    summed confusion matrices so far, lowest (ties: the first attack). Returns
+    summed confusion matrices so far, lowest (ties: the first attack), computed
+    by [mean_iou][segrobust.metrics.mean_iou] as every reported mIoU is. Returns
     the final mIoU and the chosen attack per image ``(N,)``.
 
     Examples:
@@ -58,11 +50,11 @@ def greedy_worst_case_miou(confusions: torch.Tensor) -> tuple[float, torch.Tenso
     running = torch.zeros(k, k, dtype=torch.long, device=confusions.device)
     choice = torch.zeros(n, dtype=torch.long, device=confusions.device)
     for i in range(n):
-        candidates = _mean_iou_batched(running.unsqueeze(0) + confusions[:, i].long())
-        best = int(torch.nan_to_num(candidates, nan=float("inf")).argmin())
+        candidates = [mean_iou(running + confusions[a, i].long()) for a in range(attacks)]
+        best = min(range(attacks), key=lambda a: math.inf if math.isnan(candidates[a]) else candidates[a])
         choice[i] = best
         running += confusions[best, i].long()
-    return float(_mean_iou_batched(running)), choice
+    return mean_iou(running), choice
 
 
 def _member_names(losses: Sequence[Any]) -> list[str]:
@@ -136,14 +128,14 @@ class ReliableEnsemble(SegAttack):
     Args:
         model: segmentation model returning logits ``(N, K, H, W)``.
         eps: L∞ budget in ``(0, 1]``.
-        steps: APGD iterations per member.
+        alpha: APGD's initial step for every member (``None``: APGD's rule, ``2 · radius``).
+        steps: APGD iterations per member, at least 1.
         losses: pixel-loss names (or ``PixelLoss`` classes / callables), one member each.
+        random_start, ignore_index, nonfinite, amp: passed to every member (see
+            [LinfAttack][segrobust.attacks.LinfAttack]).
         radius_schedule: passed to every member (``"sea"``, ``None``, or pairs).
-        random_start: passed to every member.
-        ignore_index: mask label whose pixels add nothing.
         early_stop: skip images already at 0 % accuracy in later members.
         member_options: further [APGD][segrobust.attacks.APGD] arguments for every member.
-        nonfinite: ``"raise"`` (default) or ``"warn"`` on NaN/Inf logits or gradients, for every member.
 
     Examples:
         >>> ens = ReliableEnsemble(model, eps=8/255, steps=100)  # doctest: +SKIP
@@ -154,19 +146,20 @@ class ReliableEnsemble(SegAttack):
         self,
         model: nn.Module,
         eps: float = 8 / 255,
+        alpha: Optional[float] = None,
         steps: int = 100,
-        losses: Sequence[Any] = SEA_LOSSES,
-        radius_schedule: Union[str, Sequence[tuple[float, float]], None] = "sea",
+        *,
+        losses: Sequence[LossSpec] = SEA_LOSSES,
         random_start: bool = True,
         ignore_index: int = 255,
+        nonfinite: str = "raise",
+        amp: Union[str, torch.dtype, None] = None,
+        radius_schedule: RadiusSchedule = "sea",
         early_stop: bool = True,
         member_options: Optional[dict[str, Any]] = None,
-        *,
-        nonfinite: str = "raise",
     ):
-        super().__init__("ReliableEnsemble", model, eps, None, steps, random_start, ignore_index, nonfinite=nonfinite)
+        super().__init__(model, eps, alpha, steps, random_start, ignore_index, nonfinite, amp)
         check_steps(steps, "steps", low=1)  # a "reliable" number needs at least one iteration
-        self.alpha = None
         if isinstance(losses, str) or not isinstance(losses, (list, tuple)) or len(losses) == 0:
             raise ValueError(f"losses must be a non-empty sequence of pixel losses, got {losses!r}")
         self.losses = list(losses)
@@ -174,20 +167,9 @@ class ReliableEnsemble(SegAttack):
         self.early_stop = check_bool(early_stop, "early_stop")
         if member_options is not None and not isinstance(member_options, dict):
             raise TypeError(f"member_options must be a dict of APGD arguments, got {type(member_options).__name__}")
-        options = {"nonfinite": nonfinite, **(member_options or {})}
-        self.members = [
-            APGD(
-                model,
-                eps=eps,
-                steps=steps,
-                loss=loss,
-                radius_schedule=radius_schedule,
-                random_start=random_start,
-                ignore_index=ignore_index,
-                **options,
-            )
-            for loss in self.losses
-        ]
+        shared = {"random_start": random_start, "ignore_index": ignore_index, "nonfinite": nonfinite, "amp": amp}
+        shared.update(radius_schedule=radius_schedule, **(member_options or {}))
+        self.members = [APGD(model, eps, alpha, steps, loss=loss, **shared) for loss in self.losses]
         for member, name in zip(self.members, _member_names(self.losses)):
             member.attack = f"ReliableEnsemble member APGD({name})"  # messages name the ensemble
 

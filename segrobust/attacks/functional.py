@@ -5,11 +5,17 @@ Conventions: ``logits`` ``(N, K, H, W)``; ``labels`` ``(N, H, W)`` integer with
 Per-pixel quantities are ``(N, H, W)`` and are exactly zero on ignored pixels.
 A "mean" is over valid pixels only, and a batch with no valid pixel gives 0
 (and a zero gradient), never NaN.
+
+The L∞ geometry (exact bounds, projection, random start), the signed step,
+and APGD's step-size pieces (checkpoints, the halving rule, radius schedules)
+live here; the step rules of [segrobust.attacks.steps][] and the loop of
+[LinfAttack][segrobust.attacks.LinfAttack] are built from them.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Union
+import math
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -26,6 +32,7 @@ from segrobust.losses import (
     valid_mask,
     weighted_pixel_loss,
 )
+from segrobust.validation import check_steps
 
 __all__ = [
     "cast_into_ball",
@@ -37,6 +44,7 @@ __all__ = [
     "pixel_confidence",
     "pixel_cross_entropy",
     "project_linf",
+    "radius_stages",
     "random_linf_start",
     "segpgd_weights",
     "sign_step",
@@ -125,3 +133,97 @@ def cast_into_ball(adv: torch.Tensor, images: torch.Tensor, eps: float) -> torch
         True
     """
     return adv.to(images.dtype).clamp(*linf_bounds(images, eps))
+
+
+# ---------------------------------------------------------------------------- APGD
+RADIUS_SCHEDULES: dict[str, tuple[tuple[float, float], ...]] = {
+    "sea": ((2.0, 0.3), (1.5, 0.3), (1.0, 0.4)),
+}
+"""Named radius schedules: ``(radius as a multiple of eps, fraction of the steps)`` per stage."""
+
+
+def apgd_checkpoints(steps: int, p1: float = 0.22, decrement: float = 0.03, min_gap: float = 0.06) -> list[int]:
+    """APGD's checkpoint iterations ``w_j = ⌈p_j · steps⌉`` within ``[0, steps]``.
+
+    ``p_0 = 0``, ``p_1 = p1``, ``p_{j+1} = p_j + max(p_j − p_{j−1} − decrement, min_gap)``;
+    duplicates (short runs) are dropped.
+
+    Examples:
+        >>> apgd_checkpoints(100)
+        [0, 22, 41, 57, 70, 80, 87, 93, 99]
+    """
+    check_steps(steps, "steps")
+    if not (0 < p1 <= 1 and decrement >= 0 and 0 < min_gap <= 1):
+        raise ValueError(f"need 0 < p1 <= 1, decrement >= 0, 0 < min_gap <= 1; got {p1}, {decrement}, {min_gap}")
+    fractions, previous, current = [0.0], 0.0, float(p1)
+    while current <= 1 + 1e-12:
+        fractions.append(current)
+        previous, current = current, current + max(current - previous - decrement, min_gap)
+    # rounding first keeps 0.22 · 100 at 22 instead of ⌈22.000000000000004⌉ = 23
+    iterations = (math.ceil(round(p * steps, 9)) for p in fractions)
+    return sorted({w for w in iterations if w <= steps})
+
+
+def apgd_should_halve(
+    losses: torch.Tensor,
+    best_loss: torch.Tensor,
+    best_loss_at_last_checkpoint: torch.Tensor,
+    halved_at_last_checkpoint: torch.Tensor,
+    rho: float = 0.75,
+) -> torch.Tensor:
+    """APGD's step-size rule at a checkpoint, per image ``(N,)`` bool.
+
+    ``losses`` ``(m + 1, N)`` holds the objective from the last checkpoint to
+    this one (both included, ``m`` steps). An image halves its step size (and
+    restarts from its best-loss point) when fewer than ``rho · m`` of those
+    steps raised its loss, or when it did not halve at the last checkpoint and
+    its best loss has not improved since.
+
+    Examples:
+        >>> import torch
+        >>> losses = torch.tensor([[1.0, 1.0], [2.0, 0.5], [3.0, 0.4], [2.5, 0.3], [4.0, 0.2]])
+        >>> best = losses.max(0).values
+        >>> apgd_should_halve(losses, best, torch.tensor([1.0, 1.0]), torch.tensor([True, True]))
+        tensor([False,  True])
+    """
+    if losses.dim() != 2 or losses.shape[0] < 2:
+        raise ValueError(f"losses must be (m + 1, N) with m >= 1 steps, got {tuple(losses.shape)}")
+    steps = losses.shape[0] - 1
+    rises = (losses[1:] > losses[:-1]).sum(0)
+    oscillating = rises < rho * steps
+    stalled = ~halved_at_last_checkpoint.bool() & (best_loss <= best_loss_at_last_checkpoint)
+    return oscillating | stalled
+
+
+def radius_stages(schedule: Union[str, Sequence[tuple[float, float]], None], steps: int) -> list[tuple[float, int]]:
+    """``(radius factor, iterations)`` per stage; the last stage takes what the others leave.
+
+    Examples:
+        >>> radius_stages("sea", 100)
+        [(2.0, 30), (1.5, 30), (1.0, 40)]
+        >>> radius_stages(None, 7)
+        [(1.0, 7)]
+    """
+    if schedule is None:
+        return [(1.0, steps)]
+    if isinstance(schedule, str):
+        if schedule not in RADIUS_SCHEDULES:
+            raise ValueError(
+                f"unknown radius_schedule {schedule!r}; expected None, one of {sorted(RADIUS_SCHEDULES)} "
+                "or a sequence of (radius factor, fraction) pairs"
+            )
+        schedule = RADIUS_SCHEDULES[schedule]
+    try:
+        pairs = [(float(r), float(f)) for r, f in schedule]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"radius_schedule must be a sequence of (radius factor, fraction) pairs, got {schedule!r}"
+        ) from None
+    if not all(math.isfinite(r) and math.isfinite(f) for r, f in pairs):
+        raise ValueError(f"radius_schedule must hold finite numbers, got {pairs}")
+    if not pairs or pairs[-1][0] != 1.0 or any(r < 1 for r, _ in pairs) or any(f < 0 for _, f in pairs):
+        raise ValueError(f"radius_schedule needs factors >= 1 ending at 1.0 and non-negative fractions, got {pairs}")
+    if abs(sum(f for _, f in pairs) - 1) > 1e-6:
+        raise ValueError(f"radius_schedule fractions must sum to 1, got {sum(f for _, f in pairs)}")
+    lengths = [math.floor(f * steps + 1e-9) for _, f in pairs[:-1]]
+    return [(r, n) for (r, _), n in zip(pairs, [*lengths, steps - sum(lengths)])]

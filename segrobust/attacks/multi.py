@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import torch
 
 from segrobust.attacks.attack_api import AttackBase, MultiAttackBase
-from segrobust.attacks.base import SafeAttributeMixin, SegAttack
+from segrobust.attacks.engine import SafeAttributeMixin, SegAttack
 from segrobust.metrics.functional import per_image_pixel_accuracy
 from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
 from segrobust.validation import check_bool

@@ -48,7 +48,6 @@ from segrobust.benchmark.plots import (
 from segrobust.benchmark.registry import (
     ATTACKS,
     DEFENSES,
-    register_attack,
     register_defense,
 )
 from segrobust.benchmark.report import render_markdown, write_report
@@ -78,7 +77,6 @@ __all__ = [
     "plot_examples",
     "plot_miou_vs_eps",
     "plot_rain_examples",
-    "register_attack",
     "register_defense",
     "render_markdown",
     "run_benchmark",

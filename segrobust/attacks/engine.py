@@ -1,5 +1,15 @@
-"""The segmentation attack engine: [`SegAttack`][segrobust.attacks.SegAttack] and the L∞ PGD loop that NAA, AMA,
-SegPGD, CosPGD and EroSeg share."""
+"""The attack engine: the base class of every attack and the plumbing they share.
+
+[`SegAttack`][segrobust.attacks.SegAttack] turns a model and a batch into
+checked inputs, runs the model's forward in the right dtype (and under
+``amp``), checks every step's logits and gradient for NaN, handles targeted
+modes, normalisation and the model's train/eval flags, and converts the result
+back. [`IterateTracker`][segrobust.attacks.engine.IterateTracker] keeps the best
+iterate per image from logits already computed, and
+[`SafeAttributeMixin`][segrobust.attacks.engine.SafeAttributeMixin] lets
+setters reach the attacks an attack holds. Users write attacks with these;
+they import the attacks themselves from ``segrobust.attacks``.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +29,7 @@ from segrobust.metrics.functional import (
 )
 from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
 from segrobust.validation import (
+    check_amp,
     check_bool,
     check_choice,
     check_class_ids,
@@ -33,7 +44,6 @@ __all__ = [
     "NONFINITE_POLICIES",
     "AttackStats",
     "IterateTracker",
-    "LinfSegAttack",
     "NonFiniteGradientError",
     "NonFiniteLogitsError",
     "SafeAttributeMixin",
@@ -197,8 +207,8 @@ class SegAttack(SafeAttributeMixin, AttackBase):
     per-module train/eval flags are restored exactly, and the best iterate per
     image is returned rather than the last one.
 
-    Subclasses implement `_attack_batch` and pass every gradient through
-    `_check_gradients`.
+    Subclasses implement `_attack_batch`, get logits from `_logits` and
+    pass every step's logits and gradients through `_check_finite`.
 
     The attack works inside ``torch.no_grad()`` and ``torch.inference_mode()``.
     **Precision.** The iterate, the step and the projection stay in the
@@ -216,6 +226,11 @@ class SegAttack(SafeAttributeMixin, AttackBase):
     marks the images in ``AttackStats.nonfinite_gradient``. The check reads
     the logits and gradient the step already computed, with one host sync per step.
 
+    ``amp`` (``None``, ``torch.bfloat16``, ``torch.float16`` or ``"bf16"``,
+    ``"fp16"``, ``"bfloat16"``, ``"float16"``) runs the model's forward under
+    ``torch.autocast`` of that dtype; the loss, the step and the projection
+    stay in float32 (the images' dtype), so the ε promise still holds exactly.
+
     Call: ``attack(images, masks=None, *, return_stats=False)`` with images
     ``(N, C, H, W)`` float in ``[0, 1]`` (or normalised, after
     ``set_normalization_used``) and masks ``(N, H, W)`` integer; ``masks=None``
@@ -230,23 +245,24 @@ class SegAttack(SafeAttributeMixin, AttackBase):
 
     def __init__(
         self,
-        name: str,
         model: nn.Module,
-        eps: float = 8 / 255,
-        alpha: Optional[float] = None,
-        steps: int = 10,
+        eps: float,
+        alpha: Optional[float],
+        steps: int,
         random_start: bool = True,
         ignore_index: int = 255,
-        *,
         nonfinite: str = "raise",
+        amp: Union[str, torch.dtype, None] = None,
     ):
+        """The shared arguments, checked; called by subclasses, whose own signature is the public one."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.nonfinite = check_choice(nonfinite, NONFINITE_POLICIES, "nonfinite")
-        super().__init__(name, model)
+        self.amp = check_amp(amp, "amp")
+        super().__init__(type(self).__name__, model)
         self.steps = check_steps(steps, "steps")
         self.eps = check_unit_interval(eps, "eps", allow_zero=self._eps_may_be_zero)
-        self.alpha = 2.5 * self.eps / max(steps, 1) if alpha is None else check_unit_interval(alpha, "alpha")
+        self.alpha = None if alpha is None else check_unit_interval(alpha, "alpha")  # subclasses set the default
         self.random_start = check_bool(random_start, "random_start")
         self.ignore_index = check_int(ignore_index, "ignore_index")
         self.supported_mode = ["default", "targeted"]
@@ -405,7 +421,11 @@ class SegAttack(SafeAttributeMixin, AttackBase):
         """The model's raw output on ``inputs`` (normalised first when asked), cast to the model's dtype."""
         if self._normalization_applied is False:
             inputs = self.normalize(inputs)
-        return self.model(inputs.to(_model_dtype(self.model, inputs.dtype)))
+        inputs = inputs.to(_model_dtype(self.model, inputs.dtype))
+        if self.amp is None:
+            return self.model(inputs)
+        with torch.autocast(device_type=inputs.device.type, dtype=self.amp):
+            return self.model(inputs)
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
         """Segmentation logits of the model, in float32 or wider; validates pending masks against them once."""
@@ -476,64 +496,3 @@ class SegAttack(SafeAttributeMixin, AttackBase):
                 )
             return target.to(inputs.device).long()
         return super().get_target_label(inputs, labels)
-
-
-class LinfSegAttack(SegAttack):
-    """Projected signed-gradient attack in the L∞ ball on a weighted pixel loss.
-
-    One step costs one forward and one backward pass; the best iterate and the
-    statistics come from the logits of that pass (the final iterate is scored
-    by one extra forward without gradient). Subclasses choose the pixel weights
-    (`_pixel_weights`) and the sign of the step (``_loss_sign``).
-
-    The step size ``alpha`` defaults to ``None``: ``2.5 · eps / steps``, the
-    same default as ``segrobust benchmark`` and ``run_benchmark`` (2/255 at
-    the defaults ``eps=8/255, steps=10``); a given ``alpha`` is used as is.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float = 8 / 255,
-        alpha: Optional[float] = None,
-        steps: int = 10,
-        random_start: bool = True,
-        ignore_index: int = 255,
-        *,
-        nonfinite: str = "raise",
-    ):
-        super().__init__(type(self).__name__, model, eps, alpha, steps, random_start, ignore_index, nonfinite=nonfinite)
-
-    def _init_state(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-        return {}
-
-    def _pixel_weights(
-        self, logits: torch.Tensor, labels: torch.Tensor, step: int, state: dict[str, Any]
-    ) -> Optional[torch.Tensor]:
-        """Detached weights ``(N, H, W)`` of the pixel losses at ``step`` (1-based); None for uniform."""
-        return None
-
-    def _attack_batch(
-        self, images: torch.Tensor, labels: torch.Tensor, direction: int
-    ) -> tuple[torch.Tensor, AttackStats]:
-        valid = AF.valid_mask(labels, self.ignore_index)
-        bounds = AF.linf_bounds(images, self.eps)
-        adv = AF.random_linf_start(images, self.eps, bounds=bounds) if self.random_start else images.clone()
-        tracker = IterateTracker(adv, labels, self.ignore_index, direction, self.steps)
-        state = self._init_state(images, labels)
-        for step in range(1, self.steps + 1):
-            adv.requires_grad_(True)
-            logits = self._logits(adv)
-            pixel_loss = AF.pixel_cross_entropy(logits, labels, self.ignore_index)
-            weights = self._pixel_weights(logits.detach(), labels, step, state)
-            objective = AF.weighted_pixel_loss(pixel_loss, weights, valid)
-            (grad,) = self._input_gradients(objective, (adv,))
-            adv = adv.detach()
-            self._check_finite(self._at(step), tracker, logits, (grad,))
-            tracker.update(adv, logits, pixel_loss, step - 1)
-            adv = AF.sign_step(adv, torch.nan_to_num(grad, nan=0.0), direction * self.alpha).clamp(*bounds)
-        with torch.no_grad():
-            logits = self._logits(adv)
-        self._check_finite("of the final iterate", tracker, logits)
-        tracker.update(adv, logits, AF.pixel_cross_entropy(logits, labels, self.ignore_index), self.steps)
-        return tracker.best, tracker.stats()
