@@ -249,4 +249,4 @@ def test_functional_holds_the_pure_pieces():
         "apgd_should_halve",
         "radius_stages",
     ):
-        assert callable(getattr(AF, name)), name
+        assert callable(getattr(AF, name)) and name in AF.__all__, name

@@ -35,6 +35,9 @@ from segrobust.losses import (
 from segrobust.validation import check_steps
 
 __all__ = [
+    "RADIUS_SCHEDULES",
+    "apgd_checkpoints",
+    "apgd_should_halve",
     "cast_into_ball",
     "cospgd_weights",
     "dilate_mask",
