@@ -147,7 +147,7 @@ def run_single(name, model, loader, eps, steps) -> dict:
 
     if name.startswith("APGD-"):
         attack, extra = (
-            sa.APGD(model, eps / 255, steps, loss=name[5:], radius_schedule="sea"),
+            sa.APGD(model, eps / 255, None, steps, loss=name[5:], radius_schedule="sea"),
             {"radius_schedule": "sea"},
         )
     else:

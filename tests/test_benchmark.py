@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from segrobust.attacks.registry import AttackEntry
 from segrobust.benchmark import (
     ATTACKS,
     BenchmarkResults,
     ResumeMismatchError,
-    register_attack,
     run_benchmark,
 )
 from segrobust.benchmark import functional as BF
@@ -282,13 +282,13 @@ def test_a_registered_attack_is_evaluated_and_joins_the_worst_case(tiny_model, t
     class Identity:
         """An 'attack' that returns the clean images."""
 
-        def __init__(self, model, eps, alpha, steps, random_start, ignore_index):
+        def __init__(self, model, eps, alpha, steps, *, random_start, ignore_index):
             self.eps = eps
 
         def __call__(self, images, masks):
             return images.clone()
 
-    register_attack("identity", "Identity", Identity)
+    ATTACKS["identity"] = AttackEntry(Identity, "Identity")
     try:
         results = run_benchmark(
             tiny_model, tiny_data, attacks="identity", eps_list=[1 / 255], rain="none", progress=False

@@ -14,9 +14,9 @@ and adapters that let ART's PGD and Madry adversarial training run on masks.
 - `PEARLPreprocessor`: PEARL's derainer as a differentiable ART preprocessing defence.
 """
 
-from segrobust.art.apgd import APGD
 from segrobust.art.attacks import (
     AMA,
+    APGD,
     ART_ATTACKS,
     NAA,
     ArtSegAttack,

@@ -14,6 +14,9 @@ or, to give it a docstring, a two-line subclass::
 
     class RainAttack(ArtSegAttack):
         torch_attack = segrobust.attacks.RainAttack
+
+[`ART_ATTACKS`][segrobust.art.ART_ATTACKS] is a plain dict of the
+counterparts defined here, by name; add your own with one line.
 """
 
 from __future__ import annotations
@@ -29,12 +32,7 @@ from art.config import ART_NUMPY_DTYPE
 from segrobust import attacks as torch_attacks
 from segrobust.art._convert import ArrayLike, as_image_tensor, as_mask_tensor, clip_bounds
 from segrobust.art.estimator import PyTorchSegmenter
-from segrobust.attacks.base import AttackStats, SegAttack
-
-__all__ = ["AMA", "ART_ATTACKS", "NAA", "ArtSegAttack", "CosPGD", "EroSeg", "RainAttack", "SegPGD", "make_art_attack"]
-
-ART_ATTACKS: dict[str, type[ArtSegAttack]] = {}
-"""Every ART counterpart defined so far, by name (filled as classes are created)."""
+from segrobust.attacks.engine import AttackStats, SegAttack
 
 _OWN_PARAMS = ("batch_size", "targeted", "verbose")
 
@@ -51,7 +49,8 @@ class ArtSegAttack(EvasionAttack):
 
     - ``eps``, ``alpha`` (and any name in ``pixel_params``) are in the units of
       the estimator's ``clip_values`` (ART's convention); with the default
-      ``(0, 1)`` they are the torch attack's numbers.
+      ``(0, 1)`` they are the torch attack's numbers. ``eps`` may be 0 where
+      the torch attack allows it (RainAttack: rain alone).
     - ``ignore_index`` defaults to the estimator's ``ignore_index``.
     - ``targeted=True`` runs the per-pixel targeted mode with ``y`` as target
       masks (``set_mode_targeted_by_label``); ``y`` is then required.
@@ -107,7 +106,6 @@ class ArtSegAttack(EvasionAttack):
         ]
         estimator = inspect.Parameter("estimator", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=PyTorchSegmenter)
         cls.__signature__ = inspect.Signature([estimator, *params, *own])
-        ART_ATTACKS[cls.__name__] = cls
 
     def __init__(
         self,
@@ -158,9 +156,11 @@ class ArtSegAttack(EvasionAttack):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
                 raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-            if not 0 < value <= high - low:
+            zero_ok = name == "eps" and self.torch_attack._eps_may_be_zero
+            if not (0 <= value if zero_ok else 0 < value) or not value <= high - low:
+                interval = f"{'[' if zero_ok else '('}0, {high - low:g}]"
                 raise ValueError(
-                    f"{name} must be in (0, {high - low:g}] (units of clip_values [{low:g}, {high:g}]), got {value}"
+                    f"{name} must be in {interval} (units of clip_values [{low:g}, {high:g}]), got {value}"
                 )
         self._torch_attack()  # the torch class validates everything else with its own messages
 
@@ -246,13 +246,14 @@ def _cat_optional(parts: list[Optional[torch.Tensor]]) -> Optional[torch.Tensor]
 def make_art_attack(
     torch_attack: type[SegAttack], name: Optional[str] = None, doc: Optional[str] = None
 ) -> type[ArtSegAttack]:
-    """Create (and register in [`ART_ATTACKS`][segrobust.art.ART_ATTACKS]) the ART counterpart of a segrobust torch attack class.
+    """Create the ART counterpart of a segrobust torch attack class (add it to
+    [`ART_ATTACKS`][segrobust.art.ART_ATTACKS] if the name should be looked up).
 
     Examples:
         >>> from segrobust.attacks import NAA as TorchNAA
         >>> MyNAA = make_art_attack(TorchNAA, name="MyNAA")
-        >>> ART_ATTACKS["MyNAA"] is MyNAA, "steps" in MyNAA.attack_params
-        (True, True)
+        >>> MyNAA.__name__, "steps" in MyNAA.attack_params
+        ('MyNAA', True)
     """
     name = name or torch_attack.__name__
     doc = doc or (
@@ -265,8 +266,9 @@ def make_art_attack(
 class NAA(ArtSegAttack):
     """ART counterpart of [`segrobust.attacks.NAA`][segrobust.attacks.NAA] (Negative Adversarial Attack, PEARL).
 
-    ``NAA(estimator, eps=8/255, alpha=None, steps=10, random_start=True, ignore_index=None,
-    *, batch_size=32, targeted=False, verbose=False)``; conventions in [`ArtSegAttack`][segrobust.art.ArtSegAttack].
+    ``NAA(estimator, eps=8/255, alpha=None, steps=None, *, loss=None, random_start=True, ignore_index=None,
+    nonfinite="raise", amp=None, radius_schedule=None, loss_options=None, step_rule=None,
+    batch_size=32, targeted=False, verbose=False)``; conventions in [`ArtSegAttack`][segrobust.art.ArtSegAttack].
 
     Examples:
         >>> adv = NAA(estimator, eps=8 / 255, alpha=2 / 255, steps=10).generate(images, masks)  # doctest: +SKIP
@@ -310,8 +312,9 @@ class CosPGD(ArtSegAttack):
 class EroSeg(ArtSegAttack):
     """ART counterpart of [`segrobust.attacks.EroSeg`][segrobust.attacks.EroSeg] (erosion attack).
 
-    ``EroSeg(estimator, eps, alpha, steps, random_start, q0=0.85, schedule="linear", kernel_size=5,
-    fooled_weight=0.1, confidence="true_prob", ignore_index=None, *, batch_size, targeted, verbose)``.
+    ``EroSeg(estimator, eps, alpha, steps, *, ..., q0=0.85, schedule="linear", kernel_size=5,
+    fooled_weight=0.1, confidence="true_prob", batch_size, targeted, verbose)``: the torch
+    attack's arguments, then ART's.
 
     Examples:
         >>> adv = EroSeg(estimator, eps=8 / 255, steps=20, q0=0.2, schedule="cosine").generate(images)  # doctest: +SKIP
@@ -323,13 +326,45 @@ class EroSeg(ArtSegAttack):
 class RainAttack(ArtSegAttack):
     """ART counterpart of [`segrobust.attacks.RainAttack`][segrobust.attacks.RainAttack]: gradient ascent over the rain parameters.
 
-    ``RainAttack(estimator, ranges="medium", steps=10, param_step=None, pixel_eps=0.0, pixel_alpha=None, ...,
-    *, batch_size, targeted, verbose)``; ``pixel_eps`` is in ``[0, 1]`` image units. Conventions in
-    [`ArtSegAttack`][segrobust.art.ArtSegAttack].
+    ``RainAttack(estimator, eps=0.0, alpha=None, steps=10, *, ranges="medium", ..., batch_size, targeted,
+    verbose)``; ``eps`` (the pixel budget; 0 is rain alone) and ``alpha`` are in the units of
+    ``clip_values``. Conventions in [`ArtSegAttack`][segrobust.art.ArtSegAttack].
 
     Examples:
-        >>> rainy_adv = RainAttack(estimator, ranges="heavy", steps=10, pixel_eps=4 / 255).generate(images, masks)  # doctest: +SKIP
+        >>> rainy_adv = RainAttack(estimator, 4 / 255, steps=10, ranges="heavy").generate(images, masks)  # doctest: +SKIP
     """
 
     torch_attack = torch_attacks.RainAttack
-    pixel_params = ()  # pixel_eps may be 0 (rain alone); it is given in [0, 1] image units
+
+
+class APGD(ArtSegAttack):
+    """ART counterpart of [APGD][segrobust.attacks.APGD] (Croce & Hein 2020, per pixel; SEA's radius schedule).
+
+    ``APGD(estimator, eps=8/255, alpha=None, steps=None, *, loss=None, random_start=True,
+    ignore_index=None, nonfinite="raise", amp=None, radius_schedule=None, loss_options=None,
+    step_rule=None, batch_size=32, targeted=False, verbose=False)`` (``steps=None``: 100;
+    ``step_rule=APGDStep(momentum=...)`` sets the rule); ``eps`` and ``alpha`` (the initial step) are in
+    the units of the estimator's ``clip_values``, other conventions as in
+    [ArtSegAttack][segrobust.art.ArtSegAttack]. Under the same ``torch.manual_seed`` it returns
+    exactly the torch attack's images. After ``generate``, ``stats`` holds the loss and accuracy
+    curves (for one batch, the full [APGDStats][segrobust.attacks.APGDStats]).
+
+    Examples:
+        >>> adv = APGD(estimator, eps=8 / 255, steps=100, loss="masked_ce", radius_schedule="sea").generate(images, masks)  # doctest: +SKIP
+    """
+
+    torch_attack = torch_attacks.APGD
+
+
+ART_ATTACKS: dict[str, type[ArtSegAttack]] = {
+    "NAA": NAA,
+    "AMA": AMA,
+    "SegPGD": SegPGD,
+    "CosPGD": CosPGD,
+    "EroSeg": EroSeg,
+    "APGD": APGD,
+    "RainAttack": RainAttack,
+}
+"""The ART counterparts by name (a plain dict; add your own)."""
+
+__all__ = [*ART_ATTACKS, "ART_ATTACKS", "ArtSegAttack", "make_art_attack"]

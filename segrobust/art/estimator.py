@@ -85,7 +85,9 @@ class EstimatorModule(nn.Module):
         if self._rescale:
             x = x * self._span + self._low
         x, _ = self._estimator.preprocess_torch(x)
-        return segmentation_logits(self.model(x))
+        # preprocessing runs in float32; the model gets its own dtype (a bfloat16 model works)
+        dtype = next((p.dtype for p in self.model.parameters() if p.dtype.is_floating_point), x.dtype)
+        return segmentation_logits(self.model(x.to(dtype)))
 
 
 class PyTorchSegmenter(PyTorchEstimator):

@@ -1,51 +1,67 @@
 """Segmentation attacks as torchattacks-compatible classes.
 
-All attacks share [`SegAttack`][segrobust.attacks.SegAttack] (validation, masks with ``ignore_index``,
-per-pixel targeted modes, best-iterate tracking) and the pure functions of
-[`segrobust.attacks.functional`][segrobust.attacks.functional].
+An L∞ attack is a pixel loss and a step rule:
+[`LinfAttack`][segrobust.attacks.LinfAttack] is the one implementation, and
+NAA, AMA, SegPGD, CosPGD, EroSeg and APGD are its defaults (a default loss,
+APGD's step rule). Every attack shares one constructor signature,
+``(model, eps, alpha, steps, *, loss, random_start, ignore_index, nonfinite, amp, …)``.
+
+- The attacks, their statistics and errors are here.
+- The pieces they are built from: [segrobust.attacks.functional][] (pure
+  functions: projection, steps, APGD's schedule), [segrobust.attacks.steps][]
+  (the step rules), [segrobust.losses][] (the pixel losses,
+  [`PIXEL_LOSSES`][segrobust.losses.PIXEL_LOSSES] re-exported here).
+- The table the benchmark and the CLI read: [segrobust.attacks.registry][].
+- Plumbing for writing attacks: [segrobust.attacks.engine][]
+  (``IterateTracker``, ``SafeAttributeMixin``) and
+  [segrobust.attacks.attack_api][] (``StandaloneAttack``, the torchattacks API
+  without torchattacks).
 """
 
-from segrobust.attacks import functional
+from segrobust.attacks import functional, steps
 from segrobust.attacks.ama import AMA
-from segrobust.attacks.apgd import APGD, APGDStats
-from segrobust.attacks.attack_api import TORCHATTACKS_AVAILABLE, StandaloneAttack
-from segrobust.attacks.base import (
-    AttackStats,
-    IterateTracker,
-    LinfSegAttack,
-    NonFiniteGradientError,
-    SafeAttributeMixin,
-    SegAttack,
-)
+from segrobust.attacks.apgd import APGD
+from segrobust.attacks.attack_api import TORCHATTACKS_AVAILABLE
 from segrobust.attacks.cospgd import CosPGD
+from segrobust.attacks.engine import AttackStats, NonFiniteGradientError, NonFiniteLogitsError, SegAttack
 from segrobust.attacks.ensemble import EnsembleStats, ReliableEnsemble, greedy_worst_case_miou
 from segrobust.attacks.eroseg import EroSeg
+from segrobust.attacks.linf import APGDStats, LinfAttack, LinfAttackStats
 from segrobust.attacks.multi import SegMultiAttack
 from segrobust.attacks.naa import NAA
 from segrobust.attacks.rain import RainAttack, RainAttackStats
 from segrobust.attacks.segpgd import SegPGD
+from segrobust.attacks.steps import STEP_RULES, APGDStep, SignStep, StepRule
+from segrobust.losses import PIXEL_LOSSES, PixelLoss, make_pixel_loss
 
 __all__ = [
     "AMA",
     "APGD",
     "NAA",
+    "PIXEL_LOSSES",
+    "STEP_RULES",
     "TORCHATTACKS_AVAILABLE",
     "APGDStats",
+    "APGDStep",
     "AttackStats",
     "CosPGD",
     "EnsembleStats",
     "EroSeg",
-    "IterateTracker",
-    "LinfSegAttack",
+    "LinfAttack",
+    "LinfAttackStats",
     "NonFiniteGradientError",
+    "NonFiniteLogitsError",
+    "PixelLoss",
     "RainAttack",
     "RainAttackStats",
     "ReliableEnsemble",
-    "SafeAttributeMixin",
     "SegAttack",
     "SegMultiAttack",
     "SegPGD",
-    "StandaloneAttack",
+    "SignStep",
+    "StepRule",
     "functional",
     "greedy_worst_case_miou",
+    "make_pixel_loss",
+    "steps",
 ]

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from segrobust.attacks.apgd import APGD, APGDStats
-from segrobust.attacks.base import SegAttack
-from segrobust.metrics.functional import confusion_pixel_accuracy
+from segrobust.attacks.apgd import APGD
+from segrobust.attacks.engine import SegAttack
+from segrobust.attacks.linf import APGDStats, LossSpec, RadiusSchedule
+from segrobust.metrics.functional import confusion_pixel_accuracy, mean_iou
+from segrobust.validation import check_bool, check_steps
 
 __all__ = ["EnsembleStats", "ReliableEnsemble", "greedy_worst_case_miou"]
 
 SEA_LOSSES = ("masked_ce", "balanced_masked_ce", "js")
-
-
-def _mean_iou_batched(cm: torch.Tensor) -> torch.Tensor:
-    """mIoU of each ``(..., K, K)`` matrix over classes present in target or prediction (NaN if none)."""
-    cm = cm.double()
-    tp = cm.diagonal(dim1=-2, dim2=-1)
-    union = cm.sum(-1) + cm.sum(-2) - tp
-    present = union > 0
-    iou = torch.where(present, tp / union.clamp_min(1), torch.zeros_like(tp))
-    count = present.sum(-1)
-    return torch.where(count > 0, iou.sum(-1) / count.clamp_min(1), torch.full_like(iou[..., 0], float("nan")))
 
 
 def greedy_worst_case_miou(confusions: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -34,7 +26,8 @@ def greedy_worst_case_miou(confusions: torch.Tensor) -> tuple[float, torch.Tenso
     ``confusions`` ``(A, N, K, K)`` holds the confusion matrix of image ``n``
     under attack ``a``. Images are visited in order; each takes the attack whose
     result makes the running (intersection, union) mIoU, i.e. the mIoU of the
-    summed confusion matrices so far, lowest (ties: the first attack). Returns
+    summed confusion matrices so far, lowest (ties: the first attack), computed
+    by [mean_iou][segrobust.metrics.mean_iou] as every reported mIoU is. Returns
     the final mIoU and the chosen attack per image ``(N,)``.
 
     Examples:
@@ -57,11 +50,15 @@ def greedy_worst_case_miou(confusions: torch.Tensor) -> tuple[float, torch.Tenso
     running = torch.zeros(k, k, dtype=torch.long, device=confusions.device)
     choice = torch.zeros(n, dtype=torch.long, device=confusions.device)
     for i in range(n):
-        candidates = _mean_iou_batched(running.unsqueeze(0) + confusions[:, i].long())
-        best = int(torch.nan_to_num(candidates, nan=float("inf")).argmin())
+        candidates = [mean_iou(running + confusions[a, i].long()) for a in range(attacks)]
+        best = min(range(attacks), key=lambda a: math.inf if math.isnan(candidates[a]) else candidates[a])
         choice[i] = best
         running += confusions[best, i].long()
-    return float(_mean_iou_batched(running)), choice
+    return mean_iou(running), choice
+
+
+def _member_names(losses: Sequence[Any]) -> list[str]:
+    return [loss if isinstance(loss, str) else getattr(loss, "__name__", repr(loss)) for loss in losses]
 
 
 @dataclass
@@ -81,7 +78,9 @@ class EnsembleStats:
     ``backward_passes`` ``(A, N)``: model passes spent (per member,
     ``steps + 1`` forward and ``steps`` backward). ``member_stats``: each member's
     [APGDStats][segrobust.attacks.APGDStats] on the images it attacked
-    (``member_images`` their indices).
+    (``member_images`` their indices). ``nonfinite_gradient`` ``(N,)``: a member
+    met NaN or infinite logits or gradients on the image (only with
+    ``nonfinite="warn"``; by default the ensemble raises).
     """
 
     member_names: list[str]
@@ -94,6 +93,7 @@ class EnsembleStats:
     backward_passes: torch.Tensor
     member_stats: list[Optional[APGDStats]] = field(default_factory=list)
     member_images: list[torch.Tensor] = field(default_factory=list)
+    nonfinite_gradient: Optional[torch.Tensor] = None  # (N,) bool: a member met NaN/Inf (nonfinite="warn")
 
     @property
     def passes_per_image(self) -> torch.Tensor:
@@ -128,11 +128,12 @@ class ReliableEnsemble(SegAttack):
     Args:
         model: segmentation model returning logits ``(N, K, H, W)``.
         eps: L∞ budget in ``(0, 1]``.
-        steps: APGD iterations per member.
+        alpha: APGD's initial step for every member (``None``: APGD's rule, ``2 · radius``).
+        steps: APGD iterations per member, at least 1.
         losses: pixel-loss names (or ``PixelLoss`` classes / callables), one member each.
+        random_start, ignore_index, nonfinite, amp: passed to every member (see
+            [LinfAttack][segrobust.attacks.LinfAttack]).
         radius_schedule: passed to every member (``"sea"``, ``None``, or pairs).
-        random_start: passed to every member.
-        ignore_index: mask label whose pixels add nothing.
         early_stop: skip images already at 0 % accuracy in later members.
         member_options: further [APGD][segrobust.attacks.APGD] arguments for every member.
 
@@ -145,26 +146,32 @@ class ReliableEnsemble(SegAttack):
         self,
         model: nn.Module,
         eps: float = 8 / 255,
+        alpha: Optional[float] = None,
         steps: int = 100,
-        losses: Sequence[Any] = SEA_LOSSES,
-        radius_schedule: Union[str, Sequence[tuple[float, float]], None] = "sea",
+        *,
+        losses: Sequence[LossSpec] = SEA_LOSSES,
         random_start: bool = True,
         ignore_index: int = 255,
+        nonfinite: str = "raise",
+        amp: Union[str, torch.dtype, None] = None,
+        radius_schedule: RadiusSchedule = "sea",
         early_stop: bool = True,
         member_options: Optional[dict[str, Any]] = None,
     ):
-        super().__init__("ReliableEnsemble", model, eps, None, steps, random_start, ignore_index)
-        self.alpha = None
-        if isinstance(losses, str) or len(losses) == 0:
+        super().__init__(model, eps, alpha, steps, random_start, ignore_index, nonfinite, amp)
+        check_steps(steps, "steps", low=1)  # a "reliable" number needs at least one iteration
+        if isinstance(losses, str) or not isinstance(losses, (list, tuple)) or len(losses) == 0:
             raise ValueError(f"losses must be a non-empty sequence of pixel losses, got {losses!r}")
         self.losses = list(losses)
         self.radius_schedule = radius_schedule
-        self.early_stop = bool(early_stop)
-        options = dict(member_options or {})
-        self.members = [
-            APGD(model, eps, steps, loss, radius_schedule, random_start, ignore_index, **options)
-            for loss in self.losses
-        ]
+        self.early_stop = check_bool(early_stop, "early_stop")
+        if member_options is not None and not isinstance(member_options, dict):
+            raise TypeError(f"member_options must be a dict of APGD arguments, got {type(member_options).__name__}")
+        shared = {"random_start": random_start, "ignore_index": ignore_index, "nonfinite": nonfinite, "amp": amp}
+        shared.update(radius_schedule=radius_schedule, **(member_options or {}))
+        self.members = [APGD(model, eps, alpha, steps, loss=loss, **shared) for loss in self.losses]
+        for member, name in zip(self.members, _member_names(self.losses)):
+            member.attack = f"ReliableEnsemble member APGD({name})"  # messages name the ensemble
 
     def _attack_batch(
         self, images: torch.Tensor, labels: torch.Tensor, direction: int
@@ -181,6 +188,7 @@ class ReliableEnsemble(SegAttack):
         confusion: Optional[torch.Tensor] = None
         stats_list, index_list = [], []
         done = torch.zeros(n, dtype=torch.bool, device=dev)
+        nonfinite = torch.zeros(n, dtype=torch.bool, device=dev)
         for a, member in enumerate(self.members):
             todo = (~done if self.early_stop else torch.ones_like(done)).nonzero().flatten()
             index_list.append(todo)
@@ -208,11 +216,10 @@ class ReliableEnsemble(SegAttack):
             chosen = todo[better]
             best[chosen], best_key[chosen], choice[chosen] = adv[better], key[better], a
             done[todo] |= acc == (0.0 if direction > 0 else 1.0)
+            nonfinite[todo] |= stats.nonfinite_gradient
             stats_list.append(stats)
         ensemble_stats = EnsembleStats(
-            member_names=[
-                loss if isinstance(loss, str) else getattr(loss, "__name__", repr(loss)) for loss in self.losses
-            ],
+            member_names=_member_names(self.losses),
             attacked=attacked,
             member_pixel_accuracy=member_acc,
             pixel_accuracy=direction * best_key,
@@ -222,5 +229,6 @@ class ReliableEnsemble(SegAttack):
             backward_passes=backward,
             member_stats=stats_list,
             member_images=index_list,
+            nonfinite_gradient=nonfinite,
         )
         return best, ensemble_stats

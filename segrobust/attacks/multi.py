@@ -7,9 +7,10 @@ from typing import Optional, Sequence
 import torch
 
 from segrobust.attacks.attack_api import AttackBase, MultiAttackBase
-from segrobust.attacks.base import SafeAttributeMixin, SegAttack
+from segrobust.attacks.engine import SafeAttributeMixin, SegAttack
 from segrobust.metrics.functional import per_image_pixel_accuracy
 from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
+from segrobust.validation import check_bool
 
 __all__ = ["SegMultiAttack"]
 
@@ -38,6 +39,7 @@ class SegMultiAttack(SafeAttributeMixin, MultiAttackBase):
     handles_masks = True  # read by SegAttack: this MultiAttack compares masks, not single labels
 
     def __init__(self, attacks: Sequence[SegAttack], verbose: bool = False):
+        verbose = check_bool(verbose, "verbose")
         if not isinstance(attacks, (list, tuple)) or not attacks:
             raise ValueError(f"SegMultiAttack needs a non-empty list of segrobust attacks, got {attacks!r}")
         for attack in attacks:
@@ -57,6 +59,10 @@ class SegMultiAttack(SafeAttributeMixin, MultiAttackBase):
     def __call__(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         with model_mode_preserved(self.model):
             return super().__call__(images, labels)
+
+    def get_logits(self, inputs: torch.Tensor, labels: Optional[torch.Tensor] = None, *args, **kwargs):
+        """The model's output as the attacks see it (normalised when asked, cast to the model's dtype)."""
+        return self.attacks[0].get_logits(inputs)
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         if labels is None:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from segrobust.attacks.base import LinfSegAttack
+from segrobust.attacks.linf import LinfAttack
 
 __all__ = ["NAA"]
 
 
-class NAA(LinfSegAttack):
+class NAA(LinfAttack):
     r"""Negative Adversarial Attack from the PEARL paper (rain + adversarial robustness).
 
     L∞ PGD that ascends the mean per-pixel cross-entropy over valid pixels,
     ``x ← Π(x + α·sign ∇ mean L_pix(f(x), y))``: "negative" because it pushes
     the image's information against its labels. As defined in
-    ``ALGORITHMS.md``; [`AMA`][segrobust.attacks.AMA] is the same attack with
-    the opposite sign.
+    ``docs/algorithms.md``; [`AMA`][segrobust.attacks.AMA] is the same attack
+    with the opposite sign. An [LinfAttack][segrobust.attacks.LinfAttack] whose
+    default loss is ``"ce"`` and whose step rule is the signed step.
 
     Threat model: white-box, ``‖x_adv − x‖∞ ≤ eps``, ``x_adv ∈ [0, 1]``.
 
@@ -25,8 +26,9 @@ class NAA(LinfSegAttack):
         alpha: step size; ``None`` (the default) uses ``2.5 · eps / steps``
             (2/255 at ``eps=8/255, steps=10``).
         steps: number of gradient steps.
-        random_start: start from a uniform point in the ``eps`` ball.
-        ignore_index: mask label whose pixels add nothing to the loss.
+        **options: ``loss``, ``random_start``, ``ignore_index``, ``nonfinite``,
+            ``amp``, ``radius_schedule``, ``loss_options``, ``step_rule``: see
+            [LinfAttack][segrobust.attacks.LinfAttack].
 
     Shape:
         - images: ``(N, C, H, W)`` float in ``[0, 1]``
@@ -38,4 +40,4 @@ class NAA(LinfSegAttack):
         >>> adv_images = atk(images, masks)  # doctest: +SKIP
     """
 
-    _loss_sign = 1
+    default_loss = "ce"

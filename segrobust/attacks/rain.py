@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from segrobust.attacks import functional as AF
-from segrobust.attacks.base import AttackStats, IterateTracker, SegAttack
+from segrobust.attacks.engine import AttackStats, IterateTracker, SegAttack
 from segrobust.rain.functional import (
     RAIN_PARAM_KEYS,
     RainParams,
@@ -22,9 +22,10 @@ from segrobust.rain.functional import (
     render_rain,
     resolve_rain_ranges,
     sample_rain_params,
+    scale_rain_ranges,
 )
 from segrobust.rain.presets import CONTINUOUS_RAIN_PARAMS, RAIN_PARAM_BOUNDS
-from segrobust.validation import check_unit_interval
+from segrobust.validation import check_int, check_number
 
 __all__ = ["RainAttack", "RainAttackStats"]
 
@@ -58,12 +59,13 @@ class RainAttack(SegAttack):
     parameter by a signed-gradient step of ``param_step`` times the width of
     its range, then projects it back into its range. The noise field (where
     the drops are) stays fixed, so every iterate is a replayable draw. With
-    ``pixel_eps > 0`` an L∞ perturbation ``δ`` is added to the rainy image and
+    ``eps > 0`` an L∞ perturbation ``δ`` is added to the rainy image and
     ascended jointly, with the same forward and backward pass (the PEARL
     threat model: rain plus adversarial noise).
 
     Threat model: white box. The output is ``clamp(render_rain(x, θ) + δ, 0, 1)``,
-    with ``θ`` in the feasible set (below) and ``‖δ‖∞ ≤ pixel_eps``. The
+    with ``θ`` in the feasible set (below) and ``‖δ‖∞ ≤ eps`` (exactly, in the
+    images' dtype for float32/float64 images, around the rainy image). The
     distance to the clean image is not bounded, since rain is not a small
     perturbation. What is bounded is the rain's physics: every parameter stays
     in ``ranges``.
@@ -77,7 +79,7 @@ class RainAttack(SegAttack):
     range and the offsets ``o_l`` in ``±angle_spread``, clipped to the angle
     bounds. ``num_layers`` and the noise field do not change.
 
-    **This project's reading** (``ALGORITHMS.md`` leaves these open; each is an
+    **This project's reading** (``docs/algorithms.md`` leaves these open; each is an
     argument): signed-gradient steps on the parameters, scaled by each range's
     width, rather than Adam or raw gradients, because the units differ by
     orders of magnitude (density 0.002, angle 25°). By default the step is
@@ -90,22 +92,24 @@ class RainAttack(SegAttack):
     Args:
         model: segmentation model returning logits ``(N, K, H, W)`` (or a tuple
             / ``{"out": ...}`` dict holding them).
+        eps: L∞ budget of the joint pixel perturbation, in ``[0, 1]``.
+            ``0`` (the default) means pure rain.
+        alpha: step of the pixel perturbation. ``None`` uses
+            ``2.5 · eps / steps``.
+        steps: number of gradient steps (one forward and one backward each).
         ranges: a preset name (``"light"``, ``"medium"``, ``"heavy"``,
             ``"fog_only"``) or a mapping of ranges completed from ``"medium"``
             (the same ranges as [`RandomRainStreaks`][segrobust.rain.augmentation.RandomRainStreaks]).
-            This is the feasible set. Streak lengths are in pixels, so scale
-            them to your image size.
-        steps: number of gradient steps (one forward and one backward each).
+            This is the feasible set. Streak lengths are in pixels: see
+            ``reference_height``, or scale a mapping to your image size.
+        random_start, ignore_index, nonfinite, amp: as every attack (see
+            [SegAttack][segrobust.attacks.SegAttack]).
         param_step: step as a fraction of each parameter's range width, in
             ``(0, 1]``. ``None`` uses ``min(1, 1.25 / steps)``.
-        pixel_eps: L∞ budget of the joint pixel perturbation, in ``[0, 1]``.
-            ``0`` means pure rain.
-        pixel_alpha: step of the pixel perturbation. ``None`` uses
-            ``2.5 · pixel_eps / steps``.
         attack_keys: which continuous parameters to optimise. The default is all
             of `CONTINUOUS_RAIN_PARAMS`. The others keep
-            their start value. ``()`` with ``pixel_eps=0`` is plain random rain,
-            and with ``pixel_eps > 0`` it is an L∞ attack on randomly rainy images.
+            their start value. ``()`` with ``eps=0`` is plain random rain,
+            and with ``eps > 0`` it is an L∞ attack on randomly rainy images.
         random_start: start from a random draw from ``ranges`` and a uniform
             ``δ`` in the ball. Otherwise start from the middle of every range
             (with a random noise field) and ``δ = 0``.
@@ -113,7 +117,11 @@ class RainAttack(SegAttack):
             [`ground_plane_depth`][segrobust.rain.functional.ground_plane_depth] for images rendered
             without a depth.
         edge_softness: pixels over which a streak end fades.
-        ignore_index: mask label whose pixels add nothing to the loss.
+        reference_height: the image height a preset's streak lengths are tuned
+            for (360 for the built-in presets): a preset named in ``ranges`` is
+            scaled to the attacked images' height at call time, as
+            [scale_rain_ranges][segrobust.rain.functional.scale_rain_ranges] does. ``None``
+            (the default) uses the ranges as given; a mapping is always used as given.
 
     Call:
         ``attack(images, masks=None, *, depth=None, init_params=None,
@@ -141,7 +149,7 @@ class RainAttack(SegAttack):
         >>> from torch import nn
         >>> model = nn.Conv2d(3, 4, 1).eval()
         >>> images, masks = torch.rand(2, 3, 16, 16), torch.randint(0, 4, (2, 16, 16))
-        >>> attack = RainAttack(model, ranges={"length": (4.0, 8.0)}, steps=2, pixel_eps=4 / 255)
+        >>> attack = RainAttack(model, 4 / 255, steps=2, ranges={"length": (4.0, 8.0)})
         >>> adv, params = attack(images, masks, return_params=True)
         >>> adv.shape, sorted(params) == sorted(RAIN_PARAM_KEYS)
         (torch.Size([2, 3, 16, 16]), True)
@@ -153,50 +161,46 @@ class RainAttack(SegAttack):
     def __init__(
         self,
         model: nn.Module,
-        ranges: Union[str, Mapping[str, object]] = "medium",
+        eps: float = 0.0,
+        alpha: Optional[float] = None,
         steps: int = 10,
-        param_step: Optional[float] = None,
-        pixel_eps: float = 0.0,
-        pixel_alpha: Optional[float] = None,
-        attack_keys: Optional[Sequence[str]] = None,
+        *,
+        ranges: Union[str, Mapping[str, object]] = "medium",
         random_start: bool = True,
+        ignore_index: int = 255,
+        nonfinite: str = "raise",
+        amp: Union[str, torch.dtype, None] = None,
+        param_step: Optional[float] = None,
+        attack_keys: Optional[Sequence[str]] = None,
         depth_prior: Optional[Mapping[str, Any]] = None,
         edge_softness: float = 0.5,
-        ignore_index: int = 255,
-        *,
-        nonfinite: str = "raise",
+        reference_height: Optional[int] = None,
     ):
-        pixel_eps = check_unit_interval(pixel_eps, "pixel_eps", allow_zero=True)
-        if pixel_alpha is not None:
-            pixel_alpha = check_unit_interval(pixel_alpha, "pixel_alpha")
-        # eps and alpha are torchattacks' names for the pixel budget (0: pure rain).
-        super().__init__(
-            "RainAttack", model, pixel_eps, pixel_alpha, steps, random_start, ignore_index, nonfinite=nonfinite
-        )
+        super().__init__(model, eps, alpha, steps, random_start, ignore_index, nonfinite, amp)
+        if self.alpha is None:
+            self.alpha = 2.5 * self.eps / max(self.steps, 1)
         self.ranges: Dict[str, Any] = resolve_rain_ranges(ranges)
+        self._preset = ranges if isinstance(ranges, str) else None
+        self.reference_height = (
+            None if reference_height is None else check_int(reference_height, "reference_height", low=1)
+        )
         if param_step is None:
             param_step = min(1.0, 1.25 / max(self.steps, 1))
-        if isinstance(param_step, bool) or not isinstance(param_step, (int, float)) or not 0 < param_step <= 1:
-            raise ValueError(f"param_step must be a fraction of each parameter's range in (0, 1], got {param_step!r}")
-        self.param_step = float(param_step)
+        self.param_step = check_number(param_step, "param_step", low=0, high=1, low_inclusive=False)
         self.attack_keys = self._checked_keys(attack_keys)
         depth_prior = check_depth_prior(depth_prior)
         ground_plane_depth(2, 2, **depth_prior)  # a bad prior fails here, not mid-attack
         self.depth_prior = depth_prior
         self.edge_softness = check_edge_softness(edge_softness)
-        self._boxes = self._feasible_boxes()
 
     _eps_may_be_zero = True
+    _returns_eps_ball = False  # rain is not a small perturbation: only its pixel part lies in an eps ball
 
-    @property
-    def pixel_eps(self) -> float:
-        """L∞ budget of the joint pixel perturbation (``eps``, torchattacks' name)."""
-        return self.eps
-
-    @property
-    def pixel_alpha(self) -> float:
-        """Step of the pixel perturbation (``alpha``, torchattacks' name)."""
-        return self.alpha
+    def ranges_for(self, height: int) -> Dict[str, Any]:
+        """The feasible ranges for images ``height`` pixels high (a preset scaled from ``reference_height``)."""
+        if self._preset is None or self.reference_height is None:
+            return self.ranges
+        return scale_rain_ranges(self._preset, height, self.reference_height)
 
     @staticmethod
     def _checked_keys(attack_keys: Optional[Sequence[str]]) -> Tuple[str, ...]:
@@ -215,12 +219,11 @@ class RainAttack(SegAttack):
             )
         return tuple(key for key in CONTINUOUS_RAIN_PARAMS if key in attack_keys)
 
-    def _feasible_boxes(self) -> Dict[str, Tuple[float, float]]:
-        boxes: Dict[str, Tuple[float, float]] = {
-            key: self.ranges[key] for key in CONTINUOUS_RAIN_PARAMS if key != "angle"
-        }
-        spread = float(self.ranges["angle_spread"])
-        boxes[_ANGLE_BASE] = self.ranges["angle"]
+    @staticmethod
+    def _feasible_boxes(ranges: Mapping[str, Any]) -> Dict[str, Tuple[float, float]]:
+        boxes: Dict[str, Tuple[float, float]] = {key: ranges[key] for key in CONTINUOUS_RAIN_PARAMS if key != "angle"}
+        spread = float(ranges["angle_spread"])
+        boxes[_ANGLE_BASE] = ranges["angle"]
         boxes[_ANGLE_OFFSET] = (-spread, spread)
         return boxes
 
@@ -254,21 +257,26 @@ class RainAttack(SegAttack):
 
     # ------------------------------------------------------------------ parameters
     def _start_params(
-        self, images: torch.Tensor, dtype: torch.dtype, init_params: Optional[Mapping[str, torch.Tensor]]
+        self,
+        images: torch.Tensor,
+        dtype: torch.dtype,
+        init_params: Optional[Mapping[str, torch.Tensor]],
+        ranges: Mapping[str, Any],
+        boxes: Mapping[str, Tuple[float, float]],
     ) -> Tuple[RainParams, torch.Tensor]:
         """The optimised variables (angle split into image angle and layer offsets) and the noise field."""
         batch, channels, height, width = images.shape
         if init_params is None:
-            draw = sample_rain_params(batch, (height, width), self.ranges, device=images.device, dtype=dtype)
+            draw = sample_rain_params(batch, (height, width), ranges, device=images.device, dtype=dtype)
             if not self.random_start:
                 for key in CONTINUOUS_RAIN_PARAMS:
-                    low, high = self.ranges[key]
+                    low, high = ranges[key]
                     draw[key] = torch.full_like(draw[key], (low + high) / 2)
         else:
             draw = _canonical_params(init_params, batch, channels, (height, width), images.device, dtype)
         angle = draw["angle"]
-        low, high = self.ranges["angle"]
-        spread = float(self.ranges["angle_spread"])
+        low, high = ranges["angle"]
+        spread = float(ranges["angle_spread"])
         # Any image angle within `spread` of every layer's angle reproduces the draw exactly; take the
         # middle of that interval (or, for a draw outside the ranges, its projection).
         lowest = torch.maximum(angle.max(dim=1, keepdim=True).values - spread, torch.full_like(angle[:, :1], low))
@@ -278,7 +286,7 @@ class RainAttack(SegAttack):
         variables: RainParams = {key: draw[key] for key in CONTINUOUS_RAIN_PARAMS if key != "angle"}
         variables[_ANGLE_BASE] = base
         variables[_ANGLE_OFFSET] = angle - base
-        return clamp_rain_params(variables, self._boxes), draw["noise"]
+        return clamp_rain_params(variables, boxes), draw["noise"]
 
     @staticmethod
     def _compose(variables: RainParams, noise: torch.Tensor) -> RainParams:
@@ -310,19 +318,26 @@ class RainAttack(SegAttack):
         work_dtype = torch.float32 if images.dtype in (torch.float16, torch.bfloat16) else images.dtype
         depth = depth.to(images.device) if depth is not None else None
         valid = AF.valid_mask(labels, self.ignore_index)
-        variables, noise = self._start_params(images, work_dtype, init_params)
+        ranges = self.ranges_for(images.shape[-2])
+        boxes = self._feasible_boxes(ranges)
+        variables, noise = self._start_params(images, work_dtype, init_params, ranges, boxes)
         attacked = self._attacked_variables()
-        use_delta = self.pixel_eps > 0
+        use_delta = self.eps > 0
         if use_delta and self.random_start:
             # torch.rand, not rand_like: the draw must not depend on the input's memory layout
-            delta = (2 * torch.rand(images.shape, device=images.device, dtype=images.dtype) - 1) * self.pixel_eps
+            delta = (2 * torch.rand(images.shape, device=images.device, dtype=images.dtype) - 1) * self.eps
         else:
             delta = torch.zeros_like(images)
 
         def iterate(variables: RainParams, delta: torch.Tensor) -> Tuple[torch.Tensor, RainParams]:
             params = self._compose(variables, noise)
             rainy = self._render(images, params, depth)
-            return (_clamp_keep_grad(rainy + delta, 0.0, 1.0) if use_delta else rainy), params
+            if not use_delta:
+                return rainy, params
+            adv = _clamp_keep_grad(rainy + delta, 0.0, 1.0)
+            # the exact eps ball around the rainy image in the images' dtype; same gradient as adv
+            inside = adv.detach().clamp(*AF.linf_bounds(rainy.detach(), self.eps))
+            return (adv - adv.detach()) + inside, params
 
         with torch.no_grad():
             start, best_params = iterate(variables, delta)
@@ -337,27 +352,27 @@ class RainAttack(SegAttack):
             if leaves:
                 inputs = [variables[key] for key in attacked] + ([delta] if use_delta else [])
                 objective = AF.masked_mean(pixel_loss, valid)
-                grads = torch.autograd.grad(objective, inputs, allow_unused=True)
+                grads = self._input_gradients(objective, inputs, allow_unused=True)
             else:
                 grads = ()
-            self._check_gradients(grads, step, tracker)
+            self._check_finite(self._at(step), tracker, logits, grads)
             best_params = self._track(tracker, adv, logits, pixel_loss, step - 1, params, best_params)
             with torch.no_grad():
                 stepped = {key: value.detach() for key, value in variables.items()}
                 for key, grad in zip(leaves, grads):
                     if grad is None:  # the model ignores this parameter: no step
                         continue
+                    grad = torch.nan_to_num(grad, nan=0.0)  # nonfinite="warn": a NaN entry takes no step
                     if key == "delta":
-                        delta = (delta.detach() + direction * self.pixel_alpha * grad.sign()).clamp(
-                            -self.pixel_eps, self.pixel_eps
-                        )
+                        delta = (delta.detach() + direction * self.alpha * grad.sign()).clamp(-self.eps, self.eps)
                     else:
-                        low, high = self._boxes[key]
+                        low, high = boxes[key]
                         stepped[key] = stepped[key] + direction * self.param_step * (high - low) * grad.sign()
-                variables = clamp_rain_params(stepped, self._boxes)
+                variables = clamp_rain_params(stepped, boxes)
         with torch.no_grad():
             adv, params = iterate(variables, delta.detach())
             logits = self._logits(adv)
+            self._check_finite("of the final iterate", tracker, logits)
             pixel_loss = AF.pixel_cross_entropy(logits, labels, self.ignore_index)
             best_params = self._track(tracker, adv, logits, pixel_loss, self.steps, params, best_params)
         stats = tracker.stats()

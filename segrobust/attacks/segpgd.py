@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-
-from segrobust.attacks import functional as AF
-from segrobust.attacks.base import LinfSegAttack
+from segrobust.attacks.linf import LinfAttack
 
 __all__ = ["SegPGD"]
 
 
-class SegPGD(LinfSegAttack):
+class SegPGD(LinfAttack):
     r"""SegPGD: Gu, Zhao, Tresp, Torr, "SegPGD: An Effective and Efficient Adversarial
     Attack for Evaluating and Boosting Segmentation Robustness", ECCV 2022.
 
@@ -20,6 +15,7 @@ class SegPGD(LinfSegAttack):
     ``λ_t = (t − 1)/(2T)``: correctly classified pixels weigh ``1 − λ_t`` and
     already fooled pixels ``λ_t`` (targeted: pixels not yet on target weigh
     ``1 − λ_t``), so early steps spend the budget where the model still holds.
+    The weighting is [SegPGDLoss][segrobust.losses.SegPGDLoss] (``loss="segpgd"``).
 
     Threat model: white-box, ``‖x_adv − x‖∞ ≤ eps``, ``x_adv ∈ [0, 1]``.
     Arguments, shapes and output: as [`NAA`][segrobust.attacks.NAA].
@@ -29,7 +25,4 @@ class SegPGD(LinfSegAttack):
         >>> adv_images = atk(images, masks)  # doctest: +SKIP
     """
 
-    def _pixel_weights(
-        self, logits: torch.Tensor, labels: torch.Tensor, step: int, state: dict[str, Any]
-    ) -> torch.Tensor:
-        return AF.segpgd_weights(logits, labels, step, self.steps, targeted=self.targeted)
+    default_loss = "segpgd"

@@ -48,7 +48,6 @@ from segrobust.benchmark.plots import (
 from segrobust.benchmark.registry import (
     ATTACKS,
     DEFENSES,
-    register_attack,
 )
 from segrobust.benchmark.report import render_markdown, write_report
 from segrobust.benchmark.results import BenchmarkResults, ConditionResult
@@ -77,7 +76,6 @@ __all__ = [
     "plot_examples",
     "plot_miou_vs_eps",
     "plot_rain_examples",
-    "register_attack",
     "render_markdown",
     "run_benchmark",
     "train_default_model",

@@ -262,7 +262,6 @@ def _plan(model: nn.Module, dataset: Any, config: BenchmarkConfig) -> _Plan:
             steps=_steps_of(config, key),
             random_start=config.random_start,
             ignore_index=config.ignore_index,
-            image_size=image_size,
             **config.attack_kwargs.get(key, {}),
         )
     if config.num_classes is not None and config.num_classes != num_classes:
@@ -412,9 +411,7 @@ def _build_attack(plan: _Plan, condition: Condition) -> Callable[..., torch.Tens
         "random_start": config.random_start,
         "ignore_index": config.ignore_index,
     }
-    return ATTACKS[condition.key].build(
-        plan.model, image_size=plan.image_size, **kwargs, **config.attack_kwargs.get(condition.key, {})
-    )
+    return ATTACKS[condition.key].build(plan.model, **kwargs, **config.attack_kwargs.get(condition.key, {}))
 
 
 def _shown_and_logits(

@@ -106,13 +106,6 @@ def reduce_ensemble(units: list[dict[str, Any]], num_images: int, num_classes: i
     )
 
 
-def _image_accuracy(confusion: torch.Tensor) -> torch.Tensor:
-    """Pixel accuracy of each ``(N, K, K)`` matrix (1 for an image without valid pixels, as the metrics do)."""
-    total = confusion.sum((-2, -1)).double()
-    correct = confusion.diagonal(dim1=-2, dim2=-1).sum(-1).double()
-    return torch.where(total > 0, correct / total.clamp_min(1), torch.ones_like(total))
-
-
 def _indices(mask: torch.Tensor) -> list[int]:
     return [int(i) for i in mask.nonzero().flatten()]
 
@@ -148,7 +141,7 @@ def ensemble_rows(
     for a, name in enumerate(totals.members):
         condition = Condition(f"reliable:{name}", f"Reliable · {name}", "member", row.eps)
         cm = totals.confusion[a]
-        member = make_row(condition, cm.sum(0), _image_accuracy(cm), None, 0)
+        member = make_row(condition, cm.sum(0), confusion_pixel_accuracy(cm, torch.float64), None, 0)
         member.ensemble = {
             "images_attacked": int(totals.attacked[a].sum()),
             "forward_passes_per_image": totals.forward_passes[a].tolist(),

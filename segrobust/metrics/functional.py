@@ -178,8 +178,8 @@ def per_image_confusion_unchecked(
     return counts.reshape(n, num_classes, num_classes)
 
 
-def confusion_pixel_accuracy(confusions: torch.Tensor) -> torch.Tensor:
-    """Pixel accuracy of each confusion matrix ``(..., K, K)``, as float32 ``(...)``.
+def confusion_pixel_accuracy(confusions: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Pixel accuracy of each confusion matrix ``(..., K, K)``, as ``dtype`` ``(...)`` (computed in float64).
 
     A matrix that counts no pixel scores 1, as in
     [per_image_pixel_accuracy][segrobust.metrics.per_image_pixel_accuracy], and on
@@ -194,7 +194,7 @@ def confusion_pixel_accuracy(confusions: torch.Tensor) -> torch.Tensor:
     count = confusions.sum((-2, -1))
     correct = confusions.diagonal(dim1=-2, dim2=-1).sum(-1)
     acc = correct.double() / count.clamp_min(1).double()
-    return torch.where(count > 0, acc, torch.ones_like(acc)).float()
+    return torch.where(count > 0, acc, torch.ones_like(acc)).to(dtype)
 
 
 def per_image_pixel_accuracy(pred: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:

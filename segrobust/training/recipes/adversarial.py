@@ -20,17 +20,20 @@ from segrobust.training.recipes.config import EroSegATConfig, NATConfig, PGDATCo
 __all__ = ["eroseg_at", "nat", "pgd_at", "standard"]
 
 
-def _naa_factory(config: PGDATConfig) -> Callable[[nn.Module], Any]:
-    from segrobust.attacks import NAA
+def _attack_factory(key: str, config: PGDATConfig, **options: Any) -> Callable[[nn.Module], Any]:
+    """The inner maximiser ``key`` of [ATTACKS][segrobust.attacks.registry.ATTACKS], built by the trainer on its model."""
 
     def make_attack(module: nn.Module) -> Any:
-        return NAA(
+        from segrobust.attacks.registry import ATTACKS  # imported when a recipe runs
+
+        return ATTACKS[key].build(
             module,
-            eps=config.eps,
-            alpha=config.step_size,
-            steps=config.steps,
+            config.eps,
+            config.step_size,
+            config.steps,
             random_start=config.random_start,
             ignore_index=config.ignore_index,
+            **options,
         )
 
     return make_attack
@@ -46,25 +49,14 @@ def pgd_at(model: nn.Module, data: Any, config: PGDATConfig) -> TrainResult:
 
     The attack is built by the trainer on the bare model once it is on its device.
     """
-    return fit_segmenter(model, data, config, _naa_factory(config), config.input_transform)
+    return fit_segmenter(model, data, config, _attack_factory("naa", config), config.input_transform)
 
 
 def eroseg_at(model: nn.Module, data: Any, config: EroSegATConfig) -> TrainResult:
     """Adversarial training with [EroSeg][segrobust.attacks.EroSeg] as the inner maximiser (recipe ``eroseg_at``)."""
-    from segrobust.attacks import EroSeg
-
-    def make_attack(module: nn.Module) -> Any:
-        return EroSeg(
-            module,
-            eps=config.eps,
-            alpha=config.step_size,
-            steps=config.steps,
-            random_start=config.random_start,
-            ignore_index=config.ignore_index,
-            **dict(config.eroseg),
-        )
-
-    return fit_segmenter(model, data, config, make_attack, config.input_transform)
+    return fit_segmenter(
+        model, data, config, _attack_factory("eroseg", config, **dict(config.eroseg)), config.input_transform
+    )
 
 
 def nat(model: nn.Module, data: Any, config: NATConfig) -> TrainResult:
@@ -83,4 +75,4 @@ def nat(model: nn.Module, data: Any, config: NATConfig) -> TrainResult:
         def transform(images: torch.Tensor) -> torch.Tensor:
             return extra(rain(images))
 
-    return fit_segmenter(model, data, config, _naa_factory(config), transform)
+    return fit_segmenter(model, data, config, _attack_factory("naa", config), transform)

@@ -1,5 +1,15 @@
-"""The segmentation attack engine: [`SegAttack`][segrobust.attacks.SegAttack] and the L∞ PGD loop that NAA, AMA,
-SegPGD, CosPGD and EroSeg share."""
+"""The attack engine: the base class of every attack and the plumbing they share.
+
+[`SegAttack`][segrobust.attacks.SegAttack] turns a model and a batch into
+checked inputs, runs the model's forward in the right dtype (and under
+``amp``), checks every step's logits and gradient for NaN, handles targeted
+modes, normalisation and the model's train/eval flags, and converts the result
+back. [`IterateTracker`][segrobust.attacks.engine.IterateTracker] keeps the best
+iterate per image from logits already computed, and
+[`SafeAttributeMixin`][segrobust.attacks.engine.SafeAttributeMixin] lets
+setters reach the attacks an attack holds. Users write attacks with these;
+they import the attacks themselves from ``segrobust.attacks``.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +29,14 @@ from segrobust.metrics.functional import (
 )
 from segrobust.utils import model_mode_preserved, predicted_classes, segmentation_logits
 from segrobust.validation import (
+    check_amp,
+    check_bool,
     check_choice,
     check_class_ids,
     check_images,
+    check_int,
     check_masks,
+    check_steps,
     check_unit_interval,
 )
 
@@ -30,8 +44,8 @@ __all__ = [
     "NONFINITE_POLICIES",
     "AttackStats",
     "IterateTracker",
-    "LinfSegAttack",
     "NonFiniteGradientError",
+    "NonFiniteLogitsError",
     "SafeAttributeMixin",
     "SegAttack",
 ]
@@ -48,6 +62,15 @@ class NonFiniteGradientError(FloatingPointError):
     """
 
 
+class NonFiniteLogitsError(NonFiniteGradientError):
+    """The model returned NaN or infinite logits during an attack (a [NonFiniteGradientError][segrobust.attacks.NonFiniteGradientError]).
+
+    A NaN logit at one pixel can leave the input gradient finite (the pixel's
+    loss is NaN, not its gradient), so the attack checks the logits of every
+    pass as well: a broken model must not report a plausible accuracy.
+    """
+
+
 @dataclass
 class AttackStats:
     """What an attack saw at each iterate, for plots and diagnostics.
@@ -57,8 +80,8 @@ class AttackStats:
     w.r.t. the reference labels (true labels, or target labels when targeted);
     ``pixel_accuracy`` is the fraction of valid pixels predicted as those labels.
     ``best_step`` is the iterate returned for each image.
-    ``nonfinite_gradient`` is True for an image whose gradient held NaN or Inf
-    at some step (only possible with ``nonfinite="warn"``): its result is not
+    ``nonfinite_gradient`` is True for an image whose gradient or logits held
+    NaN or Inf at some step (only possible with ``nonfinite="warn"``): its result is not
     a robustness measurement. ``confusion`` holds the per-image confusion
     matrix of each returned image w.r.t. the reference labels, from the logits
     that scored it during the attack (no extra forward pass is needed to score
@@ -77,6 +100,14 @@ class AttackStats:
             "loss": self.loss.mean(dim=1).tolist(),
             "pixel_accuracy": self.pixel_accuracy.mean(dim=1).tolist(),
         }
+
+
+def _model_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype of the model's first floating parameter (``default`` for a model without any)."""
+    for parameter in model.parameters():
+        if parameter.dtype.is_floating_point:
+            return parameter.dtype
+    return default
 
 
 class IterateTracker:
@@ -176,19 +207,29 @@ class SegAttack(SafeAttributeMixin, AttackBase):
     per-module train/eval flags are restored exactly, and the best iterate per
     image is returned rather than the last one.
 
-    Subclasses implement `_attack_batch` and pass every gradient through
-    `_check_gradients`.
+    Subclasses implement `_attack_batch`, get logits from `_logits` and
+    pass every step's logits and gradients through `_check_finite`.
 
     The attack works inside ``torch.no_grad()`` and ``torch.inference_mode()``.
-    Images are cast to the dtype of the model's parameters for the attack
-    (float64 or half images on a float32 model work) and the result is
-    returned in the images' dtype, so its distance to the input holds up to
-    that dtype's rounding.
+    **Precision.** The iterate, the step and the projection stay in the
+    images' dtype (float32 arithmetic for float16/bfloat16 images); only the
+    model's forward casts its input to the dtype of the model's parameters,
+    and its logits are scored in float32 (or float64). So any model dtype
+    works with any image dtype, and the ε promise holds exactly in the
+    returned dtype: ``(x_adv.double() - x.double()).abs().max() <= eps`` and
+    ``0 <= x_adv <= 1`` (see [linf_bounds][segrobust.attacks.functional.linf_bounds]).
 
-    A NaN or infinite gradient raises
-    [NonFiniteGradientError][segrobust.attacks.NonFiniteGradientError] naming
+    A NaN or infinite gradient or logit raises
+    [NonFiniteGradientError][segrobust.attacks.NonFiniteGradientError] (for logits its subclass
+    [NonFiniteLogitsError][segrobust.attacks.NonFiniteLogitsError]) naming
     the attack and the step; with ``nonfinite="warn"`` it warns instead and
-    marks the images in ``AttackStats.nonfinite_gradient``.
+    marks the images in ``AttackStats.nonfinite_gradient``. The check reads
+    the logits and gradient the step already computed, with one host sync per step.
+
+    ``amp`` (``None``, ``torch.bfloat16``, ``torch.float16`` or ``"bf16"``,
+    ``"fp16"``, ``"bfloat16"``, ``"float16"``) runs the model's forward under
+    ``torch.autocast`` of that dtype; the loss, the step and the projection
+    stay in float32 (the images' dtype), so the ε promise still holds exactly.
 
     Call: ``attack(images, masks=None, *, return_stats=False)`` with images
     ``(N, C, H, W)`` float in ``[0, 1]`` (or normalised, after
@@ -200,32 +241,30 @@ class SegAttack(SafeAttributeMixin, AttackBase):
 
     _loss_sign = 1  # +1: ascend the loss on the reference labels; -1: descend it
     _eps_may_be_zero = False  # True for attacks whose pixel budget is optional (RainAttack)
+    _returns_eps_ball = True  # the result lies in the eps ball around the images (not RainAttack)
 
     def __init__(
         self,
-        name: str,
         model: nn.Module,
-        eps: float = 8 / 255,
-        alpha: Optional[float] = None,
-        steps: int = 10,
+        eps: float,
+        alpha: Optional[float],
+        steps: int,
         random_start: bool = True,
         ignore_index: int = 255,
-        *,
         nonfinite: str = "raise",
+        amp: Union[str, torch.dtype, None] = None,
     ):
+        """The shared arguments, checked; called by subclasses, whose own signature is the public one."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.nonfinite = check_choice(nonfinite, NONFINITE_POLICIES, "nonfinite")
-        super().__init__(name, model)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        self.amp = check_amp(amp, "amp")
+        super().__init__(type(self).__name__, model)
+        self.steps = check_steps(steps, "steps")
         self.eps = check_unit_interval(eps, "eps", allow_zero=self._eps_may_be_zero)
-        self.steps = steps
-        self.alpha = 2.5 * self.eps / max(steps, 1) if alpha is None else check_unit_interval(alpha, "alpha")
-        self.random_start = bool(random_start)
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
-        self.ignore_index = ignore_index
+        self.alpha = None if alpha is None else check_unit_interval(alpha, "alpha")  # subclasses set the default
+        self.random_start = check_bool(random_start, "random_start")
+        self.ignore_index = check_int(ignore_index, "ignore_index")
         self.supported_mode = ["default", "targeted"]
         self._pending_checks: list[tuple[str, torch.Tensor]] = []
 
@@ -258,7 +297,8 @@ class SegAttack(SafeAttributeMixin, AttackBase):
                 check_masks(labels, images, "masks")
             device = self.device if self.device is not None else images.device
             # contiguous: results must not depend on the caller's memory layout
-            x = pixels.detach().to(device=device, dtype=self._work_dtype(images.dtype)).clamp(0, 1).contiguous()
+            given = pixels.detach().to(device=device).clamp(0, 1).contiguous()
+            x = given.to(self._work_dtype(images.dtype))
             y = labels.detach().to(device).clone() if labels is not None else None
             if normalised:
                 self._set_normalization_applied(False)
@@ -268,6 +308,8 @@ class SegAttack(SafeAttributeMixin, AttackBase):
                 self._pending_checks = []
                 if normalised:
                     self._set_normalization_applied(True)
+            if x.dtype != given.dtype and self._returns_eps_ball:
+                adv = AF.cast_into_ball(adv, given, self.eps)  # rounding must not leave the ball
             if normalised:
                 adv = self.normalize(adv)
         return adv.to(device=images.device, dtype=images.dtype), stats
@@ -285,35 +327,61 @@ class SegAttack(SafeAttributeMixin, AttackBase):
                 "segmentation attacks; use segrobust.attacks.SegMultiAttack (per-image worst case by pixel accuracy)"
             )
 
-    def _work_dtype(self, images_dtype: torch.dtype) -> torch.dtype:
-        """The dtype of the model's floating parameters (the images' own for a model without any)."""
-        for parameter in self.model.parameters():
-            if parameter.dtype.is_floating_point:
-                return parameter.dtype
-        return images_dtype
+    @staticmethod
+    def _work_dtype(images_dtype: torch.dtype) -> torch.dtype:
+        """The dtype of the iterate: the images' own, float32 for float16/bfloat16 images."""
+        return torch.float32 if images_dtype in (torch.float16, torch.bfloat16) else images_dtype
 
-    def _check_gradients(self, grads: Sequence[Optional[torch.Tensor]], step: int, tracker: IterateTracker) -> None:
-        """Raise (or warn and mark ``tracker``) when a per-image gradient ``(N, ...)`` holds NaN or Inf.
+    def _check_finite(
+        self,
+        where: str,
+        tracker: Optional[IterateTracker],
+        logits: torch.Tensor,
+        grads: Sequence[Optional[torch.Tensor]] = (),
+    ) -> None:
+        """Raise (or warn and mark ``tracker``) when the logits or a per-image gradient ``(N, ...)`` hold NaN or Inf.
 
-        One ``isfinite`` per gradient and one host sync per step.
+        One ``isfinite`` per tensor the step already has and one host sync per step.
         """
-        finite: Optional[torch.Tensor] = None
+        logits_ok = torch.isfinite(logits.detach()).reshape(logits.shape[0], -1).all(dim=1)
+        finite = logits_ok
         for grad in grads:
-            if grad is None:
-                continue
-            ok = torch.isfinite(grad).reshape(grad.shape[0], -1).all(dim=1)
-            finite = ok if finite is None else finite & ok
-        if finite is None or bool(finite.all()):
+            if grad is not None:
+                finite = finite & torch.isfinite(grad).reshape(grad.shape[0], -1).all(dim=1)
+        if bool(finite.all()):
             return
-        images = (~finite).nonzero().flatten().tolist()
+        bad_logits = not bool(logits_ok.all())
+        images = (~(logits_ok if bad_logits else finite)).nonzero().flatten().tolist()
+        what, error = ("logits", NonFiniteLogitsError) if bad_logits else ("gradient", NonFiniteGradientError)
         message = (
-            f"{self.attack}: the gradient at step {step} of {self.steps} is NaN or infinite for images "
-            f"{images[:8]} (NaN logits or an overflow in the model?); its result would not measure robustness"
+            f"{self.attack}: the {what} {where} {'are' if bad_logits else 'is'} NaN or infinite for images "
+            f"{images[:8]} ({'a broken model or weights' if bad_logits else 'NaN logits or an overflow in the model'}?); "
+            "its result would not measure robustness"
         )
         if self.nonfinite == "raise":
-            raise NonFiniteGradientError(message + " (nonfinite='warn' warns and marks AttackStats.nonfinite_gradient)")
+            raise error(message + " (nonfinite='warn' warns and marks AttackStats.nonfinite_gradient)")
         warnings.warn(message + "; marked in AttackStats.nonfinite_gradient", RuntimeWarning, stacklevel=3)
-        tracker.nonfinite_gradient |= ~finite
+        if tracker is not None:
+            tracker.nonfinite_gradient |= ~finite
+
+    def _at(self, step: int) -> str:
+        """Where a check happens, for messages: ``"at step 3 of 10"``."""
+        return f"at step {step} of {self.steps}"
+
+    def _input_gradients(
+        self, objective: torch.Tensor, inputs: Sequence[torch.Tensor], allow_unused: bool = False
+    ) -> tuple[Optional[torch.Tensor], ...]:
+        """``torch.autograd.grad(objective, inputs)`` with a clear error for a model that blocks the gradient."""
+        if objective.requires_grad:
+            grads = torch.autograd.grad(objective, list(inputs), allow_unused=True)
+            used = [grad is not None for grad in grads]
+            if all(used) or (allow_unused and any(used)):  # allow_unused: some inputs may not matter
+                return grads
+        raise ValueError(
+            f"{self.attack}: the model's output has no gradient with respect to the input images (a model that "
+            "detaches its input, runs under torch.no_grad(), or ends in a non-differentiable step such as argmax "
+            "or rounding); a white-box attack needs the gradient of the logits w.r.t. the images"
+        )
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """torchattacks entry point: images already in ``[0, 1]`` on the attack's device."""
@@ -324,7 +392,9 @@ class SegAttack(SafeAttributeMixin, AttackBase):
     ) -> tuple[torch.Tensor, AttackStats]:
         if labels is None:
             with torch.no_grad():
-                labels = predicted_classes(self._logits(images))
+                clean = self._logits(images)
+            self._check_finite("of the clean images (masks=None)", None, clean)
+            labels = predicted_classes(clean)
         elif not (self.targeted and self.attack_mode == "targeted(label)"):
             self._pending_checks.append(("masks", labels))
         if self.targeted:
@@ -347,9 +417,26 @@ class SegAttack(SafeAttributeMixin, AttackBase):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ model
+    def get_logits(self, inputs: torch.Tensor, labels: Optional[torch.Tensor] = None, *args: Any, **kwargs: Any) -> Any:
+        """The model's raw output on ``inputs`` (normalised first when asked), cast to the model's dtype."""
+        if self._normalization_applied is False:
+            inputs = self.normalize(inputs)
+        inputs = inputs.to(_model_dtype(self.model, inputs.dtype))
+        if self.amp is None:
+            return self.model(inputs)
+        with torch.autocast(device_type=inputs.device.type, dtype=self.amp):
+            return self.model(inputs)
+
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Segmentation logits of the model; validates pending masks against them once."""
+        """Segmentation logits of the model, in float32 or wider; validates pending masks against them once."""
         logits = segmentation_logits(self.get_logits(images))
+        if not logits.dtype.is_floating_point:
+            raise TypeError(
+                f"{self.attack}: the model returned logits of dtype {logits.dtype}; expected floating-point "
+                "scores (N, K, H, W) (class ids or rounded scores have no gradient to attack)"
+            )
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()  # losses and statistics in float32; the gradient flows back in the model's dtype
         if self._pending_checks:
             checks, self._pending_checks = self._pending_checks, []
             for name, masks in checks:
@@ -409,62 +496,3 @@ class SegAttack(SafeAttributeMixin, AttackBase):
                 )
             return target.to(inputs.device).long()
         return super().get_target_label(inputs, labels)
-
-
-class LinfSegAttack(SegAttack):
-    """Projected signed-gradient attack in the L∞ ball on a weighted pixel loss.
-
-    One step costs one forward and one backward pass; the best iterate and the
-    statistics come from the logits of that pass (the final iterate is scored
-    by one extra forward without gradient). Subclasses choose the pixel weights
-    (`_pixel_weights`) and the sign of the step (``_loss_sign``).
-
-    The step size ``alpha`` defaults to ``None``: ``2.5 · eps / steps``, the
-    same default as ``segrobust benchmark`` and ``run_benchmark`` (2/255 at
-    the defaults ``eps=8/255, steps=10``); a given ``alpha`` is used as is.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float = 8 / 255,
-        alpha: Optional[float] = None,
-        steps: int = 10,
-        random_start: bool = True,
-        ignore_index: int = 255,
-        *,
-        nonfinite: str = "raise",
-    ):
-        super().__init__(type(self).__name__, model, eps, alpha, steps, random_start, ignore_index, nonfinite=nonfinite)
-
-    def _init_state(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-        return {}
-
-    def _pixel_weights(
-        self, logits: torch.Tensor, labels: torch.Tensor, step: int, state: dict[str, Any]
-    ) -> Optional[torch.Tensor]:
-        """Detached weights ``(N, H, W)`` of the pixel losses at ``step`` (1-based); None for uniform."""
-        return None
-
-    def _attack_batch(
-        self, images: torch.Tensor, labels: torch.Tensor, direction: int
-    ) -> tuple[torch.Tensor, AttackStats]:
-        valid = AF.valid_mask(labels, self.ignore_index)
-        adv = AF.random_linf_start(images, self.eps) if self.random_start else images.clone()
-        tracker = IterateTracker(adv, labels, self.ignore_index, direction, self.steps)
-        state = self._init_state(images, labels)
-        for step in range(1, self.steps + 1):
-            adv.requires_grad_(True)
-            logits = self._logits(adv)
-            pixel_loss = AF.pixel_cross_entropy(logits, labels, self.ignore_index)
-            weights = self._pixel_weights(logits.detach(), labels, step, state)
-            objective = AF.weighted_pixel_loss(pixel_loss, weights, valid)
-            (grad,) = torch.autograd.grad(objective, adv)
-            adv = adv.detach()
-            self._check_gradients((grad,), step, tracker)
-            tracker.update(adv, logits, pixel_loss, step - 1)
-            adv = AF.project_linf(AF.sign_step(adv, grad, direction * self.alpha), images, self.eps)
-        with torch.no_grad():
-            logits = self._logits(adv)
-            tracker.update(adv, logits, AF.pixel_cross_entropy(logits, labels, self.ignore_index), self.steps)
-        return tracker.best, tracker.stats()
