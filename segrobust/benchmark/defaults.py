@@ -27,6 +27,8 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
+from segrobust.validation import MAX_STEPS
+
 __all__ = [
     "BENCHMARK_RUN",
     "BUILTIN_RUN",
@@ -67,10 +69,6 @@ DEFAULT_BATCH_SIZE = 8
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (96, 128)
 #: Classes of a model built from a spec when nothing says otherwise (CamVid's 11).
 DEFAULT_NUM_CLASSES = 11
-#: The most iterations a benchmark attack may run. Each iteration adds a value per
-#: image to the convergence curves, and ``steps=10**9`` would ask for gigabytes before
-#: the first step; SEA's protocol uses 300.
-MAX_STEPS = 100_000
 
 
 @dataclass(frozen=True)

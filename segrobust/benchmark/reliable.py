@@ -20,7 +20,7 @@ from segrobust import distributed
 from segrobust.attacks.ensemble import EnsembleStats, greedy_worst_case_miou
 from segrobust.benchmark.conditions import Condition
 from segrobust.benchmark.results import MASKING_FLAGS, ConditionResult
-from segrobust.metrics.functional import class_iou, mean_class_accuracy, mean_iou
+from segrobust.metrics.functional import class_iou, confusion_pixel_accuracy, mean_class_accuracy, mean_iou
 
 __all__ = ["FLAGS", "EnsembleTotals", "ensemble_rows", "ensemble_unit", "reduce_ensemble"]
 
