@@ -51,7 +51,8 @@ def test_records_one_flat_row_per_condition_and_eps(results):
         ("worst", 8 / 255),
     ]
     first = records[0]
-    assert list(first)[:6] == ["condition", "name", "kind", "eps", "eps_text", "miou"]
+    assert list(first)[:7] == ["condition", "name", "kind", "eps", "eps_text", "severity", "miou"]
+    assert all(r["severity"] is None for r in records)  # only corruption rows have a severity
     assert first["miou"] == 0.7 and first["pixel_accuracy"] == pytest.approx(0.8) and first["iou_car"] == 0.6
     assert records[2]["eps_text"] == "4/255" and records[2]["delta_miou"] == pytest.approx(0.3 - 0.7)
     assert records[1]["iou_car"] is None  # an absent class: None, not NaN
