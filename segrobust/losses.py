@@ -32,26 +32,36 @@ __all__ = [
     "BalancedMaskedCELoss",
     "CELoss",
     "CosPGDLoss",
+    "CosineLoss",
     "EroSegLoss",
     "JSLoss",
     "MaskedCELoss",
+    "MaskedDLRLoss",
+    "MaskedMarginLoss",
     "MaskedSphericalLoss",
     "PixelLoss",
     "SegPGDLoss",
+    "TsallisLoss",
     "balanced_class_weights",
+    "class_pixel_counts",
     "cospgd_weights",
     "dilate_mask",
     "erosion_quantile",
+    "inverse_frequency_weights",
     "js_divergence",
+    "logit_margin",
     "lowest_fraction_mask",
     "make_pixel_loss",
     "masked_cross_entropy",
     "masked_mean",
     "pixel_confidence",
     "pixel_cross_entropy",
+    "sea_class_weights",
     "segpgd_weights",
     "spherical_score",
     "success_mask",
+    "tsallis_cross_entropy",
+    "tsallis_q",
     "valid_mask",
     "weighted_pixel_loss",
 ]
@@ -329,6 +339,124 @@ def balanced_class_weights(labels: torch.Tensor, num_classes: int, ignore_index:
     return weights.float()
 
 
+def class_pixel_counts(masks: object, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """Valid pixels per class ``(K,)`` (int64, on the CPU) over ``masks``: one integer tensor
+    ``(..., H, W)`` or an iterable of them (a data set's masks, batch by batch).
+
+    Examples:
+        >>> import torch
+        >>> class_pixel_counts(torch.tensor([[0, 0, 2, 255]]), 3)
+        tensor([2, 0, 1])
+        >>> class_pixel_counts([torch.tensor([[1]]), torch.tensor([[1, 0]])], 2)
+        tensor([1, 2])
+    """
+    parts = [masks] if isinstance(masks, torch.Tensor) else masks
+    counts = torch.zeros(num_classes, dtype=torch.long)
+    for part in parts:  # type: ignore[union-attr]
+        if not isinstance(part, torch.Tensor) or part.dtype.is_floating_point or part.dtype == torch.bool:
+            raise TypeError(
+                f"masks must be integer tensors of class ids, got {getattr(part, 'dtype', type(part).__name__)}"
+            )
+        check_class_ids(part, num_classes, ignore_index, "masks")
+        counts += torch.bincount(part[part != ignore_index].long().flatten().cpu(), minlength=num_classes)
+    return counts
+
+
+def inverse_frequency_weights(counts: torch.Tensor) -> torch.Tensor:
+    """Normalised inverse frequencies ``w_c = (1/n_c) / Σ_k (1/n_k)`` over the classes present, 0 for absent ones.
+
+    ``counts`` ``(K,)`` are pixel counts per class; the weights ``(K,)`` (float32)
+    sum to 1 (all zero when no class is present).
+
+    Examples:
+        >>> import torch
+        >>> inverse_frequency_weights(torch.tensor([3, 1, 0]))
+        tensor([0.2500, 0.7500, 0.0000])
+    """
+    counts = torch.as_tensor(counts).double()
+    inverse = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))
+    total = inverse.sum()
+    return (inverse / total if total > 0 else inverse).float()
+
+
+def sea_class_weights(masks: object, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """SEA's class weights for its balanced masked CE (Croce et al., ECCV 2024): normalised inverse pixel frequency.
+
+    Counted over a whole evaluation set (``masks``: one tensor or an iterable of
+    mask batches), as SEA's fixed per-data-set constants are:
+    ``w_c = (1/n_c) / Σ_k (1/n_k)`` over the classes present, ``0`` for absent
+    ones ([class_pixel_counts][segrobust.losses.class_pixel_counts], then
+    [inverse_frequency_weights][segrobust.losses.inverse_frequency_weights]).
+    Give them to ``"balanced_masked_ce"`` as ``class_weights``.
+
+    Examples:
+        >>> import torch
+        >>> sea_class_weights(torch.tensor([[0, 0, 0, 1, 255]]), num_classes=3)
+        tensor([0.2500, 0.7500, 0.0000])
+    """
+    return inverse_frequency_weights(class_pixel_counts(masks, num_classes, ignore_index))
+
+
+def tsallis_q(step: int, steps: int, q_start: float = -2.0, q_end: float = 1.0, schedule: str = "linear") -> float:
+    """The Tsallis index ``q`` at a 1-based ``step`` of ``steps``: ``q_start`` at step 1, moving towards ``q_end``.
+
+    Progress is ``s = (step − 1) / steps`` (TsallisPGD's ``step / iterations``
+    with its 0-based step), so the last gradient step sees ``s = (T − 1)/T``:
+    ``"linear"`` gives ``q = q_start + (q_end − q_start)·s``, ``"cosine"``
+    ``q = q_end + (q_start − q_end)·(1 + cos πs)/2``.
+
+    Examples:
+        >>> [tsallis_q(t, 3) for t in (1, 2, 3)]
+        [-2.0, -1.0, 0.0]
+    """
+    progress = min(max((step - 1) / max(steps, 1), 0.0), 1.0)
+    if schedule == "linear":
+        return q_start + (q_end - q_start) * progress
+    if schedule == "cosine":
+        return q_end + (q_start - q_end) * (1 + math.cos(math.pi * progress)) / 2
+    raise ValueError(f"schedule must be 'linear' or 'cosine', got {schedule!r}")
+
+
+def tsallis_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, q: float, ignore_index: int = 255
+) -> torch.Tensor:
+    """Tsallis cross-entropy ``(1 − p_y^{1−q}) / (1 − q)`` per pixel ``(N, H, W)``, zero on ignored pixels.
+
+    Computed in log space as ``−expm1((1 − q)·log p_y) / (1 − q)`` with
+    ``log p_y`` from ``log_softmax`` (finite for every ``q ≤ 1``, also where
+    ``p_y`` underflows), and as ``−log p_y`` (cross-entropy, the limit) when
+    ``|1 − q| < 1e-6``. Its logit gradient is ``p_y^{1−q}`` times that of
+    cross-entropy: ``q < 1`` turns pixels already lost (small ``p_y``) down.
+
+    Examples:
+        >>> import torch
+        >>> logits = torch.tensor([[[[0.0]], [[0.0]]]])  # p_y = 0.5
+        >>> float(tsallis_cross_entropy(logits, torch.tensor([[[0]]]), q=0.0))  # 1 − p_y
+        0.5
+    """
+    valid = labels != ignore_index
+    log_p = torch.log_softmax(logits, dim=1).gather(1, _safe_labels(labels, valid).unsqueeze(1)).squeeze(1)
+    value = -log_p if abs(1 - q) < 1e-6 else -torch.expm1((1 - q) * log_p) / (1 - q)
+    return value * valid.to(value.dtype)
+
+
+def logit_margin(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """``max_{k≠y} z_k − z_y`` per pixel ``(N, H, W)`` on the raw logits (positive where the pixel is wrong), 0 on ignored pixels.
+
+    Examples:
+        >>> import torch
+        >>> logit_margin(torch.tensor([[[[3.0]], [[1.0]], [[2.0]]]]), torch.tensor([[[0]]]))
+        tensor([[[-1.]]])
+    """
+    if logits.shape[1] < 2:
+        raise ValueError(f"a logit margin needs at least 2 classes, got logits {tuple(logits.shape)}")
+    valid = labels != ignore_index
+    index = _safe_labels(labels, valid).unsqueeze(1)
+    z_y = logits.gather(1, index).squeeze(1)
+    others = logits.scatter(1, index, float("-inf")).max(dim=1).values
+    return (others - z_y) * valid.to(logits.dtype)
+
+
 ErosionSchedule = Union[str, Callable[[float], float]]
 
 
@@ -375,9 +503,16 @@ class PixelLoss:
     An attack creates one instance per call (see
     [make_pixel_loss][segrobust.losses.make_pixel_loss]); a subclass may keep
     state across the steps of that call.
+
+    ``step`` and ``steps`` count the whole run (all radius stages together),
+    unless the class sets ``per_stage = True``: it is then called with the step
+    within the current radius stage and that stage's length, so a schedule tied
+    to the step count restarts in every stage (TsallisPGD's ``q``).
     """
 
     stateful: ClassVar[bool] = False
+    #: True: ``(step, steps)`` count within the current radius stage; False: over the whole run.
+    per_stage: ClassVar[bool] = False
 
     def __init__(self, *, targeted: bool = False, ignore_index: int = 255):
         self.targeted = bool(targeted)
@@ -424,31 +559,34 @@ class BalancedMaskedCELoss(PixelLoss):
         self, *, targeted: bool = False, ignore_index: int = 255, class_weights: Optional[torch.Tensor] = None
     ):
         super().__init__(targeted=targeted, ignore_index=ignore_index)
-        if class_weights is not None:
-            class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
-            if (
-                class_weights.dim() != 1
-                or not bool(torch.isfinite(class_weights).all())
-                or bool((class_weights < 0).any())
-            ):
-                raise ValueError("class_weights must be a 1-D tensor (K,) of finite non-negative numbers")
-        self.class_weights = class_weights
+        self.class_weights = _checked_class_weights(class_weights)
 
     def __call__(
         self, logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, step: int, steps: int
     ) -> torch.Tensor:
-        num_classes = logits.shape[1]
         if self.class_weights is None:
-            weights = balanced_class_weights(labels, num_classes, self.ignore_index)
-        elif self.class_weights.numel() != num_classes:
-            raise ValueError(
-                f"class_weights has {self.class_weights.numel()} entries for a model with {num_classes} classes"
-            )
+            weights = balanced_class_weights(labels, logits.shape[1], self.ignore_index)
         else:
-            weights = self.class_weights
+            weights = _fitting_class_weights(self.class_weights, logits.shape[1])
         pixel_weights = weights.to(device=logits.device, dtype=logits.dtype)[_safe_labels(labels, valid)]
         masked = pixel_cross_entropy(logits, labels, self.ignore_index) * self._still_holds(logits, labels, valid)
         return masked * pixel_weights
+
+
+def _checked_class_weights(class_weights: Optional[object]) -> Optional[torch.Tensor]:
+    """``class_weights`` as a float32 tensor ``(K,)`` of finite non-negative numbers (``None`` stays ``None``)."""
+    if class_weights is None:
+        return None
+    weights = torch.as_tensor(class_weights, dtype=torch.float32)
+    if weights.dim() != 1 or not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError("class_weights must be a 1-D tensor (K,) of finite non-negative numbers")
+    return weights
+
+
+def _fitting_class_weights(weights: torch.Tensor, num_classes: int) -> torch.Tensor:
+    if weights.numel() != num_classes:
+        raise ValueError(f"class_weights has {weights.numel()} entries for a model with {num_classes} classes")
+    return weights
 
 
 class JSLoss(PixelLoss):
@@ -555,6 +693,94 @@ class EroSegLoss(PixelLoss):
         return pixel_cross_entropy(logits, labels, self.ignore_index) * weights
 
 
+class TsallisLoss(PixelLoss):
+    r"""Tsallis cross-entropy with a scheduled ``q`` (TsallisPGD, Matyasko et al., IJCNN 2026).
+
+    Per pixel [tsallis_cross_entropy][segrobust.losses.tsallis_cross_entropy]
+    ``(1 − p_y^{1−q}) / (1 − q)`` with ``q =``
+    [tsallis_q][segrobust.losses.tsallis_q]``(step, steps, q_start, q_end, schedule)``:
+    from ``q_start = −2`` (the gradient weights confident pixels, peak at
+    ``p_y = 0.75``) to ``q_end = 1`` (cross-entropy). The schedule restarts in
+    every radius stage (``per_stage``), as in TsallisPGD. Optional
+    ``class_weights`` ``(K,)`` multiply each pixel by ``w_y``.
+    """
+
+    per_stage = True
+
+    def __init__(
+        self,
+        *,
+        targeted: bool = False,
+        ignore_index: int = 255,
+        q_start: float = -2.0,
+        q_end: float = 1.0,
+        schedule: str = "linear",
+        class_weights: Optional[torch.Tensor] = None,
+    ):
+        super().__init__(targeted=targeted, ignore_index=ignore_index)
+        for name, value in (("q_start", q_start), ("q_end", q_end)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1e6 <= value <= 1:
+                raise ValueError(f"{name} must be a finite number at most 1 (1 is cross-entropy), got {value!r}")
+        if schedule not in ("linear", "cosine"):
+            raise ValueError(f"schedule must be 'linear' or 'cosine', got {schedule!r}")
+        self.q_start, self.q_end, self.schedule = float(q_start), float(q_end), schedule
+        self.class_weights = _checked_class_weights(class_weights)
+
+    def q(self, step: int, steps: int) -> float:
+        """``q`` at ``step`` of ``steps``."""
+        return tsallis_q(step, steps, self.q_start, self.q_end, self.schedule)
+
+    def __call__(
+        self, logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, step: int, steps: int
+    ) -> torch.Tensor:
+        value = tsallis_cross_entropy(logits, labels, self.q(step, steps), self.ignore_index) * valid.to(logits.dtype)
+        if self.class_weights is None:
+            return value
+        weights = _fitting_class_weights(self.class_weights, logits.shape[1])
+        return value * weights.to(device=logits.device, dtype=logits.dtype)[_safe_labels(labels, valid)]
+
+
+class CosineLoss(PixelLoss):
+    """RSE's cosine loss ``1 − cos(z, one_hot(y)) = 1 − z_y / ‖z‖₂`` on the raw logits (Halmosi et al., ECCV 2024).
+
+    Not masked; zero on ignored pixels. It does not saturate with the softmax's
+    confidence, so it still pulls where cross-entropy-like gradients vanish.
+    """
+
+    def __call__(
+        self, logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, step: int, steps: int
+    ) -> torch.Tensor:
+        return (1 + spherical_score(logits, labels, self.ignore_index)) * valid.to(logits.dtype)
+
+
+class MaskedMarginLoss(PixelLoss):
+    """[logit_margin][segrobust.losses.logit_margin] ``max_{k≠y} z_k − z_y`` on the pixels still classified correctly."""
+
+    def __call__(
+        self, logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, step: int, steps: int
+    ) -> torch.Tensor:
+        return logit_margin(logits, labels, self.ignore_index) * self._still_holds(logits, labels, valid)
+
+
+class MaskedDLRLoss(PixelLoss):
+    """The DLR loss (Croce & Hein 2020) on the pixels still classified correctly: the logit margin over ``z_π1 − z_π3``.
+
+    ``(max_{k≠y} z_k − z_y) / (z_π1 − z_π3 + 1e-12)`` with ``z_π`` the logits
+    sorted in decreasing order; the denominator is detached, so it rescales
+    each pixel's gradient without adding a path of its own. Needs 3 classes.
+    """
+
+    def __call__(
+        self, logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, step: int, steps: int
+    ) -> torch.Tensor:
+        if logits.shape[1] < 3:
+            raise ValueError(f"masked_dlr needs at least 3 classes (z_π1 − z_π3), got {logits.shape[1]}")
+        top = logits.detach().topk(3, dim=1).values
+        scale = top[:, 0] - top[:, 2] + 1e-12
+        margin = logit_margin(logits, labels, self.ignore_index) / scale
+        return margin * self._still_holds(logits, labels, valid)
+
+
 PIXEL_LOSSES: dict[str, type[PixelLoss]] = {
     "ce": CELoss,
     "masked_ce": MaskedCELoss,
@@ -564,6 +790,10 @@ PIXEL_LOSSES: dict[str, type[PixelLoss]] = {
     "segpgd": SegPGDLoss,
     "cospgd": CosPGDLoss,
     "eroseg": EroSegLoss,
+    "tsallis": TsallisLoss,
+    "cosine": CosineLoss,
+    "masked_margin": MaskedMarginLoss,
+    "masked_dlr": MaskedDLRLoss,
 }
 """Pixel losses by name: each a [PixelLoss][segrobust.losses.PixelLoss] class (a plain dict; add your own)."""
 

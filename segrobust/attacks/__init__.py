@@ -24,14 +24,21 @@ from segrobust.attacks.apgd import APGD
 from segrobust.attacks.attack_api import TORCHATTACKS_AVAILABLE
 from segrobust.attacks.cospgd import CosPGD
 from segrobust.attacks.engine import AttackStats, NonFiniteGradientError, NonFiniteLogitsError, SegAttack
-from segrobust.attacks.ensemble import EnsembleStats, ReliableEnsemble, greedy_worst_case_miou
+from segrobust.attacks.ensemble import (
+    RELIABLE_PRESETS,
+    EnsembleMember,
+    EnsembleStats,
+    ReliableEnsemble,
+    ReliablePreset,
+    greedy_worst_case_miou,
+)
 from segrobust.attacks.eroseg import EroSeg
 from segrobust.attacks.linf import APGDStats, LinfAttack, LinfAttackStats
 from segrobust.attacks.multi import SegMultiAttack
 from segrobust.attacks.naa import NAA
 from segrobust.attacks.rain import RainAttack, RainAttackStats
 from segrobust.attacks.segpgd import SegPGD
-from segrobust.attacks.steps import STEP_RULES, APGDStep, SignStep, StepRule
+from segrobust.attacks.steps import STEP_RULES, APGDStep, PAdamStep, SignStep, StepRule
 from segrobust.losses import PIXEL_LOSSES, PixelLoss, make_pixel_loss
 
 __all__ = [
@@ -39,22 +46,26 @@ __all__ = [
     "APGD",
     "NAA",
     "PIXEL_LOSSES",
+    "RELIABLE_PRESETS",
     "STEP_RULES",
     "TORCHATTACKS_AVAILABLE",
     "APGDStats",
     "APGDStep",
     "AttackStats",
     "CosPGD",
+    "EnsembleMember",
     "EnsembleStats",
     "EroSeg",
     "LinfAttack",
     "LinfAttackStats",
     "NonFiniteGradientError",
     "NonFiniteLogitsError",
+    "PAdamStep",
     "PixelLoss",
     "RainAttack",
     "RainAttackStats",
     "ReliableEnsemble",
+    "ReliablePreset",
     "SegAttack",
     "SegMultiAttack",
     "SegPGD",

@@ -13,9 +13,9 @@ from segrobust.attacks.engine import AttackStats, IterateTracker, SegAttack
 from segrobust.attacks.steps import SignStep, StepRule, make_step_rule
 from segrobust.losses import PixelLossFunction, make_pixel_loss
 from segrobust.metrics.functional import per_image_pixel_accuracy
-from segrobust.validation import check_pixel_losses
+from segrobust.validation import check_choice, check_pixel_losses
 
-__all__ = ["APGDStats", "LinfAttack", "LinfAttackStats", "LossSpec", "RadiusSchedule"]
+__all__ = ["CONTROLS", "HANDOVERS", "APGDStats", "LinfAttack", "LinfAttackStats", "LossSpec", "RadiusSchedule"]
 
 #: A pixel loss: a name in ``PIXEL_LOSSES``, a ``PixelLoss`` class, or a callable
 #: ``(logits, labels, valid, step, steps) -> (N, H, W)``.
@@ -56,6 +56,26 @@ class LinfAttackStats(AttackStats):
 
 #: APGD's statistics are every L∞ attack's: the same class.
 APGDStats = LinfAttackStats
+
+#: ``control=``: the objective of the step rule's control (the loss ascended, or the cross-entropy).
+CONTROLS = ("loss", "ce")
+#: ``handover=``: what a radius stage hands to the next (its final iterate, or its best one).
+HANDOVERS = ("last", "best")
+
+
+class _StageBest:
+    """The best iterate of one radius stage by pixel accuracy (lowest when ascending; ties: the later one)."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+        self.key: Optional[torch.Tensor] = None
+
+    def update(self, x: torch.Tensor, accuracy: torch.Tensor, direction: int) -> _StageBest:
+        key = direction * accuracy
+        better = torch.ones_like(key, dtype=torch.bool) if self.key is None else key <= self.key
+        self.key = key if self.key is None else torch.where(better, key, self.key)
+        self.x = torch.where(better.view(-1, *([1] * (x.dim() - 1))), x, self.x)
+        return self
 
 
 class _Run:
@@ -147,6 +167,16 @@ class LinfAttack(SegAttack):
             [StepRule][segrobust.attacks.steps.StepRule] class or instance (e.g.
             ``APGDStep(momentum=0.5)``); ``None`` is the attack's ``default_step_rule``
             (signed steps of size ``alpha``; APGD's rule for APGD).
+        control: the per-image objective the step rule's control watches (APGD's
+            step-size halving and restart points): ``"loss"`` (default), the
+            objective ascended, or ``"ce"``, the cross-entropy over valid pixels
+            (SEA's and TsallisPGD's choice, steady where a masked or scheduled loss
+            is not), read from the logits already computed. The gradient is always
+            the loss's.
+        handover: what each radius stage hands to the next: ``"last"`` (default),
+            its final iterate, or ``"best"``, its lowest-accuracy iterate (SEA;
+            highest for targeted attacks and AMA; ties go to the later iterate),
+            which costs one forward pass per stage to score the stage's final iterate.
 
     Shape:
         - images: ``(N, C, H, W)`` float in ``[0, 1]``
@@ -187,6 +217,8 @@ class LinfAttack(SegAttack):
         radius_schedule: RadiusSchedule = None,
         loss_options: Optional[dict[str, Any]] = None,
         step_rule: Union[str, StepRule, type[StepRule], None] = None,
+        control: str = "loss",
+        handover: str = "last",
     ):
         steps = self.default_steps if steps is None else steps
         super().__init__(model, eps, alpha, steps, random_start, ignore_index, nonfinite, amp)
@@ -200,18 +232,30 @@ class LinfAttack(SegAttack):
         make_pixel_loss(self.loss, **self.loss_options)  # validates the name and options now
         self.radius_schedule = radius_schedule
         self.stages = AF.radius_stages(radius_schedule, self.steps)
+        self.control = check_choice(control, CONTROLS, "control")
+        self.handover = check_choice(handover, HANDOVERS, "handover")
 
     # ------------------------------------------------------------------ the attack
     def _attack_batch(
-        self, images: torch.Tensor, labels: torch.Tensor, direction: int
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        direction: int,
+        start: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, LinfAttackStats]:
+        """``start``: the first iterate (projected into the first stage's ball) instead of a random or clean one."""
         valid = AF.valid_mask(labels, self.ignore_index)
         loss_fn = make_pixel_loss(
             self.loss, targeted=self.targeted, ignore_index=self.ignore_index, **self.loss_options
         )
         live = [(r, n) for r, n in self.stages[:-1] if n > 0] + [self.stages[-1]]
         bounds = AF.linf_bounds(images, live[0][0] * self.eps)
-        x = AF.random_linf_start(images, live[0][0] * self.eps, bounds=bounds) if self.random_start else images.clone()
+        if start is not None:
+            x = start.to(images.dtype).clamp(*bounds)
+        elif self.random_start:
+            x = AF.random_linf_start(images, live[0][0] * self.eps, bounds=bounds)
+        else:
+            x = images.clone()
         tracker = IterateTracker(x, labels, self.ignore_index, direction, self.steps)
         run = _Run(images, labels, valid, self.steps, tracker, loss_fn, direction)
         offset = 0
@@ -232,32 +276,52 @@ class LinfAttack(SegAttack):
         offset: int,
         last: bool,
     ) -> torch.Tensor:
-        """``iterations`` steps of the step rule at one radius from ``x``; returns the final iterate."""
+        """``iterations`` steps of the step rule at one radius from ``x``; returns what the stage hands over
+        (its final iterate, or with ``handover="best"`` its best one) or, in the last stage, the final iterate."""
         alpha = None if self.alpha is None else self.alpha * radius
         state = self.step_rule.start(x, bounds, radius * self.eps, alpha, iterations)
+        best = _StageBest(x) if self.handover == "best" and not last else None
+        per_stage = getattr(run.loss_fn, "per_stage", False)
         for i in range(iterations + 1):
             if i == iterations and not last:
-                return x  # the next stage starts (and spends its first pass) from here
+                if best is None:
+                    return x  # the next stage starts (and spends its first pass) from here
+                return best.update(x, self._score(run, x), run.direction).x
             row = offset + i
-            logits, objective, grad = self._gradient_pass(run, x, row, need_grad=i < iterations)
+            at = (i + 1, iterations) if per_stage else (row + 1, run.steps)
+            logits, objective, grad = self._gradient_pass(run, x, row, need_grad=i < iterations, at=at)
             grad = self._record(run, x, logits, objective, grad, row, radius, state.step_size)
             if i > 0:
                 run.rises += objective > run.objective[row - 1]
+            if best is not None:
+                best.update(x, run.tracker.pixel_accuracy[row], run.direction)
             if i == iterations:
                 return x
-            x = self.step_rule.step(state, i, x, grad, objective)
+            control = objective if self.control == "loss" else run.direction * run.tracker.loss[row]
+            x = self.step_rule.step(state, i, x, grad, control)
         return x
+
+    def _score(self, run: _Run, x: torch.Tensor) -> torch.Tensor:
+        """Per-image pixel accuracy of ``x`` from one forward pass without gradient (checked for NaN)."""
+        with torch.no_grad():
+            logits = self._logits(x)
+        run.forward_passes += 1
+        self._check_finite("of a radius stage's final iterate", run.tracker, logits)
+        return per_image_pixel_accuracy(logits, run.labels, self.ignore_index)
 
     # ------------------------------------------------------------------ one pass
     def _gradient_pass(
-        self, run: _Run, x: torch.Tensor, row: int, need_grad: bool
+        self, run: _Run, x: torch.Tensor, row: int, need_grad: bool, at: tuple[int, int]
     ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """Logits, per-image objective ``(N,)`` and (if asked) the input gradient at ``x``, from one forward."""
+        """Logits, per-image objective ``(N,)`` and (if asked) the input gradient at ``x``, from one forward.
+
+        ``at``: the 1-based step and the step count the loss sees (the whole run's, or the stage's).
+        """
         per_image = self.step_rule.per_image_objective
         with torch.enable_grad() if need_grad else torch.no_grad():
             x = x.detach().requires_grad_(need_grad)
             logits = self._logits(x)
-            step, steps = max(1, min(row + 1, run.steps)), max(run.steps, 1)  # the final pass scores at the last step
+            step, steps = max(1, min(at[0], at[1])), max(at[1], 1)  # the final pass scores at the last step
             pixel = run.loss_fn(logits, run.labels, run.valid, step, steps)
             check_pixel_losses(pixel, run.labels, "loss")
             scored = pixel if per_image else pixel.detach()

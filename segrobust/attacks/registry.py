@@ -42,9 +42,10 @@ class AttackEntry:
     the per-image worst case (RainAttack: its rain is not inside the L∞ ball
     the other attacks share; by default ``not positive``). ``accepts_depth``
     attacks are called with ``depth=`` when the data has one. ``reliable``
-    marks the reliable ensemble: it runs ``reliable_steps`` iterations, is
-    called with ``return_stats=True`` and reports one row per member loss.
-    ``default=False`` keeps an attack out of ``"all"`` (it runs only when named).
+    marks the reliable ensemble: it is built with the benchmark's
+    ``reliable_preset`` and ``reliable_steps``, called with
+    ``return_stats=True``, reports one row per member and is left out of
+    ``"short"``. ``default=False`` keeps an attack out of ``"all"`` (it runs only when named).
 
     Examples:
         >>> entry = ATTACKS["naa"]
@@ -86,9 +87,9 @@ ATTACKS: dict[str, AttackEntry] = {
     "reliable": AttackEntry(
         ReliableEnsemble,
         "Reliable ensemble",
-        "APGD with masked CE, balanced masked CE and JS losses, worst case per image (SEA, Croce et al. 2024)",
+        "the reliable evaluation: a preset of long APGD runs (--reliable-preset), worst case per image and "
+        "greedy worst-case mIoU (after SEA, Croce et al. 2024)",
         reliable=True,
-        default=False,
     ),
     "naa": AttackEntry(
         NAA, "NAA", "PGD ascending the masked pixel cross-entropy (PEARL's Negative Adversarial Attack)"

@@ -31,15 +31,16 @@ every L∞ attack then takes it as ``step_rule=``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional, Union
 
 import torch
 
 from segrobust.attacks import functional as AF
-from segrobust.validation import check_number
+from segrobust.validation import check_bool, check_number
 
-__all__ = ["STEP_RULES", "APGDStep", "SignStep", "StepRule", "make_step_rule"]
+__all__ = ["STEP_RULES", "APGDStep", "PAdamStep", "SignStep", "StepRule", "make_step_rule"]
 
 Bounds = tuple[torch.Tensor, torch.Tensor]
 
@@ -190,7 +191,106 @@ class APGDStep(StepRule):
         return (x + a * (z - x) + (1 - a) * (x - x_prev)).clamp(*state.bounds)
 
 
-STEP_RULES: dict[str, type[StepRule]] = {"sign": SignStep, "apgd": APGDStep}
+@dataclass
+class _PAdamState:
+    bounds: Bounds
+    lr: float  # the stage's initial learning rate
+    lr_final: float
+    iterations: int
+    step_size: torch.Tensor  # (N,) the learning rate of the last step
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    max_exp_avg_sq: torch.Tensor
+
+
+class PAdamStep(StepRule):
+    r"""RSE's PAdam (Halmosi, Mohos, Jelasity, ECCV 2024): Adam with AMSGrad ascending the objective, projected.
+
+    Per step ``t`` (1-based within a radius stage), with ``g`` the gradient
+    divided by its per-image maximum absolute value (so the loss's scale and
+    the batch size do not matter against Adam's ``eps``):
+    ``m ← β₁m + (1 − β₁)g``, ``v ← β₂v + (1 − β₂)g²``, ``v̂ ← max(v̂, v)``,
+    ``d = (m / (1 − β₁ᵗ)) / (√v̂ / √(1 − β₂ᵗ) + eps)`` (``torch.optim.Adam`` with
+    ``amsgrad=True, maximize=True``), then ``x ← Π(x + lr_t · d)``, or
+    ``Π(x + lr_t · sign d)`` with ``signed=True``. The moments survive the
+    projection (RSE keeps them); every radius stage starts a fresh state.
+    The first step is ``lr · sign g`` exactly; a coordinate whose gradient
+    keeps flipping sign moves less.
+
+    ``lr = lr_factor · radius`` (RSE's fixed 2/255 at 8/255 is the default
+    ``lr_factor = 0.25``), or the attack's ``alpha`` scaled to the stage's
+    radius; with ``lr_final_factor`` it decays to ``lr_final_factor · radius``
+    over the stage on a cosine. No step size to tune, no best-point restarts:
+    the attack's best-iterate tracking keeps the strongest point.
+
+    Args:
+        lr_factor: initial learning rate as a fraction of the radius, in ``(0, 2]``.
+        lr_final_factor: ``None`` (constant) or the final learning rate as a
+            fraction of the radius, in ``[0, lr_factor]``.
+        betas: Adam's ``(β₁, β₂)``, each in ``[0, 1)``.
+        eps: Adam's ``eps`` (added to ``√v̂``), positive.
+        signed: step along the sign of Adam's direction.
+    """
+
+    def __init__(
+        self,
+        *,
+        lr_factor: float = 0.25,
+        lr_final_factor: Optional[float] = None,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        signed: bool = False,
+    ):
+        self.lr_factor = check_number(lr_factor, "lr_factor", low=0, high=2, low_inclusive=False)
+        self.lr_final_factor = (
+            None
+            if lr_final_factor is None
+            else check_number(lr_final_factor, "lr_final_factor", low=0, high=self.lr_factor)
+        )
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = tuple(
+            check_number(b, f"betas[{i}]", low=0, high=1, high_inclusive=False) for i, b in enumerate(betas)
+        )
+        self.eps = check_number(eps, "eps", low=0, low_inclusive=False)
+        self.signed = check_bool(signed, "signed")
+
+    def start(
+        self, x: torch.Tensor, bounds: Bounds, radius: float, alpha: Optional[float], iterations: int
+    ) -> _PAdamState:
+        lr = self.lr_factor * radius if alpha is None else alpha
+        lr_final = lr if self.lr_final_factor is None else self.lr_final_factor * radius
+        zeros = torch.zeros_like(x)
+        step_size = torch.full((x.shape[0],), lr, device=x.device)
+        return _PAdamState(bounds, lr, min(lr_final, lr), iterations, step_size, zeros, zeros.clone(), zeros.clone())
+
+    def learning_rate(self, state: _PAdamState, i: int) -> float:
+        """The learning rate of step ``i`` (0-based) of the stage: constant, or cosine-decayed to ``lr_final``."""
+        if state.lr_final == state.lr:
+            return state.lr
+        progress = i / max(state.iterations - 1, 1)
+        return state.lr_final + (state.lr - state.lr_final) * (1 + math.cos(math.pi * progress)) / 2
+
+    def step(
+        self, state: _PAdamState, i: int, x: torch.Tensor, grad: torch.Tensor, objective: torch.Tensor
+    ) -> torch.Tensor:
+        beta1, beta2 = self.betas
+        t = i + 1
+        view = (-1,) + (1,) * (x.dim() - 1)
+        scale = grad.flatten(1).abs().amax(1).view(view)
+        g = torch.where(scale > 0, grad / scale.clamp_min(torch.finfo(grad.dtype).tiny), torch.zeros_like(grad))
+        state.exp_avg.mul_(beta1).add_(g, alpha=1 - beta1)
+        state.exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        torch.maximum(state.max_exp_avg_sq, state.exp_avg_sq, out=state.max_exp_avg_sq)
+        denom = state.max_exp_avg_sq.sqrt() / math.sqrt(1 - beta2**t) + self.eps
+        direction = state.exp_avg / (1 - beta1**t) / denom
+        lr = self.learning_rate(state, i)
+        state.step_size = torch.full_like(state.step_size, lr)
+        move = direction.sign() if self.signed else direction
+        return (x + lr * move).clamp(*state.bounds)
+
+
+STEP_RULES: dict[str, type[StepRule]] = {"sign": SignStep, "apgd": APGDStep, "padam": PAdamStep}
 """Step rules by name (a plain dict; add your own): ``step_rule="apgd"`` on any L∞ attack."""
 
 

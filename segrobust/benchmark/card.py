@@ -11,7 +11,7 @@ import math
 from statistics import mean
 from typing import TYPE_CHECKING, Any, Optional
 
-from segrobust.benchmark.functional import format_eps
+from segrobust.benchmark.functional import format_eps, reliable_setting
 
 if TYPE_CHECKING:  # annotations only: results imports this module to summarise itself
     from segrobust.benchmark.results import BenchmarkResults, ConditionResult
@@ -120,8 +120,7 @@ def _rain_entry(results: BenchmarkResults, clean: Optional[float]) -> dict[str, 
 def _adversarial_entries(results: BenchmarkResults, clean: Optional[float]) -> list[dict[str, Any]]:
     reliable = [row for row in results.rows if row.key == "reliable" and row.eps is not None]
     if reliable:
-        steps = results.config.get("reliable_steps")
-        detail = f"reliable APGD ensemble, {steps} iterations per loss, greedy worst case"
+        detail = f"reliable evaluation, {reliable_setting(results.config)}, greedy worst case"
         return [_entry(f"Adversarial ε={format_eps(row.eps)}", row.miou, clean, detail) for row in reliable]
     worst = [row for row in results.rows if row.kind == "worst" and row.eps is not None]
     detail = "not run"

@@ -14,7 +14,7 @@ from segrobust.benchmark import functional as BF
 from segrobust.benchmark.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPS,
-    DEFAULT_RELIABLE_STEPS,
+    DEFAULT_RELIABLE_PRESET,
     DEFAULT_STEPS,
     MAX_STEPS,
 )
@@ -27,7 +27,7 @@ __all__ = ["DEFAULT_EPS", "RAIN_REFERENCE_HEIGHT", "BenchmarkConfig"]
 #: Image height the rain presets' streak lengths are tuned for (CamVid, 360 px).
 RAIN_REFERENCE_HEIGHT = PRESET_REFERENCE_HEIGHT
 
-_COUNTS = (  # name, lowest, highest value
+_COUNTS = (  # name, lowest, highest value (None: the field may be None)
     ("steps", 1, MAX_STEPS),
     ("reliable_steps", 1, MAX_STEPS),
     ("batch_size", 1, None),
@@ -44,17 +44,27 @@ class BenchmarkConfig:
     Attributes:
         attacks: keys of `segrobust.benchmark.ATTACKS`
             (``"reliable"``, ``"naa"``, ``"segpgd"``, ``"cospgd"``, ``"eroseg"``, ``"ama"``, …),
-            a comma-separated string, ``"all"`` (``None``, the default: every attack
-            but the reliable ensemble, which runs when named, e.g. ``"reliable,all"``) or ``"none"``.
-            Stored as the list of keys in report order.
+            a comma-separated string, ``"all"`` (``None``, the default: the reliable
+            evaluation and every short attack), ``"short"`` (the short attacks alone:
+            upper bounds on robustness) or ``"none"``. Stored as the list of keys in report order.
         eps_list: L∞ budgets in ``(0, 1]`` (numbers or text like ``"8/255"``);
             stored sorted, without duplicates.
         rain: rain presets (``"light"``, ``"medium"``, ``"heavy"``, ``"fog_only"``),
             ``"all"`` (``None``, the default) or ``"none"``; stored as a list.
         steps: iterations of the short attacks (at most ``MAX_STEPS``, 100,000:
             per-iteration statistics would otherwise ask for unbounded memory).
-        reliable_steps: iterations of each APGD member of the reliable ensemble
-            (attack key ``"reliable"``; SEA uses 100, the default; at most ``MAX_STEPS``).
+        reliable_preset: the reliable evaluation (attack key ``"reliable"``): a name in
+            `segrobust.attacks.RELIABLE_PRESETS` (``"default"``, the default; ``"sea"``:
+            SEA's published protocol; ``"quick"``: a smoke test), or ``None`` for the
+            ensemble's ``losses`` form (SEA's three losses, 100 iterations each, as in
+            earlier versions). ``attack_kwargs["reliable"]`` naming ``losses`` or
+            ``members`` defines the ensemble itself; the preset is then ``None``.
+            When a member asks for class weights (``sea``'s balanced masked CE),
+            SEA's weights are computed from the evaluated masks
+            ([sea_class_weights][segrobust.losses.sea_class_weights], one count
+            while the data are checked; no model pass).
+        reliable_steps: iterations of every member of the reliable ensemble; ``None``
+            (the default): each member's own (the preset's). At most ``MAX_STEPS``.
         alpha: attack step size; ``None`` uses ``2.5·ε/steps``.
         random_start: start each attack at a random point of the ε-ball.
         batch_size: images per batch (the unit of resume and of sharding).
@@ -95,7 +105,8 @@ class BenchmarkConfig:
     eps_list: Union[Sequence[Union[float, str]], float, str] = DEFAULT_EPS
     rain: Union[str, Sequence[str], None] = None
     steps: int = DEFAULT_STEPS
-    reliable_steps: int = DEFAULT_RELIABLE_STEPS
+    reliable_steps: Optional[int] = None
+    reliable_preset: Optional[str] = DEFAULT_RELIABLE_PRESET
     alpha: Optional[float] = None
     random_start: bool = True
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -125,6 +136,8 @@ class BenchmarkConfig:
             raise ValueError("eps_list is empty; give at least one budget in (0, 1]")
         for name, minimum, maximum in _COUNTS:
             value = getattr(self, name)
+            if value is None and name == "reliable_steps":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
             if maximum is not None and value > maximum:
@@ -142,6 +155,7 @@ class BenchmarkConfig:
         for key in attack_kwargs:
             if key not in attacks:
                 raise ValueError(f"attack_kwargs names {key!r}, which is not among the evaluated attacks {attacks}")
+        reliable_preset = _reliable_preset(self.reliable_preset, attack_kwargs.get("reliable", {}))
         if self.rain_reference_height is not None and (
             not isinstance(self.rain_reference_height, int) or self.rain_reference_height < 1
         ):
@@ -158,6 +172,7 @@ class BenchmarkConfig:
             "resume": bool(self.resume),
             "class_names": None if self.class_names is None else [str(name) for name in self.class_names],
             "corruptions": resolve_corruptions(self.corruptions),
+            "reliable_preset": reliable_preset,
             "severities": resolve_severities(self.severities),
         }
         for name, value in normalised.items():
@@ -171,3 +186,16 @@ class BenchmarkConfig:
             5
         """
         return dataclasses.replace(self, **changes)
+
+
+def _reliable_preset(preset: Optional[str], options: Mapping[str, Any]) -> Optional[str]:
+    """The preset of the reliable evaluation: checked, and ``None`` where ``options`` define the members."""
+    from segrobust.attacks.ensemble import RELIABLE_PRESETS
+
+    if "preset" in options:
+        raise ValueError("give the reliable evaluation's preset as reliable_preset, not in attack_kwargs['reliable']")
+    if "losses" in options or "members" in options:
+        return None
+    if preset is not None and preset not in RELIABLE_PRESETS:
+        raise ValueError(f"unknown reliable_preset {preset!r}; expected one of {', '.join(RELIABLE_PRESETS)} or None")
+    return preset

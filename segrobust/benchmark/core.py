@@ -44,6 +44,7 @@ from segrobust.benchmark.data import BatchSource, CheckedItems, DataError
 from segrobust.benchmark.registry import ATTACKS
 from segrobust.benchmark.results import BenchmarkResults, ConditionResult
 from segrobust.benchmark.storage import REPORT_FILES, OutputFolder, UnitStore, fingerprint
+from segrobust.losses import inverse_frequency_weights
 from segrobust.metrics.functional import (
     class_iou,
     mean_class_accuracy,
@@ -191,6 +192,8 @@ class _Plan:
     mine: list[int]
     settings: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
+    reliable: Optional[R.EnsemblePlan] = None  # the reliable evaluation's members, when it runs
+    class_weights: Optional[torch.Tensor] = None  # SEA's class weights of the data, when a member asks
 
 
 def _run_device(model: nn.Module, device: Any) -> torch.device:
@@ -254,16 +257,17 @@ def _plan(model: nn.Module, dataset: Any, config: BenchmarkConfig) -> _Plan:
     device = _run_device(model, config.device)
     num_classes, first = _classes_of_model(model, dataset, device)
     image_size = tuple(first["image"].shape[-2:])
+    reliable = None
     for key in config.attacks:  # bad attack arguments fail now, not after the clean pass
-        ATTACKS[key].build(
+        attack = ATTACKS[key].build(
             model,
             eps=config.eps_list[0],
             alpha=config.alpha,
-            steps=_steps_of(config, key),
             random_start=config.random_start,
             ignore_index=config.ignore_index,
-            **config.attack_kwargs.get(key, {}),
+            **_attack_arguments(config, key),
         )
+        reliable = R.ensemble_plan(attack) if ATTACKS[key].reliable else reliable
     if config.num_classes is not None and config.num_classes != num_classes:
         raise ValueError(f"num_classes={config.num_classes} but the model predicts {num_classes} classes")
     check_class_ids(first["mask"], num_classes, config.ignore_index, "dataset masks")
@@ -285,6 +289,7 @@ def _plan(model: nn.Module, dataset: Any, config: BenchmarkConfig) -> _Plan:
         ),
         batches=batches,
         mine=list(range(rank, len(batches), world)),
+        reliable=reliable,
     )
     plan.settings = _settings(plan)
     plan.manifest = {
@@ -296,21 +301,23 @@ def _plan(model: nn.Module, dataset: Any, config: BenchmarkConfig) -> _Plan:
     return plan
 
 
-def _steps_of(config: BenchmarkConfig, key: str) -> int:
-    """Iterations of attack ``key``: ``reliable_steps`` for the reliable ensemble, ``steps`` otherwise."""
-    return config.reliable_steps if ATTACKS[key].reliable else config.steps
+def _attack_arguments(config: BenchmarkConfig, key: str) -> dict[str, Any]:
+    """``steps`` of attack ``key`` (the reliable ensemble: ``reliable_steps`` and its preset) and its ``attack_kwargs``."""
+    if not ATTACKS[key].reliable:
+        return {"steps": config.steps, **config.attack_kwargs.get(key, {})}
+    preset = {} if config.reliable_preset is None else {"preset": config.reliable_preset}
+    return {"steps": config.reliable_steps, **preset, **config.attack_kwargs.get(key, {})}
 
 
 def _settings(plan: _Plan) -> dict[str, Any]:
     """The settings that determine the numbers (recorded in the manifest and in ``results.json``)."""
     config = plan.config
-    reliable = any(ATTACKS[key].reliable for key in config.attacks)
     return {
         "attacks": list(config.attacks),
         "rain": list(config.rain),
         "eps": list(config.eps_list),
         "steps": config.steps,
-        **({"reliable_steps": config.reliable_steps} if reliable else {}),
+        **(plan.reliable.settings(config.reliable_steps) if plan.reliable is not None else {}),
         "alpha": config.alpha,
         "random_start": config.random_start,
         "batch_size": config.batch_size,
@@ -364,6 +371,11 @@ def _load_data(plan: _Plan) -> tuple[BatchSource, dict[int, str]]:
             f"every pixel of the data set ({type(plan.dataset).__name__}, {plan.num_items} images) is "
             f"ignore_index={config.ignore_index}: there is nothing to evaluate (check the masks and ignore_index)"
         )
+    if plan.reliable is not None and plan.reliable.wants_class_weights:
+        # SEA's weights: inverse pixel frequency over the whole evaluated set (every rank's batches)
+        plan.class_weights = inverse_frequency_weights(distributed.reduce_over_ranks(source.class_pixels.clone()))
+        weights = [float(w) for w in plan.class_weights]
+        plan.settings["reliable_class_weights"] = plan.manifest["reliable_class_weights"] = weights
     return source, fingerprints
 
 
@@ -407,11 +419,13 @@ def _build_attack(plan: _Plan, condition: Condition) -> Callable[..., torch.Tens
     kwargs = {
         "eps": condition.eps,
         "alpha": config.alpha,
-        "steps": _steps_of(config, condition.key),
         "random_start": config.random_start,
         "ignore_index": config.ignore_index,
+        **_attack_arguments(config, condition.key),
     }
-    return ATTACKS[condition.key].build(plan.model, **kwargs, **config.attack_kwargs.get(condition.key, {}))
+    if ATTACKS[condition.key].reliable and plan.class_weights is not None:
+        kwargs["class_weights"] = plan.class_weights
+    return ATTACKS[condition.key].build(plan.model, **kwargs)
 
 
 def _shown_and_logits(
@@ -474,7 +488,7 @@ def _compute_unit(
         "accuracy": per_image_pixel_accuracy(pred, masks, ignore_index).double().cpu(),
     }
     if stats is not None:
-        unit.update(R.ensemble_unit(stats, plan.config.reliable_steps))
+        unit.update(R.ensemble_unit(stats))
     num_examples = plan.config.num_examples
     if b == 0 and num_examples > 0 and _keeps_examples(plan, condition):
         k = min(num_examples, images.shape[0])
@@ -598,7 +612,7 @@ def _reduce(plan: _Plan, work: _Work) -> _Totals:
     for c, condition in enumerate(plan.conditions):  # every rank reaches this loop in the same order
         if condition.kind == "attack" and ATTACKS[condition.key].reliable:
             units = [work.units[(c, b)] for b in plan.mine]
-            totals.ensembles[c] = R.reduce_ensemble(units, n, k, plan.config.reliable_steps)
+            totals.ensembles[c] = R.reduce_ensemble(units, n, k, plan.reliable.steps)
     totals.seconds = distributed.reduce_over_ranks(totals.seconds, "max")
     return totals
 
@@ -635,7 +649,7 @@ def _rows(plan: _Plan, totals: _Totals) -> list[ConditionResult]:
         )
         rows.append(row)
         if c in totals.ensembles:
-            rows += R.ensemble_rows(row, totals.ensembles[c], _row, _reliable_scored_from(plan))
+            rows += R.ensemble_rows(row, totals.ensembles[c], _row, plan.reliable)
     for e, eps in enumerate(plan.config.eps_list):
         if not _worst_case_group(plan, e):
             continue
@@ -649,15 +663,6 @@ def _rows(plan: _Plan, totals: _Totals) -> list[ConditionResult]:
         row.worst_attack = [plan.conditions[int(c)].key for c in totals.worst_choice[e]]
         rows.append(row)
     return rows
-
-
-def _reliable_scored_from(plan: _Plan) -> int:
-    """First iteration of the ensemble's members at radius ε (earlier ones run at a larger radius)."""
-    from segrobust.attacks.apgd import radius_stages
-
-    options = plan.config.attack_kwargs.get("reliable", {})
-    schedule = options.get("radius_schedule", "sea")
-    return sum(length for _, length in radius_stages(schedule, plan.config.reliable_steps)[:-1])
 
 
 def _results(plan: _Plan, totals: _Totals, rows: list[ConditionResult], examples: dict[str, Unit]) -> BenchmarkResults:
@@ -757,8 +762,8 @@ def run_benchmark(
     prediction into its own confusion matrix. mIoU always comes from a
     confusion matrix summed over the whole set.
 
-    The reliable ensemble (attack ``"reliable"``, ``reliable_steps`` APGD
-    iterations per loss) adds one row per loss; its own row gives the pixel
+    The reliable evaluation (attack ``"reliable"``, the ensemble of the preset
+    ``reliable_preset``) adds one row per member; its own row gives the pixel
     accuracy of its per-image worst case and the greedy worst-case mIoU over
     the whole set, and its returned image is one candidate of the worst case.
     ``results.checks`` holds the gradient-masking checks.

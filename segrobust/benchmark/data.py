@@ -145,6 +145,8 @@ class BatchSource:
         self.cache_bytes, self.cached_bytes, self.caching = cache_bytes, 0, True
         self.fingerprints: dict[int, str] = {}
         self.labelled_pixels = 0  # pixels other than ignore_index in the batches loaded so far
+        # valid pixels per class in the batches loaded so far (SEA's class weights come from them)
+        self.class_pixels = torch.zeros(items.num_classes or 0, dtype=torch.long)
 
     def check(self, wanted: list[int]) -> dict[int, str]:
         """Load every batch in ``wanted`` once (every item checked); returns their fingerprints."""
@@ -174,7 +176,10 @@ class BatchSource:
             if isinstance(batch, str):
                 raise DataError(batch)
             if b not in self.fingerprints:
-                self.labelled_pixels += int((batch["mask"] != self.items.ignore_index).sum())
+                labelled = batch["mask"][batch["mask"] != self.items.ignore_index]
+                self.labelled_pixels += int(labelled.numel())
+                if self.class_pixels.numel():
+                    self.class_pixels += torch.bincount(labelled.flatten(), minlength=self.class_pixels.numel())
             self.fingerprints[b] = batch_fingerprint(batch)
             self._keep(b, batch)
             yield b, batch

@@ -38,7 +38,7 @@ __all__ = [
     "DEFAULT_IMAGE_SIZE",
     "DEFAULT_MODEL_SPEC",
     "DEFAULT_NUM_CLASSES",
-    "DEFAULT_RELIABLE_STEPS",
+    "DEFAULT_RELIABLE_PRESET",
     "DEFAULT_SCHEDULE",
     "DEFAULT_STEPS",
     "FAST_BENCHMARK_RUN",
@@ -61,8 +61,8 @@ __all__ = [
 DEFAULT_EPS: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
 #: Iterations of the short attacks.
 DEFAULT_STEPS = 10
-#: APGD iterations per loss of the reliable ensemble (SEA's setting).
-DEFAULT_RELIABLE_STEPS = 100
+#: The reliable evaluation's preset (a name in ``segrobust.attacks.RELIABLE_PRESETS``).
+DEFAULT_RELIABLE_PRESET = "default"
 #: Images per batch.
 DEFAULT_BATCH_SIZE = 8
 #: Image size ``(H, W)`` of the generated SyntheticStreets data (the default data).
@@ -81,6 +81,7 @@ class RunSizes:
     eps: Optional[tuple[float, ...]] = None
     steps: Optional[int] = None
     reliable_steps: Optional[int] = None
+    reliable_preset: Optional[str] = None
     epochs: Optional[int] = None
 
     def given(self) -> dict[str, Any]:
@@ -125,11 +126,13 @@ class TrainRun:
 BENCHMARK_RUN = BenchmarkRun()
 #: ``segrobust train`` without flags.
 TRAIN_RUN = TrainRun()
-#: The built-in default run (no ``--model``, generated data): fewer iterations, so it
-#: finishes in under 2 minutes on 2 CPU cores.
-BUILTIN_RUN = RunSizes(steps=5, reliable_steps=10)
+#: The built-in default run (no ``--model``, generated data): fewer iterations and the ``quick``
+#: reliable preset (a smoke test, said so in the output), so it finishes in under 2 minutes on 2 CPU cores.
+BUILTIN_RUN = RunSizes(steps=5, reliable_preset="quick")
 #: ``segrobust benchmark --fast``: a smoke test in seconds.
-FAST_BENCHMARK_RUN = RunSizes(num_images=4, size=(48, 64), batch_size=2, eps=(8 / 255,), steps=2, reliable_steps=10)
+FAST_BENCHMARK_RUN = RunSizes(
+    num_images=4, size=(48, 64), batch_size=2, eps=(8 / 255,), steps=2, reliable_preset="quick"
+)
 #: ``segrobust train --fast``: one epoch on a few small images (``steps``: of a recipe with an inner attack).
 FAST_TRAIN_RUN = RunSizes(num_images=8, size=(48, 64), batch_size=4, epochs=1, steps=2)
 

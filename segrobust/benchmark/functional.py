@@ -9,17 +9,19 @@ from __future__ import annotations
 import math
 import zlib
 from fractions import Fraction
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import torch
 
 __all__ = [
+    "SMOKE_TEST_PRESET",
     "amplify_perturbation",
     "batch_indices",
     "eps_tag",
     "format_eps",
     "parse_eps",
+    "reliable_setting",
     "unit_seed",
     "worst_case_selection",
 ]
@@ -136,3 +138,26 @@ def amplify_perturbation(adversarial: torch.Tensor, clean: torch.Tensor, eps: fl
         [1.0]
     """
     return (0.5 + (adversarial.float() - clean.float()) / (2 * eps)).clamp(0, 1)
+
+
+#: The reliable preset that is a smoke test: its numbers are said to be no robustness measurement.
+SMOKE_TEST_PRESET = "quick"
+
+
+def reliable_setting(config: dict[str, Any]) -> str:
+    """The reliable evaluation of a run's ``config``, in words: preset, members and iterations per image.
+
+    Examples:
+        >>> reliable_setting({"reliable_preset": "default", "reliable_iterations_per_image": 300,
+        ...                   "reliable_members": ["masked_ce ×150 (apgd, …)", "js ×150 (apgd, …)"]})
+        "preset 'default': masked_ce ×150 → js ×150, 300 iterations per image"
+        >>> reliable_setting({"reliable_steps": 100})  # a results.json of an earlier version
+        'APGD ensemble, 100 iterations per loss'
+    """
+    members = config.get("reliable_members")
+    if not members:
+        return f"APGD ensemble, {config.get('reliable_steps')} iterations per loss"
+    preset = config.get("reliable_preset")
+    chain = " → ".join(member.split(" (", 1)[0] for member in members)
+    where = f"preset '{preset}': " if preset else "members "
+    return f"{where}{chain}, {config.get('reliable_iterations_per_image')} iterations per image"

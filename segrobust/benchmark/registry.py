@@ -45,29 +45,34 @@ def _selection(names: Union[str, list[str], tuple[str, ...], None]) -> Optional[
 
 
 def resolve_attacks(names: Union[str, list[str], tuple[str, ...], None]) -> list[str]:
-    """Attack keys from ``"all"``, ``"none"``, a comma-separated string or a list (case-insensitive).
+    """Attack keys from ``"all"``, ``"short"``, ``"none"``, a comma-separated string or a list (case-insensitive).
 
-    ``"all"`` is every attack registered with ``default=True`` (it may be combined with
-    others: ``"reliable,all"``); keys come back in report order.
+    ``"all"`` is every attack registered with ``default=True``, the reliable
+    evaluation included; ``"short"`` is the same set without it (the short
+    attacks alone, upper bounds on robustness). Either may be combined with
+    other names (``"short,reliable"``); keys come back in report order.
 
     Examples:
         >>> resolve_attacks("NAA, segpgd")
         ['naa', 'segpgd']
+        >>> resolve_attacks("short") == [key for key in resolve_attacks("all") if key != "reliable"]
+        True
         >>> resolve_attacks("pgd")
         Traceback (most recent call last):
         ...
-        ValueError: unknown attack 'pgd'; expected 'all', 'none' or a comma-separated list of: reliable, naa, segpgd, cospgd, eroseg, ama, rain_attack
+        ValueError: unknown attack 'pgd'; expected 'all', 'short', 'none' or a comma-separated list of: reliable, naa, segpgd, cospgd, eroseg, ama, rain_attack
     """
     defaults = [key for key, entry in ATTACKS.items() if entry.default]
+    groups = {"all": defaults, "short": [key for key in defaults if not ATTACKS[key].reliable]}
     wanted = _selection(names)
     if wanted is None:
         return defaults
-    if "all" in wanted:  # "reliable,all": the default set plus the attacks named
-        wanted = [name for name in wanted if name != "all"] + defaults
+    wanted = [key for name in wanted for key in groups.get(name, [name])]
     for name in wanted:
         if name not in ATTACKS:
             raise ValueError(
-                f"unknown attack {name!r}; expected 'all', 'none' or a comma-separated list of: {', '.join(ATTACKS)}"
+                f"unknown attack {name!r}; expected 'all', 'short', 'none' or a comma-separated list of: "
+                f"{', '.join(ATTACKS)}"
             )
     return [key for key in ATTACKS if key in wanted]  # report order, no duplicates
 

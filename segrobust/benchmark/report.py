@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
-from segrobust.benchmark.functional import format_eps
+from segrobust.benchmark.functional import format_eps, reliable_setting
 from segrobust.benchmark.plots import (
     plot_convergence,
     plot_corruption_examples,
@@ -63,8 +63,8 @@ def _settings_section(results: BenchmarkResults) -> list[str]:
             f"{config.get('steps')} steps, α = {'2.5·ε/steps' if config.get('alpha') is None else config.get('alpha')}, "
             f"random start: {config.get('random_start')}"
             + (
-                f"; reliable ensemble: {config['reliable_steps']} iterations per loss"
-                if config.get("reliable_steps")
+                f"; reliable evaluation: {reliable_setting(config)}"
+                if config.get("reliable_members") or config.get("reliable_steps")
                 else ""
             ),
         ),
@@ -251,13 +251,14 @@ def _reliable_section(results: BenchmarkResults) -> list[str]:
         )
     lines += [
         "",
-        f"The reliable ensemble runs APGD ({results.config.get('reliable_steps')} iterations) once per loss "
-        f"({', '.join((reliable[0].ensemble or {}).get('members', []))}); each image keeps the member result with the "
+        f"The reliable evaluation ({reliable_setting(results.config)}) runs its members one after another "
+        f"({'; '.join(results.config.get('reliable_members') or (reliable[0].ensemble or {}).get('members', []))}); "
+        "each image keeps the member result with the "
         "lowest pixel accuracy (the pixel accuracy above), and the mIoU is the greedy worst case over the whole set: "
         "images in order, each taking the member result that makes the running mIoU lowest. Its rows "
-        "(`Reliable · <loss>`) give each loss alone; passes are forward plus backward passes of the model per image, "
-        "all members together. The short attacks are reported beside it; the per-image 'Worst case' row takes the "
-        "reliable ensemble's image as one candidate among them.",
+        "(`Reliable · <member>`) give each member alone; passes are forward plus backward passes of the model per "
+        "image, all members together. The short attacks are reported beside it; the per-image 'Worst case' row takes "
+        "the reliable ensemble's image as one candidate among them.",
         "",
     ]
     return lines

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from segrobust.benchmark.functional import format_eps
+from segrobust.benchmark.functional import SMOKE_TEST_PRESET, format_eps, reliable_setting
 
 __all__ = ["MASKING_FLAGS", "RESULTS_FORMAT", "BenchmarkResults", "ConditionResult"]
 
@@ -263,16 +263,15 @@ class BenchmarkResults:
     def _robustness_lines(self) -> list[str]:
         reliable = [row for row in self.rows if row.key == "reliable"]
         worst = {round(row.eps * 255, 6): row for row in self.rows if row.kind == "worst"}
-        steps = self.config.get("reliable_steps")
         if not reliable:
             if not any(row.kind == "attack" for row in self.rows):
                 return []
             return [
                 "No reliable evaluation in this run: the attack numbers are upper bounds on robustness from "
                 f"short attacks ({self.config.get('steps')} steps). For the reliable evaluation run "
-                '`segrobust benchmark --attacks reliable,all` (Python: `attacks="reliable,..."`).'
+                '`segrobust benchmark` with `--attacks all` (the default; Python: `attacks="all"`).'
             ]
-        lines = [f"Robustness under the reliable evaluation (APGD ensemble, {steps} iterations per loss):"]
+        lines = [f"Robustness under the reliable evaluation ({reliable_setting(self.config)}):"]
         for row in reliable:
             line = (
                 f"  ε={format_eps(row.eps)}: mIoU {100 * row.miou:.1f} % (greedy worst case), "
@@ -285,6 +284,11 @@ class BenchmarkResults:
                     f"pixel accuracy {100 * short.pixel_accuracy:.1f} %"
                 )
             lines.append(line)
+        if self.config.get("reliable_preset") == SMOKE_TEST_PRESET:
+            lines.append(
+                f"  The '{SMOKE_TEST_PRESET}' preset is a smoke test, not a robustness measurement: for the number "
+                "to report run `--reliable-preset default` (or `sea`, SEA's published protocol)."
+            )
         return lines
 
     def masking_warnings(self) -> list[str]:

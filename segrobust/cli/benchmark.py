@@ -8,12 +8,13 @@ import sys
 import time
 from typing import Any
 
+from segrobust.attacks.ensemble import RELIABLE_PRESETS
 from segrobust.benchmark.config import BenchmarkConfig
 from segrobust.benchmark.defaults import (
     BENCHMARK_RUN,
     BUILTIN_RUN,
     DEFAULT_EPS,
-    DEFAULT_RELIABLE_STEPS,
+    DEFAULT_RELIABLE_PRESET,
     DEFAULT_STEPS,
     FAST_BENCHMARK_RUN,
 )
@@ -102,8 +103,8 @@ def _attack_flags(flags: Flags, bench: argparse.ArgumentParser) -> None:
         "--attacks",
         default=BENCHMARK_RUN.attacks,
         metavar="LIST",
-        help="comma-separated attacks, 'all' or 'none' (default all: every attack but 'reliable', the "
-        "reliable APGD ensemble; add it with reliable,all)",
+        help="comma-separated attacks, 'all' (default: the reliable evaluation and the short attacks), 'short' "
+        "(the short attacks alone: upper bounds on robustness) or 'none'",
     )
     flags.add(
         attack,
@@ -130,12 +131,18 @@ def _attack_flags(flags: Flags, bench: argparse.ArgumentParser) -> None:
     )
     flags.add(
         attack,
+        "--reliable-preset",
+        default=DEFAULT_RELIABLE_PRESET,
+        choices=sorted(RELIABLE_PRESETS),
+        help=f"the reliable evaluation (segrobust list shows each): default ({DEFAULT_RELIABLE_PRESET}; "
+        f"{BUILTIN_RUN.reliable_preset}, a smoke test, for the built-in default and --fast), sea (SEA's protocol)",
+    )
+    flags.add(
+        attack,
         "--reliable-steps",
         type=types.positive_int,
-        default=DEFAULT_RELIABLE_STEPS,
         metavar="N",
-        help=f"APGD iterations per loss of the reliable ensemble, --attacks reliable (default {DEFAULT_RELIABLE_STEPS}; "
-        f"{BUILTIN_RUN.reliable_steps} for the built-in default and --fast)",
+        help="iterations of every member of the reliable evaluation (default: the preset's)",
     )
     flags.add(attack, "--alpha", type=types.step_size, metavar="A", help="attack step size (default 2.5·ε/steps)")
     flags.add(attack, "--no-random-start", action="store_true", help="start attacks at the clean image")
@@ -170,6 +177,7 @@ def _config(options: Any, device: Any) -> Any:
         num_examples=options.examples,
         attack_kwargs=options.attack_args,
         reliable_steps=options.reliable_steps,
+        reliable_preset=options.reliable_preset,
     )
 
 

@@ -38,6 +38,7 @@ def _rain_summary(preset: Any) -> str:
 def catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
     """``(group title, [(name, description), ...])`` for ``segrobust list``, read from the registries."""
     from segrobust.attacks.apgd import RADIUS_SCHEDULES
+    from segrobust.attacks.ensemble import RELIABLE_PRESETS
     from segrobust.benchmark.registry import ATTACKS, DEFENSES
     from segrobust.datasets.factory import DATASETS
     from segrobust.losses import PIXEL_LOSSES
@@ -47,6 +48,13 @@ def catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
         (
             "attacks (segrobust benchmark --attacks)",
             [(key, f"{entry.display_name}: {entry.description}") for key, entry in ATTACKS.items()],
+        ),
+        (
+            "reliable presets (segrobust benchmark --reliable-preset NAME; ReliableEnsemble(preset=NAME))",
+            [
+                (name, f"{preset.describe()}: {preset.iterations} iterations per image; {preset.description}")
+                for name, preset in RELIABLE_PRESETS.items()
+            ],
         ),
         (
             "pixel losses (segrobust.losses.PIXEL_LOSSES)",
