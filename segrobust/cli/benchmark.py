@@ -257,6 +257,15 @@ def _config(options: Any, device: Any) -> Any:
     )
 
 
+def _check_combinations(invocation: Invocation) -> None:
+    """Flags that only qualify another one need it (before anything is loaded)."""
+    options = invocation.options
+    if invocation.is_given("severities") and options.corruptions in ("none", []):
+        raise UsageError("--severities sets the levels of --corruptions: give --corruptions LIST|all too")
+    if options.no_tta_flip and not options.tta:
+        raise UsageError("--no-tta-flip turns off the mirrored copies of --tta: give --tta SCALES too")
+
+
 def _first_image(data: Any) -> Any:
     item = data[0]
     return item["image"] if isinstance(item, dict) else item[0]
@@ -294,8 +303,7 @@ def run(invocation: Invocation) -> int:
     from segrobust.models import ModelLoadError
 
     options = invocation.options
-    if invocation.is_given("severities") and options.corruptions in ("none", []):
-        raise UsageError("--severities sets the levels of --corruptions: give --corruptions LIST|all too")
+    _check_combinations(invocation)
     if options.threads:
         torch.set_num_threads(options.threads)
     device = resolve_device(options.device)
@@ -331,6 +339,20 @@ def _print_summary(results: Any, style: str) -> None:
         headline = results.headline()
         if headline:
             print(f"\n{headline}")
+        if any(row.kind == "corruption" for row in results.rows):
+            print("\n" + "\n".join(_card_lines(results)))
+
+
+def _card_lines(results: Any) -> list[str]:
+    """The robustness card as aligned text: condition, mIoU, share of clean, what the number is."""
+    entries = results.robustness_card()
+    width = max(len(entry["label"]) for entry in entries)
+    lines = ["Robustness card (robustness_card.png):"]
+    for entry in entries:
+        miou = "–" if entry["miou"] is None else f"{100 * entry['miou']:.1f} %"
+        share = "" if entry["relative"] is None else f"{100 * entry['relative']:.0f} % of clean"
+        lines.append(f"  {entry['label'].ljust(width)}  {miou:>7}  {share:>14}  {entry['detail']}".rstrip())
+    return lines
 
 
 def _print_closing(results: Any, options: Any, seconds: float) -> None:

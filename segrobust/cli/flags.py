@@ -96,7 +96,8 @@ def add_model_flags(flags: Flags, group: Any) -> None:
         "--num-classes",
         type=types.positive_int,
         metavar="K",
-        help=f"classes of a spec-built model (default {DEFAULT_NUM_CLASSES})",
+        help=f"classes of a spec-built model (default {DEFAULT_NUM_CLASSES}); the num_labels of an hf:CLASS "
+        "config; checked against the model's output",
     )
     flags.add(
         group,

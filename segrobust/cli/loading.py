@@ -161,8 +161,6 @@ def load_benchmark_model(options: argparse.Namespace, device: Any, sample: Any =
     if options.tta:
         model = _augmented(model, options.tta, not options.no_tta_flip)
         name += f", multi-scale {','.join(f'{s:g}' for s in options.tta)}{'' if options.no_tta_flip else ' + flip'}"
-    elif options.no_tta_flip:
-        raise UsageError("--no-tta-flip turns off the mirrored copies of --tta: give --tta SCALES too")
     if options.channels_last:
         model = _channels_last(model)
     if options.compile:
@@ -242,7 +240,8 @@ def _compiled(model: Any, sample: Any, amp: Optional[str], device: Any) -> Any:
         with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             compiled(sample.unsqueeze(0).to(device))
     except TorchDynamoException as error:
-        raise UsageError(f"--compile: torch.compile could not compile the model: {one_line(error)}; {hint}") from None
+        cause = getattr(error, "inner_exception", None) or error  # a backend's failure: say what the backend said
+        raise UsageError(f"--compile: torch.compile could not compile the model: {one_line(cause)}; {hint}") from None
     except Exception:  # not the compiler's failure: the benchmark's own model check reports it in its words
         return compiled
     say(f"segrobust: compiled in {time.perf_counter() - started:.1f} s")
