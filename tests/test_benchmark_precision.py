@@ -111,7 +111,9 @@ def test_channels_last_and_compiled_models_keep_the_eps_promise(monkeypatch, wra
     assert _check_eps(seen) == 2 * 2
     assert all(inner.channels_last) == (wrap == "channels_last")
     reference = run_benchmark(inner, _data(), config)
-    assert results.rows[0].confusion_matrix == reference.rows[0].confusion_matrix  # clean: the same predictions
+    # clean: the same function, up to the rounding of other kernels (a near-tie may flip a pixel)
+    moved = torch.tensor(results.rows[0].confusion_matrix) - torch.tensor(reference.rows[0].confusion_matrix)
+    assert moved.abs().sum() <= 2 * 0.01 * 4 * 16 * 16
 
 
 def test_channels_last_is_the_same_function_and_differentiable():

@@ -4,7 +4,6 @@ precision (amp, channels_last, compile), and one summary format whatever is inst
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_hf_models import TINY_SEGFORMER, needs_transformers  # the 7 k-parameter SegFormer config
 from torch import nn
 
 from segrobust.benchmark import BenchmarkResults
@@ -114,6 +114,12 @@ def test_bad_flag_values_are_one_line_naming_the_flag(tmp_path, capsys, flags, n
     assert not (tmp_path / "bad").exists()
 
 
+def test_fast_sizes_suit_models_that_need_multiples_of_32_or_vit_patches():
+    for command in ("benchmark", "train"):
+        size = _options([command, "--fast"]).size
+        assert all(side % 32 == 0 for side in size), (command, size)  # encoders of stride 32, patches of 8, 16, 32
+
+
 def test_corruption_slide_and_tta_flags_are_recorded_and_replayed(tmp_path, capsys):
     flags = ["--corruptions", "fog", "--severities", "1-2", "--slide", "24x24:16x16", "--tta", "1,0.5"]
     assert _bench(tmp_path, "a", *flags, "--no-tta-flip") == 0
@@ -206,23 +212,6 @@ def _tta_reference(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return ((plain + mirrored) / 2).log()
 
 
-needs_transformers = pytest.mark.skipif(
-    importlib.util.find_spec("transformers") is None,
-    reason="transformers is not installed (pip install 'segrobust[hf]')",
-)
-TINY_SEGFORMER = {
-    "num_encoder_blocks": 2,
-    "depths": [1, 1],
-    "sr_ratios": [2, 1],
-    "hidden_sizes": [8, 16],
-    "patch_sizes": [7, 3],
-    "strides": [4, 2],
-    "num_attention_heads": [1, 1],
-    "mlp_ratios": [2, 2],
-    "decoder_hidden_size": 16,
-}
-
-
 @needs_transformers
 def test_hf_class_and_hf_folder_run_from_the_command_line_and_from_a_config_file(tmp_path, capsys):
     from segrobust.models import load_model
@@ -239,6 +228,15 @@ def test_hf_class_and_hf_folder_run_from_the_command_line_and_from_a_config_file
     assert main(["benchmark", "--config", str(config), "--out", str(tmp_path / "folder")]) == 0
     assert _rows(tmp_path / "folder") == rows  # the same weights, read back from the folder
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("model", ["hf:SegformerForSemanticSegmentation", "hf:my_segformer", "hf:models/segformer"])
+def test_a_config_file_may_name_hf_models_without_trust_config(model):
+    from segrobust.cli.config_files import check_trust
+
+    check_trust({"model": model}, {}, "run.yaml")  # builds transformers' own class or reads a folder: no code
+    with pytest.raises(Exception, match="trust-config"):
+        check_trust({"model": "my_models:build"}, {}, "run.yaml")
 
 
 def _quick_settings() -> dict[str, str]:
@@ -266,7 +264,9 @@ def test_channels_last_gives_the_numbers_of_the_plain_model(tmp_path):
     plain, nhwc = _sane(tmp_path / "plain"), _sane(tmp_path / "nhwc")
     assert nhwc["config"]["cli"]["channels_last"] is True
     assert nhwc["config"]["model_fingerprint"] != plain["config"]["model_fingerprint"]
-    assert nhwc["rows"][0]["confusion_matrix"] == plain["rows"][0]["confusion_matrix"]  # clean: same predictions
+    # clean: the same function, up to the rounding of other convolution kernels (a near-tie may flip a pixel)
+    moved = torch.tensor(nhwc["rows"][0]["confusion_matrix"]) - torch.tensor(plain["rows"][0]["confusion_matrix"])
+    assert moved.abs().sum() <= 2 * 0.01 * 2 * 32 * 32
 
 
 def test_compile_runs_the_compiled_model_and_a_compiler_failure_is_one_line(tmp_path, capsys, monkeypatch):

@@ -104,10 +104,15 @@ def add_model_flags(flags: Flags, group: Any) -> None:
         "--model-args",
         type=types.json_object,
         metavar="JSON",
-        help="keyword arguments of a module:callable model (or extra smp spec arguments), "
-        'e.g. \'{"num_classes": 21, "weights": null}\'',
+        help="keyword arguments of a module:callable model (or extra smp spec arguments, or the config of "
+        'an hf:CLASS: \'{"config": {...}}\'), e.g. \'{"num_classes": 21, "weights": null}\'',
     )
-    flags.add(group, "--weights", metavar="PATH", help="a state_dict file for a spec- or module:callable-built model")
+    flags.add(
+        group,
+        "--weights",
+        metavar="PATH",
+        help="a state_dict file for a spec-, module:callable- or hf:CLASS-built model",
+    )
     flags.add(
         group,
         "--mean",
