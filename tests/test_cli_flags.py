@@ -177,9 +177,12 @@ def test_output_key_picks_the_logits_and_a_key_with_other_channels_is_refused(tm
     assert "edges" in line and "11" in line
 
 
-def test_output_key_on_the_built_in_model_is_one_line(tmp_path, capsys):
-    assert main(["benchmark", *QUICK, "--output-key", "logits", "--out", str(tmp_path / "out")]) == 2
-    assert "'logits'" in _error_line(capsys)
+@pytest.mark.parametrize(
+    "flags, needle", [(["--output-key", "logits"], "'logits'"), (["--num-classes", "5"], "num_classes=5")]
+)
+def test_model_flags_on_the_built_in_model_are_checked(tmp_path, capsys, flags, needle):
+    assert main(["benchmark", *QUICK, *flags, "--out", str(tmp_path / "out")]) == 2
+    assert needle in _error_line(capsys)
 
 
 def test_slide_sits_inside_the_defence_and_tta_outside(tmp_path):

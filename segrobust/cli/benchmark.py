@@ -251,6 +251,7 @@ def _config(options: Any, device: Any) -> Any:
         num_examples=options.examples,
         attack_kwargs=options.attack_args,
         reliable_steps=options.reliable_steps,
+        num_classes=options.num_classes,
         corruptions=options.corruptions,
         severities=options.severities,
         amp=options.amp,

@@ -252,12 +252,7 @@ def _replace_module(root: Any, old: Any, new: Any) -> Any:
     """``root`` with every occurrence of submodule ``old`` replaced by ``new`` (``new`` if ``root`` is ``old``)."""
     if root is old:
         return new
-    places = [
-        (parent, name)
-        for parent in root.modules()
-        for name, child in parent.named_children()
-        if child is old and parent is not new
-    ]
+    places = [(parent, name) for parent in root.modules() for name, child in parent.named_children() if child is old]
     for parent, name in places:
         setattr(parent, name, new)
     return root
