@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from segrobust.benchmark import BenchmarkResults
+from segrobust.benchmark.defaults import FAST_SIZE
 from segrobust.cli import build_parser, main
 from segrobust.cli.options import resolve
 
@@ -108,7 +109,7 @@ def test_results_json_replays_the_run_exactly(tmp_path, capsys):
     assert first == second  # every number except timing, and every recorded setting
     cli = first["config"]["cli"]
     assert cli["model"] == SPEC and cli["eps"] == [8 / 255] and cli["steps"] == 2 and cli["alpha"] == 1 / 255
-    assert cli["size"] == [48, 64] and cli["num_images"] == 4 and cli["attacks"] == ["naa", "ama"]
+    assert cli["size"] == list(FAST_SIZE) and cli["num_images"] == 4 and cli["attacks"] == ["naa", "ama"]
     records = BenchmarkResults.load(out2 / "results.json").to_records()
     parsed = list(csv.DictReader(io.StringIO(stdout)))  # --format csv: stdout is the CSV only
     assert [row["condition"] for row in parsed] == [r["condition"] for r in records]
@@ -146,11 +147,11 @@ def test_train_records_its_config_and_config_json_repeats_it(tmp_path, capsys):
     )
     saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert saved["recipe"] == "standard" and saved["lr"] == 0.02 and saved["epochs"] == 1
-    assert saved["num_images"] == 8 and saved["size"] == [48, 64] and saved["batch_size"] == 4
+    assert saved["num_images"] == 8 and saved["size"] == list(FAST_SIZE) and saved["batch_size"] == 4
     checkpoint = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     assert checkpoint["metadata"]["config"] == saved
     args = _parse(["train", "--config", str(out / "config.json"), "--out", str(tmp_path / "again")])
-    assert (args.recipe, args.lr, args.epochs, args.size, args.num_images) == ("standard", 0.02, 1, (48, 64), 8)
+    assert (args.recipe, args.lr, args.epochs, args.size, args.num_images) == ("standard", 0.02, 1, FAST_SIZE, 8)
     assert not args.fast
 
 

@@ -19,8 +19,9 @@ from segrobust.benchmark.defaults import (
     MAX_STEPS,
 )
 from segrobust.benchmark.registry import resolve_attacks, resolve_rain_presets
-from segrobust.corruptions.registry import resolve_corruptions, resolve_severities
+from segrobust.corruptions.registry import CORRUPTIONS, resolve_corruptions, resolve_severities
 from segrobust.rain.presets import PRESET_REFERENCE_HEIGHT
+from segrobust.validation import check_amp
 
 __all__ = ["DEFAULT_EPS", "RAIN_REFERENCE_HEIGHT", "BenchmarkConfig"]
 
@@ -90,6 +91,10 @@ class BenchmarkConfig:
             string or ``"all"`` (the 15 of ImageNet-C and rain); ``None`` (the default) or ``"none"``
             runs none. The rain family runs as the rain presets of its severities.
         severities: corruption severity levels in 1–5 (a list, an int or text like ``"1,3,5"``).
+        amp: run every forward of the model (clean, rain, corruptions, and each attack's, through its
+            ``amp=``) under ``torch.autocast`` with this dtype: ``None`` (the default, off),
+            ``torch.bfloat16``, ``torch.float16`` or ``"bf16"`` / ``"fp16"``. Losses, attack steps
+            and the projection stay in float32, so ‖x_adv − x‖∞ ≤ ε holds exactly. Stored as the dtype.
 
     Examples:
         >>> config = BenchmarkConfig(attacks="SegPGD,naa", eps_list=["8/255", 4 / 255], rain="none")
@@ -127,6 +132,7 @@ class BenchmarkConfig:
     cache_bytes: int = 2 * 1024**3
     corruptions: Union[str, Sequence[str], None] = None
     severities: Union[Sequence[int], int, str] = (1, 2, 3, 4, 5)
+    amp: Union[str, torch.dtype, None] = None
 
     def __post_init__(self) -> None:
         attacks = resolve_attacks(self.attacks)
@@ -174,7 +180,13 @@ class BenchmarkConfig:
             "corruptions": resolve_corruptions(self.corruptions),
             "reliable_preset": reliable_preset,
             "severities": resolve_severities(self.severities),
+            "amp": check_amp(self.amp, "amp"),
         }
+        corruptions, severities = normalised["corruptions"], normalised["severities"]
+        if corruptions and not any(s in CORRUPTIONS[name].severities for name in corruptions for s in severities):
+            raise ValueError(
+                f"severities={severities}: none of corruptions {corruptions} has such a level (rain has 1-3)"
+            )
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
 

@@ -211,17 +211,26 @@ def _run_device(model: nn.Module, device: Any) -> torch.device:
     return run_device
 
 
-def _classes_of_model(model: nn.Module, dataset: Any, device: torch.device) -> tuple[int, dict[str, torch.Tensor]]:
+def _scores(model: nn.Module, images: torch.Tensor, amp: Optional[torch.dtype]) -> torch.Tensor:
+    """The model's logits on ``images`` without gradient, under ``torch.autocast(amp)`` when set, in float32 or wider."""
+    with torch.no_grad(), torch.autocast(images.device.type, dtype=amp, enabled=amp is not None):
+        logits = segmentation_logits(model(images))
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def _classes_of_model(
+    model: nn.Module, dataset: Any, device: torch.device, amp: Optional[torch.dtype]
+) -> tuple[int, dict[str, torch.Tensor]]:
     """Run the model once on item 0: clear errors for wrong outputs; returns the number of classes and the item."""
     first = CheckedItems(dataset, None, None, 255)[0]
     if first[2] is not None:
         raise DataError(first[2])
     item = first[1]
     image, mask = item["image"], item["mask"]
-    with model_mode_preserved(model), torch.no_grad():
+    with model_mode_preserved(model):
         model.eval()
         try:
-            logits = segmentation_logits(model(image.unsqueeze(0).to(device)))
+            logits = _scores(model, image.unsqueeze(0).to(device), amp)
         except (RuntimeError, ValueError, TypeError) as error:
             raise ModelOutputError(
                 f"the model fails on an image of shape {tuple(image.shape)}: {error_line(error)}"
@@ -255,7 +264,7 @@ def _plan(model: nn.Module, dataset: Any, config: BenchmarkConfig) -> _Plan:
     if num_items == 0:
         raise ValueError("dataset is empty")
     device = _run_device(model, config.device)
-    num_classes, first = _classes_of_model(model, dataset, device)
+    num_classes, first = _classes_of_model(model, dataset, device, config.amp)
     image_size = tuple(first["image"].shape[-2:])
     reliable = None
     for key in config.attacks:  # bad attack arguments fail now, not after the clean pass
@@ -265,6 +274,7 @@ def _plan(model: nn.Module, dataset: Any, config: BenchmarkConfig) -> _Plan:
             alpha=config.alpha,
             random_start=config.random_start,
             ignore_index=config.ignore_index,
+            amp=config.amp,
             **_attack_arguments(config, key),
         )
         reliable = R.ensemble_plan(attack) if ATTACKS[key].reliable else reliable
@@ -329,7 +339,8 @@ def _settings(plan: _Plan) -> dict[str, Any]:
         "attack_kwargs": config.attack_kwargs,
         "rain_reference_height": config.rain_reference_height,
         "num_examples": config.num_examples,
-        # only when asked for, so that output folders of runs without corruptions still resume
+        # only when asked for, so that output folders of runs without them still resume
+        **({"amp": str(config.amp).removeprefix("torch.")} if config.amp is not None else {}),
         **(
             {"corruptions": list(config.corruptions), "severities": list(config.severities)}
             if config.corruptions
@@ -422,6 +433,7 @@ def _build_attack(plan: _Plan, condition: Condition) -> Callable[..., torch.Tens
         "random_start": config.random_start,
         "ignore_index": config.ignore_index,
         **_attack_arguments(config, condition.key),
+        "amp": config.amp,
     }
     if ATTACKS[condition.key].reliable and plan.class_weights is not None:
         kwargs["class_weights"] = plan.class_weights
@@ -463,8 +475,7 @@ def _shown_and_logits(
                 shown, stats = attack(images, masks, return_stats=True)
             else:
                 shown = attack(images, masks)
-    with torch.no_grad():
-        logits = segmentation_logits(model(shown))
+    logits = _scores(model, shown, plan.config.amp)
     first, last = int(batch["index"][0]), int(batch["index"][-1])
     return shown, _check_logits(logits, f"batch {b} (dataset items {first}-{last}) under {condition.label}"), stats
 

@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_SCHEDULE",
     "DEFAULT_STEPS",
     "FAST_BENCHMARK_RUN",
+    "FAST_SIZE",
     "FAST_TRAIN_RUN",
     "MAX_STEPS",
     "TRAIN_RUN",
@@ -98,6 +99,7 @@ class BenchmarkRun:
     device: str = "auto"
     attacks: str = "all"
     rain: str = "all"
+    corruptions: str = "none"
     format: str = "table"
     #: images of the generated SyntheticStreets validation set
     synthetic_images: int = 32
@@ -129,12 +131,15 @@ TRAIN_RUN = TrainRun()
 #: The built-in default run (no ``--model``, generated data): fewer iterations and the ``quick``
 #: reliable preset (a smoke test, said so in the output), so it finishes in under 2 minutes on 2 CPU cores.
 BUILTIN_RUN = RunSizes(steps=5, reliable_preset="quick")
+#: Image size of ``--fast``: sides that are multiples of 32 (and of ViT patch sizes 8, 16), which
+#: models with a strided encoder or patch embeddings require.
+FAST_SIZE: tuple[int, int] = (64, 64)
 #: ``segrobust benchmark --fast``: a smoke test in seconds.
 FAST_BENCHMARK_RUN = RunSizes(
-    num_images=4, size=(48, 64), batch_size=2, eps=(8 / 255,), steps=2, reliable_preset="quick"
+    num_images=4, size=FAST_SIZE, batch_size=2, eps=(8 / 255,), steps=2, reliable_preset="quick"
 )
 #: ``segrobust train --fast``: one epoch on a few small images (``steps``: of a recipe with an inner attack).
-FAST_TRAIN_RUN = RunSizes(num_images=8, size=(48, 64), batch_size=4, epochs=1, steps=2)
+FAST_TRAIN_RUN = RunSizes(num_images=8, size=FAST_SIZE, batch_size=4, epochs=1, steps=2)
 
 
 # ----------------------------------------------------------------------------- the built-in default model

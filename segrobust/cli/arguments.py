@@ -10,12 +10,16 @@ __all__ = [
     "attack_args",
     "budget",
     "channel_list",
+    "corruption_list",
     "eps_list",
     "json_object",
     "non_negative_int",
     "positive_float",
     "positive_int",
+    "scale_list",
+    "severity_list",
     "size",
+    "sliding_window",
     "step_size",
 ]
 
@@ -117,3 +121,62 @@ def channel_list(text: str) -> tuple[float, ...]:
     if not values:
         raise argparse.ArgumentTypeError("expected comma-separated numbers, one per channel, e.g. 0.485,0.456,0.406")
     return values
+
+
+def corruption_list(text: str) -> list[str]:
+    """``--corruptions``: corruption and family names, ``all`` or ``none`` (`segrobust.corruptions.resolve_corruptions`)."""
+    from segrobust.corruptions import resolve_corruptions
+
+    try:
+        return resolve_corruptions(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def severity_list(text: str) -> list[int]:
+    """``--severities``: levels in 1..5, comma-separated or as ranges (``1,3,5``, ``1-5``)."""
+    from segrobust.corruptions import resolve_severities
+
+    try:
+        return resolve_severities(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def sliding_window(text: str) -> str:
+    """``--slide HxW:SHxSW`` (crop, stride): checked, returned in that spelling (see `window_pairs`)."""
+    from segrobust.models.inference import window_grid
+
+    crop, _, stride = text.partition(":")
+    try:
+        (height, width), (stride_h, stride_w) = size(crop), size(stride)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected CROPxCROP:STRIDExSTRIDE, e.g. 512x1024:341x683, each side at least 8, got {text!r}"
+        ) from None
+    try:
+        window_grid((height, width), (height, width), (stride_h, stride_w))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{error}, got {text!r}") from None
+    return f"{height}x{width}:{stride_h}x{stride_w}"
+
+
+def window_pairs(text: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(crop, stride)`` of a `sliding_window` value."""
+    crop, _, stride = sliding_window(text).partition(":")
+    return size(crop), size(stride)
+
+
+def scale_list(text: str) -> list[float]:
+    """``--tta``: comma-separated scales in (0, 8], e.g. ``0.75,1,1.25``."""
+    from segrobust.validation import check_number
+
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+        if not values:
+            raise ValueError("no scale given")
+        return [check_number(value, "scale", low=0, low_inclusive=False, high=8) for value in values]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated scales in (0, 8], e.g. 0.75,1,1.25, got {text!r} ({error})"
+        ) from None

@@ -32,10 +32,12 @@ from segrobust.cli.loading import check_defense, dataset, ensure_default_model, 
 from segrobust.cli.options import Invocation
 from segrobust.utils import error_line
 
-__all__ = ["FORMATS", "add_flags", "run"]
+__all__ = ["AMP_CHOICES", "FORMATS", "add_flags", "run"]
 
 #: ``--format`` choices.
 FORMATS = ("table", "json", "csv", "markdown")
+#: ``--amp`` choices (names of `segrobust.validation.AMP_DTYPES`).
+AMP_CHOICES = ("bf16", "fp16")
 
 
 # ----------------------------------------------------------------------------- flags
@@ -55,8 +57,9 @@ def add_flags(commands: Any) -> None:
         "--model",
         metavar="SPEC|PATH",
         help="smp spec (unet:resnet18, deeplabv3plus:resnet34:encoder_depth=4), a segrobust checkpoint, "
-        "SPEC@state_dict.pt, module:callable (torchvision.models.segmentation:lraspp_mobilenet_v3_large) "
-        "or a TorchScript file with --allow-torchscript (default: the built-in default model)",
+        "SPEC@state_dict.pt, module:callable (torchvision.models.segmentation:lraspp_mobilenet_v3_large), "
+        "hf:CLASS (a transformers class with --model-args '{\"config\": {...}}', random weights), hf:PATH (a local "
+        "save_pretrained folder) or a TorchScript file with --allow-torchscript (default: the built-in default model)",
     )
     flags.add(
         model,
@@ -65,7 +68,10 @@ def add_flags(commands: Any) -> None:
         help="defence to evaluate: depth:PATH (DepthMultiTask checkpoint) or pearl:PATH",
     )
     add_model_flags(flags, model)
+    _evaluation_flags(flags, model)
+    _precision_flags(flags, bench)
     _attack_flags(flags, bench)
+    _corruption_flags(flags, bench)
     out = bench.add_argument_group("output")
     flags.add(
         out, "--out", default=BENCHMARK_RUN.out, metavar="DIR", help=f"output folder (default ./{BENCHMARK_RUN.out})"
@@ -94,6 +100,81 @@ def add_flags(commands: Any) -> None:
         FAST_BENCHMARK_RUN,
     )
     bench.option_defaults = flags.defaults
+
+
+def _evaluation_flags(flags: Flags, model: Any) -> None:
+    """How the model is read and run: its logits' entry, sliding windows, test-time augmentation."""
+    flags.add(
+        model,
+        "--output-key",
+        metavar="KEY",
+        help="the entry of the model's output holding the logits (a dict key or attribute, e.g. logits); "
+        "refused when its channels are not the classes",
+    )
+    flags.add(
+        model,
+        "--slide",
+        type=types.sliding_window,
+        metavar="HxW:SHxSW",
+        help="sliding-window inference (mmsegmentation's slide mode): HxW crops every SHxSW pixels, logits "
+        "averaged where they overlap; inside --defense, so a defence sees the whole image",
+    )
+    flags.add(
+        model,
+        "--tta",
+        type=types.scale_list,
+        metavar="S1,S2,...",
+        help="multi-scale + flip test-time augmentation at these scales, e.g. 0.75,1,1.25 (softmax averaged), "
+        "around --slide and --defense",
+    )
+    flags.add(model, "--no-tta-flip", action="store_true", help="--tta without the mirrored copies")
+
+
+def _precision_flags(flags: Flags, bench: argparse.ArgumentParser) -> None:
+    precision = bench.add_argument_group("precision and speed")
+    flags.add(
+        precision,
+        "--amp",
+        choices=AMP_CHOICES,
+        help="run every forward of the model (clean, rain, corruptions, attacks) under torch.autocast in "
+        "bfloat16 or float16; losses, attack steps and the ε projection stay float32",
+    )
+    flags.add(
+        precision,
+        "--channels-last",
+        action="store_true",
+        help="model weights and inputs in channels_last memory format (faster convolutions on recent GPUs)",
+    )
+    flags.add(
+        precision,
+        "--compile",
+        action="store_true",
+        help="torch.compile the model once; its first calls compile (about a minute on CPU for the default "
+        "model, per input shape and for the gradient pass)",
+    )
+
+
+def _corruption_flags(flags: Flags, bench: argparse.ArgumentParser) -> None:
+    group = bench.add_argument_group("corruptions")
+    flags.add(
+        group,
+        "--corruptions",
+        type=types.corruption_list,
+        default=BENCHMARK_RUN.corruptions,
+        metavar="LIST",
+        help="common corruptions: names or families (noise, blur, weather, digital, rain), 'all' (the 15 of "
+        "ImageNet-C and rain) or 'none' (default); 'segrobust list' lists them",
+    )
+    severities = list(field_default(BenchmarkConfig, "severities"))
+    flags.add(
+        group,
+        "--severities",
+        type=types.severity_list,
+        default=severities,
+        metavar="LIST",
+        help=f"corruption severities in 1-5, e.g. 1,3,5 or 1-5 (default {severities[0]}-{severities[-1]}; "
+        "rain has 1-3: its light, medium and heavy presets)",
+    )
 
 
 def _attack_flags(flags: Flags, bench: argparse.ArgumentParser) -> None:
@@ -178,7 +259,25 @@ def _config(options: Any, device: Any) -> Any:
         attack_kwargs=options.attack_args,
         reliable_steps=options.reliable_steps,
         reliable_preset=options.reliable_preset,
+        num_classes=options.num_classes,
+        corruptions=options.corruptions,
+        severities=options.severities,
+        amp=options.amp,
     )
+
+
+def _check_combinations(invocation: Invocation) -> None:
+    """Flags that only qualify another one need it (before anything is loaded)."""
+    options = invocation.options
+    if invocation.is_given("severities") and options.corruptions in ("none", []):
+        raise UsageError("--severities sets the levels of --corruptions: give --corruptions LIST|all too")
+    if options.no_tta_flip and not options.tta:
+        raise UsageError("--no-tta-flip turns off the mirrored copies of --tta: give --tta SCALES too")
+
+
+def _first_image(data: Any) -> Any:
+    item = data[0]
+    return item["image"] if isinstance(item, dict) else item[0]
 
 
 def _metadata(options: Any, config: Any, data: Any, data_name: str, model_name: str) -> dict[str, Any]:
@@ -187,6 +286,8 @@ def _metadata(options: Any, config: Any, data: Any, data_name: str, model_name: 
         vars(options),
         attacks=config.attacks or "none",
         rain=config.rain or "none",
+        corruptions=config.corruptions or "none",
+        severities=config.severities,
         eps=config.eps_list,
         batch_size=config.batch_size,
         num_images=options.num_images or len(data),
@@ -211,6 +312,7 @@ def run(invocation: Invocation) -> int:
     from segrobust.models import ModelLoadError
 
     options = invocation.options
+    _check_combinations(invocation)
     if options.threads:
         torch.set_num_threads(options.threads)
     device = resolve_device(options.device)
@@ -221,7 +323,7 @@ def run(invocation: Invocation) -> int:
         if options.model is None:
             ensure_default_model(progress=not options.no_progress)
         init_distributed()
-        model, model_name = load_benchmark_model(options, device)
+        model, model_name = load_benchmark_model(options, device, _first_image(data) if options.compile else None)
         metadata = _metadata(options, config, data, data_name, model_name)
         started = time.perf_counter()
         results = run_benchmark(model, data, config.replace(metadata=metadata))
@@ -246,6 +348,20 @@ def _print_summary(results: Any, style: str) -> None:
         headline = results.headline()
         if headline:
             print(f"\n{headline}")
+        if any(row.kind == "corruption" for row in results.rows):
+            print("\n" + "\n".join(_card_lines(results)))
+
+
+def _card_lines(results: Any) -> list[str]:
+    """The robustness card as aligned text: condition, mIoU, share of clean, what the number is."""
+    entries = results.robustness_card()
+    width = max(len(entry["label"]) for entry in entries)
+    lines = ["Robustness card (robustness_card.png):"]
+    for entry in entries:
+        miou = "–" if entry["miou"] is None else f"{100 * entry['miou']:.1f} %"
+        share = "" if entry["relative"] is None else f"{100 * entry['relative']:.0f} % of clean"
+        lines.append(f"  {entry['label'].ljust(width)}  {miou:>7}  {share:>14}  {entry['detail']}".rstrip())
+    return lines
 
 
 def _print_closing(results: Any, options: Any, seconds: float) -> None:

@@ -7,7 +7,8 @@ limit; every value is checked by the flag's own type. A file may not make
 segrobust run code: a ``module:callable`` model it names is refused unless the
 command line names the model itself or passes ``--trust-config``, and it can
 never switch on TorchScript (only ``--allow-torchscript`` on the command line
-does). So a shared ``results.json`` replays a run's data, model file or spec,
+does). ``hf:CLASS`` and ``hf:PATH`` models run no code of their own and are
+allowed. So a shared ``results.json`` replays a run's data, model file or spec,
 attacks and sizes, and nothing else.
 """
 
@@ -169,8 +170,8 @@ def _names_code(model: str) -> bool:
     """Whether ``--model`` text would be imported as Python (``module:callable``), not read as a spec or a file."""
     from segrobust.models import ModelLoadError, parse_model_spec
 
-    if not _CALLABLE.fullmatch(model) or Path(model).exists():
-        return False
+    if model.startswith("hf:") or not _CALLABLE.fullmatch(model) or Path(model).exists():
+        return False  # hf:CLASS builds a transformers class, hf:PATH reads a folder: neither imports code
     try:
         parse_model_spec(model)
     except ModelLoadError:
@@ -179,7 +180,13 @@ def _names_code(model: str) -> bool:
 
 
 def check_trust(from_file: Mapping[str, Any], given: Mapping[str, Any], path: str) -> None:
-    """Refuse what a file may not do on its own: name code to import, or allow TorchScript."""
+    """Refuse what a file may not do on its own: name code to import, or allow TorchScript.
+
+    ``hf:CLASS`` and ``hf:PATH`` models are allowed: the first builds one of
+    ``transformers``' own classes, the second reads a local folder without its
+    code (``trust_remote_code=False``, weights without pickled code), as a
+    checkpoint path would be read.
+    """
     model = from_file.get("model")
     if isinstance(model, str) and "model" not in given and _names_code(model) and not given.get("trust_config"):
         raise UsageError(

@@ -96,17 +96,23 @@ def add_model_flags(flags: Flags, group: Any) -> None:
         "--num-classes",
         type=types.positive_int,
         metavar="K",
-        help=f"classes of a spec-built model (default {DEFAULT_NUM_CLASSES})",
+        help=f"classes of a spec-built model (default {DEFAULT_NUM_CLASSES}); the num_labels of an hf:CLASS "
+        "config; checked against the model's output",
     )
     flags.add(
         group,
         "--model-args",
         type=types.json_object,
         metavar="JSON",
-        help="keyword arguments of a module:callable model (or extra smp spec arguments), "
-        'e.g. \'{"num_classes": 21, "weights": null}\'',
+        help="keyword arguments of a module:callable model (or extra smp spec arguments, or the config of "
+        'an hf:CLASS: \'{"config": {...}}\'), e.g. \'{"num_classes": 21, "weights": null}\'',
     )
-    flags.add(group, "--weights", metavar="PATH", help="a state_dict file for a spec- or module:callable-built model")
+    flags.add(
+        group,
+        "--weights",
+        metavar="PATH",
+        help="a state_dict file for a spec-, module:callable- or hf:CLASS-built model",
+    )
     flags.add(
         group,
         "--mean",

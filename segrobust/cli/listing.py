@@ -35,11 +35,24 @@ def _rain_summary(preset: Any) -> str:
     return f"{streaks}, fog {span('fog_density')}"
 
 
+def _corruption_summary(entry: Any) -> str:
+    """``Display name (family), severities 1-5``; rain's severities are its presets."""
+    from segrobust.corruptions import RAIN_SEVERITY_PRESETS
+
+    levels = entry.severities
+    text = f"{entry.display_name} ({entry.family}), severities {levels[0]}-{levels[-1]}"
+    if entry.family == "rain":
+        presets = ", ".join(f"{level}={preset}" for level, preset in zip(levels, RAIN_SEVERITY_PRESETS))
+        text += f": the rain presets {presets}"
+    return text
+
+
 def catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
     """``(group title, [(name, description), ...])`` for ``segrobust list``, read from the registries."""
     from segrobust.attacks.apgd import RADIUS_SCHEDULES
     from segrobust.attacks.ensemble import RELIABLE_PRESETS
     from segrobust.benchmark.registry import ATTACKS, DEFENSES
+    from segrobust.corruptions import CORRUPTIONS
     from segrobust.datasets.factory import DATASETS
     from segrobust.losses import PIXEL_LOSSES
     from segrobust.rain import RAIN_PRESETS
@@ -70,6 +83,10 @@ def catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
         (
             "rain presets (--rain, --rain-preset)",
             [(name, _rain_summary(preset)) for name, preset in RAIN_PRESETS.items()],
+        ),
+        (
+            "corruptions (segrobust benchmark --corruptions, --severities)",
+            [(name, _corruption_summary(entry)) for name, entry in CORRUPTIONS.items()],
         ),
         (
             "training recipes (segrobust train --recipe)",

@@ -132,6 +132,7 @@ def model_options(options: argparse.Namespace) -> dict[str, Any]:
         "mean": options.mean,
         "std": options.std,
         "allow_torchscript": options.allow_torchscript,
+        **({"output_key": options.output_key} if getattr(options, "output_key", None) is not None else {}),
     }
 
 
@@ -143,41 +144,127 @@ def _model_path(model: str) -> Optional[str]:
     return None
 
 
-def load_benchmark_model(options: argparse.Namespace, device: Any) -> tuple[Any, str]:
-    """``(model, name)`` of the model flags: the built-in default or ``--model``, behind ``--defense``."""
+def load_benchmark_model(options: argparse.Namespace, device: Any, sample: Any = None) -> tuple[Any, str]:
+    """``(model, name)`` of the model flags, as the benchmark runs it.
+
+    Innermost first: the built-in default or ``--model`` (with ``--output-key``,
+    ``--mean``/``--std``), ``--slide``, ``--defense``, ``--tta``,
+    ``--channels-last``, ``--compile`` (warmed up on ``sample``, an image ``(C, H, W)``).
+    """
+    segmenter, name = _segmenter(options, device)
+    model = segmenter
+    if options.slide:
+        model = _sliding(segmenter, options.slide)
+        name += f", sliding window {options.slide}"
+    if options.defense:
+        model, name = _defended(segmenter, model, name, options, device)
+    if options.tta:
+        model = _augmented(model, options.tta, not options.no_tta_flip)
+        name += f", multi-scale {','.join(f'{s:g}' for s in options.tta)}{'' if options.no_tta_flip else ' + flip'}"
+    if options.channels_last:
+        model = _channels_last(model)
+    if options.compile:
+        model = _compiled(model, sample, options.amp, device)
+    return model, name
+
+
+def _segmenter(options: argparse.Namespace, device: Any) -> tuple[Any, str]:
+    """The built-in default model or ``--model``, with ``--output-key`` and ``--mean``/``--std``."""
     from segrobust.benchmark.defaults import DEFAULT_MODEL_SPEC, load_default_model
     from segrobust.models import ModelLoadError, SegmentationModel, load_model
 
     load_options = model_options(options)
     if options.model is None:
         if options.model_args or options.weights:
-            raise UsageError("--model-args and --weights need --model (a spec or module:callable)")
+            raise UsageError("--model-args and --weights need --model (a spec, module:callable or hf:CLASS)")
         model = load_default_model(device, progress=not options.no_progress)
-        if options.mean is not None:
-            model = SegmentationModel(model, mean=options.mean, std=options.std).to(device)
-        name = f"default ({DEFAULT_MODEL_SPEC}, trained on SyntheticStreets)"
-    else:
-        path = _model_path(options.model)
-        if path is not None:  # a looping link, a FIFO or a folder says so, not "does not exist"
-            check_file("--model", path)
-        try:
-            model = load_model(
-                options.model, num_classes=options.num_classes, device=device, seed=options.seed, **load_options
-            )
-        except ModelLoadError as error:
-            raise UsageError(f"--model: {error}") from None
-        name = options.model
-    if options.defense:
-        model, name = _defended(model, name, options, device)
-    return model, name
+        if options.mean is not None or options.output_key is not None:
+            wrapping = {"mean": options.mean, "std": options.std, "output_key": options.output_key}
+            try:
+                model = SegmentationModel(model, **wrapping).to(device)
+            except (TypeError, ValueError) as error:
+                raise UsageError(one_line(error)) from None
+        return model, f"default ({DEFAULT_MODEL_SPEC}, trained on SyntheticStreets)"
+    path = _model_path(options.model)
+    if path is not None:  # a looping link, a FIFO or a folder says so, not "does not exist"
+        check_file("--model", path)
+    try:
+        model = load_model(
+            options.model, num_classes=options.num_classes, device=device, seed=options.seed, **load_options
+        )
+    except ModelLoadError as error:
+        raise UsageError(f"--model: {error}") from None
+    return model, options.model
 
 
-def _defended(model: Any, name: str, options: argparse.Namespace, device: Any) -> tuple[Any, str]:
+def _sliding(model: Any, text: str) -> Any:
+    from segrobust.cli.arguments import window_pairs
+    from segrobust.models import SlidingWindow
+
+    return SlidingWindow(model, *window_pairs(text))
+
+
+def _augmented(model: Any, scales: Any, flip: bool) -> Any:
+    from segrobust.models import MultiScaleFlip
+
+    return MultiScaleFlip(model, tuple(scales), flip=flip)
+
+
+def _channels_last(model: Any) -> Any:
+    """Weights converted once (the CLI's own model), every input converted by the wrapper."""
+    import torch
+
+    from segrobust.models import ChannelsLast
+
+    return ChannelsLast(model.to(memory_format=torch.channels_last))
+
+
+def _compiled(model: Any, sample: Any, amp: Optional[str], device: Any) -> Any:
+    """``torch.compile(model)``, called once on ``sample`` so that a compiler failure is one line, now."""
+    import torch
+    from torch._dynamo.exc import TorchDynamoException
+
+    from segrobust.validation import check_amp
+
+    hint = "run without --compile (docs/benchmark.md, 'Precision and speed')"
+    try:
+        compiled = torch.compile(model)
+    except RuntimeError as error:  # e.g. a Python version dynamo does not support
+        raise UsageError(f"--compile: torch.compile is not available here: {one_line(error)}; {hint}") from None
+    if sample is None:
+        return compiled
+    say("segrobust: compiling the model (torch.compile; the first calls take a while) ...")
+    started = time.perf_counter()
+    dtype = check_amp(amp, "--amp")
+    try:
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            compiled(sample.unsqueeze(0).to(device))
+    except TorchDynamoException as error:
+        cause = getattr(error, "inner_exception", None) or error  # a backend's failure: say what the backend said
+        raise UsageError(f"--compile: torch.compile could not compile the model: {one_line(cause)}; {hint}") from None
+    except Exception:  # not the compiler's failure: the benchmark's own model check reports it in its words
+        return compiled
+    say(f"segrobust: compiled in {time.perf_counter() - started:.1f} s")
+    return compiled
+
+
+def _replace_module(root: Any, old: Any, new: Any) -> Any:
+    """``root`` with every occurrence of submodule ``old`` replaced by ``new`` (``new`` if ``root`` is ``old``)."""
+    if root is old:
+        return new
+    places = [(parent, name) for parent in root.modules() for name, child in parent.named_children() if child is old]
+    for parent, name in places:
+        setattr(parent, name, new)
+    return root
+
+
+def _defended(segmenter: Any, model: Any, name: str, options: argparse.Namespace, device: Any) -> tuple[Any, str]:
+    """The defence loaded around ``segmenter``; ``model`` (the segmenter as evaluated, e.g. in windows) put in its place."""
     from segrobust.benchmark.registry import DEFENSES
 
     kind, path = check_defense(options.defense)
     try:
-        model = DEFENSES[kind].load(model, path, num_classes=options.num_classes, device=device).to(device).eval()
+        defended = DEFENSES[kind].load(segmenter, path, num_classes=options.num_classes, device=device)
     except Exception as error:  # hostile, truncated or mismatched files end here, whatever they raise
         if isinstance(error, MemoryError):
             raise
@@ -185,4 +272,4 @@ def _defended(model: Any, name: str, options: argparse.Namespace, device: Any) -
         raise UsageError(
             f"--defense {kind}: {reason if str(path) in reason else f'cannot load {path}: {reason}'}"
         ) from None
-    return model, f"{name} + {kind} defence ({path})"
+    return _replace_module(defended, segmenter, model).to(device).eval(), f"{name} + {kind} defence ({path})"

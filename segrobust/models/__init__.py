@@ -31,7 +31,8 @@ normalisation, query-based Mask2Former outputs) to what segrobust expects:
 ``[0, 1]`` images in, logits at the input resolution out;
 [`SlidingWindow`][segrobust.models.SlidingWindow] and
 [`MultiScaleFlip`][segrobust.models.MultiScaleFlip] add mmsegmentation's
-sliding-window and multi-scale + flip inference on top, differentiably.
+sliding-window and multi-scale + flip inference on top, differentiably, and
+[`ChannelsLast`][segrobust.models.ChannelsLast] runs a model on channels-last inputs.
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ from segrobust.models.huggingface import (
     query_outputs,
     query_semantic_log_probs,
 )
-from segrobust.models.inference import MultiScaleFlip, SlidingWindow
+from segrobust.models.inference import ChannelsLast, MultiScaleFlip, SlidingWindow
 from segrobust.utils import segmentation_logits
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "ChannelsLast",
     "ModelLoadError",
     "ModelSpec",
     "MultiScaleFlip",

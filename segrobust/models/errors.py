@@ -7,3 +7,6 @@ __all__ = ["ModelLoadError"]
 
 class ModelLoadError(ValueError):
     """A model spec or checkpoint that cannot be used; the message says why and what to do."""
+
+    # tracebacks and doctests name the public path users import it from
+    __module__ = "segrobust.models"

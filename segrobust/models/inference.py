@@ -16,7 +16,10 @@ benchmark takes as a segmentation model:
 - [multiscale_flip_log_probs][segrobust.models.inference.multiscale_flip_log_probs] /
   [MultiScaleFlip][segrobust.models.MultiScaleFlip]: the softmax averaged over
   rescaled (and horizontally flipped) copies, each prediction resized back to
-  the input size (mmseg's ``SegTTAModel``), returned as log-probabilities.
+  the input size (mmseg's ``SegTTAModel``), returned as log-probabilities;
+- [ChannelsLast][segrobust.models.ChannelsLast]: the model run on its input in
+  ``torch.channels_last`` memory format (same values, faster convolutions on
+  recent GPUs).
 
 The wrapped model must return logits at the size of what it is given (wrap a
 network that predicts at 1/4 in [SegmentationModel][segrobust.models.SegmentationModel]
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
+from typing import Any, Union
 
 import torch
 import torch.nn.functional as F
@@ -228,3 +231,31 @@ class MultiScaleFlip(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scales={self.scales}, flip={self.flip}"
+
+
+class ChannelsLast(nn.Module):
+    """A model run on its input in ``torch.channels_last`` memory format: the same function, differentiable.
+
+    Each input ``(N, C, H, W)`` is made channels-last before the model sees
+    it (attacks' iterates included), which lets convolutions use their NHWC
+    kernels. The wrapper leaves the model's weights alone: convert them once
+    yourself with ``model.to(memory_format=torch.channels_last)`` (as
+    ``segrobust benchmark --channels-last`` does).
+
+    Shapes: images ``(N, C, H, W)`` to whatever the model returns.
+
+    Examples:
+        >>> net = nn.Conv2d(3, 4, 3, padding=1)
+        >>> x = torch.rand(1, 3, 8, 8)
+        >>> bool(torch.allclose(ChannelsLast(net)(x), net(x)))
+        True
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> Any:
+        return self.model(_check_batch(images).contiguous(memory_format=torch.channels_last))
