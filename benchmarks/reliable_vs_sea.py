@@ -79,8 +79,10 @@ def summary(confusions: torch.Tensor) -> dict[str, float]:
     return {"greedy_miou": round(greedy, 5), "pixel_accuracy": round(pooled, 5)}
 
 
-def run_preset(model, images, masks, eps, preset, weights, batch) -> dict[str, Any]:
-    attack = ReliableEnsemble(model, eps, preset=preset, class_weights=weights)
+def run_preset(model, images, masks, eps, spec, weights, batch) -> dict[str, Any]:
+    """``spec``: a preset name, or ``NAME:STEPS`` to give each of its members STEPS iterations."""
+    preset, _, steps = spec.partition(":")
+    attack = ReliableEnsemble(model, eps, steps=int(steps) if steps else None, preset=preset, class_weights=weights)
     parts, iterations, start = [], [], time.process_time()
     for s in range(0, len(images), batch):
         _, stats = attack(images[s : s + batch], masks[s : s + batch], return_stats=True)
@@ -89,7 +91,7 @@ def run_preset(model, images, masks, eps, preset, weights, batch) -> dict[str, A
     confusions = torch.cat(parts, dim=1)
     members = {name: summary(confusions[a : a + 1]) for a, name in enumerate(attack.member_names)}
     return {
-        "method": f"segrobust preset {preset}",
+        "method": f"segrobust preset {preset}" + (f", {steps} iterations per member" if steps else ""),
         **summary(confusions),
         "iterations_per_image": float(torch.cat(iterations).float().mean()),
         "cpu_s": round(time.process_time() - start, 1),
@@ -149,10 +151,12 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=4.0, help="in 1/255")
     parser.add_argument("--split", default="val")
     parser.add_argument("--stride", type=int, default=3, help="every STRIDE-th image of the split")
-    parser.add_argument("--presets", nargs="*", default=["default"])
+    parser.add_argument("--presets", nargs="*", default=["default"], help="NAME or NAME:STEPS (STEPS per member)")
     parser.add_argument("--sea-code", type=Path, help="a clone of nmndeep/Robust-Segmentation")
     parser.add_argument("--sea-void-fix", action="store_true")
-    parser.add_argument("--sea-iterations", type=int, default=300)
+    parser.add_argument(
+        "--sea-iterations", type=int, nargs="+", default=[300], help="per loss; several: a budget sweep"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -168,8 +172,9 @@ def main() -> None:
     jobs = [(p, lambda p=p: run_preset(model, images, masks, eps, p, weights, args.batch)) for p in args.presets]
     if args.sea_code is not None:
         module = sea_module(args.sea_code, args.sea_void_fix)
-        tag = f"SEA{'+voidfix' if args.sea_void_fix else ''}"
-        jobs.append((tag, lambda: run_sea(model, images, masks, eps, weights, args.batch, module, args.sea_iterations)))
+        for n in args.sea_iterations:
+            tag = f"SEA{'+voidfix' if args.sea_void_fix else ''}" + (f":{n}" if n != 300 else "")
+            jobs.append((tag, lambda n=n: run_sea(model, images, masks, eps, weights, args.batch, module, n)))
     command = "python benchmarks/reliable_vs_sea.py " + shlex.join(sys.argv[1:])
     for name, job in jobs:
         torch.manual_seed(args.seed)
@@ -177,7 +182,13 @@ def main() -> None:
         print(f"{name}: greedy mIoU {row['greedy_miou']:.4f} acc {row['pixel_accuracy']:.4f} "
               f"iterations/image {row['iterations_per_image']:.0f} cpu {row['cpu_s']:.0f}s", flush=True)  # fmt: skip
         key_fields = ("model", "eps_255", "split", "stride", "seed", "name")
-        merge_rows("reliable_vs_sea", [row], command, {"environment": environment()}, key=lambda r: tuple(r.get(k) for k in key_fields))
+        merge_rows(
+            "reliable_vs_sea",
+            [row],
+            command,
+            {"environment": environment()},
+            key=lambda r: tuple(r.get(k) for k in key_fields),
+        )
 
 
 if __name__ == "__main__":
