@@ -271,3 +271,12 @@ def test_train_refuses_an_out_that_is_or_is_inside_a_file(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert needle in err and "\n" not in err and "Traceback" not in err
     assert afile.read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", ["benchmark", "train"])
+def test_flag_prefixes_are_not_taken_for_other_flags(command):
+    """``--output`` once became ``--output-key`` (argparse's prefix matching): every flag is taken whole."""
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args([command, "--output", "out"])
+    assert exit_info.value.code == 2

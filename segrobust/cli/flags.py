@@ -38,7 +38,11 @@ __all__ = [
 
 
 class Parser(argparse.ArgumentParser):
-    """Usage errors are one line and exit code 2."""
+    """Usage errors are one line and exit code 2; flags are taken whole (``--output`` is not ``--output-key``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)  # a prefix silently picking another flag gives wrong runs
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
