@@ -239,3 +239,24 @@ def test_train_pearl_then_benchmark_with_the_defence(tmp_path):
     )
     assert bench.returncode == 0, bench.stderr[-2000:]
     assert (tmp_path / "bench" / "results.json").exists()
+
+
+def test_the_main_job_reports_the_reliable_evaluation_by_default(tmp_path):
+    """Without --attacks the benchmark runs the reliable evaluation (--fast: the 'quick' preset, said to be a
+    smoke test) and leads the report with it; --attacks short is the opt-out."""
+    out = tmp_path / "default"
+    small = ["benchmark", "--fast", "--model", SPEC, "--num-images", "2", "--rain", "none", "--eps", "8/255"]
+    result = _run([*small, "--no-progress", "--out", str(out)])
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    reliable = [row for row in rows if row["key"] == "reliable"]
+    assert len(reliable) == 1 and reliable[0]["ensemble"]["mean_passes_per_image"] >= 20
+    assert "Robustness under the reliable evaluation (preset 'quick'" in result.stdout
+    assert "smoke test" in result.stdout
+    report = (out / "report.md").read_text()
+    assert report.index("## Robustness (reliable evaluation)") < report.index("## Summary")
+    short = _run([*small, "--attacks", "short", "--no-progress", "--out", str(tmp_path / "short")])
+    assert short.returncode == 0, short.stderr
+    assert not any(
+        row["key"] == "reliable" for row in json.loads((tmp_path / "short" / "results.json").read_text())["rows"]
+    )

@@ -172,6 +172,26 @@ def test_list_names_every_registered_entry(capsys):
     assert not any("][" in line or "``" in line for line in lines)  # docstring markup is dropped
 
 
+def test_list_shows_the_reliable_presets_with_their_cost(capsys):
+    from segrobust.attacks.ensemble import RELIABLE_PRESETS
+
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    heading = text.index("reliable presets")
+    section = text[heading:].split("\n\n")[0]
+    for name, preset in RELIABLE_PRESETS.items():
+        line = next(line for line in section.splitlines() if line.strip().startswith(name + " "))
+        assert f"{preset.iterations} iterations per image" in line, line
+
+
+def test_reliable_preset_flag_reaches_the_config_and_unknown_names_exit_2(capsys):
+    args = _parse(["benchmark", "--reliable-preset", "sea"])
+    assert args.reliable_preset == "sea"
+    with pytest.raises(SystemExit) as exit_info:
+        _parse(["benchmark", "--reliable-preset", "strongest"])
+    assert exit_info.value.code == 2 and "strongest" in capsys.readouterr().err
+
+
 def test_train_help_lists_every_recipe_with_its_description():
     from segrobust.training import RECIPES
 

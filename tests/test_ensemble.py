@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from segrobust.attacks import APGD, ReliableEnsemble, SegAttack, greedy_worst_case_miou
+from segrobust.attacks import APGD, ReliableEnsemble, SegAttack, StepRule, greedy_worst_case_miou
+from segrobust.attacks.ensemble import RELIABLE_PRESETS, EnsembleMember
 from segrobust.metrics import confusion_matrix, mean_iou, per_image_confusion, per_image_pixel_accuracy
 
 
@@ -169,3 +172,75 @@ def test_early_stop_skips_images_already_at_zero_accuracy():
     assert stats.member_images[1].tolist() == [i for i in range(4) if bool(stats.attacked[1, i])]
     assert isinstance(stats.member_stats[0].forward_passes, torch.Tensor)
     assert isinstance(ensemble.members[0], APGD)
+
+
+# ---------------------------------------------------------------------------- presets, member specs, warm start
+@pytest.mark.parametrize("name", sorted(RELIABLE_PRESETS))
+def test_each_preset_spends_the_iterations_it_documents(name):
+    """A preset's documented cost (``ReliablePreset.iterations``, shown by ``segrobust list``) is what
+    ``EnsembleStats`` counts: one forward and one backward pass per iteration, on every image."""
+    preset = RELIABLE_PRESETS[name]
+    model, (images, masks) = _model(3), _batch(8, n=2, size=8)
+    attack = ReliableEnsemble(model, 4 / 255, preset=name, early_stop=False)
+    assert attack.member_steps == [member.steps for member in preset.members]
+    _, stats = attack(images, masks, return_stats=True)
+    assert stats.iterations_per_image.tolist() == [preset.iterations] * 2
+    assert bool((stats.forward_passes >= stats.backward_passes).all())
+
+
+def test_preset_iteration_counts_and_the_default_budget():
+    assert RELIABLE_PRESETS["default"].iterations <= 300  # the default's promise: at most 300 per image
+    assert RELIABLE_PRESETS["sea"].iterations == 900  # SEA's published protocol: 3 losses x 300
+    sea = RELIABLE_PRESETS["sea"].members
+    assert [m.loss for m in sea] == ["balanced_masked_ce", "masked_ce", "js"] and sea[0].class_weights
+    assert all(m.radius_schedule == "sea" and not m.warm_start for m in sea)
+
+
+class _StartSpy(StepRule):
+    """Signed steps of radius/4 that record where each radius stage starts."""
+
+    def __init__(self):
+        self.starts = []
+
+    def start(self, x, bounds, radius, alpha, iterations):
+        self.starts.append(x.clone())
+        return SimpleNamespace(bounds=bounds, step_size=torch.full((x.shape[0],), radius / 4), radius=radius)
+
+    def step(self, state, i, x, grad, objective):
+        return (x + state.radius / 4 * grad.sign()).clamp(*state.bounds)
+
+
+def test_warm_started_member_starts_from_the_worst_case_so_far():
+    model, (images, masks) = _model(4), _batch(9)
+    first = EnsembleMember("masked_ce", 5, radius_schedule=None)
+    torch.manual_seed(0)
+    worst_so_far = ReliableEnsemble(model, 8 / 255, members=[first], early_stop=False)(images, masks)
+    spy = _StartSpy()
+    second = EnsembleMember("js", 3, step_rule=spy, radius_schedule=None, warm_start=True)
+    torch.manual_seed(0)
+    ReliableEnsemble(model, 8 / 255, members=[first, second], early_stop=False)(images, masks)
+    assert torch.equal(spy.starts[0], worst_so_far)
+    assert not torch.equal(worst_so_far, images)  # the first member moved, so the check has teeth
+    # without warm start the member starts from a random point of its own
+    spy_cold = _StartSpy()
+    cold = replace(second, warm_start=False, step_rule=spy_cold)
+    torch.manual_seed(0)
+    ReliableEnsemble(model, 8 / 255, members=[first, cold], early_stop=False)(images, masks)
+    assert not torch.equal(spy_cold.starts[0], worst_so_far)
+
+
+def test_member_specs_and_presets_refuse_bad_input_clearly():
+    model = _model()
+    with pytest.raises(ValueError, match="unknown reliable preset"):
+        ReliableEnsemble(model, preset="strongest")
+    with pytest.raises(ValueError, match="steps"):
+        EnsembleMember("js", 0)
+    with pytest.raises(ValueError, match="control"):
+        EnsembleMember("js", 5, control="accuracy")
+    with pytest.raises(ValueError, match="handover"):
+        EnsembleMember("js", 5, handover="first")
+    with pytest.raises((ValueError, TypeError), match=r"preset|members|losses"):
+        ReliableEnsemble(model, preset="default", losses=["js"])
+    # dicts of the member fields are accepted as specs
+    attack = ReliableEnsemble(model, members=[{"loss": "cosine", "steps": 4, "step_rule": "padam"}])
+    assert attack.member_steps == [4] and attack.member_names == ["cosine"]

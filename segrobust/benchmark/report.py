@@ -239,7 +239,7 @@ def _reliable_section(results: BenchmarkResults) -> list[str]:
     if not reliable:
         return [*lines, headline, ""]
     lines += [
-        "| ε | mIoU % (greedy worst case) | Pixel acc. % | Passes / image | Short attacks: worst-case mIoU % |",
+        "| ε | mIoU % (greedy worst case) | Pixel acc. % | Passes / image | All attacks, per-image worst case: mIoU % |",
         "|---|---:|---:|---:|---:|",
     ]
     for row in reliable:
