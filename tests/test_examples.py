@@ -53,12 +53,14 @@ def test_evaluation_modes_example():
 def test_reliable_evaluation_example():
     out = _run("reliable_evaluation.py")
     assert "reliable ensemble (worst case)" in out and "greedy worst-case mIoU" in out
+    assert "preset 'quick': masked_ce ×10 → js ×10" in out and "iterations per image: [" in out
     scores = {
         line[:34].strip(): float(line.split("pixel acc")[1].split()[0])
         for line in out.splitlines()
         if "pixel acc" in line
     }
     assert scores["reliable ensemble (worst case)"] < scores["clean"]
+    assert scores["custom ensemble (worst case)"] < scores["clean"]
 
 
 def test_standard_datasets_example_benchmarks_a_cityscapes_layout_tree():
