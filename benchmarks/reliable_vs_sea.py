@@ -19,6 +19,7 @@ matrices; CPU seconds (``time.process_time``, one thread) and iterations per ima
 Usage:
     python benchmarks/reliable_vs_sea.py --model standard --eps 4 --presets default
     python benchmarks/reliable_vs_sea.py --model standard --eps 4 --sea-code /tmp/Robust-Segmentation --sea-void-fix
+    python benchmarks/reliable_vs_sea.py --plot docs/images/reliable_vs_sea.png   # greedy mIoU vs iterations
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _camvid import CACHE, NUM_CLASSES, build_model, camvid, environment, merge_rows
+from _camvid import CACHE, NUM_CLASSES, RESULTS, build_model, camvid, environment, merge_rows
 
 from segrobust.attacks import ReliableEnsemble, greedy_worst_case_miou
 from segrobust.losses import sea_class_weights
@@ -145,6 +146,35 @@ def run_sea(model, images, masks, eps, weights, batch, module, iterations) -> di
     }
 
 
+def plot(path: Path) -> None:
+    """Greedy worst-case mIoU against iterations per image: one panel per model and eps, one line per method."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = json.loads((RESULTS / "reliable_vs_sea.json").read_text())["rows"]
+    panels = sorted({(r["model"], r["eps_255"]) for r in rows})
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for axis, (model, eps) in zip(axes[0], panels):
+        for family, marker in (("segrobust preset default", "o"), ("SEA own code", "s")):
+            points = sorted(
+                (r["iterations_per_image"], r["greedy_miou"])
+                for r in rows
+                if (r["model"], r["eps_255"]) == (model, eps) and r["method"].startswith(family)
+            )
+            if points:
+                axis.plot(*zip(*points), marker=marker, label=family.replace("segrobust preset ", "segrobust "))
+        axis.set(title=f"{model}, ε = {eps:g}/255", xlabel="iterations per image", ylabel="greedy worst-case mIoU")
+        axis.set_xscale("log")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="standard")
@@ -159,7 +189,10 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", type=Path, help="only draw the figure of the stored rows to this PNG")
     args = parser.parse_args()
+    if args.plot is not None:
+        return plot(args.plot)
     torch.set_num_threads(1)
     model = load_model(args.model)
     images, masks = load_images(args.split, args.stride)
