@@ -301,10 +301,13 @@ BOUND = {
     "eroseg": 0.002,  # -0.0022 .. -0.0004
     "balanced_masked_ce": 0.006,  # +0.0019 .. +0.0038: APGD slightly weaker
     "masked_ce": 0.011,  # +0.0015 .. +0.0062: APGD weaker
+    "tsallis": 0.006,  # -0.0037 .. +0.0011
 }
+# cosine, masked_margin and masked_dlr: not measured (the 4-fixture x 5-seed measurement did not fit the
+# session that added them); tests/test_step_rules.py checks that APGD and PAdam lower accuracy with each.
 
 
-@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("loss", sorted(BOUND))
 def test_apgd_is_level_with_or_stronger_than_pgd_with_the_same_loss(loss, trained_tiny, blobs_test):
     """APGD vs sign PGD (α = 2.5·ε/steps, best iterate) on the same loss, 50 iterations at 4/255.
 
@@ -316,7 +319,7 @@ def test_apgd_is_level_with_or_stronger_than_pgd_with_the_same_loss(loss, traine
     over: ce [−0.0094, −0.0012], js [−0.0079, +0.0002], segpgd [−0.0140,
     −0.0018], cospgd [−0.0105, +0.0002], masked_spherical [−0.0071, +0.0013],
     eroseg [−0.0041, +0.0026], balanced_masked_ce [−0.0009, +0.0065],
-    masked_ce [−0.0005, +0.0107]. So APGD is stronger with CE, JS, SegPGD,
+    masked_ce [−0.0005, +0.0107], tsallis [−0.0065, +0.0023]. So APGD is stronger with CE, JS, SegPGD,
     CosPGD and the masked spherical loss, level with EroSeg, and slightly
     *weaker* with the masked CE losses: they drop as pixels flip (the pixels
     leave the mask), so APGD's best-loss restarts can send an image back to an
