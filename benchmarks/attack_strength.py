@@ -186,8 +186,9 @@ def _clocked(method, clock: Clock):
 def run_ensemble(model, loader, eps, steps) -> dict:
     """The reliable ensemble without early stop: per member and image confusions, choices and costs."""
     from segrobust.attacks import ReliableEnsemble
+    from segrobust.attacks.ensemble import SEA_LOSSES  # the documented rows ran SEA's three losses
 
-    ensemble = ReliableEnsemble(model, eps=eps / 255, steps=steps, early_stop=False)
+    ensemble = ReliableEnsemble(model, eps=eps / 255, steps=steps, early_stop=False, losses=SEA_LOSSES)
     member_clocks = [Clock() for _ in ensemble.members]
     for member, member_clock in zip(ensemble.members, member_clocks):  # the ensemble calls _attack_batch
         member._attack_batch = _clocked(member._attack_batch, member_clock)

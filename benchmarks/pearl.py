@@ -90,9 +90,10 @@ def evaluate(model, dataset, ranges, condition: str, eps: float, steps: int = 10
 def reliable_miou(model, dataset, ranges, eps: float, steps: int, batch_size: int = 16) -> dict:
     """Rainy images (the same draws as ``evaluate``) under the reliable ensemble: greedy worst-case mIoU."""
     from segrobust.attacks import ReliableEnsemble, greedy_worst_case_miou
+    from segrobust.attacks.ensemble import SEA_LOSSES  # the documented rows ran SEA's three losses
     from segrobust.metrics import mean_iou, per_image_confusion
 
-    ensemble = ReliableEnsemble(model, eps=eps, steps=steps, early_stop=False)
+    ensemble = ReliableEnsemble(model, eps=eps, steps=steps, early_stop=False, losses=SEA_LOSSES)
     rainy, attacked = [], []
     torch.manual_seed(0)
     for b, batch in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=False)):

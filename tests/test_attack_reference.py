@@ -35,6 +35,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from conftest import TinySegNet, make_blobs  # noqa: E402
 
 import segrobust.attacks as A  # noqa: E402
+from segrobust.attacks.ensemble import SEA_LOSSES as SEA3  # noqa: E402  (the form the stored outputs used)
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "attack_reference.npz"
 STATS = ("loss", "pixel_accuracy", "best_step", "objective", "step_size", "member_pixel_accuracy", "choice")
@@ -75,8 +76,8 @@ CASES: dict[str, Callable[[torch.nn.Module], Any]] = {
     "APGD-balanced_masked_ce": lambda m: A.APGD(m, steps=12, loss="balanced_masked_ce", radius_schedule="sea"),
     "APGD-eroseg": lambda m: A.APGD(m, steps=12, loss="eroseg"),
     "APGD-segpgd-targeted": lambda m: _targeted(A.APGD(m, steps=12, loss="segpgd")),
-    "ReliableEnsemble": lambda m: A.ReliableEnsemble(m, steps=20),
-    "ReliableEnsemble-no-early-stop": lambda m: A.ReliableEnsemble(m, steps=6, early_stop=False),
+    "ReliableEnsemble": lambda m: A.ReliableEnsemble(m, steps=20, losses=SEA3),
+    "ReliableEnsemble-no-early-stop": lambda m: A.ReliableEnsemble(m, steps=6, early_stop=False, losses=SEA3),
     "RainAttack": lambda m: A.RainAttack(m, ranges={"length": (2.0, 5.0), "num_layers": 1}, steps=4),
     "RainAttack-pixels": lambda m: A.RainAttack(m, 4 / 255, steps=4, ranges={"length": (2.0, 5.0)}),
     "SegMultiAttack": lambda m: A.SegMultiAttack([A.NAA(m, steps=3), A.CosPGD(m, steps=3)]),

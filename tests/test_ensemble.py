@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from segrobust.attacks import APGD, ReliableEnsemble, SegAttack, StepRule, greedy_worst_case_miou
-from segrobust.attacks.ensemble import RELIABLE_PRESETS, EnsembleMember
+from segrobust.attacks.ensemble import RELIABLE_PRESETS, SEA_LOSSES, EnsembleMember
 from segrobust.metrics import confusion_matrix, mean_iou, per_image_confusion, per_image_pixel_accuracy
 
 
@@ -119,7 +119,7 @@ def test_bad_arguments_give_clear_errors():
 def test_worst_case_is_at_or_below_each_member(trained_tiny, blobs_test):
     images, masks = blobs_test
     images, masks = images[:, :, :16, :16].contiguous(), masks[:, :16, :16].contiguous()
-    ensemble = ReliableEnsemble(trained_tiny, eps=4 / 255, steps=10, early_stop=False)
+    ensemble = ReliableEnsemble(trained_tiny, eps=4 / 255, steps=10, early_stop=False, losses=SEA_LOSSES)
     torch.manual_seed(0)
     adv, stats = ensemble(images, masks, return_stats=True)
     with torch.no_grad():
@@ -244,3 +244,14 @@ def test_member_specs_and_presets_refuse_bad_input_clearly():
     # dicts of the member fields are accepted as specs
     attack = ReliableEnsemble(model, members=[{"loss": "cosine", "steps": 4, "step_rule": "padam"}])
     assert attack.member_steps == [4] and attack.member_names == ["cosine"]
+
+
+def test_the_ensemble_without_members_is_the_default_preset():
+    attack = ReliableEnsemble(_model(), 4 / 255)
+    assert attack.specs == list(RELIABLE_PRESETS["default"].members)
+    assert attack.member_steps == [150, 150] and attack.specs[1].warm_start
+    with pytest.raises(ValueError, match="losses form"):
+        ReliableEnsemble(_model(), radius_schedule=None)  # a schedule for all members needs losses=
+    assert [s.loss for s in ReliableEnsemble(_model(), losses=SEA_LOSSES, radius_schedule=None).specs] == list(
+        SEA_LOSSES
+    )

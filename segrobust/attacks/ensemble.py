@@ -275,9 +275,11 @@ class ReliableEnsemble(SegAttack):
       (``"default"``, ``"sea"``, ``"quick"``) or a
       [ReliablePreset][segrobust.attacks.ensemble.ReliablePreset];
     - ``members``: a sequence of ``EnsembleMember`` (or dicts of its fields);
-    - ``losses`` (the form of earlier versions, and the default when none is
-      given: masked CE, balanced masked CE and JS): one APGD member per loss with
-      ``radius_schedule``, the loss as control and the last iterate handed over.
+    - ``losses`` (the form of earlier versions; SEA's set is ``SEA_LOSSES``: masked
+      CE, balanced masked CE and JS): one APGD member per loss, 100 iterations each,
+      with ``radius_schedule``, the loss as control and the last iterate handed over.
+
+    None of them: the ``default`` preset.
 
     Threat model: white-box, ``‖x_adv − x‖∞ ≤ eps``, ``x_adv ∈ [0, 1]``.
 
@@ -464,16 +466,16 @@ def _member_specs(
     losses: Optional[Sequence[LossSpec]],
     radius_schedule: RadiusSchedule,
 ) -> list[EnsembleMember]:
-    """The member specs of exactly one of ``preset``, ``members`` or ``losses`` (default: SEA's three losses)."""
+    """The member specs of at most one of ``preset``, ``members`` or ``losses`` (none: the ``default`` preset)."""
     given = [
         name for name, value in (("preset", preset), ("members", members), ("losses", losses)) if value is not None
     ]
     if len(given) > 1:
         raise ValueError(f"give one of preset, members or losses, not {' and '.join(given)}")
-    if given and given[0] != "losses" and radius_schedule != "sea":
+    if given[:1] != ["losses"] and radius_schedule != "sea":
         raise ValueError(
-            "radius_schedule applies to the losses form; each member of a preset or of members carries its own "
-            "(EnsembleMember.radius_schedule, or member_options={'radius_schedule': ...} for all)"
+            "radius_schedule applies to the losses form (give losses=...); each member of a preset or of members "
+            "carries its own (EnsembleMember.radius_schedule, or member_options={'radius_schedule': ...} for all)"
         )
     if preset is not None:
         if isinstance(preset, str):
@@ -492,7 +494,8 @@ def _member_specs(
         if specs[0].warm_start:
             raise ValueError("the first member cannot be warm-started: there is no worst case before it")
         return specs
-    losses = SEA_LOSSES if losses is None else losses
+    if losses is None:
+        return list(RELIABLE_PRESETS["default"].members)
     if isinstance(losses, str) or not isinstance(losses, (list, tuple)) or len(losses) == 0:
         raise ValueError(f"losses must be a non-empty sequence of pixel losses, got {losses!r}")
     return [EnsembleMember(loss, 100, radius_schedule=radius_schedule) for loss in losses]
