@@ -308,7 +308,7 @@ def plot_corruptions(results: BenchmarkResults, path: Union[str, os.PathLike]) -
 
     Each family's line is the mean over its corruptions; the rain family is
     drawn at the severities of its presets (light 1, medium 2, heavy 3).
-    ``None`` (nothing written) when no corruption was run.
+    ``None`` (nothing written) when neither a corruption nor a rain preset was run.
 
     Examples:
         >>> plot_corruptions(results, "corruptions.png")  # doctest: +SKIP
