@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,3 +54,18 @@ def test_every_test_that_needs_torchattacks_is_named_so():
         and _needs_torchattacks(node)
     ]
     assert not unnamed, f"tests that need torchattacks without it in their name: {unnamed}"
+
+
+def test_every_test_file_that_needs_transformers_runs_in_the_hf_step():
+    """.ci/run's third step installs the [hf] extra and runs the files that skip without transformers."""
+    script = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    hf_step = script[script.index('pip install -q ".[hf]"') :].split("\n\n")[0]
+    # a quoted "transformers" (importorskip, find_spec) or the shared marker; this file only names them
+    uses = re.compile(r"""["']transformers["']|needs_transformers""")
+    needing = [
+        path.name
+        for path in sorted((REPO / "tests").glob("test_*.py"))
+        if path.name != "test_ci.py" and uses.search(path.read_text(encoding="utf-8"))
+    ]
+    missing = [name for name in needing if f"tests/{name}" not in hf_step]
+    assert needing and not missing, f"test files that need transformers but .ci/run's [hf] step skips: {missing}"
