@@ -68,8 +68,8 @@ def test_registries_are_plain_dicts_of_classes_and_callables():
     assert ATTACKS["naa"].attack_class is NAA and ATTACKS["rain_attack"].attack_class is RainAttack
     assert all(callable(entry.load) for entry in DEFENSES.values())
     defaults = [key for key, entry in ATTACKS.items() if entry.default]
-    assert resolve_attacks("all") == defaults == resolve_attacks(None) and "reliable" not in defaults
-    assert resolve_attacks("all,reliable") == ["reliable", *defaults]
+    assert resolve_attacks("all") == defaults == resolve_attacks(None) and defaults[0] == "reliable"
+    assert resolve_attacks("short") == defaults[1:] and resolve_attacks("short,reliable") == defaults
     assert resolve_attacks("none") == [] and resolve_rain_presets("none") == []
     with pytest.raises(TypeError, match="attack_class"):
         AttackEntry("segrobust.attacks.NAA", "Broken")  # module paths are gone

@@ -274,7 +274,6 @@ def _plan(model: nn.Module, dataset: Any, config: BenchmarkConfig) -> _Plan:
             alpha=config.alpha,
             random_start=config.random_start,
             ignore_index=config.ignore_index,
-            amp=config.amp,
             **_attack_arguments(config, key),
         )
         reliable = R.ensemble_plan(attack) if ATTACKS[key].reliable else reliable
@@ -312,11 +311,13 @@ def _plan(model: nn.Module, dataset: Any, config: BenchmarkConfig) -> _Plan:
 
 
 def _attack_arguments(config: BenchmarkConfig, key: str) -> dict[str, Any]:
-    """``steps`` of attack ``key`` (the reliable ensemble: ``reliable_steps`` and its preset) and its ``attack_kwargs``."""
+    """``steps`` of attack ``key`` (the reliable ensemble: ``reliable_steps`` and its preset), ``amp`` when set
+    (so attacks registered without an ``amp`` argument still run) and its ``attack_kwargs``."""
+    amp = {} if config.amp is None else {"amp": config.amp}
     if not ATTACKS[key].reliable:
-        return {"steps": config.steps, **config.attack_kwargs.get(key, {})}
+        return {"steps": config.steps, **amp, **config.attack_kwargs.get(key, {})}
     preset = {} if config.reliable_preset is None else {"preset": config.reliable_preset}
-    return {"steps": config.reliable_steps, **preset, **config.attack_kwargs.get(key, {})}
+    return {"steps": config.reliable_steps, **preset, **amp, **config.attack_kwargs.get(key, {})}
 
 
 def _settings(plan: _Plan) -> dict[str, Any]:
@@ -433,7 +434,6 @@ def _build_attack(plan: _Plan, condition: Condition) -> Callable[..., torch.Tens
         "random_start": config.random_start,
         "ignore_index": config.ignore_index,
         **_attack_arguments(config, condition.key),
-        "amp": config.amp,
     }
     if ATTACKS[condition.key].reliable and plan.class_weights is not None:
         kwargs["class_weights"] = plan.class_weights
