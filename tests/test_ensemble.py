@@ -131,6 +131,8 @@ def test_worst_case_is_at_or_below_each_member(trained_tiny, blobs_test):
     assert stats.member_pixel_accuracy.shape == (3, 8) and stats.attacked.all()
     assert (stats.pixel_accuracy <= stats.member_pixel_accuracy.min(0).values + 1e-7).all()
     assert stats.member_names == ["masked_ce", "balanced_masked_ce", "js"]
+    assert len(stats.member_seconds) == len(stats.member_cpu_seconds) == 3
+    assert all(t > 0 for t in stats.member_seconds) and all(t >= 0 for t in stats.member_cpu_seconds)
     # each member alone, under the same seed sequence, gives the member's images
     torch.manual_seed(0)
     for a, member in enumerate(ensemble.members):

@@ -10,6 +10,7 @@ case so far. Named sets of members are the presets of
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence, Union
@@ -214,7 +215,8 @@ class EnsembleStats:
     ``backward_passes`` ``(A, N)``: model passes spent (per member,
     ``steps`` backward and ``steps + 1`` forward, plus one forward per radius
     stage that hands over its best iterate). ``member_steps``: each member's
-    iterations. ``member_stats``: each member's
+    iterations; ``member_seconds`` / ``member_cpu_seconds``: the wall-clock and
+    process CPU seconds each member took on this batch. ``member_stats``: each member's
     [APGDStats][segrobust.attacks.APGDStats] on the images it attacked
     (``member_images`` their indices). ``nonfinite_gradient`` ``(N,)``: a member
     met NaN or infinite logits or gradients on the image (only with
@@ -233,6 +235,8 @@ class EnsembleStats:
     member_images: list[torch.Tensor] = field(default_factory=list)
     nonfinite_gradient: Optional[torch.Tensor] = None  # (N,) bool: a member met NaN/Inf (nonfinite="warn")
     member_steps: list[int] = field(default_factory=list)
+    member_seconds: list[float] = field(default_factory=list)  # wall-clock seconds of each member on this batch
+    member_cpu_seconds: list[float] = field(default_factory=list)  # process CPU seconds (all threads)
 
     @property
     def iterations_per_image(self) -> torch.Tensor:
@@ -413,6 +417,7 @@ class ReliableEnsemble(SegAttack):
         stats_list, index_list = [], []
         done = torch.zeros(n, dtype=torch.bool, device=dev)
         nonfinite = torch.zeros(n, dtype=torch.bool, device=dev)
+        seconds, cpu_seconds = [0.0] * members, [0.0] * members
         for a, member in enumerate(self.members):
             todo = (~done if self.early_stop else torch.ones_like(done)).nonzero().flatten()
             index_list.append(todo)
@@ -423,10 +428,12 @@ class ReliableEnsemble(SegAttack):
             if a == 0:  # the masks are checked against the model's output in the first forward
                 member._pending_checks, self._pending_checks = self._pending_checks, []
             start = best[todo] if self.specs[a].warm_start else None
+            wall, cpu = time.perf_counter(), time.process_time()
             try:
                 adv, stats = member._attack_batch(images[todo], labels[todo], direction, start=start)
             finally:
                 member._pending_checks = []
+            seconds[a], cpu_seconds[a] = time.perf_counter() - wall, time.process_time() - cpu
             matrices = stats.confusion  # scored from the logits the attack already computed
             acc = confusion_pixel_accuracy(matrices)
             if confusion is None:
@@ -456,6 +463,8 @@ class ReliableEnsemble(SegAttack):
             member_images=index_list,
             nonfinite_gradient=nonfinite,
             member_steps=self.member_steps,
+            member_seconds=seconds,
+            member_cpu_seconds=cpu_seconds,
         )
         return best, ensemble_stats
 
