@@ -223,7 +223,8 @@ def _attack_flags(flags: Flags, bench: argparse.ArgumentParser) -> None:
         "--reliable-steps",
         type=types.positive_int,
         metavar="N",
-        help="iterations of every member of the reliable evaluation (default: the preset's)",
+        help="iterations of every member of the reliable evaluation (default: the preset's; "
+        f"{BUILTIN_RUN.reliable_steps} in the built-in default)",
     )
     flags.add(attack, "--alpha", type=types.step_size, metavar="A", help="attack step size (default 2.5·ε/steps)")
     flags.add(attack, "--no-random-start", action="store_true", help="start attacks at the clean image")
