@@ -147,7 +147,8 @@ def run_sea(model, images, masks, eps, weights, batch, module, iterations) -> di
 
 
 def plot(path: Path) -> None:
-    """Greedy worst-case mIoU against iterations per image: one panel per model and eps, one line per method."""
+    """Greedy worst-case mIoU against iterations per image: one panel per model and eps with a budget sweep
+    (three or more rows), one line per method."""
     import json
 
     import matplotlib
@@ -156,7 +157,10 @@ def plot(path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = json.loads((RESULTS / "reliable_vs_sea.json").read_text())["rows"]
-    panels = sorted({(r["model"], r["eps_255"]) for r in rows})
+    counts: dict = {}
+    for r in rows:
+        counts[(r["model"], r["eps_255"])] = counts.get((r["model"], r["eps_255"]), 0) + 1
+    panels = sorted(panel for panel, count in counts.items() if count >= 3)  # a budget sweep ran there
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for axis, (model, eps) in zip(axes[0], panels):
         for family, marker in (("segrobust preset default", "o"), ("SEA own code", "s")):
