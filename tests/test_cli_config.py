@@ -205,6 +205,6 @@ def test_the_built_in_run_is_small_and_a_given_model_gets_the_default_preset():
     """The built-in run stays under 2 minutes on 2 cores (docs/benchmark.md, Throughput); a user's model is
     evaluated with the `default` preset at its own iterations."""
     builtin = _parse(["benchmark"])
-    assert (builtin.num_images, builtin.steps, builtin.reliable_steps, builtin.reliable_preset) == (24, 5, 5, "quick")
+    assert (builtin.num_images, builtin.steps, builtin.reliable_steps, builtin.reliable_preset) == (16, 5, 5, "quick")
     given = _parse(["benchmark", "--model", "unet:resnet18"])
     assert (given.reliable_preset, given.reliable_steps, given.steps) == ("default", None, 10)

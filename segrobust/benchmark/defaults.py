@@ -128,10 +128,11 @@ class TrainRun:
 BENCHMARK_RUN = BenchmarkRun()
 #: ``segrobust train`` without flags.
 TRAIN_RUN = TrainRun()
-#: The built-in default run (no ``--model``, generated data): 24 images, 5-step short attacks and the
+#: The built-in default run (no ``--model``, generated data): 16 images, 5-step short attacks and the
 #: ``quick`` reliable preset at 5 iterations per member (a smoke test, said so in the output), so it
-#: finishes in under 2 minutes on 2 CPU cores (measured: 2 min 28 s with 32 images and 10 per member).
-BUILTIN_RUN = RunSizes(num_images=24, steps=5, reliable_steps=5, reliable_preset="quick")
+#: finishes in under 2 minutes on 2 CPU cores (measured on 2 idle cores: 1 min 3 s; 2 min 28 s with 32 images
+#: and 10 per member; 24 images took 1 min 40 s there and about 2 min in a CI run).
+BUILTIN_RUN = RunSizes(num_images=16, steps=5, reliable_steps=5, reliable_preset="quick")
 #: Image size of ``--fast``: sides that are multiples of 32 (and of ViT patch sizes 8, 16), which
 #: models with a strided encoder or patch embeddings require.
 FAST_SIZE: tuple[int, int] = (64, 64)
