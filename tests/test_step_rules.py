@@ -130,8 +130,9 @@ def test_padam_and_apgd_both_lower_accuracy_with_every_loss(loss, trained_tiny, 
         attack = LinfAttack(trained_tiny, 8 / 255, None, 20, loss=loss, step_rule=rule, radius_schedule="sea")
         with torch.no_grad():
             accuracy[rule] = float(per_image_pixel_accuracy(trained_tiny(attack(images, masks)), masks).mean())
-    # measured drops 0.123 (PAdam, masked DLR) .. 0.207 (APGD, JS) from clean 0.949; at 4/255 they were 0.037 .. 0.061
-    assert accuracy["apgd"] < clean - 0.08 and accuracy["padam"] < clean - 0.08, (clean, accuracy)
+    # measured drops over every loss and both rules, trained_tiny retrained with seeds 0-3 (a stand-in for other
+    # CPUs' kernels): smallest 0.123 / 0.101 / 0.195 / 0.269, largest 0.207-0.339; at 4/255 they were 0.037-0.061
+    assert accuracy["apgd"] < clean - 0.05 and accuracy["padam"] < clean - 0.05, (clean, accuracy)
 
 
 # ---------------------------------------------------------------------------- control, hand-over, per-stage losses

@@ -216,7 +216,8 @@ class EnsembleStats:
     ``steps`` backward and ``steps + 1`` forward, plus one forward per radius
     stage that hands over its best iterate). ``member_steps``: each member's
     iterations; ``member_seconds`` / ``member_cpu_seconds``: the wall-clock and
-    process CPU seconds each member took on this batch. ``member_stats``: each member's
+    process CPU seconds each member took on this batch (on a GPU the member's
+    last kernels may still run when its clock stops: a cost estimate, not a profile). ``member_stats``: each member's
     [APGDStats][segrobust.attacks.APGDStats] on the images it attacked
     (``member_images`` their indices). ``nonfinite_gradient`` ``(N,)``: a member
     met NaN or infinite logits or gradients on the image (only with
