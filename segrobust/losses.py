@@ -703,6 +703,12 @@ class TsallisLoss(PixelLoss):
     ``p_y = 0.75``) to ``q_end = 1`` (cross-entropy). The schedule restarts in
     every radius stage (``per_stage``), as in TsallisPGD. Optional
     ``class_weights`` ``(K,)`` multiply each pixel by ``w_y``.
+
+    Examples:
+        >>> import torch
+        >>> logits, labels = torch.tensor([[[[2.0]], [[1.0]], [[0.0]]]]), torch.tensor([[[0]]])
+        >>> TsallisLoss()(logits, labels, labels != 255, 1, 10)  # step 1 of 10
+        tensor([[[0.2352]]])
     """
 
     per_stage = True
@@ -745,6 +751,12 @@ class CosineLoss(PixelLoss):
 
     Not masked; zero on ignored pixels. It does not saturate with the softmax's
     confidence, so it still pulls where cross-entropy-like gradients vanish.
+
+    Examples:
+        >>> import torch
+        >>> logits, labels = torch.tensor([[[[2.0]], [[1.0]], [[0.0]]]]), torch.tensor([[[0]]])
+        >>> CosineLoss()(logits, labels, labels != 255, 1, 10)  # step 1 of 10
+        tensor([[[0.1056]]])
     """
 
     def __call__(
@@ -754,7 +766,14 @@ class CosineLoss(PixelLoss):
 
 
 class MaskedMarginLoss(PixelLoss):
-    """[logit_margin][segrobust.losses.logit_margin] ``max_{k≠y} z_k − z_y`` on the pixels still classified correctly."""
+    """[logit_margin][segrobust.losses.logit_margin] ``max_{k≠y} z_k − z_y`` on the pixels still classified correctly.
+
+    Examples:
+        >>> import torch
+        >>> logits, labels = torch.tensor([[[[2.0]], [[1.0]], [[0.0]]]]), torch.tensor([[[0]]])
+        >>> MaskedMarginLoss()(logits, labels, labels != 255, 1, 10)  # step 1 of 10
+        tensor([[[-1.]]])
+    """
 
     def __call__(
         self, logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, step: int, steps: int
@@ -768,6 +787,12 @@ class MaskedDLRLoss(PixelLoss):
     ``(max_{k≠y} z_k − z_y) / (z_π1 − z_π3 + 1e-12)`` with ``z_π`` the logits
     sorted in decreasing order; the denominator is detached, so it rescales
     each pixel's gradient without adding a path of its own. Needs 3 classes.
+
+    Examples:
+        >>> import torch
+        >>> logits, labels = torch.tensor([[[[2.0]], [[1.0]], [[0.0]]]]), torch.tensor([[[0]]])
+        >>> MaskedDLRLoss()(logits, labels, labels != 255, 1, 10)  # step 1 of 10
+        tensor([[[-0.5000]]])
     """
 
     def __call__(

@@ -152,7 +152,12 @@ class EnsembleMember:
 
 @dataclass(frozen=True)
 class ReliablePreset:
-    """A named set of members: ``ReliableEnsemble(model, eps, preset=NAME)``."""
+    """A named set of members: ``ReliableEnsemble(model, eps, preset=NAME)``.
+
+    Examples:
+        >>> RELIABLE_PRESETS["default"].iterations, RELIABLE_PRESETS["default"].describe()
+        (300, 'masked_ce ×150 → js ×150')
+    """
 
     members: tuple[EnsembleMember, ...]
     description: str

@@ -230,6 +230,13 @@ class PAdamStep(StepRule):
         betas: Adam's ``(β₁, β₂)``, each in ``[0, 1)``.
         eps: Adam's ``eps`` (added to ``√v̂``), positive.
         signed: step along the sign of Adam's direction.
+
+    Examples:
+        >>> from segrobust.attacks import LinfAttack
+        >>> rule = PAdamStep(lr_final_factor=0.05)
+        >>> attack = LinfAttack(model, 8 / 255, None, 100, loss="cosine", step_rule=rule)  # doctest: +SKIP
+        >>> rule.lr_factor, rule.signed
+        (0.25, False)
     """
 
     def __init__(
