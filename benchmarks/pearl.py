@@ -113,6 +113,7 @@ def trained_pearl(segmenter, ama: bool, tag: str, train_set, ranges, eps: float,
     path = (
         CACHE / f"pearl{'-ama' if ama else ''}{tag}_{args.derainer}_{args.rain}_{size[0]}x{size[1]}_e{args.epochs}.pt"
     )
+    torch.manual_seed(0)  # the derainer's initial weights do not depend on which rows ran before it
     derainer = build_derainer(args.derainer)
     if path.exists():
         derainer.load_state_dict(torch.load(path, weights_only=True))
@@ -192,28 +193,30 @@ def main(argv=None):
         return run_recipe("nat")(model, loader, rain=ranges, eps=eps, steps=args.train_steps, **kw)
 
     nat_key = f"nat{args.eps:g}s{args.train_steps}-lr{args.nat_lr:g}-{args.rain}-from-e{args.base_epochs}"
-    nat, nat_info = trained_model(
-        nat_key,
-        args.arch,
-        args.encoder,
-        size,
-        args.epochs,
-        nat_recipe,
-    )
-    models["NAT"] = nat
-    train_seconds["NAT"] = nat_info.get("train_seconds")
-    pearls = [("PEARL", False, segmenter, ""), ("PEARL+AMA", True, segmenter, "")]
+    # (name, AMA, on the NAT segmenter): the derainer rows of this run.
+    pearls = [("PEARL", False, False), ("PEARL+AMA", True, False)]
     if args.transfer:
-        pearls += [("NAT + PEARL", False, nat, f"-on-{nat_key}"), ("NAT + PEARL+AMA", True, nat, f"-on-{nat_key}")]
-    for name, ama, base, tag in pearls:
+        pearls += [("NAT + PEARL", False, True), ("NAT + PEARL+AMA", True, True)]
+    rows_of_run = ["segmenter alone", "NAT", *(name for name, _, _ in pearls)]
+    unknown = sorted(set(args.models or ()) - set(rows_of_run))
+    if unknown:
+        raise SystemExit(f"--models: {unknown} are not rows of this run ({rows_of_run})")
+    wanted = args.models or rows_of_run
+    # Only the models the rows need are trained, so parallel runs can split the rows.
+    needs_nat = {"NAT"} | {name for name, _, on_nat in pearls if on_nat}
+    if needs_nat & set(wanted):
+        nat, nat_info = trained_model(nat_key, args.arch, args.encoder, size, args.epochs, nat_recipe)
+        models["NAT"] = nat
+        train_seconds["NAT"] = nat_info.get("train_seconds")
+    for name, ama, on_nat in pearls:
+        if name not in wanted:
+            continue
+        base, tag = (models["NAT"], f"-on-{nat_key}") if on_nat else (segmenter, "")
         tag += "-quick" if args.quick else ""  # a smoke run's derainers never stand in for real ones
         models[name], train_seconds[name] = trained_pearl(base, ama, tag, train_set, ranges, eps, args)
 
-    unknown = sorted(set(args.models or ()) - set(models))
-    if unknown:
-        raise SystemExit(f"--models: {unknown} are not rows of this run ({sorted(models)})")
     rows = []
-    for name in args.models or models:
+    for name in wanted:
         row = {"model": name, "train_seconds": train_seconds[name]}
         for condition in args.conditions:
             row[condition] = evaluate(models[name], val, ranges, condition, eps)
