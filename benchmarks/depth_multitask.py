@@ -246,14 +246,35 @@ def depth_error(args, state: Path | None, test: Dataset) -> float:
     return float(median_scaled_abs_rel(torch.cat(predicted), torch.cat(true)))
 
 
+def corruption_scores(model, dataset, corruptions: str, severities: str) -> dict[str, Any]:
+    """The ImageNet-C corruptions through ``run_benchmark`` (a user's numbers): mean mIoU, its ratio to clean, per family."""
+    from segrobust.benchmark import run_benchmark
+
+    results = run_benchmark(model, dataset, attacks="none", rain="none", corruptions=corruptions, num_classes=NUM_CLASSES,
+                            severities=severities, batch_size=16, seed=0, progress=False)  # fmt: skip
+    summary = results.corruption_summary()
+    per_condition = {row.label: row.miou for row in results.rows if row.kind == "corruption"}
+    return {
+        "mean_miou": summary["mean_miou"],
+        "relative_robustness": summary["relative_robustness"],
+        "worst_family": summary["worst_family"],
+        "families": {name: family["mean"] for name, family in summary["families"].items()},
+        "per_corruption": {name: entry["mean"] for name, entry in summary["corruptions"].items()},
+        "per_condition": per_condition,
+    }
+
+
 def evaluate_row(args, variant: Variant, model, val: Dataset, test_triplets: Dataset | None) -> dict:
     row: dict[str, Any] = {"model": variant.label}
-    for condition in CONDITIONS:
+    for condition in args.conditions:
         row[condition] = evaluate(model, val, condition)
         print(f"{variant.label:30s} {condition:13s} mIoU {row[condition]:.4f}", flush=True)
     if test_triplets is not None and variant.multitask_path is not None:
         row["depth_abs_rel"] = depth_error(args, variant.multitask_path, test_triplets)
         print(f"{variant.label:30s} depth abs-rel {row['depth_abs_rel']:.4f}", flush=True)
+    if args.corruptions != "none":
+        row["corruptions"] = corruption_scores(model, val, args.corruptions, args.severities)
+        print(f"{variant.label:30s} corruptions: mean mIoU {row['corruptions']['mean_miou']:.4f}", flush=True)
     if args.reliable_steps:
         row["reliable 4/255"] = reliable_ensemble(model, val, 4.0, args.reliable_steps)
         print(f"{variant.label:30s} reliable 4/255 mIoU {row['reliable 4/255']['miou']:.4f}", flush=True)
@@ -271,6 +292,11 @@ def parse_args(argv):
     parser.add_argument("--transfer-epochs", type=int, default=10, help="fine-tuning epochs on CamVid (transfer)")
     parser.add_argument("--synthetic-train", type=int, default=400, help="synthetic training triplets")
     parser.add_argument("--synthetic-test", type=int, default=64, help="held-apart synthetic test triplets")
+    parser.add_argument(
+        "--conditions", nargs="*", choices=CONDITIONS, default=CONDITIONS, help="noise and 10-step columns"
+    )
+    parser.add_argument("--corruptions", default="all", help="ImageNet-C corruptions (run_benchmark's names), or none")
+    parser.add_argument("--severities", default="1,2,3,4,5", help="corruption severities")
     parser.add_argument("--reliable-steps", type=int, default=100, help="APGD iterations per loss; 0: no ensemble")
     parser.add_argument("--seed", type=int, help="training seed (initial weights and trainer); rows named by it")
     parser.add_argument("--threads", type=int, default=2)
@@ -309,7 +335,7 @@ def main(argv=None):
         rows.append({"key": "untrained", "model": "untrained depth branch",
                      "depth_abs_rel": depth_error(args, None, test_triplets)})  # fmt: skip
     command = "python benchmarks/depth_multitask.py " + shlex.join(argv or sys.argv[1:])
-    base = {"settings": vars(args), "conditions": list(CONDITIONS), "environment": environment()}
+    base = {"settings": vars(args), "conditions": list(args.conditions), "environment": environment()}
     base["total_seconds"] = round(time.time() - start, 1)
     if args.quick:
         return
