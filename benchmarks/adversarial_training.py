@@ -5,15 +5,19 @@ By default the three rows fine-tune the standard CamVid model of
 which fits a 2-core CPU budget; ``--from-scratch`` trains each from scratch
 instead (``--epochs`` each). Every model is evaluated on val: clean mIoU and
 robust mIoU, the lowest mIoU over PGD (torchattacks), NAA, SegPGD, CosPGD and
-EroSeg at eps 4/255 (``--eval-steps`` steps, alpha = 2.5·eps/steps), and the
-reliable ensemble at the same eps (``--reliable-steps`` APGD iterations per loss,
-SEA radius schedule; 0 skips it): greedy worst-case mIoU and pixel accuracy,
-and each member's. The adversarial trainings use a ``--train-steps``-step inner
-attack at the same eps.
+EroSeg at ``--eval-eps`` (default: the training ``--eps``, 4/255;
+``--eval-steps`` steps, alpha = 2.5·eps/steps), and the reliable ensemble at
+the same eps (``--reliable-steps`` APGD iterations per loss, SEA radius
+schedule; 0 skips it): greedy worst-case mIoU and pixel accuracy, and each
+member's. The adversarial trainings use a ``--train-steps``-step inner attack
+at ``--eps``. Each setting writes its own results file
+(``adversarial_training[_scratch][_train{eps}][_eval{eps}].json``).
 
 Usage:
     python benchmarks/adversarial_training.py          # writes benchmarks/results/adversarial_training.json
     python benchmarks/adversarial_training.py --only PGD-AT --merge   # one row, merged into that file
+    python benchmarks/adversarial_training.py --eval-eps 8 --reliable-steps 100 --only PGD-AT --merge   # _eval8.json
+    python benchmarks/adversarial_training.py --from-scratch --epochs 20 --only EroSeg-AT --merge  # _scratch.json
 """
 
 from __future__ import annotations
@@ -43,6 +47,17 @@ def _fine_tune(recipe, base):
     return run
 
 
+def results_name(args) -> str:
+    """Each setting its own results file, so a from-scratch or 8/255 run never replaces the fine-tuning rows."""
+    eval_eps = args.eps if args.eval_eps is None else args.eval_eps
+    return (
+        "adversarial_training"
+        + ("_scratch" if args.from_scratch else "")
+        + ("" if args.eps == 4 else f"_train{args.eps:g}")
+        + ("" if eval_eps == 4 else f"_eval{eval_eps:g}")
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="Linknet")
@@ -51,7 +66,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--base-epochs", type=int, default=20, help="epochs of the standard model fine-tuned from")
     parser.add_argument("--from-scratch", action="store_true")
-    parser.add_argument("--eps", type=float, default=4.0, help="train and eval budget, in 1/255 units")
+    parser.add_argument("--eps", type=float, default=4.0, help="training budget, in 1/255 units")
+    parser.add_argument("--eval-eps", type=float, help="evaluation budget, in 1/255 units (default: --eps)")
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--eval-steps", type=int, default=10)
     parser.add_argument("--attacks", nargs="+", default=("PGD", "NAA", "SegPGD", "CosPGD", "EroSeg"))
@@ -64,6 +80,7 @@ def main(argv=None):
         parser.error("--only writes part of the table: add --merge to keep the other rows of the file")
     torch.set_num_threads(args.threads)
     eps = args.eps / 255
+    eval_eps = (args.eps if args.eval_eps is None else args.eval_eps) / 255
     at = {"eps": eps, "alpha": 2.5 * eps / args.train_steps, "steps": args.train_steps}
     recipes = {
         "standard": (run_recipe("standard"), {}),
@@ -93,12 +110,12 @@ def main(argv=None):
         row = {"training": name, "train_seconds": info.get("train_seconds"), "clean": evaluate(model, val)}
         per_attack = {}
         for attack in args.attacks:
-            per_attack[attack] = evaluate(model, val, attack_factory(attack, model, eps, args.eval_steps))
+            per_attack[attack] = evaluate(model, val, attack_factory(attack, model, eval_eps, args.eval_steps))
             print(f"{name:10s} {attack:7s}: mIoU {per_attack[attack]['miou']:.4f}", flush=True)
         strongest = min(per_attack, key=lambda a: per_attack[a]["miou"])
         row.update(per_attack=per_attack, robust={"attack": strongest, **per_attack[strongest]})
         if args.reliable_steps:
-            row["reliable"] = reliable_ensemble(model, val, args.eps, args.reliable_steps)
+            row["reliable"] = reliable_ensemble(model, val, eval_eps * 255, args.reliable_steps)
             print(f"{name:10s} reliable ensemble: mIoU {row['reliable']['miou']:.4f}", flush=True)
         rows.append(row)
         print(
@@ -115,17 +132,18 @@ def main(argv=None):
             "fine_tuned_from": None if base is None else f"standard, {args.base_epochs} epochs",
         },
         "train_attack": at,
-        "eval_eps": eps,
+        "eval_eps": eval_eps,
         "eval_steps": args.eval_steps,
         "reliable_steps": args.reliable_steps,
         "rows": rows,
         "total_seconds": round(time.time() - start, 1),
         "environment": environment(),
     }
+    name = results_name(args)
     if args.merge:
-        path = merge_rows("adversarial_training", rows, payload["command"], payload, key=lambda row: row["training"])
+        path = merge_rows(name, rows, payload["command"], payload, key=lambda row: row["training"])
     else:
-        path = write_results("adversarial_training", payload)
+        path = write_results(name, payload)
     print(f"wrote {path}")
 
 
