@@ -320,7 +320,15 @@ def main(argv=None):
     if args.quick:
         val = torch.utils.data.Subset(val, range(8))
         test_triplets = test_triplets and torch.utils.data.Subset(test_triplets, range(8))
-    rows = []
+    command = "python benchmarks/depth_multitask.py " + shlex.join(argv or sys.argv[1:])
+    base = {"settings": vars(args), "conditions": list(args.conditions), "environment": environment()}
+
+    def write(row: dict) -> None:
+        """Merge one finished row into the results file, so a stopped run keeps the rows it finished."""
+        if not args.quick:
+            base["total_seconds"] = round(time.time() - start, 1)
+            print(f"wrote {merge_rows(RESULT_NAMES[args.world], [row], command, base, key=lambda r: r['key'])}")
+
     for name in chosen:
         variant = rows_of_world[name]
         epochs = args.transfer_epochs if args.world == "transfer" else args.epochs
@@ -330,16 +338,10 @@ def main(argv=None):
         row = {"key": name, **evaluate_row(args, variant, model.eval(), val, test_triplets)}
         if args.seed is not None:
             row.update(key=f"{name}-seed{args.seed}", model=f"{row['model']}, seed {args.seed}", seed=args.seed)
-        rows.append({**row, "train_seconds": info.get("train_seconds"), "images": len(val)})
+        write({**row, "train_seconds": info.get("train_seconds"), "images": len(val)})
     if test_triplets is not None and not args.models:
-        rows.append({"key": "untrained", "model": "untrained depth branch",
-                     "depth_abs_rel": depth_error(args, None, test_triplets)})  # fmt: skip
-    command = "python benchmarks/depth_multitask.py " + shlex.join(argv or sys.argv[1:])
-    base = {"settings": vars(args), "conditions": list(args.conditions), "environment": environment()}
-    base["total_seconds"] = round(time.time() - start, 1)
-    if args.quick:
-        return
-    print(f"wrote {merge_rows(RESULT_NAMES[args.world], rows, command, base, key=lambda row: row['key'])}")
+        write({"key": "untrained", "model": "untrained depth branch",
+               "depth_abs_rel": depth_error(args, None, test_triplets)})  # fmt: skip
 
 
 if __name__ == "__main__":
