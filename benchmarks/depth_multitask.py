@@ -18,8 +18,12 @@
 
 Every model is evaluated as a plain segmentation model: clean, Gaussian noise
 (σ = 0.02, 0.05, 0.1, fixed seed, clipped to [0, 1]), NAA and EroSeg at 1/255,
-2/255, 4/255 (10 steps, alpha = 2.5·eps/10), and the reliable ensemble at
+2/255, 4/255 (10 steps, alpha = 2.5·eps/10), the ImageNet-C corruptions
+(``--corruptions``, ``--severities``; run through ``run_benchmark``: mean mIoU,
+ratio to clean, per family and corruption), and the reliable ensemble at
 4/255 (``--reliable-steps`` APGD iterations per loss; greedy worst-case mIoU).
+``--conditions`` picks the noise and attack columns. Each row is merged into
+the results file as it finishes.
 
 Usage:
     python benchmarks/depth_multitask.py --world camvid       # writes benchmarks/results/depth_multitask.json
