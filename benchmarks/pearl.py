@@ -215,44 +215,47 @@ def main(argv=None):
         tag += "-quick" if args.quick else ""  # a smoke run's derainers never stand in for real ones
         models[name], train_seconds[name] = trained_pearl(base, ama, tag, train_set, ranges, eps, args)
 
+    command = "python benchmarks/pearl.py " + shlex.join(argv or sys.argv[1:])
+    settings = {**vars(args), "rain_ranges": {k: list(v) if isinstance(v, tuple) else v for k, v in ranges.items()}}
     rows = []
     for name in wanted:
-        row = {"model": name, "train_seconds": train_seconds[name]}
-        for condition in args.conditions:
-            row[condition] = evaluate(models[name], val, ranges, condition, eps)
-            print(f"{name:16s} {condition:15s} mIoU {row[condition]:.4f}", flush=True)
-        if args.reliable_steps:
-            count = min(args.reliable_images or len(val), len(val))
-            column = "reliable" if count == len(val) else f"reliable_first{count}"
-            row[column] = reliable_miou(models[name], torch.utils.data.Subset(val, range(count)), ranges, eps,
-                                        args.reliable_steps)  # fmt: skip
-            print(f"{name:16s} rainy + reliable ensemble {row[column]}", flush=True)
-        rows.append(row)
-    payload = {
-        "command": "python benchmarks/pearl.py " + shlex.join(argv or sys.argv[1:]),
-        "settings": {
-            **vars(args),
-            "rain_ranges": {k: list(v) if isinstance(v, tuple) else v for k, v in ranges.items()},
-        },
-        "conditions": list(CONDITIONS),
-        "rows": rows,
-        "total_seconds": round(time.time() - start, 1),
-        "environment": environment(),
-    }
-    if args.quick:
-        return
-    # Other derainers and epoch counts get their own results file, so the runs can sit side by side.
-    name = (
+        measured = evaluate_row(models[name], name, val, ranges, eps, args)
+        rows.append({"model": name, "train_seconds": train_seconds[name], **measured})
+        if not args.quick:  # written as each row finishes, so a stopped run keeps the rows it finished
+            payload = {"command": command, "settings": settings, "conditions": list(CONDITIONS), "rows": rows,
+                       "total_seconds": round(time.time() - start, 1), "environment": environment()}  # fmt: skip
+            print(f"wrote {write_rows(results_name(args), payload, rows[-1:] if args.merge else None)}")
+
+
+def evaluate_row(model, name: str, val, ranges, eps: float, args) -> dict:
+    """The 10-step columns of ``--conditions`` and the reliable ensemble of one model."""
+    row = {}
+    for condition in args.conditions:
+        row[condition] = evaluate(model, val, ranges, condition, eps)
+        print(f"{name:16s} {condition:15s} mIoU {row[condition]:.4f}", flush=True)
+    if args.reliable_steps:
+        count = min(args.reliable_images or len(val), len(val))
+        column = "reliable" if count == len(val) else f"reliable_first{count}"
+        row[column] = reliable_miou(model, torch.utils.data.Subset(val, range(count)), ranges, eps, args.reliable_steps)
+        print(f"{name:16s} rainy + reliable ensemble {row[column]}", flush=True)
+    return row
+
+
+def results_name(args) -> str:
+    """Other derainers and epoch counts get their own results file, so the runs can sit side by side."""
+    return (
         "pearl"
         + ("" if args.derainer == "prenet" else f"_{args.derainer}")
         + ("" if args.epochs == 3 else f"_e{args.epochs}")
         + ("_transfer" if args.transfer else "")
     )
-    if args.merge:
-        path = merge_rows(name, rows, payload["command"], payload, key=lambda row: row["model"])
-    else:
-        path = write_results(name, payload)
-    print(f"wrote {path}")
+
+
+def write_rows(name: str, payload: dict, merge: list[dict] | None):
+    """Write the whole table, or (``--merge``) merge ``merge`` into the file's rows field by field."""
+    if merge is None:
+        return write_results(name, payload)
+    return merge_rows(name, merge, payload["command"], payload, key=lambda row: row["model"])
 
 
 if __name__ == "__main__":
