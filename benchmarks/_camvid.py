@@ -173,6 +173,13 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def write_rows(name: str, payload: dict[str, Any], merge: list[dict] | None, key: Callable[[dict], Hashable]) -> Path:
+    """Write the whole table ``payload``, or (``merge`` given) merge those rows into the file field by field."""
+    if merge is None:
+        return write_results(name, payload)
+    return merge_rows(name, merge, payload["command"], payload, key=key)
+
+
 def merge_rows(name: str, rows: list[dict], command: str, base: dict, key: Callable[[dict], Hashable]) -> Path:
     """Write ``rows`` into results file ``name``: each updates the row with its ``key`` field by field, the others are added.
 

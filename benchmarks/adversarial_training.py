@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _camvid import camvid, environment, merge_rows, run_recipe, trained_model, write_results
+from _camvid import camvid, environment, run_recipe, trained_model, write_rows
 from attack_strength import attack_factory, evaluate, reliable_ensemble
 
 TRAININGS = ("standard", "PGD-AT", "EroSeg-AT")
@@ -94,34 +94,6 @@ def main(argv=None):
         base, _ = trained_model(
             "standard", args.arch, args.encoder, tuple(args.size), args.base_epochs, run_recipe("standard")
         )
-    rows = []
-    for name, (recipe, kwargs) in recipes.items():
-        if name not in args.only:
-            continue
-        key = {
-            "standard": "standard",
-            "PGD-AT": f"pgdat{args.eps:g}s{args.train_steps}",
-            "EroSeg-AT": f"erosegat{args.eps:g}s{args.train_steps}",
-        }[name]
-        if base is not None:
-            key = f"ft-{key}-from-e{args.base_epochs}"
-            recipe = _fine_tune(recipe, base)
-        model, info = trained_model(key, args.arch, args.encoder, tuple(args.size), args.epochs, recipe, kwargs)
-        row = {"training": name, "train_seconds": info.get("train_seconds"), "clean": evaluate(model, val)}
-        per_attack = {}
-        for attack in args.attacks:
-            per_attack[attack] = evaluate(model, val, attack_factory(attack, model, eval_eps, args.eval_steps))
-            print(f"{name:10s} {attack:7s}: mIoU {per_attack[attack]['miou']:.4f}", flush=True)
-        strongest = min(per_attack, key=lambda a: per_attack[a]["miou"])
-        row.update(per_attack=per_attack, robust={"attack": strongest, **per_attack[strongest]})
-        if args.reliable_steps:
-            row["reliable"] = reliable_ensemble(model, val, eval_eps * 255, args.reliable_steps)
-            print(f"{name:10s} reliable ensemble: mIoU {row['reliable']['miou']:.4f}", flush=True)
-        rows.append(row)
-        print(
-            f"{name:10s} clean mIoU {row['clean']['miou']:.4f}  robust mIoU {row['robust']['miou']:.4f} ({strongest})",
-            flush=True,
-        )
     payload = {
         "command": "python benchmarks/adversarial_training.py " + " ".join(argv or sys.argv[1:]),
         "model": {
@@ -135,16 +107,45 @@ def main(argv=None):
         "eval_eps": eval_eps,
         "eval_steps": args.eval_steps,
         "reliable_steps": args.reliable_steps,
-        "rows": rows,
-        "total_seconds": round(time.time() - start, 1),
+        "rows": [],
         "environment": environment(),
     }
-    name = results_name(args)
-    if args.merge:
-        path = merge_rows(name, rows, payload["command"], payload, key=lambda row: row["training"])
-    else:
-        path = write_results(name, payload)
-    print(f"wrote {path}")
+    for name, (recipe, kwargs) in recipes.items():
+        if name not in args.only:
+            continue
+        key = {
+            "standard": "standard",
+            "PGD-AT": f"pgdat{args.eps:g}s{args.train_steps}",
+            "EroSeg-AT": f"erosegat{args.eps:g}s{args.train_steps}",
+        }[name]
+        if base is not None:
+            key = f"ft-{key}-from-e{args.base_epochs}"
+            recipe = _fine_tune(recipe, base)
+        model, info = trained_model(key, args.arch, args.encoder, tuple(args.size), args.epochs, recipe, kwargs)
+        measured = evaluate_training(model, name, val, eval_eps, args)
+        row = {"training": name, "train_seconds": info.get("train_seconds"), **measured}
+        payload["rows"].append(row)
+        payload["total_seconds"] = round(time.time() - start, 1)
+        # Written as each row finishes, so a stopped run keeps the rows it finished.
+        path = write_rows(results_name(args), payload, [row] if args.merge else None, key=lambda r: r["training"])
+        print(f"wrote {path}")
+
+
+def evaluate_training(model, name: str, val, eval_eps: float, args) -> dict:
+    """Clean mIoU, each short attack, the strongest of them, and the reliable ensemble at ``eval_eps``."""
+    row = {"clean": evaluate(model, val)}
+    per_attack = {}
+    for attack in args.attacks:
+        per_attack[attack] = evaluate(model, val, attack_factory(attack, model, eval_eps, args.eval_steps))
+        print(f"{name:10s} {attack:7s}: mIoU {per_attack[attack]['miou']:.4f}", flush=True)
+    strongest = min(per_attack, key=lambda a: per_attack[a]["miou"])
+    row.update(per_attack=per_attack, robust={"attack": strongest, **per_attack[strongest]})
+    if args.reliable_steps:
+        row["reliable"] = reliable_ensemble(model, val, eval_eps * 255, args.reliable_steps)
+        print(f"{name:10s} reliable ensemble: mIoU {row['reliable']['miou']:.4f}", flush=True)
+    print(f"{name:10s} clean mIoU {row['clean']['miou']:.4f}  robust mIoU {row['robust']['miou']:.4f} ({strongest})",
+          flush=True)  # fmt: skip
+    return row
 
 
 if __name__ == "__main__":

@@ -46,11 +46,10 @@ from _camvid import (
     NUM_CLASSES,
     camvid,
     environment,
-    merge_rows,
     random_flip,
     run_recipe,
     trained_model,
-    write_results,
+    write_rows,
 )
 
 CONDITIONS = ("clean", "rainy", "rainy + NAA", "rainy + EroSeg", "rain attack")
@@ -224,7 +223,11 @@ def main(argv=None):
         if not args.quick:  # written as each row finishes, so a stopped run keeps the rows it finished
             payload = {"command": command, "settings": settings, "conditions": list(CONDITIONS), "rows": rows,
                        "total_seconds": round(time.time() - start, 1), "environment": environment()}  # fmt: skip
-            print(f"wrote {write_rows(results_name(args), payload, rows[-1:] if args.merge else None)}")
+            print(f"wrote {write_rows(results_name(args), payload, rows[-1:] if args.merge else None, by_model)}")
+
+
+def by_model(row: dict) -> str:
+    return row["model"]
 
 
 def evaluate_row(model, name: str, val, ranges, eps: float, args) -> dict:
@@ -249,13 +252,6 @@ def results_name(args) -> str:
         + ("" if args.epochs == 3 else f"_e{args.epochs}")
         + ("_transfer" if args.transfer else "")
     )
-
-
-def write_rows(name: str, payload: dict, merge: list[dict] | None):
-    """Write the whole table, or (``--merge``) merge ``merge`` into the file's rows field by field."""
-    if merge is None:
-        return write_results(name, payload)
-    return merge_rows(name, merge, payload["command"], payload, key=lambda row: row["model"])
 
 
 if __name__ == "__main__":
